@@ -1,0 +1,6 @@
+//! windtunnel: a microservice framework and a deterministic wind tunnel for it.
+#![warn(missing_docs)]
+
+pub mod dist;
+pub mod scenario;
+pub mod units;
