@@ -1,0 +1,486 @@
+//! The client: one call, with discovery, balancing, deadlines and cancellation.
+//!
+//! A call derives a child context (so its deadline is never later than its caller's), picks an
+//! instance from the registry (round robin or power of two choices on in-flight calls, skipping
+//! instances that recently refused connections), and hands the request to the transport through
+//! the client middleware. A call dropped before its answer (a decided fanout, a cancelled
+//! parent) reports that it was abandoned and the transport sends a Cancel frame.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::framework::context::Context;
+use crate::framework::discovery::{InstanceInfo, Registry};
+use crate::framework::error::Error;
+use crate::framework::event::{Event, EventKind, EventSink, NullSink};
+use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
+use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
+use crate::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
+
+/// How a client picks one instance of a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Each instance in turn.
+    #[default]
+    RoundRobin,
+    /// Two instances at random; the one with fewer calls in flight from this client.
+    PowerOfTwo,
+}
+
+/// How a client is set up.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Who is calling: an instance id or a load generator's name; used as the origin of calls
+    /// made outside a handler, and in events.
+    pub name: String,
+    /// Root seed of this client's id and balancer streams.
+    pub seed: u64,
+    /// How long an instance that refused a connection is skipped. Default 1 s.
+    pub unreachable_backoff: Duration,
+    /// Balancing per service; others use round robin.
+    pub balance: BTreeMap<String, Balance>,
+}
+
+impl ClientConfig {
+    /// A config named `name` with seed 0 and defaults.
+    pub fn new(name: &str) -> ClientConfig {
+        ClientConfig {
+            name: name.to_string(),
+            seed: 0,
+            unreachable_backoff: Duration::from_secs(1),
+            balance: BTreeMap::new(),
+        }
+    }
+}
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct Call {
+    service: Arc<str>,
+    endpoint: Arc<str>,
+    body: Bytes,
+    timeout: Option<Duration>,
+    instance: Option<Arc<str>>,
+}
+
+impl Call {
+    /// A call to `service`'s `endpoint` with an empty JSON object body.
+    pub fn new(service: &str, endpoint: &str) -> Call {
+        Call {
+            service: service.into(),
+            endpoint: endpoint.into(),
+            body: Bytes::from_static(b"{}"),
+            timeout: None,
+            instance: None,
+        }
+    }
+
+    /// Sets a serde body (JSON).
+    pub fn json<T: Serialize>(mut self, body: &T) -> Result<Call, Error> {
+        self.body = serde_json::to_vec(body)
+            .map(Bytes::from)
+            .map_err(|e| Error::bad_request("encode", e.to_string()))?;
+        Ok(self)
+    }
+
+    /// Sets a raw body.
+    pub fn bytes(mut self, body: Bytes) -> Call {
+        self.body = body;
+        self
+    }
+
+    /// Limits this call to `timeout` (and still to the caller's deadline).
+    pub fn timeout(mut self, timeout: Duration) -> Call {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends to this instance only, instead of balancing.
+    pub fn instance(mut self, id: &str) -> Call {
+        self.instance = Some(id.into());
+        self
+    }
+
+    /// The target service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The target endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+/// A successful answer, with the instance that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The serialized response.
+    pub body: Bytes,
+    /// The instance that served the call.
+    pub instance: Arc<str>,
+}
+
+impl Reply {
+    /// Decodes the body as JSON.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::internal("decode", e.to_string()))
+    }
+}
+
+struct Inner {
+    name: Arc<str>,
+    config: ClientConfig,
+    transport: Arc<dyn Transport>,
+    registry: Arc<Registry>,
+    events: Arc<dyn EventSink>,
+    ids: IdGen,
+    rng: Mutex<ChaCha8Rng>,
+    round_robin: Mutex<BTreeMap<Arc<str>, usize>>,
+    inflight: Mutex<BTreeMap<Arc<str>, usize>>,
+    down_until: Mutex<BTreeMap<Arc<str>, Instant>>,
+    middleware: RwLock<Arc<[Arc<dyn ClientMiddleware>]>>,
+}
+
+/// Makes calls to services. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("name", &self.inner.name).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Client {
+    /// A client that reports nothing.
+    pub fn new(config: ClientConfig, transport: Arc<dyn Transport>, registry: Arc<Registry>) -> Client {
+        Client::with_events(config, transport, registry, Arc::new(NullSink))
+    }
+
+    /// A client that reports its calls to `events`.
+    pub fn with_events(
+        config: ClientConfig,
+        transport: Arc<dyn Transport>,
+        registry: Arc<Registry>,
+        events: Arc<dyn EventSink>,
+    ) -> Client {
+        let ids = IdGen::new(config.seed, &format!("{}/ids", config.name));
+        let rng = ids::stream(config.seed, &format!("{}/balance", config.name));
+        Client {
+            inner: Arc::new(Inner {
+                name: config.name.as_str().into(),
+                config,
+                transport,
+                registry,
+                events,
+                ids,
+                rng: Mutex::new(rng),
+                round_robin: Mutex::new(BTreeMap::new()),
+                inflight: Mutex::new(BTreeMap::new()),
+                down_until: Mutex::new(BTreeMap::new()),
+                middleware: RwLock::new(Arc::from(Vec::new())),
+            }),
+        }
+    }
+
+    /// The client's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The registry this client reads.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// A fresh trace id from this client's stream, for an edge request.
+    pub fn new_trace(&self) -> TraceId {
+        self.inner.ids.trace_id()
+    }
+
+    /// Appends a client middleware (innermost).
+    pub fn add_middleware(&self, mw: Arc<dyn ClientMiddleware>) {
+        let mut guard = self.inner.middleware.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = guard.to_vec();
+        v.push(mw);
+        *guard = Arc::from(v);
+    }
+
+    /// Calls `service.endpoint` with a serde request and decodes the serde response.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        ctx: &Context,
+        service: &str,
+        endpoint: &str,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        let call = Call::new(service, endpoint).json(req)?;
+        self.send(ctx, call).await?.decode()
+    }
+
+    /// Makes one call.
+    pub async fn send(&self, ctx: &Context, call: Call) -> Result<Reply, Error> {
+        let ctx = match call.timeout {
+            Some(t) => ctx.with_timeout(t),
+            None => ctx.child(),
+        };
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        loop {
+            let instance = self.pick(&call, &tried)?;
+            match self.send_to(&ctx, &call, &instance).await {
+                Err(e) if e.matches("unavailable.unreachable") && call.instance.is_none() => {
+                    self.mark_down(&instance.id);
+                    tried.push(instance.id.clone());
+                    let left = self.inner.registry.instances(&call.service).len();
+                    if tried.len() >= left || ctx.is_cancelled() {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The instance to try: the pinned one, or a balanced pick among those not yet tried,
+    /// preferring instances not marked down.
+    fn pick(&self, call: &Call, tried: &[Arc<str>]) -> Result<InstanceInfo, Error> {
+        let all = self.inner.registry.instances(&call.service);
+        if let Some(id) = &call.instance {
+            return all.into_iter().find(|i| i.id == *id).ok_or_else(|| {
+                Error::unavailable("no_instance", format!("{} has no instance {id}", call.service))
+            });
+        }
+        let fresh: Vec<InstanceInfo> = all.into_iter().filter(|i| !tried.contains(&i.id)).collect();
+        let now = Instant::now();
+        let up: Vec<InstanceInfo> = {
+            let down = lock(&self.inner.down_until);
+            fresh
+                .iter()
+                .filter(|i| down.get(&i.id).is_none_or(|until| *until <= now))
+                .cloned()
+                .collect()
+        };
+        let candidates = if up.is_empty() { fresh } else { up };
+        if candidates.is_empty() {
+            return Err(Error::unavailable(
+                "no_instances",
+                format!("no reachable instance of {}", call.service),
+            ));
+        }
+        let balance = self.inner.config.balance.get(&*call.service).copied().unwrap_or_default();
+        let idx = match balance {
+            Balance::RoundRobin => {
+                let mut rr = lock(&self.inner.round_robin);
+                let n = rr.entry(call.service.clone()).or_insert(0);
+                *n = n.wrapping_add(1);
+                (*n - 1) % candidates.len()
+            }
+            Balance::PowerOfTwo => self.power_of_two(&candidates),
+        };
+        Ok(candidates[idx].clone())
+    }
+
+    fn power_of_two(&self, candidates: &[InstanceInfo]) -> usize {
+        let n = candidates.len();
+        if n == 1 {
+            return 0;
+        }
+        let (a, b) = {
+            let mut rng = lock(&self.inner.rng);
+            let a = rng.random_range(0..n);
+            let b = (a + rng.random_range(1..n)) % n;
+            (a, b)
+        };
+        let inflight = lock(&self.inner.inflight);
+        let load = |i: usize| inflight.get(&candidates[i].id).copied().unwrap_or(0);
+        if load(b) < load(a) {
+            b
+        } else {
+            a
+        }
+    }
+
+    fn mark_down(&self, id: &Arc<str>) {
+        let until = Instant::now() + self.inner.config.unreachable_backoff;
+        lock(&self.inner.down_until).insert(id.clone(), until);
+    }
+
+    /// Calls in flight from this client to `instance`.
+    pub fn inflight(&self, instance: &str) -> usize {
+        lock(&self.inner.inflight).get(instance).copied().unwrap_or(0)
+    }
+
+    async fn send_to(&self, ctx: &Context, call: &Call, instance: &InstanceInfo) -> Result<Reply, Error> {
+        let headers = self.headers(ctx);
+        let mut guard = CallGuard::new(self, ctx, call, instance, &headers);
+        guard.emit(EventKind::CallSent);
+        let request = RequestFrame {
+            id: 0,
+            service: call.service.to_string(),
+            endpoint: call.endpoint.to_string(),
+            headers,
+            body: Bytes::new(),
+        };
+        let outbound = OutboundCall {
+            service: call.service.clone(),
+            endpoint: call.endpoint.clone(),
+            instance: instance.id.clone(),
+            addr: instance.addr.clone(),
+            body: call.body.clone(),
+        };
+        let transport = &self.inner.transport;
+        // How the last transport attempt failed locally, if it did: `Some(true)` when a Cancel
+        // frame went out for it.
+        let local: Arc<Mutex<Option<bool>>> = Arc::default();
+        let local_w = local.clone();
+        let end = move |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
+            let mut request = request.clone();
+            request.body = out.body;
+            let fut = transport.send(&out.addr, request, ctx.deadline(), ctx.token().clone());
+            let local = local_w.clone();
+            Box::pin(async move {
+                fut.await.map_err(|e| {
+                    *lock(&local) = match &e {
+                        SendError::Remote(_) => None,
+                        SendError::Timeout | SendError::Cancelled => Some(true),
+                        _ => Some(false),
+                    };
+                    e.into_error()
+                })
+            })
+        };
+        let chain = self.inner.middleware.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = ClientNext::new(&chain, &end).run(ctx.clone(), outbound).await;
+        let local = *lock(&local);
+        guard.finish(&result, local);
+        result.map(|body| Reply {
+            body,
+            instance: instance.id.clone(),
+        })
+    }
+
+    fn headers(&self, ctx: &Context) -> Headers {
+        let (parent_request_id, parent_span_id, origin_endpoint) = match ctx.request() {
+            Some(r) => (Some(r.request_id), Some(r.span_id), Some(r.endpoint.to_string())),
+            None => (None, None, None),
+        };
+        let origin_service = match ctx.request() {
+            Some(r) => r.service.to_string(),
+            None => self.inner.name.to_string(),
+        };
+        Headers {
+            deadline_remaining: ctx.remaining(),
+            request_id: self.inner.ids.request_id(),
+            parent_request_id,
+            origin_service: Some(origin_service),
+            origin_endpoint,
+            trace_id: ctx.trace_id().unwrap_or_else(|| self.inner.ids.trace_id()),
+            span_id: self.inner.ids.span_id(),
+            parent_span_id,
+            meta: ctx.meta_all().clone(),
+        }
+    }
+}
+
+/// Counts a call in flight and reports how it ended, including when it is dropped unfinished.
+struct CallGuard<'a> {
+    client: &'a Client,
+    instance: Arc<str>,
+    service: Arc<str>,
+    endpoint: Arc<str>,
+    request_id: RequestId,
+    parent_request_id: Option<RequestId>,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_span_id: Option<SpanId>,
+    deadline: Option<Duration>,
+    done: bool,
+}
+
+impl<'a> CallGuard<'a> {
+    fn new(client: &'a Client, ctx: &Context, call: &Call, instance: &InstanceInfo, h: &Headers) -> CallGuard<'a> {
+        *lock(&client.inner.inflight).entry(instance.id.clone()).or_insert(0) += 1;
+        let now = client.inner.transport.elapsed();
+        CallGuard {
+            client,
+            instance: instance.id.clone(),
+            service: call.service.clone(),
+            endpoint: call.endpoint.clone(),
+            request_id: h.request_id,
+            parent_request_id: h.parent_request_id,
+            trace_id: h.trace_id,
+            span_id: h.span_id,
+            parent_span_id: h.parent_span_id,
+            deadline: ctx.remaining().map(|r| now + r),
+            done: false,
+        }
+    }
+
+    fn emit(&self, kind: EventKind) {
+        let inner = &self.client.inner;
+        inner.events.emit(Event {
+            at: inner.transport.elapsed(),
+            kind,
+            instance: inner.name.clone(),
+            peer: self.instance.clone(),
+            service: self.service.clone(),
+            endpoint: self.endpoint.clone(),
+            request_id: self.request_id,
+            parent_request_id: self.parent_request_id,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            deadline: self.deadline,
+        });
+    }
+
+    /// Reports the end of the call. `local` says the transport gave up itself (and whether it
+    /// sent a Cancel frame) rather than the callee answering.
+    fn finish(&mut self, result: &Result<Bytes, Error>, local: Option<bool>) {
+        self.done = true;
+        let kind = match (result, local) {
+            (Ok(_), _) => EventKind::CallAnswered { error: None },
+            (Err(e), Some(cancel_sent)) => {
+                if cancel_sent {
+                    self.emit(EventKind::CancelSent);
+                }
+                EventKind::CallAbandoned {
+                    reason: e.code().into(),
+                }
+            }
+            (Err(e), None) => EventKind::CallAnswered {
+                error: Some(e.code().into()),
+            },
+        };
+        self.emit(kind);
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.client.inner.inflight).get_mut(&self.instance) {
+            *n = n.saturating_sub(1);
+        }
+        if !self.done {
+            self.emit(EventKind::CancelSent);
+            self.emit(EventKind::CallAbandoned {
+                reason: "cancelled".into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The context a request carries from hop to hop: deadline, cancellation, request tree, trace.
+//!
+//! Go's `context.Context` (the talk's slide 113) in Rust. A handler receives the context of its
+//! request; every call it makes derives a child from it, so the child's deadline is never later
+//! than the parent's and cancelling the parent cancels every child still in flight.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::framework::ids::{RequestId, SpanId, TraceId};
+
+/// Request-scoped state. Cheap to clone (an `Arc`).
+#[derive(Debug, Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
+    deadline: Option<Instant>,
+    cancel: CancellationToken,
+    request: Option<RequestInfo>,
+    trace_id: Option<TraceId>,
+    meta: BTreeMap<String, String>,
+}
+
+/// Where a request sits in the tree of calls, as seen by its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// This request's id.
+    pub request_id: RequestId,
+    /// The request whose handler made this one, if any.
+    pub parent_request_id: Option<RequestId>,
+    /// The service handling this request.
+    pub service: Arc<str>,
+    /// The endpoint handling this request.
+    pub endpoint: Arc<str>,
+    /// The calling service, if known.
+    pub origin_service: Option<String>,
+    /// The calling endpoint, if known.
+    pub origin_endpoint: Option<String>,
+    /// This request's span.
+    pub span_id: SpanId,
+    /// The caller's span, if any.
+    pub parent_span_id: Option<SpanId>,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::background()
+    }
+}
+
+impl Context {
+    /// A root context: no deadline, not cancelled, no request, no trace yet.
+    pub fn background() -> Context {
+        Context {
+            inner: Arc::new(Inner {
+                deadline: None,
+                cancel: CancellationToken::new(),
+                request: None,
+                trace_id: None,
+                meta: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// The context a server builds for an inbound request.
+    pub(crate) fn for_request(
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+        request: RequestInfo,
+        trace_id: TraceId,
+        meta: BTreeMap<String, String>,
+    ) -> Context {
+        Context {
+            inner: Arc::new(Inner {
+                deadline,
+                cancel,
+                request: Some(request),
+                trace_id: Some(trace_id),
+                meta,
+            }),
+        }
+    }
+
+    fn derive(&self, f: impl FnOnce(&mut Inner)) -> Context {
+        let mut inner = Inner {
+            cancel: self.inner.cancel.child_token(),
+            ..(*self.inner).clone()
+        };
+        f(&mut inner);
+        Context { inner: Arc::new(inner) }
+    }
+
+    /// A child that expires `timeout` from now, or at this context's deadline if sooner.
+    pub fn with_timeout(&self, timeout: Duration) -> Context {
+        self.with_deadline(Instant::now() + timeout)
+    }
+
+    /// A child that expires at `deadline`, or at this context's deadline if sooner.
+    pub fn with_deadline(&self, deadline: Instant) -> Context {
+        let d = match self.inner.deadline {
+            Some(parent) => parent.min(deadline),
+            None => deadline,
+        };
+        self.derive(|i| i.deadline = Some(d))
+    }
+
+    /// A child with its own cancellation, cancelled also when this one is.
+    pub fn child(&self) -> Context {
+        self.derive(|_| {})
+    }
+
+    /// A child that carries `trace_id` (for an edge request that starts a trace).
+    pub fn with_trace(&self, trace_id: TraceId) -> Context {
+        self.derive(|i| i.trace_id = Some(trace_id))
+    }
+
+    /// A child carrying one more piece of metadata; metadata travels to every callee.
+    pub fn with_meta(&self, key: impl Into<String>, value: impl Into<String>) -> Context {
+        let (k, v) = (key.into(), value.into());
+        self.derive(|i| {
+            i.meta.insert(k, v);
+        })
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
+    }
+
+    /// Time left before the deadline (zero once passed); `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.inner
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Cancels this context and every context derived from it.
+    pub fn cancel(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Whether this context was cancelled (directly or through a parent).
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves when this context is cancelled.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Resolves when this context is cancelled or its deadline passes, whichever is first.
+    pub async fn done(&self) {
+        match self.inner.deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = self.inner.cancel.cancelled() => {}
+                    _ = tokio::time::sleep_until(d) => {}
+                }
+            }
+            None => self.inner.cancel.cancelled().await,
+        }
+    }
+
+    /// The cancellation token, for code that selects on it.
+    pub fn token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// The request this context belongs to, inside a handler.
+    pub fn request(&self) -> Option<&RequestInfo> {
+        self.inner.request.as_ref()
+    }
+
+    /// The trace this context belongs to, once one was started.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.inner.trace_id
+    }
+
+    /// A piece of metadata carried from upstream.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.inner.meta.get(key).map(String::as_str)
+    }
+
+    /// All metadata, ordered by key.
+    pub fn meta_all(&self) -> &BTreeMap<String, String> {
+        &self.inner.meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn child_deadline_is_never_later_than_the_parent() {
+        let parent = Context::background().with_timeout(Duration::from_millis(100));
+        let child = parent.with_timeout(Duration::from_secs(5));
+        assert_eq!(child.deadline(), parent.deadline());
+        let tighter = parent.with_timeout(Duration::from_millis(10));
+        assert!(tighter.deadline() < parent.deadline());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_the_parent_cancels_children_but_not_the_reverse() {
+        let parent = Context::background();
+        let child = parent.child();
+        child.cancel();
+        assert!(!parent.is_cancelled());
+        let other = parent.child();
+        parent.cancel();
+        assert!(other.is_cancelled());
+    }
+}

@@ -1,0 +1,146 @@
+//! What the framework reports about its own work, for the harness, the checks and tracing.
+//!
+//! The simulation never reaches into services: it sees only these events, emitted to an
+//! [`EventSink`] passed in when a client or server is built. Each event carries the simulated
+//! time, where it happened, the call it belongs to and the deadline that call carried.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::framework::ids::{RequestId, SpanId, TraceId};
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A client wrote a request to an instance.
+    CallSent,
+    /// A client got an answer (ok or a typed error from the callee).
+    CallAnswered {
+        /// `None` for ok, else the error code.
+        error: Option<Arc<str>>,
+    },
+    /// A client gave up on a call: its deadline passed, it was cancelled, or the connection
+    /// failed. `reason` is the error code returned to the caller.
+    CallAbandoned {
+        /// The error code returned to the caller.
+        reason: Arc<str>,
+    },
+    /// A client sent a Cancel frame for a call it abandoned.
+    CancelSent,
+    /// A server read a request off the wire.
+    RequestReceived,
+    /// A server refused a request because its queue was full.
+    RequestRejected,
+    /// A handler began running (it had a worker).
+    HandlerStarted,
+    /// A handler returned (ok or a typed error, panics included).
+    HandlerEnded {
+        /// `None` for ok, else the error code.
+        error: Option<Arc<str>>,
+    },
+    /// A handler future was dropped because its caller cancelled or went away.
+    HandlerCancelled,
+    /// A handler future was dropped because the request's deadline passed.
+    HandlerTimedOut,
+    /// A server wrote a response.
+    ResponseSent,
+    /// A server read a Cancel frame for a request it holds.
+    CancelReceived,
+}
+
+impl EventKind {
+    /// A short stable name, used in logs and fingerprints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::CallSent => "call_sent",
+            EventKind::CallAnswered { .. } => "call_answered",
+            EventKind::CallAbandoned { .. } => "call_abandoned",
+            EventKind::CancelSent => "cancel_sent",
+            EventKind::RequestReceived => "request_received",
+            EventKind::RequestRejected => "request_rejected",
+            EventKind::HandlerStarted => "handler_started",
+            EventKind::HandlerEnded { .. } => "handler_ended",
+            EventKind::HandlerCancelled => "handler_cancelled",
+            EventKind::HandlerTimedOut => "handler_timed_out",
+            EventKind::ResponseSent => "response_sent",
+            EventKind::CancelReceived => "cancel_received",
+        }
+    }
+
+    /// The error code the event carries, if any.
+    pub fn error_code(&self) -> Option<&str> {
+        match self {
+            EventKind::CallAnswered { error } | EventKind::HandlerEnded { error } => error.as_deref(),
+            EventKind::CallAbandoned { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// One thing that happened, with where, when and to which call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Time since the start of the run (simulated time inside turmoil).
+    pub at: Duration,
+    /// What happened.
+    pub kind: EventKind,
+    /// Where it happened: an instance id such as `service.webhook[2]`, or a client's name.
+    pub instance: Arc<str>,
+    /// The other side: the callee instance for client events, the calling service for server
+    /// events (empty when unknown).
+    pub peer: Arc<str>,
+    /// The service called.
+    pub service: Arc<str>,
+    /// The endpoint called.
+    pub endpoint: Arc<str>,
+    /// The call's request id.
+    pub request_id: RequestId,
+    /// The request whose handler made the call, if any.
+    pub parent_request_id: Option<RequestId>,
+    /// The call's trace.
+    pub trace_id: TraceId,
+    /// The call's span.
+    pub span_id: SpanId,
+    /// The caller's span, if any.
+    pub parent_span_id: Option<SpanId>,
+    /// The call's deadline, as time since the start of the run, if it had one.
+    pub deadline: Option<Duration>,
+}
+
+/// Where events go. Implementations must be cheap: they sit on every message's path.
+pub trait EventSink: Send + Sync {
+    /// Records one event.
+    fn emit(&self, event: Event);
+}
+
+/// A sink that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _event: Event) {}
+}
+
+/// A sink that keeps every event in order; for tests and small runs.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<Event>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Arc<MemorySink> {
+        Arc::new(MemorySink::default())
+    }
+
+    /// A copy of everything recorded so far, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: Event) {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+}

@@ -1,0 +1,24 @@
+//! The microservice framework: services, endpoints, context, client, errors, events.
+//!
+//! It never depends on the simulation: it is generic over the network through
+//! [`crate::transport::Transport`], and reports what it does through [`event::EventSink`].
+
+pub mod client;
+pub mod context;
+pub mod discovery;
+pub mod error;
+pub mod event;
+pub mod fanout;
+pub mod ids;
+pub mod middleware;
+pub mod server;
+pub mod service;
+
+pub use client::{Balance, Call, Client, ClientConfig, Reply};
+pub use context::Context;
+pub use discovery::{InstanceInfo, Registry};
+pub use error::{Error, ErrorKind};
+pub use event::{Event, EventKind, EventSink, MemorySink, NullSink};
+pub use fanout::{Fanout, FanoutPolicy, FanoutResult};
+pub use server::{Listen, Server, ServiceConfig, StartError};
+pub use service::Endpoint;

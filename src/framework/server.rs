@@ -1,0 +1,540 @@
+//! A running service: endpoints, middleware, admission control and graceful stop (slide 78).
+//!
+//! Each request runs in its own task. The task selects between the handler, the caller's
+//! cancellation and the request's deadline: whichever comes first wins, and a lost handler future
+//! is dropped on the spot, so a cancelled request stops doing work (and cancels its own calls).
+//! A bounded pool of workers and a bounded queue model an instance's capacity: beyond both, a
+//! request is refused with `rate_limited.queue_full`.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::framework::context::{Context, RequestInfo};
+use crate::framework::discovery::Registry;
+use crate::framework::error::Error;
+use crate::framework::event::{Event, EventKind, EventSink, NullSink};
+use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
+use crate::framework::service::Endpoint;
+use crate::transport::{Inbound, ListenError, Transport};
+
+/// How a service is set up (the talk's `service.Config`).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service's name, e.g. `service.account`.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// This instance's id; default `<name>[0]`.
+    pub instance: Option<String>,
+    /// Handlers allowed to run at once; `None` for no limit.
+    pub workers: Option<usize>,
+    /// Requests allowed to wait for a worker; more are refused. Ignored without `workers`.
+    pub queue: usize,
+    /// How long `stop` waits for in-flight handlers before dropping them. Default 5 s.
+    pub grace: Duration,
+    /// Requests buffered between transport and server. Default 1024.
+    pub inbound_buffer: usize,
+}
+
+impl ServiceConfig {
+    /// A config with a name and description and default limits (no worker limit).
+    pub fn new(name: &str, description: &str) -> ServiceConfig {
+        ServiceConfig {
+            name: name.to_string(),
+            description: description.to_string(),
+            instance: None,
+            workers: None,
+            queue: 0,
+            grace: Duration::from_secs(5),
+            inbound_buffer: 1024,
+        }
+    }
+}
+
+/// Where a server listens, and the address it gives discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The address to bind, e.g. `0.0.0.0:7000`.
+    pub bind: String,
+    /// The address callers should use; `None` for the bound address.
+    pub advertise: Option<String>,
+}
+
+impl Listen {
+    /// Bind `addr` and advertise what was bound (real network; port 0 picks a free port).
+    pub fn on(addr: &str) -> Listen {
+        Listen { bind: addr.to_string(), advertise: None }
+    }
+
+    /// Inside turmoil: bind every address of the host on `port`, advertise `host:port`.
+    pub fn host(host: &str, port: u16) -> Listen {
+        Listen {
+            bind: format!("0.0.0.0:{port}"),
+            advertise: Some(format!("{host}:{port}")),
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// It is already running.
+    #[error("server {0} is already running")]
+    AlreadyRunning(String),
+    /// The transport could not listen.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+struct Running {
+    transport: Arc<dyn Transport>,
+    addr: String,
+    /// Fires when the server starts draining: new requests are refused.
+    draining: CancellationToken,
+    /// Fires when the grace period is over: remaining handlers are dropped.
+    abort: CancellationToken,
+    /// Fires when the server has stopped.
+    stopped: CancellationToken,
+    tracker: TaskTracker,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    name: Arc<str>,
+    instance: Arc<str>,
+    endpoints: RwLock<BTreeMap<String, Endpoint>>,
+    middleware: RwLock<Arc<[Arc<dyn ServerMiddleware>]>>,
+    events: Arc<dyn EventSink>,
+    registry: Option<Arc<Registry>>,
+    workers: Option<Arc<Semaphore>>,
+    waiting: AtomicUsize,
+    running: Mutex<Option<Running>>,
+}
+
+/// A service: its endpoints and middleware, and once started, its listener and handlers.
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("instance", &self.inner.instance).finish()
+    }
+}
+
+fn read<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Server {
+    /// A server for `config` that reports nothing and registers nowhere.
+    pub fn new(config: ServiceConfig) -> Server {
+        Server::with(config, Arc::new(NullSink), None)
+    }
+
+    /// A server that reports to `events` and, when started, registers in `registry`.
+    pub fn with(config: ServiceConfig, events: Arc<dyn EventSink>, registry: Option<Arc<Registry>>) -> Server {
+        let instance = config
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("{}[0]", config.name));
+        let workers = config.workers.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        Server {
+            inner: Arc::new(Inner {
+                name: config.name.as_str().into(),
+                instance: instance.into(),
+                config,
+                endpoints: RwLock::new(BTreeMap::new()),
+                middleware: RwLock::new(Arc::from(Vec::new())),
+                events,
+                registry,
+                workers,
+                waiting: AtomicUsize::new(0),
+                running: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// What the service does.
+    pub fn description(&self) -> &str {
+        &self.inner.config.description
+    }
+
+    /// Adds endpoints (replacing any of the same name); takes effect for the next request.
+    pub fn add_endpoints(&self, eps: impl IntoIterator<Item = Endpoint>) {
+        let mut table = write(&self.inner.endpoints);
+        for ep in eps {
+            table.insert(ep.name().to_string(), ep);
+        }
+    }
+
+    /// Removes endpoints by name.
+    pub fn remove_endpoints<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut table = write(&self.inner.endpoints);
+        for n in names {
+            table.remove(n);
+        }
+    }
+
+    /// The endpoint named `name`.
+    pub fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        read(&self.inner.endpoints).get(name).cloned()
+    }
+
+    /// Every endpoint, by name.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        read(&self.inner.endpoints).values().cloned().collect()
+    }
+
+    /// The server middleware, outermost first.
+    pub fn middleware(&self) -> Vec<Arc<dyn ServerMiddleware>> {
+        read(&self.inner.middleware).to_vec()
+    }
+
+    /// Replaces the server middleware.
+    pub fn set_middleware(&self, mw: Vec<Arc<dyn ServerMiddleware>>) {
+        *write(&self.inner.middleware) = Arc::from(mw);
+    }
+
+    /// Appends one middleware (innermost).
+    pub fn add_middleware(&self, mw: Arc<dyn ServerMiddleware>) {
+        let mut v = self.middleware();
+        v.push(mw);
+        self.set_middleware(v);
+    }
+
+    /// Requests waiting for a worker right now.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Starts listening and serving; returns the advertised address once the listener is bound.
+    pub async fn start(&self, transport: Arc<dyn Transport>, listen: &Listen) -> Result<String, StartError> {
+        let (tx, rx) = mpsc::channel(self.inner.config.inbound_buffer.max(1));
+        if lock(&self.inner.running).is_some() {
+            return Err(StartError::AlreadyRunning(self.inner.instance.to_string()));
+        }
+        transport.ready().await;
+        let bound = transport.listen(&listen.bind, tx).await?;
+        let advertised = listen.advertise.clone().unwrap_or_else(|| bound.clone());
+        let running = Running {
+            transport: transport.clone(),
+            addr: listen.bind.clone(),
+            draining: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let dispatch = Dispatch {
+            inner: self.inner.clone(),
+            transport,
+            draining: running.draining.clone(),
+            abort: running.abort.clone(),
+            tracker: running.tracker.clone(),
+        };
+        *lock(&self.inner.running) = Some(running);
+        tokio::spawn(dispatch.run(rx));
+        if let Some(reg) = &self.inner.registry {
+            reg.register(&self.inner.name, &self.inner.instance, &advertised);
+        }
+        Ok(advertised)
+    }
+
+    /// Starts, then serves until [`Server::stop`] completes.
+    pub async fn run(&self, transport: Arc<dyn Transport>, listen: &Listen) -> Result<(), StartError> {
+        self.start(transport, listen).await?;
+        let stopped = lock(&self.inner.running).as_ref().map(|r| r.stopped.clone());
+        if let Some(stopped) = stopped {
+            stopped.cancelled().await;
+        }
+        Ok(())
+    }
+
+    /// Graceful stop: deregister, stop accepting, refuse new requests, let in-flight handlers
+    /// finish for up to the grace period, then drop the rest and close connections.
+    pub async fn stop(&self) {
+        let Some(running) = lock(&self.inner.running).take() else {
+            return;
+        };
+        if let Some(reg) = &self.inner.registry {
+            reg.deregister(&self.inner.name, &self.inner.instance);
+        }
+        running.transport.stop_listening(&running.addr);
+        running.draining.cancel();
+        running.tracker.close();
+        if tokio::time::timeout(self.inner.config.grace, running.tracker.wait())
+            .await
+            .is_err()
+        {
+            running.abort.cancel();
+            running.tracker.wait().await;
+        }
+        running.abort.cancel();
+        running.stopped.cancel();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The loop that takes requests from the transport and starts their tasks.
+struct Dispatch {
+    inner: Arc<Inner>,
+    transport: Arc<dyn Transport>,
+    draining: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Dispatch {
+    async fn run(self, mut rx: mpsc::Receiver<Inbound>) {
+        loop {
+            let inbound = tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => break },
+                _ = self.abort.cancelled() => break,
+            };
+            if self.draining.is_cancelled() {
+                self.transport
+                    .respond(&inbound.responder, Err(Error::unavailable("stopping", "server is stopping")));
+                continue;
+            }
+            let task = RequestTask {
+                inner: self.inner.clone(),
+                transport: self.transport.clone(),
+                abort: self.abort.clone(),
+                ev: EventBase::new(&self.inner, &inbound),
+                inbound,
+            };
+            self.tracker.spawn(task.run());
+        }
+        // Dropping `rx` closes the connections: callers still waiting see the connection go.
+    }
+}
+
+/// The fields every server event of one request shares.
+struct EventBase {
+    instance: Arc<str>,
+    peer: Arc<str>,
+    service: Arc<str>,
+    endpoint: Arc<str>,
+    info: RequestInfo,
+    trace_id: crate::framework::ids::TraceId,
+    deadline: Option<Duration>,
+}
+
+impl EventBase {
+    fn new(inner: &Inner, inbound: &Inbound) -> EventBase {
+        let r = &inbound.request;
+        let h = &r.headers;
+        let service: Arc<str> = if *r.service == *inner.name { inner.name.clone() } else { r.service.as_str().into() };
+        let endpoint: Arc<str> = r.endpoint.as_str().into();
+        EventBase {
+            instance: inner.instance.clone(),
+            peer: h.origin_service.as_deref().unwrap_or("").into(),
+            service: service.clone(),
+            endpoint: endpoint.clone(),
+            info: RequestInfo {
+                request_id: h.request_id,
+                parent_request_id: h.parent_request_id,
+                service,
+                endpoint,
+                origin_service: h.origin_service.clone(),
+                origin_endpoint: h.origin_endpoint.clone(),
+                span_id: h.span_id,
+                parent_span_id: h.parent_span_id,
+            },
+            trace_id: h.trace_id,
+            deadline: h.deadline_remaining.map(|d| inbound.received_at + d),
+        }
+    }
+
+    fn event(&self, at: Duration, kind: EventKind) -> Event {
+        Event {
+            at,
+            kind,
+            instance: self.instance.clone(),
+            peer: self.peer.clone(),
+            service: self.service.clone(),
+            endpoint: self.endpoint.clone(),
+            request_id: self.info.request_id,
+            parent_request_id: self.info.parent_request_id,
+            trace_id: self.trace_id,
+            span_id: self.info.span_id,
+            parent_span_id: self.info.parent_span_id,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// Why a request never reached its handler.
+enum Admission {
+    Admitted(Option<OwnedSemaphorePermit>),
+    Refused(Error),
+    Cancelled,
+}
+
+/// One request, from arrival to answer.
+struct RequestTask {
+    inner: Arc<Inner>,
+    transport: Arc<dyn Transport>,
+    abort: CancellationToken,
+    ev: EventBase,
+    inbound: Inbound,
+}
+
+impl RequestTask {
+    fn emit(&self, kind: EventKind) {
+        self.inner.events.emit(self.ev.event(self.transport.elapsed(), kind));
+    }
+
+    fn answer(&self, result: Result<Bytes, Error>) {
+        self.transport.respond(&self.inbound.responder, result);
+        self.emit(EventKind::ResponseSent);
+    }
+
+    async fn run(self) {
+        self.emit(EventKind::RequestReceived);
+        let deadline = self
+            .inbound
+            .request
+            .headers
+            .deadline_remaining
+            .map(|d| Instant::now() + d);
+        let Some(endpoint) = read(&self.inner.endpoints).get(&self.inbound.request.endpoint).cloned() else {
+            let msg = format!("{} has no endpoint {:?}", self.inner.name, self.inbound.request.endpoint);
+            self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
+            return;
+        };
+        let _permit = match self.admit(deadline).await {
+            Admission::Admitted(p) => p,
+            Admission::Refused(e) => {
+                self.answer(Err(e));
+                return;
+            }
+            Admission::Cancelled => return,
+        };
+        self.emit(EventKind::HandlerStarted);
+        let ctx = Context::for_request(
+            deadline,
+            self.inbound.cancel.clone(),
+            self.ev.info.clone(),
+            self.ev.trace_id,
+            self.inbound.request.headers.meta.clone(),
+        );
+        let req = ServerRequest {
+            service: self.ev.service.clone(),
+            endpoint: self.ev.endpoint.clone(),
+            body: self.inbound.request.body.clone(),
+        };
+        let chain = read(&self.inner.middleware).clone();
+        let handler = AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
+        let result = tokio::select! {
+            r = handler => r.unwrap_or_else(|panic| Err(panic_error(panic))),
+            _ = self.inbound.cancel.cancelled() => {
+                self.note_cancel();
+                self.emit(EventKind::HandlerCancelled);
+                return;
+            }
+            _ = sleep_until_opt(deadline) => {
+                self.emit(EventKind::HandlerTimedOut);
+                self.answer(Err(Error::timeout("", "deadline exceeded in handler")));
+                return;
+            }
+            _ = self.abort.cancelled() => {
+                self.emit(EventKind::HandlerCancelled);
+                self.answer(Err(Error::unavailable("stopping", "server stopped before the handler finished")));
+                return;
+            }
+        };
+        let error = result.as_ref().err().map(|e| Arc::<str>::from(e.code()));
+        self.emit(EventKind::HandlerEnded { error });
+        self.answer(result);
+    }
+
+    fn note_cancel(&self) {
+        if self.inbound.cancelled_by_peer.load(Ordering::Relaxed) {
+            self.emit(EventKind::CancelReceived);
+        }
+    }
+
+    /// Waits for a worker, unless the queue is full, the caller gives up or the deadline passes.
+    async fn admit(&self, deadline: Option<Instant>) -> Admission {
+        let Some(sem) = &self.inner.workers else {
+            return Admission::Admitted(None);
+        };
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Admission::Admitted(Some(p));
+        }
+        let waiting = &self.inner.waiting;
+        if waiting.fetch_add(1, Ordering::Relaxed) >= self.inner.config.queue {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            self.emit(EventKind::RequestRejected);
+            return Admission::Refused(Error::of(
+                crate::framework::error::ErrorKind::RateLimited,
+                "queue_full",
+                format!("{} is at capacity", self.inner.instance),
+            ));
+        }
+        let outcome = tokio::select! {
+            p = sem.clone().acquire_owned() => match p {
+                Ok(p) => Admission::Admitted(Some(p)),
+                Err(_) => Admission::Refused(Error::unavailable("stopping", "server stopped")),
+            },
+            _ = self.inbound.cancel.cancelled() => {
+                self.note_cancel();
+                self.emit(EventKind::HandlerCancelled);
+                Admission::Cancelled
+            }
+            _ = sleep_until_opt(deadline) => {
+                self.emit(EventKind::HandlerTimedOut);
+                Admission::Refused(Error::timeout("queued", "deadline exceeded while queued"))
+            }
+            _ = self.abort.cancelled() => Admission::Refused(Error::unavailable("stopping", "server stopped")),
+        };
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_error(panic: Box<dyn std::any::Any + Send>) -> Error {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_string());
+    Error::internal("panic", msg)
+}

@@ -1,0 +1,103 @@
+//! Endpoints: a name, a typed request, a typed response and an async handler (slides 72-75).
+//!
+//! The handler is written against serde types; the endpoint erases them to bytes so a server can
+//! hold endpoints of every type in one table. A body that does not decode is the caller's
+//! mistake (`bad_request.invalid_body`); a response that does not encode is the service's
+//! (`internal.encode`).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::framework::context::Context;
+use crate::framework::error::Error;
+use crate::transport::BoxFuture;
+
+type ErasedHandler = dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, Error>> + Send + Sync;
+
+/// A named operation of a service.
+#[derive(Clone)]
+pub struct Endpoint {
+    name: Arc<str>,
+    request_type: &'static str,
+    response_type: &'static str,
+    handler: Arc<ErasedHandler>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("request", &self.request_type)
+            .field("response", &self.response_type)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint whose handler takes and returns serde types (JSON on the wire).
+    pub fn new<Req, Resp, F, Fut>(name: &str, handler: F) -> Endpoint
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased = move |ctx: Context, body: Bytes| -> BoxFuture<'static, Result<Bytes, Error>> {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let req: Req = serde_json::from_slice(&body)
+                    .map_err(|e| Error::bad_request("invalid_body", e.to_string()))?;
+                let resp = handler(ctx, req).await?;
+                serde_json::to_vec(&resp)
+                    .map(Bytes::from)
+                    .map_err(|e| Error::internal("encode", e.to_string()))
+            })
+        };
+        Endpoint {
+            name: name.into(),
+            request_type: std::any::type_name::<Req>(),
+            response_type: std::any::type_name::<Resp>(),
+            handler: Arc::new(erased),
+        }
+    }
+
+    /// An endpoint whose handler works on raw bytes (synthetic services, proxies).
+    pub fn raw<F, Fut>(name: &str, handler: F) -> Endpoint
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Error>> + Send + 'static,
+    {
+        Endpoint {
+            name: name.into(),
+            request_type: "bytes",
+            response_type: "bytes",
+            handler: Arc::new(move |ctx, body| Box::pin(handler(ctx, body))),
+        }
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Rust type name of the request.
+    pub fn request_type(&self) -> &'static str {
+        self.request_type
+    }
+
+    /// The Rust type name of the response.
+    pub fn response_type(&self) -> &'static str {
+        self.response_type
+    }
+
+    /// Runs the handler on a serialized body.
+    pub fn invoke(&self, ctx: Context, body: Bytes) -> BoxFuture<'static, Result<Bytes, Error>> {
+        (self.handler)(ctx, body)
+    }
+}

@@ -1,0 +1,2 @@
+//! Example services written on the framework: what a user copies.
+pub mod account;

@@ -1,0 +1,415 @@
+//! The wire format of inter-service RPC: frames, their headers, and the codec.
+//!
+//! A frame is a 4-byte big-endian length followed by a binary payload: a kind byte
+//! (request, response, cancel), the multiplexing id, then the fields. Every length is checked
+//! against the bytes that remain and against `max_frame_bytes` before anything is allocated, so a
+//! crafted length can neither overflow nor exhaust memory: a bad frame is a [`FrameError`], which
+//! closes that one connection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+
+use crate::framework::error::Error;
+use crate::framework::ids::{RequestId, SpanId, TraceId};
+
+/// Default limit on one frame's payload: 4 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+const KIND_REQUEST: u8 = 1;
+const KIND_RESPONSE: u8 = 2;
+const KIND_CANCEL: u8 = 3;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The declared length is over the limit.
+    #[error("frame of {len} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// Declared or actual length.
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The payload does not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+    /// The connection failed underneath.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What travels with a request: deadline budget, request tree and trace context, and
+/// free-form metadata (e.g. the authenticated user, carried from the gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Time the caller still allows, measured when the frame was written.
+    pub deadline_remaining: Option<Duration>,
+    /// This request's id.
+    pub request_id: RequestId,
+    /// The id of the request whose handler made this call, if any.
+    pub parent_request_id: Option<RequestId>,
+    /// The calling service, if the caller is a service.
+    pub origin_service: Option<String>,
+    /// The calling endpoint, if the caller is a service's handler.
+    pub origin_endpoint: Option<String>,
+    /// The trace this request belongs to.
+    pub trace_id: TraceId,
+    /// The span of this call.
+    pub span_id: SpanId,
+    /// The caller's span, if any.
+    pub parent_span_id: Option<SpanId>,
+    /// Free-form metadata, ordered by key.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// A call: which service and endpoint, with headers and a serialized body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFrame {
+    /// Multiplexing id, unique per connection and direction.
+    pub id: u64,
+    /// Target service name.
+    pub service: String,
+    /// Target endpoint name.
+    pub endpoint: String,
+    /// Deadline, request tree, trace, metadata.
+    pub headers: Headers,
+    /// The serialized request (JSON by default).
+    pub body: Bytes,
+}
+
+/// The answer to a request with the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseFrame {
+    /// The id of the request answered.
+    pub id: u64,
+    /// The serialized response, or a typed error.
+    pub result: Result<Bytes, Error>,
+}
+
+/// One unit on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A call.
+    Request(RequestFrame),
+    /// An answer.
+    Response(ResponseFrame),
+    /// The caller gave up on request `id`: drop its handler.
+    Cancel {
+        /// The id of the request to cancel.
+        id: u64,
+    },
+}
+
+/// Appends `frame`, length prefix included, to `dst`. Fails (writing nothing) when the payload
+/// would exceed `max_frame_bytes`.
+pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max_frame_bytes: usize) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    match frame {
+        Frame::Request(r) => encode_request(r, dst),
+        Frame::Response(r) => encode_response(r, dst),
+        Frame::Cancel { id } => {
+            dst.put_u8(KIND_CANCEL);
+            dst.put_u64(*id);
+        }
+    }
+    let len = dst.len() - start - 4;
+    if len > max_frame_bytes {
+        dst.truncate(start);
+        return Err(FrameError::TooLarge { len, max: max_frame_bytes });
+    }
+    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max: max_frame_bytes })?;
+    dst[start..start + 4].copy_from_slice(&len32.to_be_bytes());
+    Ok(())
+}
+
+fn encode_request(r: &RequestFrame, dst: &mut BytesMut) {
+    dst.put_u8(KIND_REQUEST);
+    dst.put_u64(r.id);
+    put_str(dst, &r.service);
+    put_str(dst, &r.endpoint);
+    encode_headers(&r.headers, dst);
+    put_bytes(dst, &r.body);
+}
+
+fn encode_response(r: &ResponseFrame, dst: &mut BytesMut) {
+    dst.put_u8(KIND_RESPONSE);
+    dst.put_u64(r.id);
+    match &r.result {
+        Ok(body) => {
+            dst.put_u8(0);
+            put_bytes(dst, body);
+        }
+        Err(e) => {
+            dst.put_u8(1);
+            put_str(dst, e.code());
+            put_str(dst, e.message());
+            put_map(dst, e.params());
+        }
+    }
+}
+
+fn encode_headers(h: &Headers, dst: &mut BytesMut) {
+    let nanos = h.deadline_remaining.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    put_opt_u64(dst, nanos);
+    dst.put_u64(h.request_id.0);
+    put_opt_u64(dst, h.parent_request_id.map(|r| r.0));
+    put_opt_str(dst, h.origin_service.as_deref());
+    put_opt_str(dst, h.origin_endpoint.as_deref());
+    dst.put_u64(h.trace_id.0);
+    dst.put_u64(h.span_id.0);
+    put_opt_u64(dst, h.parent_span_id.map(|s| s.0));
+    put_map(dst, &h.meta);
+}
+
+fn put_str(dst: &mut BytesMut, s: &str) {
+    put_bytes(dst, s.as_bytes());
+}
+
+fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
+    // Lengths above u32::MAX cannot pass the frame limit; saturating keeps encode total and the
+    // frame-size check rejects it.
+    dst.put_u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
+    dst.put_slice(b);
+}
+
+fn put_opt_u64(dst: &mut BytesMut, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            dst.put_u8(1);
+            dst.put_u64(v);
+        }
+        None => dst.put_u8(0),
+    }
+}
+
+fn put_opt_str(dst: &mut BytesMut, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            dst.put_u8(1);
+            put_str(dst, s);
+        }
+        None => dst.put_u8(0),
+    }
+}
+
+fn put_map(dst: &mut BytesMut, m: &BTreeMap<String, String>) {
+    dst.put_u32(u32::try_from(m.len()).unwrap_or(u32::MAX));
+    for (k, v) in m {
+        put_str(dst, k);
+        put_str(dst, v);
+    }
+}
+
+/// Decodes one payload (without its length prefix).
+pub fn decode_payload(mut src: Bytes) -> Result<Frame, FrameError> {
+    let kind = get_u8(&mut src)?;
+    let id = get_u64(&mut src)?;
+    let frame = match kind {
+        KIND_REQUEST => Frame::Request(RequestFrame {
+            id,
+            service: get_str(&mut src)?,
+            endpoint: get_str(&mut src)?,
+            headers: decode_headers(&mut src)?,
+            body: get_bytes(&mut src)?,
+        }),
+        KIND_RESPONSE => Frame::Response(ResponseFrame {
+            id,
+            result: decode_result(&mut src)?,
+        }),
+        KIND_CANCEL => Frame::Cancel { id },
+        _ => return Err(FrameError::Malformed("unknown frame kind")),
+    };
+    if src.has_remaining() {
+        return Err(FrameError::Malformed("trailing bytes after frame"));
+    }
+    Ok(frame)
+}
+
+fn decode_result(src: &mut Bytes) -> Result<Result<Bytes, Error>, FrameError> {
+    match get_u8(src)? {
+        0 => Ok(Ok(get_bytes(src)?)),
+        1 => {
+            let code = get_str(src)?;
+            let message = get_str(src)?;
+            let mut err = Error::new(code, message);
+            for (k, v) in get_map(src)? {
+                err = err.with_param(k, v);
+            }
+            Ok(Err(err))
+        }
+        _ => Err(FrameError::Malformed("unknown result tag")),
+    }
+}
+
+fn decode_headers(src: &mut Bytes) -> Result<Headers, FrameError> {
+    Ok(Headers {
+        deadline_remaining: get_opt_u64(src)?.map(Duration::from_nanos),
+        request_id: RequestId(get_u64(src)?),
+        parent_request_id: get_opt_u64(src)?.map(RequestId),
+        origin_service: get_opt_str(src)?,
+        origin_endpoint: get_opt_str(src)?,
+        trace_id: TraceId(get_u64(src)?),
+        span_id: SpanId(get_u64(src)?),
+        parent_span_id: get_opt_u64(src)?.map(SpanId),
+        meta: get_map(src)?,
+    })
+}
+
+fn need(src: &Bytes, n: usize) -> Result<(), FrameError> {
+    if src.remaining() < n {
+        return Err(FrameError::Malformed("truncated field"));
+    }
+    Ok(())
+}
+
+fn get_u8(src: &mut Bytes) -> Result<u8, FrameError> {
+    need(src, 1)?;
+    Ok(src.get_u8())
+}
+
+fn get_u64(src: &mut Bytes) -> Result<u64, FrameError> {
+    need(src, 8)?;
+    Ok(src.get_u64())
+}
+
+fn get_bytes(src: &mut Bytes) -> Result<Bytes, FrameError> {
+    need(src, 4)?;
+    let len = src.get_u32() as usize;
+    need(src, len)?;
+    Ok(src.split_to(len))
+}
+
+fn get_str(src: &mut Bytes) -> Result<String, FrameError> {
+    let b = get_bytes(src)?;
+    String::from_utf8(b.to_vec()).map_err(|_| FrameError::Malformed("string is not UTF-8"))
+}
+
+fn get_opt_u64(src: &mut Bytes) -> Result<Option<u64>, FrameError> {
+    match get_u8(src)? {
+        0 => Ok(None),
+        1 => Ok(Some(get_u64(src)?)),
+        _ => Err(FrameError::Malformed("bad option tag")),
+    }
+}
+
+fn get_opt_str(src: &mut Bytes) -> Result<Option<String>, FrameError> {
+    match get_u8(src)? {
+        0 => Ok(None),
+        1 => Ok(Some(get_str(src)?)),
+        _ => Err(FrameError::Malformed("bad option tag")),
+    }
+}
+
+fn get_map(src: &mut Bytes) -> Result<BTreeMap<String, String>, FrameError> {
+    need(src, 4)?;
+    let n = src.get_u32() as usize;
+    // Each entry takes at least 8 bytes, so a count the payload cannot hold is rejected before
+    // any work is done for it.
+    if n.checked_mul(8).is_none_or(|min| min > src.remaining()) {
+        return Err(FrameError::Malformed("map count exceeds frame"));
+    }
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let k = get_str(src)?;
+        let v = get_str(src)?;
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
+/// Splits a byte stream into [`Frame`]s, enforcing the size limit before buffering a frame.
+#[derive(Debug)]
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    /// A codec that rejects frames longer than `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> FrameCodec {
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(max_frame_bytes)
+            .new_codec();
+        FrameCodec { inner, max_frame_bytes }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if src.len() >= 4 {
+            let declared = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            if declared > self.max_frame_bytes {
+                return Err(FrameError::TooLarge { len: declared, max: self.max_frame_bytes });
+            }
+        }
+        match self.inner.decode(src)? {
+            Some(payload) => decode_payload(payload.freeze()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(frame: Frame) {
+        let mut buf = BytesMut::new();
+        encode_frame(&frame, &mut buf, DEFAULT_MAX_FRAME_BYTES).expect("encodes");
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES);
+        let got = codec.decode(&mut buf).expect("decodes").expect("complete");
+        assert_eq!(got, frame);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_frame_kind_survives_the_wire() {
+        let mut meta = BTreeMap::new();
+        meta.insert("user".to_string(), "u1".to_string());
+        roundtrip(Frame::Request(RequestFrame {
+            id: 7,
+            service: "service.account".into(),
+            endpoint: "read".into(),
+            headers: Headers {
+                deadline_remaining: Some(Duration::from_millis(250)),
+                request_id: RequestId(1),
+                parent_request_id: Some(RequestId(2)),
+                origin_service: Some("api.account".into()),
+                origin_endpoint: None,
+                trace_id: TraceId(3),
+                span_id: SpanId(4),
+                parent_span_id: Some(SpanId(5)),
+                meta,
+            },
+            body: Bytes::from_static(b"{\"id\":\"a\"}"),
+        }));
+        roundtrip(Frame::Response(ResponseFrame { id: 7, result: Ok(Bytes::from_static(b"{}")) }));
+        roundtrip(Frame::Response(ResponseFrame {
+            id: 8,
+            result: Err(Error::bad_request("missing_param", "no id").with_param("param", "id")),
+        }));
+        roundtrip(Frame::Cancel { id: 9 });
+    }
+
+    #[test]
+    fn oversize_declared_length_is_rejected_before_buffering() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0u8, 1, 0, 0][..]);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn garbage_payload_is_malformed_not_a_panic() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    }
+}

@@ -1,0 +1,136 @@
+//! How requests travel between services: the [`Transport`] trait (the talk's slide 79) and its
+//! TCP implementation over either network.
+//!
+//! Layout: [`frame`] is the wire format shared by both networks; [`net`] is the network
+//! abstraction (turmoil's simulated TCP or tokio's real TCP); [`tcp`] multiplexes requests over
+//! one connection per peer and turns Cancel frames into dropped handlers.
+
+pub mod frame;
+pub mod net;
+pub mod tcp;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::framework::error::{Error, ErrorKind};
+pub use frame::{Frame, FrameError, Headers, RequestFrame, ResponseFrame};
+pub use net::{Network, Tokio, Turmoil};
+pub use tcp::{Responder, TcpTransport, TransportConfig};
+
+/// A boxed, sendable future: what the dyn-compatible traits of this crate return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A request read off the wire, handed to the server that listens for it.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The request as it arrived.
+    pub request: RequestFrame,
+    /// Cancelled when the caller sends a Cancel frame or its connection drops.
+    pub cancel: CancellationToken,
+    /// Set before `cancel` fires when the cause was a Cancel frame (not a lost connection).
+    pub cancelled_by_peer: Arc<AtomicBool>,
+    /// Where the answer goes.
+    pub responder: Responder,
+    /// The caller's address.
+    pub peer: String,
+    /// When it arrived (time since the start of the run).
+    pub received_at: Duration,
+}
+
+/// Why a send did not produce the callee's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The callee answered with a typed error.
+    #[error("{0}")]
+    Remote(Error),
+    /// No connection could be made: nothing was sent, so another instance may be tried.
+    #[error("cannot connect to {addr}: {reason}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// What the network said.
+        reason: String,
+    },
+    /// The connection failed after the request was written: it may have run.
+    #[error("connection to {addr} lost")]
+    ConnectionLost {
+        /// The peer's address.
+        addr: String,
+    },
+    /// The deadline passed first.
+    #[error("deadline exceeded")]
+    Timeout,
+    /// The caller cancelled first.
+    #[error("cancelled")]
+    Cancelled,
+    /// The request does not fit in a frame.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl SendError {
+    /// The typed error a caller sees.
+    pub fn into_error(self) -> Error {
+        match self {
+            SendError::Remote(e) => e,
+            SendError::Unreachable { addr, reason } => {
+                Error::unavailable("unreachable", reason).with_param("addr", addr)
+            }
+            SendError::ConnectionLost { addr } => {
+                Error::unavailable("connection_lost", "connection lost").with_param("addr", addr)
+            }
+            SendError::Timeout => Error::timeout("", "deadline exceeded"),
+            SendError::Cancelled => Error::cancelled("", "call cancelled by caller"),
+            SendError::TooLarge(m) => Error::of(ErrorKind::BadRequest, "too_large", m),
+        }
+    }
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Binding the address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Something already listens there through this transport.
+    #[error("already listening on {0}")]
+    AlreadyListening(String),
+}
+
+/// Moves requests and responses between services (the talk's `Transport` interface).
+pub trait Transport: Send + Sync + 'static {
+    /// Accepts connections on `addr`; each request read is sent to `inbound`. Returns the
+    /// address actually bound (the real port when port 0 was asked for).
+    fn listen(&self, addr: &str, inbound: mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<String, ListenError>>;
+    /// Stops accepting on `addr`; returns whether it was listening. Open connections stay
+    /// open until the receiver of `inbound` is dropped.
+    fn stop_listening(&self, addr: &str) -> bool;
+    /// Answers a request. An answer to a request the caller already cancelled is dropped.
+    fn respond(&self, responder: &Responder, result: Result<Bytes, Error>);
+    /// Sends `request` to `addr` and waits for the answer, until `deadline` or until `cancel`
+    /// fires. Giving up (or dropping the future) sends a Cancel frame.
+    fn send(
+        &self,
+        addr: &str,
+        request: RequestFrame,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<Bytes, SendError>>;
+    /// Resolves once the transport can send and receive.
+    fn ready(&self) -> BoxFuture<'static, ()>;
+    /// Time since the start of the run, on this transport's clock.
+    fn elapsed(&self) -> Duration;
+}

@@ -1,0 +1,472 @@
+//! [`Transport`] over TCP: one connection per peer, requests multiplexed by frame id.
+//!
+//! Each connection has a reader task and a writer task. Callers append encoded frames to the
+//! connection's outbox and the writer flushes everything queued in one write, so a burst of
+//! calls costs one simulated segment, not one each. A call that is dropped before its answer
+//! arrives (deadline, cancellation, a decided fanout) sends a Cancel frame from its drop guard,
+//! so cancellation reaches the callee however the caller gave up.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{encode_frame, Frame, FrameCodec, RequestFrame, ResponseFrame, DEFAULT_MAX_FRAME_BYTES};
+use super::net::Network;
+use super::{BoxFuture, Inbound, ListenError, SendError, Transport};
+use crate::framework::error::Error;
+
+/// Settings of a [`TcpTransport`].
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest frame payload read or written; a larger one closes the connection (read) or
+    /// fails the call (write). Default 4 MiB.
+    pub max_frame_bytes: usize,
+    /// Requests buffered between the transport and a server before reading pauses.
+    /// Default 1024.
+    pub inbound_buffer: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            inbound_buffer: 1024,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another task panicked mid-update of plain maps; the data is
+    // still usable and the transport must keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Frames waiting to be written on one connection.
+#[derive(Debug, Default)]
+struct Outbox {
+    buf: Mutex<BytesMut>,
+    notify: Notify,
+    closed: CancellationToken,
+}
+
+impl Outbox {
+    fn push(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
+        if self.closed.is_cancelled() {
+            return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        encode_frame(frame, &mut lock(&self.buf), max_frame_bytes)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
+    loop {
+        let chunk = {
+            let mut buf = lock(&outbox.buf);
+            (!buf.is_empty()).then(|| buf.split())
+        };
+        match chunk {
+            Some(c) => {
+                if let Err(e) = w.write_all(&c).await {
+                    tracing::debug!(error = %e, "write failed; closing connection");
+                    break;
+                }
+            }
+            None => tokio::select! {
+                _ = outbox.notify.notified() => {}
+                _ = outbox.closed.cancelled() => break,
+            },
+        }
+    }
+    outbox.closed.cancel();
+    let _ = w.shutdown().await;
+}
+
+/// The caller's side of one connection.
+#[derive(Debug)]
+struct ClientConn {
+    addr: String,
+    outbox: Arc<Outbox>,
+    pending: Mutex<BTreeMap<u64, oneshot::Sender<ResponseFrame>>>,
+    next_id: AtomicU64,
+    max_frame_bytes: usize,
+}
+
+impl ClientConn {
+    fn close(&self) {
+        self.outbox.closed.cancel();
+        // Dropping the senders wakes every waiting call with "connection lost".
+        lock(&self.pending).clear();
+    }
+}
+
+async fn client_read_loop<R: AsyncRead + Unpin>(r: R, conn: Arc<ClientConn>) {
+    let mut frames = FramedRead::new(r, FrameCodec::new(conn.max_frame_bytes));
+    loop {
+        let next = tokio::select! {
+            f = frames.next() => f,
+            _ = conn.outbox.closed.cancelled() => break,
+        };
+        match next {
+            Some(Ok(Frame::Response(resp))) => {
+                if let Some(tx) = lock(&conn.pending).remove(&resp.id) {
+                    let _ = tx.send(resp);
+                }
+            }
+            Some(Ok(other)) => {
+                tracing::warn!(addr = %conn.addr, frame = ?other, "unexpected frame from a server; closing connection");
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(addr = %conn.addr, error = %e, "bad frame from a server; closing connection");
+                break;
+            }
+            None => break,
+        }
+    }
+    conn.close();
+}
+
+/// Removes a call from its connection and sends a Cancel frame if it is dropped before its
+/// answer arrived.
+struct PendingCall {
+    conn: Arc<ClientConn>,
+    id: u64,
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if lock(&self.conn.pending).remove(&self.id).is_some() {
+            let _ = self
+                .conn
+                .outbox
+                .push(&Frame::Cancel { id: self.id }, self.conn.max_frame_bytes);
+        }
+    }
+}
+
+/// The server's side of one connection: where answers go, and the requests still running.
+#[derive(Debug)]
+struct ServerConn {
+    outbox: Arc<Outbox>,
+    inflight: Mutex<BTreeMap<u64, (CancellationToken, Arc<AtomicBool>)>>,
+    max_frame_bytes: usize,
+}
+
+impl ServerConn {
+    fn cancel_all(&self) {
+        let inflight = std::mem::take(&mut *lock(&self.inflight));
+        for (token, _) in inflight.into_values() {
+            token.cancel();
+        }
+    }
+}
+
+/// Where the answer to one inbound request goes.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    conn: Arc<ServerConn>,
+    id: u64,
+}
+
+/// A [`Transport`] over TCP on network `N` ([`super::Turmoil`] or [`super::Tokio`]).
+#[derive(Debug)]
+pub struct TcpTransport<N: Network> {
+    inner: Arc<Inner>,
+    _net: PhantomData<fn() -> N>,
+}
+
+impl<N: Network> Clone for TcpTransport<N> {
+    fn clone(&self) -> Self {
+        TcpTransport {
+            inner: self.inner.clone(),
+            _net: PhantomData,
+        }
+    }
+}
+
+type ConnSlot = Arc<OnceCell<Arc<ClientConn>>>;
+
+#[derive(Debug)]
+struct Inner {
+    config: TransportConfig,
+    pool: Mutex<BTreeMap<String, ConnSlot>>,
+    listeners: Mutex<BTreeMap<String, CancellationToken>>,
+}
+
+impl<N: Network> Default for TcpTransport<N> {
+    fn default() -> Self {
+        TcpTransport::new(TransportConfig::default())
+    }
+}
+
+impl<N: Network> TcpTransport<N> {
+    /// A transport with `config`. Create it on the host (turmoil) or runtime that uses it: its
+    /// connection tasks are spawned there.
+    pub fn new(config: TransportConfig) -> TcpTransport<N> {
+        TcpTransport {
+            inner: Arc::new(Inner {
+                config,
+                pool: Mutex::new(BTreeMap::new()),
+                listeners: Mutex::new(BTreeMap::new()),
+            }),
+            _net: PhantomData,
+        }
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
+        for _ in 0..2 {
+            let slot = lock(&self.inner.pool).entry(addr.to_string()).or_default().clone();
+            let conn = slot
+                .get_or_try_init(|| self.connect(addr))
+                .await?
+                .clone();
+            if !conn.outbox.closed.is_cancelled() {
+                return Ok(conn);
+            }
+            // A dead connection: forget it (unless another caller already replaced it).
+            let mut pool = lock(&self.inner.pool);
+            if pool.get(addr).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                pool.remove(addr);
+            }
+        }
+        Err(SendError::ConnectionLost { addr: addr.to_string() })
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
+        let stream = N::connect(addr).await.map_err(|e| SendError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        let (r, w) = N::split(stream);
+        let conn = Arc::new(ClientConn {
+            addr: addr.to_string(),
+            outbox: Arc::new(Outbox::default()),
+            pending: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            max_frame_bytes: self.inner.config.max_frame_bytes,
+        });
+        tokio::spawn(write_loop(w, conn.outbox.clone()));
+        tokio::spawn(client_read_loop(r, conn.clone()));
+        Ok(conn)
+    }
+
+    async fn send_inner(
+        self,
+        addr: String,
+        mut request: RequestFrame,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> Result<Bytes, SendError> {
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
+        let conn = tokio::select! {
+            c = self.connection(&addr) => c?,
+            _ = &mut expired => return Err(SendError::Timeout),
+            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+        };
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        request.id = id;
+        request.headers.deadline_remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.pending).insert(id, tx);
+        let guard = PendingCall { conn: conn.clone(), id };
+        if let Err(e) = conn.outbox.push(&Frame::Request(request), conn.max_frame_bytes) {
+            lock(&conn.pending).remove(&id);
+            return Err(match e {
+                super::FrameError::TooLarge { .. } => SendError::TooLarge(e.to_string()),
+                _ => SendError::ConnectionLost { addr },
+            });
+        }
+        let answer = tokio::select! {
+            r = rx => r,
+            _ = &mut expired => return Err(SendError::Timeout),
+            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+        };
+        drop(guard);
+        match answer {
+            Ok(resp) => resp.result.map_err(SendError::Remote),
+            Err(_) => Err(SendError::ConnectionLost { addr }),
+        }
+    }
+}
+
+async fn accept_loop<N: Network>(
+    listener: N::Listener,
+    inbound: mpsc::Sender<Inbound>,
+    stop: CancellationToken,
+    max_frame_bytes: usize,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = N::accept(&listener) => a,
+            _ = stop.cancelled() => return,
+            _ = inbound.closed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_conn::<N>(stream, peer, inbound.clone(), max_frame_bytes));
+            }
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+}
+
+async fn serve_conn<N: Network>(
+    stream: N::Stream,
+    peer: String,
+    inbound: mpsc::Sender<Inbound>,
+    max_frame_bytes: usize,
+) {
+    let (r, w) = N::split(stream);
+    let conn = Arc::new(ServerConn {
+        outbox: Arc::new(Outbox::default()),
+        inflight: Mutex::new(BTreeMap::new()),
+        max_frame_bytes,
+    });
+    tokio::spawn(write_loop(w, conn.outbox.clone()));
+    let mut frames = FramedRead::new(r, FrameCodec::new(max_frame_bytes));
+    loop {
+        let next = tokio::select! {
+            f = frames.next() => f,
+            _ = inbound.closed() => break,
+            _ = conn.outbox.closed.cancelled() => break,
+        };
+        match next {
+            Some(Ok(Frame::Request(request))) => {
+                if !deliver::<N>(&conn, &peer, request, &inbound).await {
+                    break;
+                }
+            }
+            Some(Ok(Frame::Cancel { id })) => {
+                if let Some((token, by_peer)) = lock(&conn.inflight).remove(&id) {
+                    by_peer.store(true, Ordering::Relaxed);
+                    token.cancel();
+                }
+            }
+            Some(Ok(Frame::Response(_))) => {
+                tracing::warn!(%peer, "response frame sent to a server; closing connection");
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "bad frame; closing connection");
+                break;
+            }
+            None => break,
+        }
+    }
+    // The caller is gone: nothing it asked for is still wanted.
+    conn.cancel_all();
+    conn.outbox.closed.cancel();
+}
+
+/// Hands one request to the server; false when the server is gone.
+async fn deliver<N: Network>(
+    conn: &Arc<ServerConn>,
+    peer: &str,
+    request: RequestFrame,
+    inbound: &mpsc::Sender<Inbound>,
+) -> bool {
+    let cancel = CancellationToken::new();
+    let by_peer = Arc::new(AtomicBool::new(false));
+    let id = request.id;
+    lock(&conn.inflight).insert(id, (cancel.clone(), by_peer.clone()));
+    let msg = Inbound {
+        request,
+        cancel,
+        cancelled_by_peer: by_peer,
+        responder: Responder { conn: conn.clone(), id },
+        peer: peer.to_string(),
+        received_at: N::elapsed(),
+    };
+    if inbound.send(msg).await.is_err() {
+        lock(&conn.inflight).remove(&id);
+        let frame = Frame::Response(ResponseFrame {
+            id,
+            result: Err(Error::unavailable("stopping", "server is stopping")),
+        });
+        let _ = conn.outbox.push(&frame, conn.max_frame_bytes);
+        return false;
+    }
+    true
+}
+
+impl<N: Network> Transport for TcpTransport<N> {
+    fn listen(&self, addr: &str, inbound: mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<String, ListenError>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            if lock(&self.inner.listeners).contains_key(&addr) {
+                return Err(ListenError::AlreadyListening(addr));
+            }
+            let listener = N::bind(&addr)
+                .await
+                .map_err(|source| ListenError::Bind { addr: addr.clone(), source })?;
+            let bound = N::local_addr(&listener).map_err(|source| ListenError::Bind { addr: addr.clone(), source })?;
+            let stop = CancellationToken::new();
+            lock(&self.inner.listeners).insert(addr, stop.clone());
+            tokio::spawn(accept_loop::<N>(listener, inbound, stop, self.inner.config.max_frame_bytes));
+            Ok(bound)
+        })
+    }
+
+    fn stop_listening(&self, addr: &str) -> bool {
+        match lock(&self.inner.listeners).remove(addr) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn respond(&self, responder: &Responder, result: Result<Bytes, Error>) {
+        let conn = &responder.conn;
+        if lock(&conn.inflight).remove(&responder.id).is_none() {
+            return; // cancelled: the caller no longer waits for this answer
+        }
+        let id = responder.id;
+        let frame = Frame::Response(ResponseFrame { id, result });
+        if let Err(e) = conn.outbox.push(&frame, conn.max_frame_bytes) {
+            let fallback = Frame::Response(ResponseFrame {
+                id,
+                result: Err(Error::internal("response_too_large", e.to_string())),
+            });
+            let _ = conn.outbox.push(&fallback, conn.max_frame_bytes);
+        }
+    }
+
+    fn send(
+        &self,
+        addr: &str,
+        request: RequestFrame,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<Bytes, SendError>> {
+        Box::pin(self.clone().send_inner(addr.to_string(), request, deadline, cancel))
+    }
+
+    fn ready(&self) -> BoxFuture<'static, ()> {
+        // TCP needs no broker or handshake before the first send: ready at once.
+        Box::pin(std::future::ready(()))
+    }
+
+    fn elapsed(&self) -> Duration {
+        N::elapsed()
+    }
+}

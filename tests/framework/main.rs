@@ -1,0 +1,9 @@
+//! The framework's behaviour, observed through its public interface inside turmoil (and once
+//! over real TCP): one binary built from modules, as turmoil's own tests are.
+
+mod account;
+mod deadline;
+mod determinism;
+mod fanout;
+mod failures;
+mod support;

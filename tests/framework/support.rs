@@ -1,0 +1,142 @@
+//! Shared set-up: a turmoil sim, a registry and event sink shared by its hosts, and helpers
+//! that start a server or a client on the current host.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use windtunnel::framework::{
+    Client, ClientConfig, Endpoint, Event, EventKind, Listen, MemorySink, Registry, Server, ServiceConfig,
+};
+use windtunnel::transport::{TcpTransport, Transport, Turmoil};
+
+pub const PORT: u16 = 7000;
+
+/// Everything the hosts of one test share.
+#[derive(Clone)]
+pub struct World {
+    pub registry: Arc<Registry>,
+    pub events: Arc<MemorySink>,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            registry: Registry::new(),
+            events: MemorySink::new(),
+        }
+    }
+
+    /// Starts `service` instance `instance` with `endpoints` on the current turmoil host and
+    /// serves until the host ends.
+    pub async fn serve(
+        &self,
+        host: &str,
+        service: &str,
+        instance: usize,
+        endpoints: Vec<Endpoint>,
+    ) -> turmoil::Result {
+        let mut config = ServiceConfig::new(service, "test service");
+        config.instance = Some(format!("{service}[{instance}]"));
+        let server = Server::with(config, self.events.clone(), Some(self.registry.clone()));
+        server.add_endpoints(endpoints);
+        server.run(transport(), &Listen::host(host, PORT)).await?;
+        Ok(())
+    }
+
+    /// A client on the current turmoil host.
+    pub fn client(&self, name: &str) -> Client {
+        let mut config = ClientConfig::new(name);
+        config.seed = 1;
+        Client::with_events(config, transport(), self.registry.clone(), self.events.clone())
+    }
+
+    /// Events of `kind` (by name) at `instance`.
+    pub fn events_at(&self, instance: &str, kind: &str) -> Vec<Event> {
+        self.events
+            .events()
+            .into_iter()
+            .filter(|e| &*e.instance == instance && e.kind.name() == kind)
+            .collect()
+    }
+}
+
+pub fn transport() -> Arc<dyn Transport> {
+    Arc::new(TcpTransport::<Turmoil>::default())
+}
+
+/// A sim with fixed 2 ms one-way latency and 1 ms ticks.
+pub fn sim<'a>(seed: u64) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(60))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(2))
+        .max_message_latency(Duration::from_millis(2))
+        .rng_seed(seed)
+        .build()
+}
+
+/// Simulated time now.
+pub fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// Records when a handler's future was dropped and whether it ran to its end: observed at the
+/// callee, not assumed.
+#[derive(Debug, Default, Clone)]
+pub struct Probe {
+    inner: Arc<Mutex<ProbeState>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ProbeState {
+    pub started: Vec<(String, Duration)>,
+    pub finished: Vec<(String, Duration)>,
+    pub dropped: Vec<(String, Duration)>,
+}
+
+impl Probe {
+    pub fn state(&self) -> ProbeState {
+        self.inner.lock().unwrap().clone()
+    }
+
+    /// A guard for one handler run named `who`; marks it finished with `done()`.
+    pub fn enter(&self, who: &str) -> ProbeGuard {
+        self.inner.lock().unwrap().started.push((who.to_string(), now()));
+        ProbeGuard {
+            probe: self.clone(),
+            who: who.to_string(),
+            done: false,
+        }
+    }
+}
+
+pub struct ProbeGuard {
+    probe: Probe,
+    who: String,
+    done: bool,
+}
+
+impl ProbeGuard {
+    pub fn done(mut self) {
+        self.done = true;
+        self.probe.inner.lock().unwrap().finished.push((self.who.clone(), now()));
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.probe.inner.lock().unwrap().dropped.push((self.who.clone(), now()));
+        }
+    }
+}
+
+/// The names of event kinds, in order, for one instance.
+pub fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+#[allow(dead_code)]
+pub fn is_kind(e: &Event, k: &EventKind) -> bool {
+    std::mem::discriminant(&e.kind) == std::mem::discriminant(k)
+}
