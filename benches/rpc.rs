@@ -1,1 +1,130 @@
-fn main(){}
+//! RPC round trips per wall-clock second through windtunnel's client and server over turmoil,
+//! against a bare turmoil TCP ping-pong of the same shape, measured in one run.
+//!
+//! Shape: 2 hosts, 50 concurrent callers multiplexed on one client host, 64-byte bodies,
+//! one-way latency 0.2-2 ms, 1 ms ticks. Usage: `cargo bench --bench rpc [-- SIM_SECONDS]`.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use windtunnel::framework::{Call, Client, ClientConfig, Context, Endpoint, Listen, NullSink, Registry, Server, ServiceConfig};
+use windtunnel::transport::{TcpTransport, Turmoil};
+
+const CALLERS: usize = 50;
+const BODY: [u8; 64] = [7u8; 64];
+
+fn builder(sim_secs: u64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(sim_secs + 5))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(2))
+        .rng_seed(7)
+        .tcp_capacity(4096)
+        .build()
+}
+
+/// Round trips and wall seconds of the bare ping-pong.
+fn bare(sim_secs: u64) -> (u64, f64) {
+    let mut sim = builder(sim_secs);
+    sim.host("server", || async move {
+        let l = turmoil::net::TcpListener::bind("0.0.0.0:9000").await?;
+        loop {
+            let (mut s, _) = l.accept().await?;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while s.read_exact(&mut buf).await.is_ok() {
+                    if s.write_all(&buf).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let count = Rc::new(Cell::new(0u64));
+    let c = count.clone();
+    sim.client("client", async move {
+        let mut tasks = Vec::new();
+        for _ in 0..CALLERS {
+            let c = c.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let mut s = turmoil::net::TcpStream::connect("server:9000").await?;
+                let mut rb = [0u8; 64];
+                let end = tokio::time::Instant::now() + Duration::from_secs(sim_secs);
+                while tokio::time::Instant::now() < end {
+                    s.write_all(&BODY).await?;
+                    s.read_exact(&mut rb).await?;
+                    c.set(c.get() + 1);
+                }
+                Ok::<(), std::io::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    });
+    let start = std::time::Instant::now();
+    sim.run().expect("bare ping-pong runs");
+    (count.get(), start.elapsed().as_secs_f64())
+}
+
+/// Round trips and wall seconds through windtunnel's client, transport and server.
+fn framework(sim_secs: u64) -> (u64, f64) {
+    let mut sim = builder(sim_secs);
+    let registry = Registry::new();
+    let reg = registry.clone();
+    sim.host("server", move || {
+        let reg = reg.clone();
+        async move {
+            let server = Server::with(ServiceConfig::new("svc.echo", "echo"), Arc::new(NullSink), Some(reg));
+            server.add_endpoints([Endpoint::raw("echo", |_ctx, body: Bytes| async move { Ok(body) })]);
+            server.run(Arc::new(TcpTransport::<Turmoil>::default()), &Listen::host("server", 9000)).await?;
+            Ok(())
+        }
+    });
+    let count = Rc::new(Cell::new(0u64));
+    let c = count.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let client = Client::new(ClientConfig::new("bench"), Arc::new(TcpTransport::<Turmoil>::default()), registry);
+        let mut tasks = Vec::new();
+        for _ in 0..CALLERS {
+            let (c, client) = (c.clone(), client.clone());
+            tasks.push(tokio::task::spawn_local(async move {
+                let end = tokio::time::Instant::now() + Duration::from_secs(sim_secs);
+                let ctx = Context::background();
+                while tokio::time::Instant::now() < end {
+                    let call = Call::new("svc.echo", "echo").bytes(Bytes::from_static(&BODY)).timeout(Duration::from_secs(1));
+                    client.send(&ctx, call).await?;
+                    c.set(c.get() + 1);
+                }
+                Ok::<(), windtunnel::framework::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    });
+    let start = std::time::Instant::now();
+    sim.run().expect("framework echo runs");
+    (count.get(), start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let sim_secs: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10);
+    let (bare_n, bare_wall) = bare(sim_secs);
+    let (fw_n, fw_wall) = framework(sim_secs);
+    let bare_rate = bare_n as f64 / bare_wall;
+    let fw_rate = fw_n as f64 / fw_wall;
+    println!("bare turmoil: {bare_n} round trips in {bare_wall:.3} s wall = {bare_rate:.0}/s, {:.1}x real time", sim_secs as f64 / bare_wall);
+    println!("windtunnel  : {fw_n} round trips in {fw_wall:.3} s wall = {fw_rate:.0}/s, {:.1}x real time", sim_secs as f64 / fw_wall);
+    println!("ratio (windtunnel / bare, round trips per wall second): {:.2}", fw_rate / bare_rate);
+}

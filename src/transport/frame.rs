@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::Decoder;
 
 use crate::framework::error::Error;
 use crate::framework::ids::{RequestId, SpanId, TraceId};
@@ -322,20 +322,15 @@ fn get_map(src: &mut Bytes) -> Result<BTreeMap<String, String>, FrameError> {
 }
 
 /// Splits a byte stream into [`Frame`]s, enforcing the size limit before buffering a frame.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
-    inner: LengthDelimitedCodec,
     max_frame_bytes: usize,
 }
 
 impl FrameCodec {
     /// A codec that rejects frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> FrameCodec {
-        let inner = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .max_frame_length(max_frame_bytes)
-            .new_codec();
-        FrameCodec { inner, max_frame_bytes }
+        FrameCodec { max_frame_bytes }
     }
 }
 
@@ -344,16 +339,20 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if src.len() >= 4 {
-            let declared = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if declared > self.max_frame_bytes {
-                return Err(FrameError::TooLarge { len: declared, max: self.max_frame_bytes });
-            }
+        let Some(head) = src.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len > self.max_frame_bytes {
+            return Err(FrameError::TooLarge { len, max: self.max_frame_bytes });
         }
-        match self.inner.decode(src)? {
-            Some(payload) => decode_payload(payload.freeze()).map(Some),
-            None => Ok(None),
+        let total = 4 + len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
         }
+        src.advance(4);
+        decode_payload(src.split_to(len).freeze()).map(Some)
     }
 }
 
@@ -397,6 +396,19 @@ mod tests {
             result: Err(Error::bad_request("missing_param", "no id").with_param("param", "id")),
         }));
         roundtrip(Frame::Cancel { id: 9 });
+    }
+
+    #[test]
+    fn a_frame_split_across_reads_decodes_once_whole() {
+        let mut whole = BytesMut::new();
+        encode_frame(&Frame::Cancel { id: 42 }, &mut whole, 1024).expect("encodes");
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in whole.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = codec.decode(&mut buf).expect("no error on a partial frame");
+            assert_eq!(got.is_some(), i == whole.len() - 1);
+        }
     }
 
     #[test]
