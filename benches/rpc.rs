@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use windtunnel::framework::{Call, Client, ClientConfig, Context, Endpoint, Listen, NullSink, Registry, Server, ServiceConfig};
+use windtunnel::framework::{
+    Call, Client, ClientConfig, Context, Endpoint, Event, EventSink, Listen, NullSink, Registry, Server, ServiceConfig,
+};
 use windtunnel::transport::{TcpTransport, Turmoil};
 
 const CALLERS: usize = 50;
@@ -72,15 +74,26 @@ fn bare(sim_secs: u64) -> (u64, f64) {
     (count.get(), start.elapsed().as_secs_f64())
 }
 
-/// Round trips and wall seconds through windtunnel's client, transport and server.
-fn framework(sim_secs: u64) -> (u64, f64) {
+/// Counts events, as the wind tunnel's own sink does (it folds each one into its metrics).
+#[derive(Default)]
+struct CountingSink(std::sync::atomic::AtomicU64);
+
+impl EventSink for CountingSink {
+    fn emit(&self, _event: Event) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Round trips and wall seconds through windtunnel's client, transport and server, with
+/// events off (`NullSink`) or on.
+fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
     let mut sim = builder(sim_secs);
     let registry = Registry::new();
-    let reg = registry.clone();
+    let (reg, ev) = (registry.clone(), events.clone());
     sim.host("server", move || {
-        let reg = reg.clone();
+        let (reg, ev) = (reg.clone(), ev.clone());
         async move {
-            let server = Server::with(ServiceConfig::new("svc.echo", "echo"), Arc::new(NullSink), Some(reg));
+            let server = Server::with(ServiceConfig::new("svc.echo", "echo"), ev, Some(reg));
             server.add_endpoints([Endpoint::raw("echo", |_ctx, body: Bytes| async move { Ok(body) })]);
             server.run(Arc::new(TcpTransport::<Turmoil>::default()), &Listen::host("server", 9000)).await?;
             Ok(())
@@ -90,7 +103,7 @@ fn framework(sim_secs: u64) -> (u64, f64) {
     let c = count.clone();
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let client = Client::new(ClientConfig::new("bench"), Arc::new(TcpTransport::<Turmoil>::default()), registry);
+        let client = Client::with_events(ClientConfig::new("bench"), Arc::new(TcpTransport::<Turmoil>::default()), registry, events);
         let mut tasks = Vec::new();
         for _ in 0..CALLERS {
             let (c, client) = (c.clone(), client.clone());
@@ -121,10 +134,18 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
     let (bare_n, bare_wall) = bare(sim_secs);
-    let (fw_n, fw_wall) = framework(sim_secs);
+    let (fw_n, fw_wall) = framework(sim_secs, Arc::new(NullSink));
+    let (ev_n, ev_wall) = framework(sim_secs, Arc::new(CountingSink::default()));
     let bare_rate = bare_n as f64 / bare_wall;
-    let fw_rate = fw_n as f64 / fw_wall;
-    println!("bare turmoil: {bare_n} round trips in {bare_wall:.3} s wall = {bare_rate:.0}/s, {:.1}x real time", sim_secs as f64 / bare_wall);
-    println!("windtunnel  : {fw_n} round trips in {fw_wall:.3} s wall = {fw_rate:.0}/s, {:.1}x real time", sim_secs as f64 / fw_wall);
-    println!("ratio (windtunnel / bare, round trips per wall second): {:.2}", fw_rate / bare_rate);
+    let line = |name: &str, n: u64, wall: f64| {
+        let rate = n as f64 / wall;
+        println!(
+            "{name:<26} {n} round trips in {wall:.3} s wall = {rate:.0}/s, {:.1}x real time, ratio to bare {:.2}",
+            sim_secs as f64 / wall,
+            rate / bare_rate
+        );
+    };
+    line("bare turmoil", bare_n, bare_wall);
+    line("windtunnel (events off)", fw_n, fw_wall);
+    line("windtunnel (events on)", ev_n, ev_wall);
 }

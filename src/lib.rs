@@ -2,5 +2,8 @@
 #![warn(missing_docs)]
 
 pub mod dist;
+pub mod framework;
 pub mod scenario;
+pub mod services;
+pub mod transport;
 pub mod units;

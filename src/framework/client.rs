@@ -265,17 +265,18 @@ impl Client {
                 Error::unavailable("no_instance", format!("{} has no instance {id}", call.service))
             });
         }
-        let fresh: Vec<InstanceInfo> = all.into_iter().filter(|i| !tried.contains(&i.id)).collect();
-        let now = Instant::now();
-        let up: Vec<InstanceInfo> = {
+        let mut candidates = all;
+        candidates.retain(|i| !tried.contains(&i.id));
+        {
             let down = lock(&self.inner.down_until);
-            fresh
-                .iter()
-                .filter(|i| down.get(&i.id).is_none_or(|until| *until <= now))
-                .cloned()
-                .collect()
-        };
-        let candidates = if up.is_empty() { fresh } else { up };
+            if !down.is_empty() {
+                let now = Instant::now();
+                let is_up = |i: &InstanceInfo| down.get(&i.id).is_none_or(|until| *until <= now);
+                if candidates.iter().any(is_up) {
+                    candidates.retain(is_up);
+                }
+            }
+        }
         if candidates.is_empty() {
             return Err(Error::unavailable(
                 "no_instances",
@@ -329,13 +330,6 @@ impl Client {
         let headers = self.headers(ctx);
         let mut guard = CallGuard::new(self, ctx, call, instance, &headers);
         guard.emit(EventKind::CallSent);
-        let request = RequestFrame {
-            id: 0,
-            service: call.service.to_string(),
-            endpoint: call.endpoint.to_string(),
-            headers,
-            body: Bytes::new(),
-        };
         let outbound = OutboundCall {
             service: call.service.clone(),
             endpoint: call.endpoint.clone(),
@@ -346,16 +340,21 @@ impl Client {
         let transport = &self.inner.transport;
         // How the last transport attempt failed locally, if it did: `Some(true)` when a Cancel
         // frame went out for it.
-        let local: Arc<Mutex<Option<bool>>> = Arc::default();
-        let local_w = local.clone();
+        let local: Mutex<Option<bool>> = Mutex::new(None);
+        let local_ref = &local;
+        let headers = &headers;
         let end = move |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
-            let mut request = request.clone();
-            request.body = out.body;
+            let request = RequestFrame {
+                id: 0,
+                service: out.service,
+                endpoint: out.endpoint,
+                headers: headers.clone(),
+                body: out.body,
+            };
             let fut = transport.send(&out.addr, request, ctx.deadline(), ctx.token().clone());
-            let local = local_w.clone();
             Box::pin(async move {
                 fut.await.map_err(|e| {
-                    *lock(&local) = match &e {
+                    *lock(local_ref) = match &e {
                         SendError::Remote(_) => None,
                         SendError::Timeout | SendError::Cancelled => Some(true),
                         _ => Some(false),
@@ -376,12 +375,12 @@ impl Client {
 
     fn headers(&self, ctx: &Context) -> Headers {
         let (parent_request_id, parent_span_id, origin_endpoint) = match ctx.request() {
-            Some(r) => (Some(r.request_id), Some(r.span_id), Some(r.endpoint.to_string())),
+            Some(r) => (Some(r.request_id), Some(r.span_id), Some(r.endpoint.clone())),
             None => (None, None, None),
         };
         let origin_service = match ctx.request() {
-            Some(r) => r.service.to_string(),
-            None => self.inner.name.to_string(),
+            Some(r) => r.service.clone(),
+            None => self.inner.name.clone(),
         };
         Headers {
             deadline_remaining: ctx.remaining(),
@@ -433,6 +432,9 @@ impl<'a> CallGuard<'a> {
 
     fn emit(&self, kind: EventKind) {
         let inner = &self.client.inner;
+        if !inner.events.enabled() {
+            return;
+        }
         inner.events.emit(Event {
             at: inner.transport.elapsed(),
             kind,

@@ -40,9 +40,9 @@ pub struct RequestInfo {
     /// The endpoint handling this request.
     pub endpoint: Arc<str>,
     /// The calling service, if known.
-    pub origin_service: Option<String>,
+    pub origin_service: Option<Arc<str>>,
     /// The calling endpoint, if known.
-    pub origin_endpoint: Option<String>,
+    pub origin_endpoint: Option<Arc<str>>,
     /// This request's span.
     pub span_id: SpanId,
     /// The caller's span, if any.

@@ -111,6 +111,11 @@ pub struct Event {
 pub trait EventSink: Send + Sync {
     /// Records one event.
     fn emit(&self, event: Event);
+
+    /// Whether events are wanted at all; when false, emitters skip building them.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// A sink that drops everything.
@@ -119,6 +124,10 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn emit(&self, _event: Event) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// A sink that keeps every event in order; for tests and small runs.

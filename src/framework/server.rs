@@ -332,7 +332,8 @@ impl Dispatch {
                 ev: EventBase::new(&self.inner, &inbound),
                 inbound,
             };
-            self.tracker.spawn(task.run());
+            // Boxed: the task then holds a pointer, not a large future copied at every move.
+            self.tracker.spawn(Box::pin(task.run()));
         }
         // Dropping `rx` closes the connections: callers still waiting see the connection go.
     }
@@ -353,11 +354,11 @@ impl EventBase {
     fn new(inner: &Inner, inbound: &Inbound) -> EventBase {
         let r = &inbound.request;
         let h = &r.headers;
-        let service: Arc<str> = if *r.service == *inner.name { inner.name.clone() } else { r.service.as_str().into() };
-        let endpoint: Arc<str> = r.endpoint.as_str().into();
+        let service = r.service.clone();
+        let endpoint = r.endpoint.clone();
         EventBase {
             instance: inner.instance.clone(),
-            peer: h.origin_service.as_deref().unwrap_or("").into(),
+            peer: h.origin_service.clone().unwrap_or_else(|| Arc::from("")),
             service: service.clone(),
             endpoint: endpoint.clone(),
             info: RequestInfo {
@@ -411,7 +412,9 @@ struct RequestTask {
 
 impl RequestTask {
     fn emit(&self, kind: EventKind) {
-        self.inner.events.emit(self.ev.event(self.transport.elapsed(), kind));
+        if self.inner.events.enabled() {
+            self.inner.events.emit(self.ev.event(self.transport.elapsed(), kind));
+        }
     }
 
     fn answer(&self, result: Result<Bytes, Error>) {
@@ -427,7 +430,7 @@ impl RequestTask {
             .headers
             .deadline_remaining
             .map(|d| Instant::now() + d);
-        let Some(endpoint) = read(&self.inner.endpoints).get(&self.inbound.request.endpoint).cloned() else {
+        let Some(endpoint) = read(&self.inner.endpoints).get(&*self.inbound.request.endpoint).cloned() else {
             let msg = format!("{} has no endpoint {:?}", self.inner.name, self.inbound.request.endpoint);
             self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
             return;

@@ -7,6 +7,7 @@
 //! closes that one connection.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -52,9 +53,9 @@ pub struct Headers {
     /// The id of the request whose handler made this call, if any.
     pub parent_request_id: Option<RequestId>,
     /// The calling service, if the caller is a service.
-    pub origin_service: Option<String>,
+    pub origin_service: Option<Arc<str>>,
     /// The calling endpoint, if the caller is a service's handler.
-    pub origin_endpoint: Option<String>,
+    pub origin_endpoint: Option<Arc<str>>,
     /// The trace this request belongs to.
     pub trace_id: TraceId,
     /// The span of this call.
@@ -71,9 +72,9 @@ pub struct RequestFrame {
     /// Multiplexing id, unique per connection and direction.
     pub id: u64,
     /// Target service name.
-    pub service: String,
+    pub service: Arc<str>,
     /// Target endpoint name.
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     /// Deadline, request tree, trace, metadata.
     pub headers: Headers,
     /// The serialized request (JSON by default).
@@ -211,8 +212,8 @@ pub fn decode_payload(mut src: Bytes) -> Result<Frame, FrameError> {
     let frame = match kind {
         KIND_REQUEST => Frame::Request(RequestFrame {
             id,
-            service: get_str(&mut src)?,
-            endpoint: get_str(&mut src)?,
+            service: get_str(&mut src)?.into(),
+            endpoint: get_str(&mut src)?.into(),
             headers: decode_headers(&mut src)?,
             body: get_bytes(&mut src)?,
         }),
@@ -250,8 +251,8 @@ fn decode_headers(src: &mut Bytes) -> Result<Headers, FrameError> {
         deadline_remaining: get_opt_u64(src)?.map(Duration::from_nanos),
         request_id: RequestId(get_u64(src)?),
         parent_request_id: get_opt_u64(src)?.map(RequestId),
-        origin_service: get_opt_str(src)?,
-        origin_endpoint: get_opt_str(src)?,
+        origin_service: get_opt_str(src)?.map(Arc::from),
+        origin_endpoint: get_opt_str(src)?.map(Arc::from),
         trace_id: TraceId(get_u64(src)?),
         span_id: SpanId(get_u64(src)?),
         parent_span_id: get_opt_u64(src)?.map(SpanId),

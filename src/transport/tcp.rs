@@ -200,6 +200,8 @@ type ConnSlot = Arc<OnceCell<Arc<ClientConn>>>;
 
 #[derive(Debug)]
 struct Inner {
+    /// (host clock, run clock) read together once; see [`TcpTransport::now`].
+    clock_base: std::sync::OnceLock<(Instant, Duration)>,
     config: TransportConfig,
     pool: Mutex<BTreeMap<String, ConnSlot>>,
     listeners: Mutex<BTreeMap<String, CancellationToken>>,
@@ -217,6 +219,7 @@ impl<N: Network> TcpTransport<N> {
     pub fn new(config: TransportConfig) -> TcpTransport<N> {
         TcpTransport {
             inner: Arc::new(Inner {
+                clock_base: std::sync::OnceLock::new(),
                 config,
                 pool: Mutex::new(BTreeMap::new()),
                 listeners: Mutex::new(BTreeMap::new()),
@@ -225,9 +228,23 @@ impl<N: Network> TcpTransport<N> {
         }
     }
 
+    /// Time since the start of the run. The network's clock is read once; after that the
+    /// runtime's clock, which advances in step with it, gives the rest (turmoil's own lookup
+    /// hashes the host name on every call, and this sits on every event's path).
+    fn now(&self) -> Duration {
+        let (instant0, run0) = *self.inner.clock_base.get_or_init(|| (Instant::now(), N::elapsed()));
+        run0 + instant0.elapsed()
+    }
+
     async fn connection(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
         for _ in 0..2 {
-            let slot = lock(&self.inner.pool).entry(addr.to_string()).or_default().clone();
+            let slot = {
+                let mut pool = lock(&self.inner.pool);
+                match pool.get(addr) {
+                    Some(s) => s.clone(),
+                    None => pool.entry(addr.to_string()).or_default().clone(),
+                }
+            };
             let conn = slot
                 .get_or_try_init(|| self.connect(addr))
                 .await?
@@ -308,10 +325,10 @@ impl<N: Network> TcpTransport<N> {
 }
 
 async fn accept_loop<N: Network>(
+    transport: TcpTransport<N>,
     listener: N::Listener,
     inbound: mpsc::Sender<Inbound>,
     stop: CancellationToken,
-    max_frame_bytes: usize,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -321,7 +338,7 @@ async fn accept_loop<N: Network>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_conn::<N>(stream, peer, inbound.clone(), max_frame_bytes));
+                tokio::spawn(serve_conn(transport.clone(), stream, peer, inbound.clone()));
             }
             Err(e) => tracing::warn!(error = %e, "accept failed"),
         }
@@ -329,11 +346,12 @@ async fn accept_loop<N: Network>(
 }
 
 async fn serve_conn<N: Network>(
+    transport: TcpTransport<N>,
     stream: N::Stream,
     peer: String,
     inbound: mpsc::Sender<Inbound>,
-    max_frame_bytes: usize,
 ) {
+    let max_frame_bytes = transport.inner.config.max_frame_bytes;
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
         outbox: Arc::new(Outbox::default()),
@@ -350,7 +368,7 @@ async fn serve_conn<N: Network>(
         };
         match next {
             Some(Ok(Frame::Request(request))) => {
-                if !deliver::<N>(&conn, &peer, request, &inbound).await {
+                if !deliver(&conn, &peer, request, &inbound, transport.now()).await {
                     break;
                 }
             }
@@ -377,11 +395,12 @@ async fn serve_conn<N: Network>(
 }
 
 /// Hands one request to the server; false when the server is gone.
-async fn deliver<N: Network>(
+async fn deliver(
     conn: &Arc<ServerConn>,
     peer: &str,
     request: RequestFrame,
     inbound: &mpsc::Sender<Inbound>,
+    received_at: Duration,
 ) -> bool {
     let cancel = CancellationToken::new();
     let by_peer = Arc::new(AtomicBool::new(false));
@@ -393,7 +412,7 @@ async fn deliver<N: Network>(
         cancelled_by_peer: by_peer,
         responder: Responder { conn: conn.clone(), id },
         peer: peer.to_string(),
-        received_at: N::elapsed(),
+        received_at,
     };
     if inbound.send(msg).await.is_err() {
         lock(&conn.inflight).remove(&id);
@@ -420,7 +439,7 @@ impl<N: Network> Transport for TcpTransport<N> {
             let bound = N::local_addr(&listener).map_err(|source| ListenError::Bind { addr: addr.clone(), source })?;
             let stop = CancellationToken::new();
             lock(&self.inner.listeners).insert(addr, stop.clone());
-            tokio::spawn(accept_loop::<N>(listener, inbound, stop, self.inner.config.max_frame_bytes));
+            tokio::spawn(accept_loop(self.clone(), listener, inbound, stop));
             Ok(bound)
         })
     }
@@ -467,6 +486,6 @@ impl<N: Network> Transport for TcpTransport<N> {
     }
 
     fn elapsed(&self) -> Duration {
-        N::elapsed()
+        self.now()
     }
 }
