@@ -18,6 +18,8 @@ pub enum FanoutPolicy {
     All,
     /// Decided by the first success; fails only if every call fails.
     FirstSuccess,
+    /// Decided by the first answer, success or failure.
+    FirstReply,
     /// Decided by the first failure; succeeds when every call succeeds.
     FailFast,
     /// Decided once `k` calls succeed, or once so many failed that `k` cannot.
@@ -60,7 +62,8 @@ impl Client {
 }
 
 impl Fanout {
-    /// Adds a call.
+    /// Adds a call (mercury's `client.Add`).
+    #[allow(clippy::should_implement_trait)] // named after mercury's Add; not arithmetic
     pub fn add(mut self, call: Call) -> Fanout {
         self.calls.push(call);
         self
@@ -142,6 +145,9 @@ impl Decision {
             FanoutPolicy::FailFast => {
                 return r.as_ref().err().map(|e| Err(e.clone()));
             }
+            FanoutPolicy::FirstReply => {
+                return Some(r.as_ref().map(|_| ()).map_err(Clone::clone));
+            }
             FanoutPolicy::Quorum(k) => k.max(1),
         };
         if self.ok >= need {
@@ -164,7 +170,7 @@ impl Decision {
         match self.policy {
             FanoutPolicy::All | FanoutPolicy::FailFast if self.failed == 0 => Ok(()),
             FanoutPolicy::All | FanoutPolicy::FailFast => Err(self.error()),
-            FanoutPolicy::FirstSuccess | FanoutPolicy::Quorum(_) if self.n == 0 => Ok(()),
+            FanoutPolicy::FirstSuccess | FanoutPolicy::FirstReply | FanoutPolicy::Quorum(_) if self.n == 0 => Ok(()),
             _ => Err(self.error()),
         }
     }

@@ -1,0 +1,85 @@
+//! Scenario files: the wind tunnel's input, read in two steps like ripgrep's flags.
+//!
+//! First serde reads the TOML into raw structs that mirror the file ([`raw`], the "low args"), which
+//! catches syntax errors, wrong types and unknown keys with their location. Then validation turns
+//! them into a [`Scenario`] ([`model`], the "high args") that cannot be invalid: every reference
+//! resolves, every window fits the run, every quantity is typed. All the problems found are
+//! returned at once as [`Diagnostic`]s, printed `file:line:col: error: message`.
+//!
+//! Layout: [`error`] diagnostics; `raw` the file's shape; [`names`] typed identifiers; [`model`] the
+//! validated scenario; [`assertion`] what must hold; `validate` with `index`, `services`,
+//! `traffic`, `faults` and `asserts` the checks. The format is documented for users in
+//! `docs/scenarios.md`.
+
+pub mod assertion;
+pub mod error;
+pub mod model;
+pub mod names;
+
+mod asserts;
+mod faults;
+mod index;
+mod raw;
+mod services;
+mod traffic;
+mod validate;
+
+use std::path::Path;
+
+pub use assertion::{Assertion, Bound, LatencyStat, Metric, MetricUnit, Op, Scope, Window};
+pub use error::{Diagnostic, ScenarioError};
+pub use model::{
+    limits, Arrival, Balancer, Call, Endpoint, Fanout, Fault, FaultKind, Link, Load, LoadTarget,
+    Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage, Wait,
+};
+pub use names::{
+    BuiltinName, EndpointName, EndpointRef, ErrorCode, LoadName, Method, RouteKey, ScenarioName,
+    ServiceName, Target,
+};
+
+use error::Locator;
+
+/// The built-in (Rust) services a scenario may name with `builtin = "..."`.
+///
+/// The harness implements it over its registry of example services; parsing only needs each
+/// builtin's endpoint names, to check the calls, routes and loads that reach it.
+pub trait Catalog {
+    /// The endpoints of a built-in service, or `None` if there is no such builtin.
+    fn builtin_endpoints(&self, builtin: &str) -> Option<Vec<String>>;
+}
+
+/// A catalog with no builtins: every `builtin = "..."` is an error. For tests and tools that only
+/// read synthetic scenarios.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBuiltins;
+
+impl Catalog for NoBuiltins {
+    fn builtin_endpoints(&self, _builtin: &str) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// Parses and validates a scenario from its text; `file_name` is used in diagnostics.
+pub fn parse_str(
+    text: &str,
+    file_name: &str,
+    catalog: &dyn Catalog,
+) -> Result<Scenario, ScenarioError> {
+    let locator = Locator::new(text, file_name);
+    let raw: raw::RawScenario = toml::from_str(text).map_err(|error| ScenarioError::Invalid {
+        diagnostics: vec![
+            locator.diagnostic(error.span().unwrap_or(0..0), error.message().to_string())
+        ],
+    })?;
+    validate::scenario(&raw, locator, catalog)
+}
+
+/// Reads, parses and validates a scenario file; diagnostics name the path as given.
+pub fn load_file(path: &Path, catalog: &dyn Catalog) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_str(&text, &file, catalog)
+}

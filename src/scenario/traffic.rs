@@ -1,0 +1,325 @@
+//! Validation of the traffic: `[[route]]` gateway routes and `[[load]]` open-loop loads.
+//!
+//! A load enters either over RPC at an endpoint or over HTTP on a declared route; its rate profile
+//! (start rate, then k6-style stages) and its window must fit inside the run, because a load that
+//! would outlive the run measures nothing and usually means a typo in a duration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::units::{format_duration, quote};
+
+use super::index::Index;
+use super::model::{limits, Arrival, Load, LoadTarget, Route, Stage};
+use super::names::{LoadName, RouteKey};
+use super::raw::{RawLoad, RawRoute, RawStage, Text};
+use super::services::positive_deadline;
+use super::validate::Ctx;
+
+/// A request's deadline when the load gives none.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
+/// Request body size when the load gives none.
+const DEFAULT_BODY_BYTES: u32 = 64;
+
+/// Validates the gateway routes: well formed, unique, each to an endpoint that exists.
+pub(crate) fn routes(
+    ctx: &mut Ctx<'_>,
+    raw: &[Spanned<RawRoute>],
+    index: &Index,
+) -> Option<Vec<Route>> {
+    if !ctx.at_most(raw, limits::MAX_ROUTES, "routes") {
+        return None;
+    }
+    let mut seen = BTreeMap::new();
+    let routes: Vec<Option<Route>> = raw
+        .iter()
+        .map(|route| {
+            let route = route.get_ref();
+            let key = ctx.name("route", &route.route, RouteKey::parse);
+            let unique = key.as_ref().is_some_and(|key| {
+                ctx.unique(&mut seen, "route", key.to_string(), route.route.span())
+            });
+            let to = ctx.ok(
+                route.to.span(),
+                "to",
+                index.resolve_endpoint(route.to.get_ref()),
+            );
+            Some(Route { key: key?, to: to? }).filter(|_| unique)
+        })
+        .collect();
+    routes.into_iter().collect()
+}
+
+/// The routes the file declares, as far as they parse: what loads and assertions may name.
+pub(crate) fn declared_routes(raw: &[Spanned<RawRoute>]) -> BTreeSet<RouteKey> {
+    raw.iter()
+        .filter_map(|route| RouteKey::parse(route.get_ref().route.get_ref()).ok())
+        .collect()
+}
+
+/// The names the loads go by, as far as they can be told: what assertions may name.
+pub(crate) fn declared_loads(raw: &[Spanned<RawLoad>]) -> BTreeSet<String> {
+    raw.iter()
+        .filter_map(|load| load_name_text(load.get_ref()))
+        .collect()
+}
+
+/// A load's name: as given, else its route (normalised) or rpc as written.
+fn load_name_text(raw: &RawLoad) -> Option<String> {
+    if let Some(name) = &raw.name {
+        return Some(name.get_ref().clone());
+    }
+    match (&raw.rpc, &raw.route) {
+        (Some(rpc), None) => Some(rpc.get_ref().clone()),
+        (None, Some(route)) => Some(
+            RouteKey::parse(route.get_ref())
+                .map_or_else(|_| route.get_ref().clone(), |key| key.to_string()),
+        ),
+        _ => None,
+    }
+}
+
+/// Validates every load.
+pub(crate) fn loads(
+    ctx: &mut Ctx<'_>,
+    raw: &[Spanned<RawLoad>],
+    raw_routes: &[Spanned<RawRoute>],
+    index: &Index,
+    run: Option<Duration>,
+) -> Option<Vec<Load>> {
+    if !ctx.at_most(raw, limits::MAX_LOADS, "loads") {
+        return None;
+    }
+    let routes = declared_routes(raw_routes);
+    let mut seen = BTreeMap::new();
+    let loads: Vec<Option<Load>> = raw
+        .iter()
+        .map(|load| {
+            let unique = match load_name_text(load.get_ref()) {
+                Some(name) => ctx.unique(&mut seen, "load name", name, load.span()),
+                None => true,
+            };
+            let known = Known {
+                index,
+                routes: &routes,
+            };
+            load_of(ctx, load, &known, run).filter(|_| unique)
+        })
+        .collect();
+    loads.into_iter().collect()
+}
+
+/// What a load may refer to.
+struct Known<'a> {
+    index: &'a Index,
+    routes: &'a BTreeSet<RouteKey>,
+}
+
+/// One `[[load]]` table.
+fn load_of(
+    ctx: &mut Ctx<'_>,
+    spanned: &Spanned<RawLoad>,
+    known: &Known<'_>,
+    run: Option<Duration>,
+) -> Option<Load> {
+    let raw = spanned.get_ref();
+    let target = load_target(ctx, spanned, known);
+    let name = match &raw.name {
+        Some(name) => ctx.name("name", name, LoadName::parse),
+        None => target
+            .as_ref()
+            .and_then(|_| load_name_text(raw))
+            .and_then(|n| LoadName::parse(&n).ok()),
+    };
+    let rate = ctx.rate("rate", &raw.rate, true);
+    let stages = stages(ctx, &raw.stages);
+    let arrival = raw
+        .arrival
+        .as_ref()
+        .map_or(Some(Arrival::Poisson), |text| arrival(ctx, text));
+    let deadline = raw
+        .deadline
+        .as_ref()
+        .map_or(Some(DEFAULT_DEADLINE), |value| {
+            positive_deadline(ctx, "deadline", value)
+        });
+    let window = window(ctx, raw, run);
+    let body_bytes = ctx.count(
+        "body_bytes",
+        raw.body_bytes.as_ref(),
+        0..=limits::MAX_BODY_BYTES,
+        DEFAULT_BODY_BYTES,
+    );
+    let clients = ctx.count("clients", raw.clients.as_ref(), 1..=limits::MAX_CLIENTS, 1);
+    let (start, stop) = window?;
+    let stages = stages?;
+    if !stages_fit(ctx, spanned, &stages, stop - start) {
+        return None;
+    }
+    Some(Load {
+        name: name?,
+        target: target?,
+        rate: rate?,
+        stages,
+        arrival: arrival?,
+        deadline: deadline?,
+        start,
+        stop,
+        body_bytes: body_bytes?,
+        clients: clients?,
+    })
+}
+
+/// Exactly one of `rpc` (an endpoint) and `route` (a declared gateway route).
+fn load_target(
+    ctx: &mut Ctx<'_>,
+    spanned: &Spanned<RawLoad>,
+    known: &Known<'_>,
+) -> Option<LoadTarget> {
+    let raw = spanned.get_ref();
+    match (&raw.rpc, &raw.route) {
+        (Some(rpc), None) => ctx
+            .ok(
+                rpc.span(),
+                "rpc",
+                known.index.resolve_endpoint(rpc.get_ref()),
+            )
+            .map(LoadTarget::Rpc),
+        (None, Some(route)) => route_target(ctx, route, known.routes).map(LoadTarget::Route),
+        (found_rpc, _) => {
+            let found = if found_rpc.is_some() {
+                "both"
+            } else {
+                "neither"
+            };
+            let message = format!("a load needs exactly one of `rpc` (an endpoint) and `route` (a [[route]]), found {found}");
+            ctx.error(spanned.span(), message);
+            None
+        }
+    }
+}
+
+/// A load's route: well formed and declared by a `[[route]]`.
+fn route_target(ctx: &mut Ctx<'_>, route: &Text, routes: &BTreeSet<RouteKey>) -> Option<RouteKey> {
+    let key = ctx.name("route", route, RouteKey::parse)?;
+    if !routes.contains(&key) {
+        let declared: Vec<String> = routes.iter().map(RouteKey::to_string).collect();
+        let declared = if declared.is_empty() {
+            "(none)".to_string()
+        } else {
+            declared.join(", ")
+        };
+        ctx.error(
+            route.span(),
+            format!(
+                "no [[route]] matches {}; declared routes: {declared}",
+                quote(&key.to_string())
+            ),
+        );
+        return None;
+    }
+    Some(key)
+}
+
+/// The stages of a load: each a duration and a target rate (zero allowed: a ramp down).
+fn stages(ctx: &mut Ctx<'_>, raw: &[Spanned<RawStage>]) -> Option<Vec<Stage>> {
+    if !ctx.at_most(raw, limits::MAX_STAGES, "stages per load") {
+        return None;
+    }
+    let stages: Vec<Option<Stage>> = raw
+        .iter()
+        .map(|stage| {
+            let stage = stage.get_ref();
+            let duration = ctx.duration("duration", &stage.duration);
+            let target = ctx.rate("target", &stage.target, false);
+            Some(Stage {
+                duration: duration?,
+                target: target?,
+            })
+        })
+        .collect();
+    stages.into_iter().collect()
+}
+
+/// Whether the stages end by the time the load stops.
+fn stages_fit(
+    ctx: &mut Ctx<'_>,
+    spanned: &Spanned<RawLoad>,
+    stages: &[Stage],
+    length: Duration,
+) -> bool {
+    let total = stages.iter().try_fold(Duration::ZERO, |total, stage| {
+        total.checked_add(stage.duration)
+    });
+    match total {
+        Some(total) if total <= length => true,
+        _ => {
+            let total = total.map_or_else(|| "too long".to_string(), format_duration);
+            let message = format!(
+                "the stages last {total} but the load runs for {}; expected stages that end by `stop`",
+                format_duration(length)
+            );
+            let span = spanned
+                .get_ref()
+                .stages
+                .first()
+                .map_or(spanned.span(), Spanned::span);
+            ctx.error(span, message);
+            false
+        }
+    }
+}
+
+/// `arrival = "poisson" | "uniform"`.
+fn arrival(ctx: &mut Ctx<'_>, text: &Text) -> Option<Arrival> {
+    match text.get_ref().as_str() {
+        "poisson" => Some(Arrival::Poisson),
+        "uniform" => Some(Arrival::Uniform),
+        other => {
+            ctx.error(
+                text.span(),
+                format!(
+                    "`arrival`: expected \"poisson\" or \"uniform\", found {}",
+                    quote(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `start` and `stop`: `0 <= start < stop <= run`.
+fn window(ctx: &mut Ctx<'_>, raw: &RawLoad, run: Option<Duration>) -> Option<(Duration, Duration)> {
+    let start = raw
+        .start
+        .as_ref()
+        .map_or(Some(Duration::ZERO), |value| ctx.duration("start", value));
+    let stop = raw
+        .stop
+        .as_ref()
+        .map_or(run, |value| ctx.duration("stop", value));
+    let (start, stop, run) = (start?, stop?, run?);
+    let run_text = format_duration(run);
+    if start >= run {
+        let span = raw.start.as_ref().map_or(0..0, Spanned::span);
+        let message = format!(
+            "`start` {} is outside the run: expected less than the duration {run_text}",
+            format_duration(start)
+        );
+        ctx.error(span, message);
+        return None;
+    }
+    if stop <= start || stop > run {
+        let span = raw.stop.as_ref().map_or(0..0, Spanned::span);
+        let message = format!(
+            "`stop` {} is outside the load's window: expected after `start` {} and at most the duration {run_text}",
+            format_duration(stop),
+            format_duration(start)
+        );
+        ctx.error(span, message);
+        return None;
+    }
+    Some((start, stop))
+}

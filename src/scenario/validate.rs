@@ -1,0 +1,354 @@
+//! Validation: from the raw file to a [`Scenario`] that cannot be invalid.
+//!
+//! Every check records a located diagnostic and carries on, so one run reports every problem in the
+//! file. Each validator returns `Option`: `None` means "something here was reported", and the
+//! scenario is assembled only when nothing was. Checks that need the whole file (a call to an
+//! endpoint, a fault on an instance) go through the [`Index`] built from the services first.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::ops::{Range, RangeInclusive};
+use std::time::Duration;
+
+use crate::dist::Dist;
+use crate::units::{self, format_duration, Rate, Ratio};
+
+use super::error::{Diagnostic, Locator, ScenarioError};
+use super::index::Index;
+use super::model::{limits, Network, Scenario};
+use super::names::ScenarioName;
+use super::raw::{Int, RawNetwork, RawScenario, Text, Value};
+use super::{asserts, faults, services, traffic, Catalog};
+
+/// The seed used when the file gives none.
+const DEFAULT_SEED: u64 = 1;
+/// The tick used when the file gives none: turmoil's own default.
+const DEFAULT_TICK: Duration = Duration::from_millis(1);
+
+/// Validates a parsed file; every problem is reported, sorted by position.
+pub(crate) fn scenario(
+    raw: &RawScenario,
+    locator: Locator<'_>,
+    catalog: &dyn Catalog,
+) -> Result<Scenario, ScenarioError> {
+    let mut ctx = Ctx::new(locator);
+    let built = build(&mut ctx, raw, catalog);
+    ctx.finish(built)
+}
+
+/// Validates every part, then assembles the scenario if nothing was reported.
+fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, catalog: &dyn Catalog) -> Option<Scenario> {
+    let name = ctx
+        .required(
+            raw.name.as_ref(),
+            "name",
+            "the scenario's name, such as \"webhook-slow-instance\"",
+        )
+        .and_then(|name| ctx.ok(name.span(), "name", ScenarioName::parse(name.get_ref())));
+    let description = ctx
+        .required(
+            raw.description.as_ref(),
+            "description",
+            "a sentence on what the scenario shows",
+        )
+        .map(|description| description.get_ref().clone());
+    let duration = run_duration(ctx, raw.duration.as_ref());
+    let tick = ctx.duration_in(
+        "tick",
+        raw.tick.as_ref(),
+        DEFAULT_TICK,
+        limits::MIN_TICK..=limits::MAX_TICK,
+    );
+    let index = Index::build(&raw.service, catalog);
+    let network = network(ctx, raw.network.as_ref(), &index);
+    let services = services::validate(ctx, &raw.service, &index, catalog);
+    let routes = traffic::routes(ctx, &raw.route, &index);
+    let loads = traffic::loads(ctx, &raw.load, &raw.route, &index, duration);
+    let faults = faults::validate(ctx, &raw.fault, &index, duration);
+    let scope = asserts::Known {
+        index: &index,
+        routes: &raw.route,
+        loads: &raw.load,
+        run: duration,
+        faults: faults.as_deref(),
+        any_faults: !raw.fault.is_empty(),
+    };
+    let assertions = asserts::validate(ctx, &raw.asserts, &scope);
+    Some(Scenario {
+        name: name?,
+        description: description?,
+        seed: raw.seed.unwrap_or(DEFAULT_SEED),
+        duration: duration?,
+        tick: tick?,
+        network: network?,
+        services: services?,
+        routes: routes?,
+        loads: loads?,
+        faults: faults?,
+        assertions: assertions?,
+    })
+}
+
+/// The run's duration: required, above zero, at most a day.
+fn run_duration(ctx: &mut Ctx<'_>, value: Option<&Value>) -> Option<Duration> {
+    let value = ctx.required(value, "duration", "the simulated run time, such as \"60s\"")?;
+    let duration = ctx.duration("duration", value)?;
+    if duration.is_zero() || duration > limits::MAX_RUN {
+        let found = format_duration(duration);
+        ctx.error(
+            value.span(),
+            format!("`duration` must be above 0s and at most 24h, found {found}"),
+        );
+        return None;
+    }
+    Some(duration)
+}
+
+/// `[network]`: default latency and loss, and per-pair links.
+fn network(ctx: &mut Ctx<'_>, raw: Option<&RawNetwork>, index: &Index) -> Option<Network> {
+    let default_latency = Dist::Fixed(Duration::from_millis(1));
+    let Some(raw) = raw else {
+        return Some(Network {
+            latency: default_latency,
+            loss: Ratio::ZERO,
+            links: Vec::new(),
+        });
+    };
+    let latency = ctx.dist_or("latency", raw.latency.as_ref(), default_latency);
+    let loss = ctx.ratio_or("loss", raw.loss.as_ref(), Ratio::ZERO);
+    let links = faults::links(ctx, &raw.link, index);
+    Some(Network {
+        latency: latency?,
+        loss: loss?,
+        links: links?,
+    })
+}
+
+/// Where validation records its diagnostics, with helpers that parse a value or report why not.
+pub(crate) struct Ctx<'a> {
+    locator: Locator<'a>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for one file.
+    pub(crate) fn new(locator: Locator<'a>) -> Ctx<'a> {
+        Ctx {
+            locator,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// The scenario if nothing was reported, else every diagnostic sorted by position.
+    fn finish(mut self, built: Option<Scenario>) -> Result<Scenario, ScenarioError> {
+        match built {
+            Some(scenario) if self.diagnostics.is_empty() => Ok(scenario),
+            _ => {
+                if self.diagnostics.is_empty() {
+                    // A validator returned None without saying why: a bug, reported rather than hidden.
+                    self.error(
+                        0..0,
+                        "internal error: the scenario was rejected without a diagnostic",
+                    );
+                }
+                self.diagnostics.sort_by_key(|d| (d.line, d.column));
+                Err(ScenarioError::Invalid {
+                    diagnostics: self.diagnostics,
+                })
+            }
+        }
+    }
+
+    /// Records a problem at `span`.
+    pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let diagnostic = self.locator.diagnostic(span, message.into());
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// The line of a byte offset, for "first defined at line N".
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.locator.line(offset)
+    }
+
+    /// The value of a parse, or `None` after reporting its error prefixed with the key.
+    pub(crate) fn ok<T, E: Display>(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        result
+            .map_err(|error| self.error(span, format!("`{key}`: {error}")))
+            .ok()
+    }
+
+    /// A required top-level key, or `None` after reporting it missing (at the start of the file).
+    pub(crate) fn required<'v, T>(
+        &mut self,
+        value: Option<&'v T>,
+        key: &str,
+        what: &str,
+    ) -> Option<&'v T> {
+        if value.is_none() {
+            self.error(0..0, format!("missing required key `{key}` ({what})"));
+        }
+        value
+    }
+
+    /// A duration.
+    pub(crate) fn duration(&mut self, key: &str, value: &Value) -> Option<Duration> {
+        self.ok(
+            value.span(),
+            key,
+            units::duration_from_toml(value.get_ref()),
+        )
+    }
+
+    /// An optional duration within `range`, `default` when absent.
+    pub(crate) fn duration_in(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        default: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let duration = self.duration(key, value)?;
+        if !range.contains(&duration) {
+            let (low, high) = (
+                format_duration(*range.start()),
+                format_duration(*range.end()),
+            );
+            let found = format_duration(duration);
+            self.error(
+                value.span(),
+                format!("`{key}` must be between {low} and {high}, found {found}"),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// A distribution.
+    pub(crate) fn dist(&mut self, key: &str, value: &Value) -> Option<Dist> {
+        self.ok(value.span(), key, Dist::from_toml(value.get_ref()))
+    }
+
+    /// An optional distribution, `default` when absent.
+    pub(crate) fn dist_or(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        default: Dist,
+    ) -> Option<Dist> {
+        value.map_or(Some(default), |value| self.dist(key, value))
+    }
+
+    /// A ratio.
+    pub(crate) fn ratio(&mut self, key: &str, value: &Value) -> Option<Ratio> {
+        self.ok(value.span(), key, Ratio::from_toml(value.get_ref()))
+    }
+
+    /// An optional ratio, `default` when absent.
+    pub(crate) fn ratio_or(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        default: Ratio,
+    ) -> Option<Ratio> {
+        value.map_or(Some(default), |value| self.ratio(key, value))
+    }
+
+    /// A rate; `positive` rejects zero.
+    pub(crate) fn rate(&mut self, key: &str, value: &Value, positive: bool) -> Option<Rate> {
+        let rate = self.ok(value.span(), key, Rate::from_toml(value.get_ref()))?;
+        if positive && !rate.is_positive() {
+            self.error(
+                value.span(),
+                format!("`{key}` must be above zero, found {rate}"),
+            );
+            return None;
+        }
+        Some(rate)
+    }
+
+    /// An optional whole number within `range`, `default` when absent.
+    pub(crate) fn count(
+        &mut self,
+        key: &str,
+        value: Option<&Int>,
+        range: RangeInclusive<i64>,
+        default: u32,
+    ) -> Option<u32> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let number = *value.get_ref();
+        let fits = range
+            .contains(&number)
+            .then(|| u32::try_from(number).ok())
+            .flatten();
+        if fits.is_none() {
+            let (low, high) = (range.start(), range.end());
+            self.error(
+                value.span(),
+                format!("`{key}` must be between {low} and {high}, found {number}"),
+            );
+        }
+        fits
+    }
+
+    /// A name or other string checked by `parse`.
+    pub(crate) fn name<T>(
+        &mut self,
+        key: &str,
+        text: &Text,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        self.ok(text.span(), key, parse(text.get_ref()))
+    }
+
+    /// Records `key` at `span` as seen, reporting a duplicate of an earlier one.
+    pub(crate) fn unique(
+        &mut self,
+        seen: &mut BTreeMap<String, usize>,
+        what: &str,
+        key: String,
+        span: Range<usize>,
+    ) -> bool {
+        if let Some(first) = seen.get(&key) {
+            let line = self.line(*first);
+            self.error(
+                span,
+                format!(
+                    "duplicate {what} {} (first defined at line {line})",
+                    units::quote(&key)
+                ),
+            );
+            return false;
+        }
+        seen.insert(key, span.start);
+        true
+    }
+
+    /// Reports a list longer than `max`.
+    pub(crate) fn at_most<T>(
+        &mut self,
+        items: &[toml::Spanned<T>],
+        max: usize,
+        what: &str,
+    ) -> bool {
+        match items.get(max) {
+            Some(extra) => {
+                self.error(
+                    extra.span(),
+                    format!("at most {max} {what} are allowed, found {}", items.len()),
+                );
+                false
+            }
+            None => true,
+        }
+    }
+}
