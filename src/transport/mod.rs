@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::framework::error::{Error, ErrorKind};
 pub use frame::{Frame, FrameError, Headers, RequestFrame, ResponseFrame};
 pub use net::{Network, Tokio, Turmoil};
-pub use tcp::{Responder, TcpTransport, TransportConfig};
+pub use tcp::{CancelGate, Responder, TcpTransport, TransportConfig};
 
 /// A boxed, sendable future: what the dyn-compatible traits of this crate return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

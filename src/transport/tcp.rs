@@ -34,6 +34,19 @@ pub struct TransportConfig {
     /// Requests buffered between the transport and a server before reading pauses.
     /// Default 1024.
     pub inbound_buffer: usize,
+    /// Asked before a Cancel frame is written to an address; `false` loses it. The wind tunnel's
+    /// network model uses it so a partition stops cancellations too. Default: always send.
+    pub cancel_gate: Option<CancelGate>,
+}
+
+/// Decides whether a Cancel frame to an address gets through.
+#[derive(Clone)]
+pub struct CancelGate(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CancelGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CancelGate")
+    }
 }
 
 impl Default for TransportConfig {
@@ -41,6 +54,7 @@ impl Default for TransportConfig {
         TransportConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             inbound_buffer: 1024,
+            cancel_gate: None,
         }
     }
 }
@@ -97,6 +111,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
 #[derive(Debug)]
 struct ClientConn {
     addr: String,
+    cancel_gate: Option<CancelGate>,
     outbox: Arc<Outbox>,
     pending: Mutex<BTreeMap<u64, oneshot::Sender<ResponseFrame>>>,
     next_id: AtomicU64,
@@ -147,7 +162,8 @@ struct PendingCall {
 
 impl Drop for PendingCall {
     fn drop(&mut self) {
-        if lock(&self.conn.pending).remove(&self.id).is_some() {
+        let gate_open = self.conn.cancel_gate.as_ref().is_none_or(|g| (g.0)(&self.conn.addr));
+        if lock(&self.conn.pending).remove(&self.id).is_some() && gate_open {
             let _ = self
                 .conn
                 .outbox
@@ -269,6 +285,7 @@ impl<N: Network> TcpTransport<N> {
         let (r, w) = N::split(stream);
         let conn = Arc::new(ClientConn {
             addr: addr.to_string(),
+            cancel_gate: self.inner.config.cancel_gate.clone(),
             outbox: Arc::new(Outbox::default()),
             pending: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),

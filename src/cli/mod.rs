@@ -1,0 +1,151 @@
+//! The `windtunnel` command: run, check, list, compare.
+//!
+//! Flags are parsed by clap into raw values, then each command validates what it was given
+//! (files, directories, seeds) before doing anything. Exit codes: 0 when every assertion holds,
+//! 1 when one fails, 2 when the input is invalid (clap's own usage errors are 2 as well).
+
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::{self, NoBuiltins, Scenario};
+
+/// Exit code: every assertion holds.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an assertion failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the input is invalid.
+pub const EXIT_INVALID: u8 = 2;
+
+/// windtunnel: run a microservice system in a deterministic wind tunnel and judge it.
+#[derive(Debug, Parser)]
+#[command(name = "windtunnel", version, about, long_about = None)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario file and write its report.
+    Run {
+        /// The scenario file (TOML).
+        file: PathBuf,
+        /// Use this seed instead of the file's.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report here (default: reports/<scenario name>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print only the verdict lines, no progress.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate scenario files without running them.
+    Check {
+        /// The scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the scenarios in a folder with their descriptions.
+    List {
+        /// The folder (default: scenarios/).
+        #[arg(default_value = "scenarios")]
+        dir: PathBuf,
+    },
+    /// Compare two reports side by side (for example a policy on and off).
+    Compare {
+        /// The first report folder.
+        a: PathBuf,
+        /// The second report folder.
+        b: PathBuf,
+        /// Where to write compare.html and compare.png (default: the second folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    ExitCode::from(match args.command {
+        Command::Run { file, seed, out, quiet } => run(&file, seed, out, quiet),
+        Command::Check { files } => check(&files),
+        Command::List { dir } => list(&dir),
+        Command::Compare { a, b, out } => compare(&a, &b, out),
+    })
+}
+
+/// Loads and validates a scenario, printing diagnostics on failure.
+pub fn load(path: &Path) -> Result<Scenario, u8> {
+    scenario::load_file(path, &NoBuiltins).map_err(|e| {
+        eprintln!("{e}");
+        EXIT_INVALID
+    })
+}
+
+fn run(file: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 {
+    let mut scenario = match load(file) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let out = out.unwrap_or_else(|| Path::new("reports").join(scenario.name.as_str()));
+    match output::run_and_report(&scenario, &out, quiet) {
+        Ok(summary) if summary.passed => EXIT_OK,
+        Ok(_) => EXIT_FAILED,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+fn check(files: &[PathBuf]) -> u8 {
+    let mut worst = EXIT_OK;
+    for f in files {
+        match load(f) {
+            Ok(s) => println!("{}: ok ({}, {} services, {} loads, {} faults, {} assertions)", f.display(), s.name, s.services.len(), s.loads.len(), s.faults.len(), s.assertions.len()),
+            Err(code) => worst = worst.max(code),
+        }
+    }
+    worst
+}
+
+fn list(dir: &Path) -> u8 {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", dir.display());
+            return EXIT_INVALID;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut worst = EXIT_OK;
+    for f in files {
+        match scenario::load_file(&f, &NoBuiltins) {
+            Ok(s) => println!("{:<40} {}", f.display(), s.description),
+            Err(e) => {
+                println!("{:<40} INVALID: {}", f.display(), e.to_string().lines().next().unwrap_or(""));
+                worst = EXIT_INVALID;
+            }
+        }
+    }
+    worst
+}
+
+fn compare(a: &Path, b: &Path, out: Option<PathBuf>) -> u8 {
+    let out = out.unwrap_or_else(|| b.to_path_buf());
+    // TODO(compare): wired once report::compare lands.
+    let _ = (a, b, out);
+    EXIT_INVALID
+}

@@ -1,0 +1,113 @@
+//! Running a scenario for the command line: progress, the report folder, the terminal summary.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::report::summary::{self, Summary};
+use crate::scenario::Scenario;
+use crate::sim::{self, Progress};
+
+/// Why a run produced no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The simulation could not run.
+    #[error(transparent)]
+    Run(#[from] sim::RunError),
+    /// The report could not be written.
+    #[error("cannot write the report in {dir}: {source}")]
+    Write {
+        /// The folder.
+        dir: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A progress bar on a terminal, nothing otherwise (or when quiet).
+struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Bar {
+    fn new(total: Duration, quiet: bool) -> Bar {
+        let show = !quiet && std::io::stderr().is_terminal();
+        let bar = show.then(|| {
+            let b = indicatif::ProgressBar::new(total.as_secs().max(1));
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} simulated {pos}/{len} s [{bar:40}] {elapsed} wall")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Bar { bar }
+    }
+}
+
+impl Progress for Bar {
+    fn tick(&mut self, done: Duration, _total: Duration) {
+        if let Some(b) = &self.bar {
+            b.set_position(done.as_secs());
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Runs `scenario`, writes its report into `out`, prints the terminal summary.
+pub fn run_and_report(scenario: &Scenario, out: &Path, quiet: bool) -> Result<Summary, ReportError> {
+    if !quiet {
+        eprintln!("running {} (seed {}, {} s simulated)", scenario.name, scenario.seed, scenario.duration.as_secs_f64());
+    }
+    let output = {
+        let mut bar = Bar::new(scenario.duration, quiet);
+        sim::run(scenario, &mut bar)?
+    };
+    let summary = summary::build(scenario, &output.measurements, output.wall);
+    crate::report::write_report(&summary, &output.measurements, out).map_err(|source| ReportError::Write {
+        dir: out.display().to_string(),
+        source,
+    })?;
+    print_summary(&summary, out, quiet);
+    Ok(summary)
+}
+
+fn print_summary(s: &Summary, out: &Path, quiet: bool) {
+    if !quiet {
+        println!(
+            "{} (seed {}): {:.0} s simulated in {:.2} s wall, {:.1}x real time, fingerprint {}",
+            s.scenario, s.seed, s.sim_seconds, s.wall_seconds, s.speedup, s.fingerprint
+        );
+        for (name, r) in &s.routes {
+            let errors: Vec<String> = r.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            println!(
+                "  {name}: sent {}, ok {}, dropped {}, errors {}{}",
+                r.sent,
+                r.ok,
+                r.dropped,
+                r.errors.values().sum::<u64>(),
+                if errors.is_empty() { String::new() } else { format!(" ({})", errors.join(", ")) }
+            );
+            let l = &r.latency_ms;
+            println!(
+                "    latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+            );
+        }
+        let checks: Vec<String> = s.checks.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  checks: {}", checks.join(", "));
+    }
+    for a in &s.assertions {
+        let mark = if a.passed { "PASS" } else { "FAIL" };
+        println!("  {mark} {} [{}, {}]", a.verdict, a.scope, a.window);
+    }
+    if !quiet {
+        println!("  report: {}", out.join("index.html").display());
+    }
+}

@@ -1,0 +1,407 @@
+//! What a run measured: latency and outcomes per load and per endpoint, instance load over time,
+//! the checks, and the run's fingerprint.
+//!
+//! The [`Recorder`] is the framework's [`EventSink`] in the wind tunnel: it folds every event,
+//! as it happens, into bounded state (histograms, per-bucket counters, maps of requests still in
+//! flight), and into a stable hash of the whole event log. Nothing here reaches into a service.
+
+pub mod series;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::framework::ids::Fnv1a;
+use crate::framework::{Event, EventKind, EventSink};
+pub use series::{Counts, Outcome, Series, WindowStats};
+
+/// How long the record of an abandoned call is kept while waiting for its handler to end.
+const ABANDON_HORIZON: Duration = Duration::from_secs(120);
+
+/// Load on one instance during one bucket.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceBucket {
+    /// Most requests held at once (queued or running).
+    pub max_inflight: u32,
+    /// Most requests waiting for a worker at once.
+    pub max_queue: u32,
+    /// Handler-time spent, in nanoseconds (utilisation = busy / (workers x bucket)).
+    pub busy_ns: u128,
+    /// Whether the instance was up for the whole bucket.
+    pub up: bool,
+}
+
+/// Load on one instance over the run.
+#[derive(Debug, Clone)]
+pub struct InstanceTrack {
+    /// Workers (for utilisation).
+    pub workers: u32,
+    /// Per bucket.
+    pub buckets: Vec<InstanceBucket>,
+    inflight: u32,
+    queued: u32,
+    busy: u32,
+    last_change: Duration,
+}
+
+/// Counts computed from events that say whether the system wasted or misplaced work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Handlers that kept running more than one network hop after their caller gave up.
+    pub orphaned_work: u64,
+    /// Handler time spent after the caller gave up, beyond the hop allowance, in ms.
+    pub orphaned_work_ms: u64,
+    /// Handlers started after their request's deadline.
+    pub late_work: u64,
+    /// Load requests answered ok after their deadline.
+    pub late_ok: u64,
+}
+
+#[derive(Debug, Clone)]
+struct ServerRequest {
+    instance: Arc<str>,
+    started: Option<Duration>,
+}
+
+/// The state behind a [`Recorder`].
+#[derive(Debug)]
+struct State {
+    run: Duration,
+    bucket_width: Duration,
+    buckets: usize,
+    hop_allowance: Duration,
+    fingerprint: Fnv1a,
+    events: u64,
+    loads: BTreeMap<String, Series>,
+    endpoints: BTreeMap<String, Series>,
+    calls: BTreeMap<u64, (Duration, String)>,
+    server: BTreeMap<u64, ServerRequest>,
+    abandoned: BTreeMap<u64, Duration>,
+    abandon_sweep: Duration,
+    instances: BTreeMap<Arc<str>, InstanceTrack>,
+    checks: Checks,
+}
+
+/// Folds events and load results into metrics. Shared by every host of a run.
+#[derive(Debug)]
+pub struct Recorder {
+    state: Mutex<State>,
+}
+
+/// Settings of a [`Recorder`].
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// The run's length (the last bucket also takes what happens after it).
+    pub run: Duration,
+    /// Width of one time bucket.
+    pub bucket_width: Duration,
+    /// How long after a caller gives up a handler may still run before it counts as orphaned
+    /// work: one network hop and a tick.
+    pub hop_allowance: Duration,
+    /// Every instance, with its worker count.
+    pub instances: Vec<(String, u32)>,
+}
+
+impl Recorder {
+    /// A recorder for a run.
+    pub fn new(config: RecorderConfig) -> Arc<Recorder> {
+        let buckets = bucket_count(config.run, config.bucket_width);
+        let instances = config
+            .instances
+            .iter()
+            .map(|(id, workers)| {
+                let track = InstanceTrack {
+                    workers: *workers,
+                    buckets: vec![InstanceBucket { up: true, ..InstanceBucket::default() }; buckets],
+                    inflight: 0,
+                    queued: 0,
+                    busy: 0,
+                    last_change: Duration::ZERO,
+                };
+                (Arc::<str>::from(id.as_str()), track)
+            })
+            .collect();
+        Arc::new(Recorder {
+            state: Mutex::new(State {
+                run: config.run,
+                bucket_width: config.bucket_width,
+                buckets,
+                hop_allowance: config.hop_allowance,
+                fingerprint: Fnv1a::default(),
+                events: 0,
+                loads: BTreeMap::new(),
+                endpoints: BTreeMap::new(),
+                calls: BTreeMap::new(),
+                server: BTreeMap::new(),
+                abandoned: BTreeMap::new(),
+                abandon_sweep: Duration::ZERO,
+                instances,
+                checks: Checks::default(),
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one load request: intended start, when it ended, and how.
+    pub fn record_load(&self, load: &str, start: Duration, end: Duration, outcome: Outcome, deadline: Duration) {
+        let mut s = self.state();
+        s.fingerprint.write(load.as_bytes());
+        s.fingerprint.write_u64(nanos(start));
+        s.fingerprint.write_u64(nanos(end));
+        s.fingerprint.write(outcome_code(&outcome).as_bytes());
+        if outcome == Outcome::Ok && end > start + deadline {
+            s.checks.late_ok += 1;
+        }
+        let (width, buckets) = (s.bucket_width, s.buckets);
+        s.loads
+            .entry(load.to_string())
+            .or_insert_with(|| Series::new(width, buckets))
+            .record(start, end.saturating_sub(start), &outcome);
+    }
+
+    /// Marks instances of a node down (crash) or up (restart) from `at`.
+    pub fn set_up(&self, instance: &str, up: bool, at: Duration) {
+        let mut s = self.state();
+        let width = s.bucket_width;
+        let from = bucket_index(at, width, s.buckets);
+        if let Some(track) = s.instances.get_mut(instance) {
+            for b in &mut track.buckets[from..] {
+                b.up = up;
+            }
+            if !up {
+                // Whatever it held is gone with it.
+                accumulate_busy(track, at, width);
+                track.inflight = 0;
+                track.queued = 0;
+                track.busy = 0;
+            }
+        }
+        if !up {
+            s.server.retain(|_, r| &*r.instance != instance);
+        }
+    }
+
+    /// Everything measured, once the run is over.
+    pub fn finish(&self, end: Duration) -> Measurements {
+        let mut s = self.state();
+        let width = s.bucket_width;
+        let allowance = s.hop_allowance;
+        // Handlers still running at the end whose callers gave up count as orphaned until now.
+        let running: Vec<(u64, Option<Duration>)> = s.server.iter().map(|(span, r)| (*span, r.started)).collect();
+        for (span, started) in running {
+            if let (Some(started), Some(gave_up)) = (started, s.abandoned.get(&span).copied()) {
+                orphan(&mut s.checks, started, gave_up + allowance, end);
+            }
+        }
+        for track in s.instances.values_mut() {
+            accumulate_busy(track, end, width);
+        }
+        Measurements {
+            run: s.run,
+            bucket_width: s.bucket_width,
+            fingerprint: s.fingerprint.finish(),
+            events: s.events,
+            loads: s.loads.clone(),
+            endpoints: s.endpoints.clone(),
+            instances: s.instances.clone(),
+            checks: s.checks.clone(),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Measurements {
+    /// The run's length.
+    pub run: Duration,
+    /// Width of a bucket.
+    pub bucket_width: Duration,
+    /// FNV-1a over the ordered event log and load results.
+    pub fingerprint: u64,
+    /// Events seen.
+    pub events: u64,
+    /// Per load, by name.
+    pub loads: BTreeMap<String, Series>,
+    /// Per endpoint (`service.endpoint`), as its callers saw it.
+    pub endpoints: BTreeMap<String, Series>,
+    /// Per instance.
+    pub instances: BTreeMap<Arc<str>, InstanceTrack>,
+    /// The checks.
+    pub checks: Checks,
+}
+
+fn bucket_count(run: Duration, width: Duration) -> usize {
+    let n = run.as_nanos().div_ceil(width.as_nanos().max(1));
+    usize::try_from(n).unwrap_or(usize::MAX).max(1)
+}
+
+fn bucket_index(at: Duration, width: Duration, buckets: usize) -> usize {
+    let i = at.as_nanos() / width.as_nanos().max(1);
+    usize::try_from(i).unwrap_or(usize::MAX).min(buckets.saturating_sub(1))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn outcome_code(o: &Outcome) -> &str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Dropped => "dropped",
+        Outcome::Error(code) => code,
+    }
+}
+
+/// Adds handler time from the last change to `now`, split over the buckets it spans.
+fn accumulate_busy(track: &mut InstanceTrack, now: Duration, width: Duration) {
+    let n = track.buckets.len();
+    let mut t = track.last_change;
+    if track.busy > 0 {
+        while t < now {
+            let i = bucket_index(t, width, n);
+            let bucket_end = if i + 1 == n { now } else { width * (i as u32 + 1) };
+            let until = bucket_end.min(now);
+            track.buckets[i].busy_ns += (until - t).as_nanos() * u128::from(track.busy);
+            if until <= t {
+                break;
+            }
+            t = until;
+        }
+    }
+    track.last_change = track.last_change.max(now);
+}
+
+fn orphan(checks: &mut Checks, started: Duration, allowed_until: Duration, ended: Duration) {
+    let from = started.max(allowed_until);
+    if ended > from {
+        checks.orphaned_work += 1;
+        checks.orphaned_work_ms += u64::try_from((ended - from).as_millis()).unwrap_or(u64::MAX);
+    }
+}
+
+impl State {
+    fn hash(&mut self, e: &Event) {
+        let h = &mut self.fingerprint;
+        h.write_u64(nanos(e.at));
+        h.write(e.kind.name().as_bytes());
+        h.write(e.kind.error_code().unwrap_or("").as_bytes());
+        h.write(e.instance.as_bytes());
+        h.write(e.peer.as_bytes());
+        h.write(e.service.as_bytes());
+        h.write(e.endpoint.as_bytes());
+        h.write_u64(e.request_id.0);
+        h.write_u64(e.span_id.0);
+        h.write_u64(e.trace_id.0);
+    }
+
+    fn track(&mut self, instance: &str, at: Duration, f: impl FnOnce(&mut InstanceTrack)) {
+        let width = self.bucket_width;
+        if let Some(track) = self.instances.get_mut(instance) {
+            accumulate_busy(track, at, width);
+            f(track);
+            let i = bucket_index(at, width, track.buckets.len());
+            let b = &mut track.buckets[i];
+            b.max_inflight = b.max_inflight.max(track.inflight);
+            b.max_queue = b.max_queue.max(track.queued);
+        }
+    }
+
+    /// A server request is over (answered, dropped or refused).
+    fn finish_server(&mut self, e: &Event) {
+        let Some(req) = self.server.remove(&e.span_id.0) else {
+            return;
+        };
+        let started = req.started;
+        self.track(&e.instance, e.at, |t| {
+            t.inflight = t.inflight.saturating_sub(1);
+            if started.is_some() {
+                t.busy = t.busy.saturating_sub(1);
+            } else {
+                t.queued = t.queued.saturating_sub(1);
+            }
+        });
+        if let (Some(started), Some(gave_up)) = (started, self.abandoned.remove(&e.span_id.0)) {
+            let allowance = self.hop_allowance;
+            orphan(&mut self.checks, started, gave_up + allowance, e.at);
+        }
+    }
+
+    fn call_ended(&mut self, e: &Event, outcome: Outcome) {
+        let Some((sent, endpoint)) = self.calls.remove(&e.span_id.0) else {
+            return;
+        };
+        let (width, buckets) = (self.bucket_width, self.buckets);
+        self.endpoints
+            .entry(endpoint)
+            .or_insert_with(|| Series::new(width, buckets))
+            .record(sent, e.at.saturating_sub(sent), &outcome);
+    }
+
+    fn sweep_abandoned(&mut self, now: Duration) {
+        if now < self.abandon_sweep + ABANDON_HORIZON {
+            return;
+        }
+        self.abandon_sweep = now;
+        let horizon = now.saturating_sub(ABANDON_HORIZON);
+        let server = &self.server;
+        self.abandoned.retain(|span, at| *at >= horizon || server.contains_key(span));
+    }
+
+    fn apply(&mut self, e: &Event) {
+        match &e.kind {
+            EventKind::CallSent => {
+                let name = format!("{}.{}", e.service, e.endpoint);
+                self.calls.insert(e.span_id.0, (e.at, name));
+            }
+            EventKind::CallAnswered { error } => {
+                let outcome = error.as_ref().map_or(Outcome::Ok, |c| Outcome::Error(c.to_string()));
+                self.call_ended(e, outcome);
+            }
+            EventKind::CallAbandoned { reason } => {
+                self.call_ended(e, Outcome::Error(reason.to_string()));
+                self.abandoned.insert(e.span_id.0, e.at);
+                self.sweep_abandoned(e.at);
+            }
+            EventKind::RequestReceived => {
+                self.server.insert(
+                    e.span_id.0,
+                    ServerRequest { instance: e.instance.clone(), started: None },
+                );
+                self.track(&e.instance, e.at, |t| {
+                    t.inflight += 1;
+                    t.queued += 1;
+                });
+            }
+            EventKind::HandlerStarted => {
+                if let Some(r) = self.server.get_mut(&e.span_id.0) {
+                    r.started = Some(e.at);
+                }
+                if e.deadline.is_some_and(|d| e.at > d) {
+                    self.checks.late_work += 1;
+                }
+                self.track(&e.instance, e.at, |t| {
+                    t.queued = t.queued.saturating_sub(1);
+                    t.busy += 1;
+                });
+            }
+            EventKind::HandlerEnded { .. }
+            | EventKind::HandlerCancelled
+            | EventKind::HandlerTimedOut
+            | EventKind::RequestRejected
+            | EventKind::ResponseSent => self.finish_server(e),
+            EventKind::CancelSent | EventKind::CancelReceived => {}
+        }
+    }
+}
+
+impl EventSink for Recorder {
+    fn emit(&self, event: Event) {
+        let mut s = self.state();
+        s.events += 1;
+        s.hash(&event);
+        s.apply(&event);
+    }
+}

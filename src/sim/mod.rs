@@ -1,0 +1,272 @@
+//! The simulated world: a scenario turned into turmoil hosts, stepped by windtunnel itself with
+//! the fault schedule applied between steps.
+//!
+//! Layout: [`world`] places instances on hosts and assembles each one; [`netmodel`] is the
+//! network layer (latency, loss, partitions, holds); [`faults`] holds the faults that act inside
+//! instances (slow, errors); [`synthetic`] builds the endpoints a file describes. [`run`] drives
+//! the whole run and returns what it measured.
+//!
+//! The one thing to know: a run is a pure function of (scenario, seed, crate version). Every
+//! random draw comes from a stream named after its consumer, time is turmoil's, and faults take
+//! effect at tick boundaries in file order.
+
+pub mod faults;
+pub mod netmodel;
+pub mod synthetic;
+pub mod world;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::framework::Registry;
+use crate::load::Generator;
+use crate::metrics::{Measurements, Recorder, RecorderConfig};
+use crate::scenario::{FaultKind, LoadTarget, Scenario, Target};
+use crate::sim::faults::FaultBoard;
+use crate::sim::netmodel::{NetModel, Party};
+use crate::sim::world::{Placement, Shared};
+
+/// Why a run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario asks for something this version cannot simulate.
+    #[error("{0}")]
+    Unsupported(String),
+    /// turmoil stopped the simulation (a host's software returned an error).
+    #[error("simulation failed: {0}")]
+    Simulation(String),
+}
+
+/// How a run reports its progress.
+pub trait Progress {
+    /// Called about every simulated second with the time done and the total.
+    fn tick(&mut self, done: Duration, total: Duration);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn tick(&mut self, _done: Duration, _total: Duration) {}
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Everything measured.
+    pub measurements: Measurements,
+    /// Wall-clock time the simulation took.
+    pub wall: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Start(usize),
+    End(usize),
+}
+
+/// The fault schedule: (time, action), by time then file order; ends before starts at a tie so a
+/// fault that follows another on the same target takes over cleanly.
+fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
+    let mut out = Vec::new();
+    for (i, f) in scenario.faults.iter().enumerate() {
+        out.push((f.at, Action::Start(i)));
+        if let Some(d) = f.duration {
+            out.push((f.at.saturating_add(d), Action::End(i)));
+        }
+    }
+    out.sort_by_key(|(t, a)| (*t, matches!(a, Action::Start(_))));
+    out
+}
+
+/// How long after the last instance of a load may a run go on draining in-flight requests.
+fn drain(scenario: &Scenario) -> Duration {
+    let longest = scenario.loads.iter().map(|l| l.deadline).max().unwrap_or_default();
+    longest + Duration::from_secs(1)
+}
+
+/// The one-way latency a message may take before its lateness counts against a handler: the
+/// 99.9th percentile of the default latency (sampled from a fixed stream) plus two ticks.
+fn hop_allowance(scenario: &Scenario) -> Duration {
+    let mut rng = crate::framework::ids::stream(scenario.seed, "checks/hop");
+    let mut draws: Vec<Duration> = (0..2000).map(|_| scenario.network.latency.sample(&mut rng)).collect();
+    draws.sort();
+    let p999 = draws.get(1997).copied().unwrap_or_default();
+    p999 + scenario.tick * 2
+}
+
+/// Runs `scenario` (with its own seed) and returns what was measured.
+pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput, RunError> {
+    if let Some(l) = scenario.loads.iter().find(|l| matches!(l.target, LoadTarget::Route(_))) {
+        return Err(RunError::Unsupported(format!(
+            "load {} enters through a gateway route; this version has no HTTP gateway yet: \
+             send it straight to the endpoint with rpc = \"service.endpoint\"",
+            l.name
+        )));
+    }
+    let placements = world::place(scenario);
+    let recorder = Recorder::new(RecorderConfig {
+        run: scenario.duration,
+        bucket_width: bucket_width(scenario.duration),
+        hop_allowance: hop_allowance(scenario),
+        instances: placements
+            .iter()
+            .map(|p| {
+                let workers = scenario.services.iter().find(|s| s.name.as_str() == p.service).map_or(1, |s| s.workers);
+                (p.id.clone(), workers)
+            })
+            .collect(),
+    });
+    let shared = Shared {
+        scenario: Arc::new(scenario.clone()),
+        registry: Registry::new(),
+        recorder: recorder.clone(),
+        model: NetModel::new(scenario.network.clone(), scenario.tick),
+        faults: FaultBoard::new(),
+    };
+    for p in &placements {
+        shared.model.place(&p.addr(), p.party());
+    }
+    let drain = drain(scenario);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(scenario.duration + drain + Duration::from_secs(1))
+        .tick_duration(scenario.tick)
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(Duration::ZERO)
+        .rng_seed(scenario.seed)
+        .build();
+    let nodes = world::by_node(&placements);
+    for (node, group) in &nodes {
+        add_node(&mut sim, &shared, node, group.clone());
+    }
+    add_clients(&mut sim, &shared);
+    let start = std::time::Instant::now(); // wall clock, for the speed report only
+    step_loop(&mut sim, &shared, &placements, drain, progress)?;
+    let end = sim.elapsed().min(scenario.duration + drain);
+    let measurements = recorder.finish(end);
+    Ok(RunOutput { measurements, wall: start.elapsed() })
+}
+
+/// Buckets of one second, or wider for long runs so a series never has more than 3,600.
+fn bucket_width(run: Duration) -> Duration {
+    let secs = run.as_secs().div_ceil(3600).max(1);
+    Duration::from_secs(secs)
+}
+
+fn add_node(sim: &mut turmoil::Sim<'_>, shared: &Shared, node: &str, group: Vec<Placement>) {
+    let shared = shared.clone();
+    sim.host(node, move || {
+        let (shared, group) = (shared.clone(), group.clone());
+        async move {
+            for p in &group {
+                shared.start_instance(p).await?;
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
+
+fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
+    let hosts = shared.scenario.loads.iter().map(|l| l.clients).max().unwrap_or(0);
+    for h in 0..hosts {
+        let shared = shared.clone();
+        let name = format!("client-{h}");
+        sim.client(name.clone(), async move {
+            let (client, _transport) = shared.client(Party::Client, &name);
+            let mut tasks = Vec::new();
+            for load in shared.scenario.loads.iter().filter(|l| l.clients > h) {
+                let gen = Generator {
+                    load: load.clone(),
+                    share: load.clients,
+                    index: h,
+                    client: client.clone(),
+                    recorder: shared.recorder.clone(),
+                    seed: shared.scenario.seed,
+                };
+                tasks.push(tokio::task::spawn_local(gen.run()));
+            }
+            for t in tasks {
+                t.await?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The nodes that host `target`'s instances.
+fn nodes_of<'a>(target: &Target, placements: &'a [Placement]) -> Vec<&'a Placement> {
+    placements.iter().filter(|p| p.party().is(target)).collect()
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, shared: &Shared, placements: &[Placement], action: &Action, now: Duration) {
+    let (id, starting) = match action {
+        Action::Start(i) => (*i, true),
+        Action::End(i) => (*i, false),
+    };
+    let Some(fault) = shared.scenario.faults.get(id) else {
+        return;
+    };
+    if let FaultKind::Crash { target } = &fault.kind {
+        let hit = nodes_of(target, placements);
+        let mut nodes: Vec<&str> = hit.iter().map(|p| p.node.as_str()).collect();
+        nodes.dedup();
+        // A crash takes the whole node: every instance on it goes down and comes back.
+        let down: Vec<&Placement> = placements.iter().filter(|p| nodes.contains(&p.node.as_str())).collect();
+        for node in &nodes {
+            if starting {
+                sim.crash(*node);
+            } else {
+                sim.bounce(*node);
+            }
+        }
+        for p in down {
+            if starting {
+                shared.registry.deregister(&p.service, &p.id);
+            }
+            shared.recorder.set_up(&p.id, !starting, now);
+        }
+        return;
+    }
+    if starting {
+        shared.model.start_fault(id, &fault.kind);
+        shared.faults.start_fault(id, &fault.kind);
+    } else {
+        shared.model.end_fault(id);
+        shared.faults.end_fault(id);
+    }
+}
+
+fn step_loop(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    placements: &[Placement],
+    drain: Duration,
+    progress: &mut dyn Progress,
+) -> Result<(), RunError> {
+    let duration = shared.scenario.duration;
+    let actions = schedule(&shared.scenario);
+    let mut next = 0;
+    let mut reported = Duration::ZERO;
+    loop {
+        let now = sim.elapsed();
+        while let Some((at, action)) = actions.get(next) {
+            if *at > now {
+                break;
+            }
+            apply(sim, shared, placements, action, now);
+            next += 1;
+        }
+        let clients_done = sim.step().map_err(|e| RunError::Simulation(e.to_string()))?;
+        let now = sim.elapsed();
+        if now >= reported + Duration::from_secs(1) {
+            reported = now;
+            progress.tick(now.min(duration), duration);
+        }
+        if (clients_done && now >= duration) || now >= duration + drain {
+            progress.tick(duration, duration);
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! windtunnel's own network model: latency distributions, loss, partitions and holds, applied to
+//! frames in the transport of every simulated instance.
+//!
+//! turmoil's latency is a fixed shape in whole ticks, and its message loss stalls a TCP stream for
+//! good (it never retransmits), so richer behaviour lives here (DESIGN.md). A call's request leg
+//! is planned when it is sent and its response leg when the answer comes back: each leg is
+//! delivered after a drawn latency, held until a hold ends, or lost (the caller then waits for its
+//! deadline, as it would for a lost packet). Every draw comes from the caller's own seeded stream.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::dist::Dist;
+use crate::framework::ids;
+use crate::scenario::{Network, Target};
+use crate::transport::{
+    BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport, Transport,
+    TransportConfig, Turmoil,
+};
+use crate::units::Ratio;
+
+/// One end of a message: an instance, or the load generators.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Party {
+    /// A load generator host.
+    Client,
+    /// Instance `index` of `service`.
+    Instance {
+        /// The service name.
+        service: Arc<str>,
+        /// The instance index.
+        index: u32,
+    },
+}
+
+impl Party {
+    /// Whether `target` names this party.
+    pub fn is(&self, target: &Target) -> bool {
+        self.matches(target)
+    }
+
+    fn matches(&self, target: &Target) -> bool {
+        match (self, target) {
+            (Party::Client, Target::Client) => true,
+            (Party::Instance { service, .. }, Target::Service(s)) => **service == *s.as_str(),
+            (Party::Instance { service, index }, Target::Instance { service: s, index: i }) => {
+                **service == *s.as_str() && index == i
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What happens to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// Delivered after this one-way latency.
+    After(Duration),
+    /// Held until a hold ends.
+    Held,
+    /// Lost.
+    Lost,
+}
+
+/// A fault currently bending the network, by fault index.
+#[derive(Debug, Clone)]
+enum Bend {
+    Latency { target: Target, add: Dist },
+    Partition { a: Target, b: Target, oneway: bool },
+    Hold { a: Target, b: Target },
+    Loss { a: Target, b: Target, rate: Ratio },
+}
+
+fn between(from: &Party, to: &Party, a: &Target, b: &Target) -> bool {
+    (from.matches(a) && to.matches(b)) || (from.matches(b) && to.matches(a))
+}
+
+/// The network's behaviour: the scenario's links plus the faults active now.
+#[derive(Debug)]
+pub struct NetModel {
+    network: Network,
+    tick: Duration,
+    active: Mutex<BTreeMap<usize, Bend>>,
+    /// Address (`host:port`) -> the instance listening there.
+    parties: Mutex<BTreeMap<String, Party>>,
+}
+
+impl NetModel {
+    /// A model of `network` for a run stepped every `tick`.
+    pub fn new(network: Network, tick: Duration) -> Arc<NetModel> {
+        Arc::new(NetModel {
+            network,
+            tick,
+            active: Mutex::new(BTreeMap::new()),
+            parties: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Bend>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records which instance listens at `addr`.
+    pub fn place(&self, addr: &str, party: Party) {
+        self.parties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), party);
+    }
+
+    fn party_at(&self, addr: &str) -> Option<Party> {
+        self.parties.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned()
+    }
+
+    /// Starts fault `id`'s effect on the network, if it has one.
+    pub fn start_fault(&self, id: usize, kind: &crate::scenario::FaultKind) {
+        use crate::scenario::FaultKind as K;
+        let bend = match kind {
+            K::Latency { target, add } => Bend::Latency { target: target.clone(), add: add.clone() },
+            K::Partition { a, b, oneway } => Bend::Partition { a: a.clone(), b: b.clone(), oneway: *oneway },
+            K::Hold { a, b } => Bend::Hold { a: a.clone(), b: b.clone() },
+            K::Loss { a, b, rate } => Bend::Loss { a: a.clone(), b: b.clone(), rate: *rate },
+            _ => return,
+        };
+        self.active().insert(id, bend);
+    }
+
+    /// Ends fault `id`'s effect.
+    pub fn end_fault(&self, id: usize) {
+        self.active().remove(&id);
+    }
+
+    /// Whether messages from `from` to `to` are being dropped or held right now.
+    fn blocked(&self, from: &Party, to: &Party) -> bool {
+        self.active().values().any(|bend| match bend {
+            Bend::Partition { a, b, oneway } => {
+                (from.matches(a) && to.matches(b)) || (!oneway && from.matches(b) && to.matches(a))
+            }
+            Bend::Hold { a, b } => between(from, to, a, b),
+            _ => false,
+        })
+    }
+
+    /// Plans one message from `from` to `to`, drawing from `rng`.
+    pub fn plan(&self, from: &Party, to: &Party, rng: &mut ChaCha8Rng) -> Leg {
+        let mut latency_dist = &self.network.latency;
+        let mut loss = self.network.loss.value();
+        for link in &self.network.links {
+            if between(from, to, &link.a, &link.b) {
+                if let Some(l) = &link.latency {
+                    latency_dist = l;
+                }
+                if let Some(r) = link.loss {
+                    loss = r.value();
+                }
+                break;
+            }
+        }
+        let mut latency = latency_dist.sample(rng);
+        let active = self.active();
+        for bend in active.values() {
+            match bend {
+                Bend::Partition { a, b, oneway } => {
+                    let hit = (from.matches(a) && to.matches(b)) || (!oneway && from.matches(b) && to.matches(a));
+                    if hit {
+                        return Leg::Lost;
+                    }
+                }
+                Bend::Hold { a, b } if between(from, to, a, b) => return Leg::Held,
+                Bend::Loss { a, b, rate } if between(from, to, a, b) => {
+                    loss = 1.0 - (1.0 - loss) * (1.0 - rate.value());
+                }
+                Bend::Latency { target, add } if from.matches(target) || to.matches(target) => {
+                    latency = latency.saturating_add(add.sample(rng));
+                }
+                _ => {}
+            }
+        }
+        if loss > 0.0 && rng.random_bool(loss.min(1.0)) {
+            return Leg::Lost;
+        }
+        Leg::After(latency)
+    }
+}
+
+/// A [`Transport`] over turmoil's TCP with the network model applied to every call.
+pub struct ModelTransport {
+    inner: TcpTransport<Turmoil>,
+    model: Arc<NetModel>,
+    me: Party,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl ModelTransport {
+    /// The transport of party `me`, drawing from the stream `net/<name>` of `seed`.
+    pub fn new(model: Arc<NetModel>, me: Party, seed: u64, name: &str) -> ModelTransport {
+        let gate_model = model.clone();
+        let gate_me = me.clone();
+        let gate = CancelGate(Arc::new(move |addr: &str| match gate_model.party_at(addr) {
+            Some(to) => !gate_model.blocked(&gate_me, &to),
+            None => true,
+        }));
+        let config = TransportConfig {
+            cancel_gate: Some(gate),
+            ..TransportConfig::default()
+        };
+        ModelTransport {
+            inner: TcpTransport::new(config),
+            model,
+            me,
+            rng: Mutex::new(ids::stream(seed, &format!("net/{name}"))),
+        }
+    }
+}
+
+/// Waits out one leg; `Err` when the call's deadline or cancellation comes first.
+async fn travel(
+    model: &NetModel,
+    rng: &Mutex<ChaCha8Rng>,
+    from: &Party,
+    to: &Party,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Result<(), SendError> {
+    loop {
+        let leg = {
+            let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+            model.plan(from, to, &mut rng)
+        };
+        let wait = match leg {
+            // turmoil's own delivery adds at most one tick per round trip on top of this (which
+            // leg pays it depends on host order), so the model waits the full latency.
+            Leg::After(latency) => latency,
+            Leg::Held => model.tick,
+            Leg::Lost => Duration::MAX,
+        };
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let waited = async {
+            if wait == Duration::MAX {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(wait).await
+            }
+        };
+        tokio::select! {
+            _ = waited => {}
+            _ = expired => return Err(SendError::Timeout),
+            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+        }
+        if leg != Leg::Held {
+            return Ok(());
+        }
+    }
+}
+
+impl Transport for ModelTransport {
+    fn listen(&self, addr: &str, inbound: tokio::sync::mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<String, ListenError>> {
+        self.inner.listen(addr, inbound)
+    }
+
+    fn stop_listening(&self, addr: &str) -> bool {
+        self.inner.stop_listening(addr)
+    }
+
+    fn respond(&self, responder: &Responder, result: Result<Bytes, crate::framework::Error>) {
+        self.inner.respond(responder, result)
+    }
+
+    fn send(
+        &self,
+        addr: &str,
+        request: RequestFrame,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<Bytes, SendError>> {
+        let Some(to) = self.model.party_at(addr) else {
+            return self.inner.send(addr, request, deadline, cancel);
+        };
+        let model = self.model.clone();
+        let me = self.me.clone();
+        let inner = self.inner.clone();
+        let addr = addr.to_string();
+        let rng = Mutex::new(self.fork_rng());
+        Box::pin(async move {
+            travel(&model, &rng, &me, &to, deadline, &cancel).await?;
+            let answer = inner.send(&addr, request, deadline, cancel.clone()).await;
+            match &answer {
+                Ok(_) | Err(SendError::Remote(_)) => {
+                    travel(&model, &rng, &to, &me, deadline, &cancel).await?;
+                }
+                _ => {}
+            }
+            answer
+        })
+    }
+
+    fn ready(&self) -> BoxFuture<'static, ()> {
+        self.inner.ready()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.inner.elapsed()
+    }
+}
+
+impl ModelTransport {
+    /// A stream for one call, forked from this party's stream: one draw from the parent seeds
+    /// it, so calls do not contend for the parent while they travel.
+    fn fork_rng(&self) -> ChaCha8Rng {
+        use rand::{RngCore, SeedableRng};
+        let seed = self.rng.lock().unwrap_or_else(|p| p.into_inner()).next_u64();
+        ChaCha8Rng::seed_from_u64(seed)
+    }
+}

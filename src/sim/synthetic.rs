@@ -1,0 +1,98 @@
+//! Synthetic services: endpoints described in a scenario file, built on the framework.
+//!
+//! An endpoint sleeps for a service time drawn from its distribution (scaled by any active slow
+//! fault on its instance), then makes its downstream calls in order: to one instance, to N, or to
+//! all, waiting for all, the first, or any k, each with its own timeout. A failed call fails the
+//! endpoint unless the file says to ignore it (graceful degradation).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
+
+use crate::framework::{Call as RpcCall, Client, Context, Endpoint, Error, FanoutPolicy};
+use crate::scenario::{Call, Endpoint as EndpointSpec, Fanout, OnError, Wait};
+use crate::sim::faults::FaultBoard;
+use crate::sim::netmodel::Party;
+
+/// What every synthetic endpoint of one instance shares.
+#[derive(Clone)]
+pub struct InstanceKit {
+    /// The instance's client, for downstream calls.
+    pub client: Client,
+    /// The instance, for slow faults.
+    pub party: Party,
+    /// Active faults.
+    pub faults: Arc<FaultBoard>,
+    /// The instance's service-time stream.
+    pub rng: Arc<Mutex<ChaCha8Rng>>,
+    /// Moves the starting instance of partial fanouts on with every call.
+    pub rotation: Arc<AtomicUsize>,
+}
+
+/// The endpoint `spec` as run by one instance.
+pub fn endpoint(spec: &EndpointSpec, kit: InstanceKit) -> Endpoint {
+    let name = spec.name.as_str().to_string();
+    let spec = Arc::new(spec.clone());
+    let body = Bytes::from(vec![b'.'; spec.response_bytes as usize]);
+    Endpoint::raw(&name, move |ctx: Context, _req: Bytes| {
+        let work = {
+            let mut rng = kit.rng.lock().unwrap_or_else(|p| p.into_inner());
+            spec.time.sample(&mut *rng)
+        };
+        let factor = kit.faults.slow_factor(&kit.party);
+        let (spec, kit, body) = (spec.clone(), kit.clone(), body.clone());
+        async move {
+            if !work.is_zero() {
+                tokio::time::sleep(work.mul_f64(factor)).await;
+            }
+            for call in &spec.calls {
+                if let Err(e) = make_call(&kit, &ctx, call).await {
+                    if spec.on_error == OnError::Fail {
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(body)
+        }
+    })
+}
+
+fn policy(wait: Wait) -> FanoutPolicy {
+    match wait {
+        Wait::All => FanoutPolicy::All,
+        Wait::First => FanoutPolicy::FirstReply,
+        Wait::Any(k) => FanoutPolicy::Quorum(k as usize),
+    }
+}
+
+async fn make_call(kit: &InstanceKit, ctx: &Context, call: &Call) -> Result<(), Error> {
+    let client = &kit.client;
+    let mut rpc = RpcCall::new(call.to.service.as_str(), call.to.endpoint.as_str());
+    if let Some(t) = call.timeout {
+        rpc = rpc.timeout(t);
+    }
+    let fanout = match call.fanout {
+        Fanout::Count(1) => return client.send(ctx, rpc).await.map(|_| ()),
+        Fanout::All => client.fanout(policy(call.wait)).to_each_instance(rpc),
+        Fanout::Count(n) => {
+            let instances = client.registry().instances(call.to.service.as_str());
+            let mut f = client.fanout(policy(call.wait));
+            // n distinct instances, starting from one picked by rotating through the list.
+            let start = kit.rotation.fetch_add(1, Ordering::Relaxed) % instances.len().max(1);
+            for k in 0..(n as usize).min(instances.len()) {
+                let inst = &instances[(start + k) % instances.len()];
+                f = f.add(rpc.clone().instance(&inst.id));
+            }
+            f
+        }
+    };
+    if fanout.is_empty() {
+        return Err(Error::unavailable(
+            "no_instances",
+            format!("no instance of {} to call", call.to.service),
+        ));
+    }
+    fanout.execute(ctx).await.outcome
+}
