@@ -405,3 +405,79 @@ impl EventSink for Recorder {
         s.apply(&event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::ids::{RequestId, SpanId, TraceId};
+
+    fn ev(at_ms: u64, kind: EventKind, instance: &str, span: u64, deadline_ms: Option<u64>) -> Event {
+        Event {
+            at: Duration::from_millis(at_ms),
+            kind,
+            instance: instance.into(),
+            peer: "".into(),
+            service: "svc.a".into(),
+            endpoint: "get".into(),
+            request_id: RequestId(span),
+            parent_request_id: None,
+            trace_id: TraceId(1),
+            span_id: SpanId(span),
+            parent_span_id: None,
+            deadline: deadline_ms.map(Duration::from_millis),
+        }
+    }
+
+    fn recorder() -> Arc<Recorder> {
+        Recorder::new(RecorderConfig {
+            run: Duration::from_secs(10),
+            bucket_width: Duration::from_secs(1),
+            hop_allowance: Duration::from_millis(5),
+            instances: vec![("svc.a[0]".to_string(), 2)],
+        })
+    }
+
+    #[test]
+    fn a_handler_that_outlives_its_abandoned_caller_by_more_than_a_hop_is_orphaned_work() {
+        let r = recorder();
+        r.emit(ev(0, EventKind::CallSent, "client", 7, Some(100)));
+        r.emit(ev(1, EventKind::RequestReceived, "svc.a[0]", 7, Some(100)));
+        r.emit(ev(1, EventKind::HandlerStarted, "svc.a[0]", 7, Some(100)));
+        r.emit(ev(100, EventKind::CallAbandoned { reason: "timeout".into() }, "client", 7, Some(100)));
+        // Dropped 3 ms after the caller gave up: within the 5 ms hop allowance.
+        r.emit(ev(103, EventKind::HandlerCancelled, "svc.a[0]", 7, Some(100)));
+        // A second call whose handler runs on 400 ms after its caller gave up.
+        r.emit(ev(200, EventKind::CallSent, "client", 8, Some(300)));
+        r.emit(ev(201, EventKind::RequestReceived, "svc.a[0]", 8, Some(300)));
+        r.emit(ev(201, EventKind::HandlerStarted, "svc.a[0]", 8, Some(300)));
+        r.emit(ev(300, EventKind::CallAbandoned { reason: "timeout".into() }, "client", 8, Some(300)));
+        r.emit(ev(700, EventKind::HandlerEnded { error: None }, "svc.a[0]", 8, Some(300)));
+        let m = r.finish(Duration::from_secs(10));
+        assert_eq!(m.checks.orphaned_work, 1);
+        assert_eq!(m.checks.orphaned_work_ms, 395);
+    }
+
+    #[test]
+    fn a_handler_started_after_its_deadline_is_late_work() {
+        let r = recorder();
+        r.emit(ev(0, EventKind::RequestReceived, "svc.a[0]", 9, Some(10)));
+        r.emit(ev(20, EventKind::HandlerStarted, "svc.a[0]", 9, Some(10)));
+        r.emit(ev(21, EventKind::HandlerEnded { error: None }, "svc.a[0]", 9, Some(10)));
+        let m = r.finish(Duration::from_secs(1));
+        assert_eq!(m.checks.late_work, 1);
+    }
+
+    #[test]
+    fn utilisation_is_handler_time_over_worker_time_per_bucket() {
+        let r = recorder();
+        r.emit(ev(0, EventKind::RequestReceived, "svc.a[0]", 1, None));
+        r.emit(ev(500, EventKind::HandlerStarted, "svc.a[0]", 1, None));
+        r.emit(ev(1500, EventKind::HandlerEnded { error: None }, "svc.a[0]", 1, None));
+        let m = r.finish(Duration::from_secs(10));
+        let t = &m.instances["svc.a[0]"];
+        assert_eq!(t.buckets[0].busy_ns, 500_000_000);
+        assert_eq!(t.buckets[1].busy_ns, 500_000_000);
+        assert_eq!(t.buckets[0].max_queue, 1);
+        assert_eq!(t.buckets[0].max_inflight, 1);
+    }
+}

@@ -1,0 +1,609 @@
+//! The drawing kit the plots share: the 1200x700 page, axes, fault shading, lines and the legend.
+//!
+//! Axes choose their own ticks (plotters' automatic ones read badly on log scales): a log axis
+//! is drawn as a linear axis over `log10(value)` with ticks at 1-2-5 steps, which keeps one chart
+//! type for every plot. The legend lives in a panel to the right of the plot so it never hides
+//! data, and fault labels get a white backing so they stay readable over lines.
+
+use std::path::Path;
+
+use std::ops::Range;
+
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::report::summary::FaultWindow;
+
+/// What the drawing functions return; the caller attaches the file's path.
+pub(super) type DrawResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The font family every text uses; `plots::register_font` binds it to the bundled TTF.
+pub(super) const FONT: &str = "sans-serif";
+/// Page width, pixels.
+const WIDTH: u32 = 1200;
+/// Page height, pixels.
+const HEIGHT: u32 = 700;
+/// Width of the legend panel on the right, pixels.
+const LEGEND_WIDTH: u32 = 250;
+/// Legend row height, pixels.
+const ROW: i32 = 24;
+
+/// A drawing area on the PNG.
+pub(super) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+/// Every chart is linear over plot coordinates (log axes are pre-transformed).
+pub(super) type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<Axis, Axis>>;
+
+/// Fill of a fault window.
+const FAULT_FILL: RGBAColor = RGBAColor(110, 110, 130, 0.16);
+/// Edges and labels of a fault window.
+const FAULT_INK: RGBColor = RGBColor(70, 70, 90);
+
+/// Twelve colours that stay apart on white (matplotlib's tab10 plus two darks).
+const PALETTE: [RGBColor; 12] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(57, 59, 121),
+    RGBColor(99, 121, 57),
+];
+
+/// The `i`th colour of the palette, cycling.
+pub(super) fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// A page: the root (for presenting), the plot area and the legend panel beside it.
+pub(super) struct Page<'a> {
+    root: Area<'a>,
+    /// Where the chart goes.
+    pub plot: Area<'a>,
+    /// The legend panel on the right.
+    pub legend: Area<'a>,
+}
+
+/// Opens a white 1200x700 page at `path` with `title` on top.
+pub(super) fn page<'a>(path: &'a Path, title: &str) -> DrawResult<Page<'a>> {
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let style = (FONT, 26).into_font().color(&BLACK);
+    let title = fit(&root, title, &style, WIDTH as i32 - 40)?;
+    let body = root.titled(&title, style)?;
+    let (plot, legend) = body.split_horizontally(WIDTH - LEGEND_WIDTH);
+    Ok(Page { root, plot, legend })
+}
+
+impl Page<'_> {
+    /// Writes the PNG.
+    pub fn finish(&self) -> DrawResult {
+        self.root.present()?;
+        Ok(())
+    }
+}
+
+/// `text`, cut with an ellipsis so that it is at most `max_px` wide in `style`.
+pub(super) fn fit<CT: CoordTranslate>(
+    area: &DrawingArea<BitMapBackend<'_>, CT>,
+    text: &str,
+    style: &TextStyle,
+    max_px: i32,
+) -> DrawResult<String> {
+    let width = |s: &str| -> DrawResult<i32> { Ok(area.estimate_text_size(s, style)?.0 as i32) };
+    if width(text)? <= max_px {
+        return Ok(text.to_string());
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    while !chars.is_empty() {
+        chars.pop();
+        let cut: String = chars.iter().collect::<String>() + "…";
+        if width(&cut)? <= max_px {
+            return Ok(cut);
+        }
+    }
+    Ok("…".to_string())
+}
+
+/// A centred note on an empty plot, so an empty run still gives a readable PNG.
+pub(super) fn note(area: &Area, text: &str) -> DrawResult {
+    let (w, h) = area.dim_in_pixel();
+    let style = (FONT, 24)
+        .into_font()
+        .color(&RGBColor(90, 90, 90))
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw(&Text::new(
+        text.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        style,
+    ))?;
+    Ok(())
+}
+
+/// Linear or logarithmic (base 10).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scale {
+    Linear,
+    Log,
+}
+
+/// How tick values are written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Labels {
+    /// The value itself, e.g. `0.5`, `20`, `1500`.
+    Plain,
+    /// `x = 1/(1-p)` written as the percentile `p`: `90%`, `99.9%`.
+    Percentile,
+}
+
+/// One axis: its scale, range and ticks, all kept in plot coordinates.
+#[derive(Debug, Clone)]
+pub(super) struct Axis {
+    scale: Scale,
+    labels: Labels,
+    lo: f64,
+    hi: f64,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+/// A round step (1, 2 or 5 times a power of ten) close to `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let raw = if raw > 0.0 && raw.is_finite() {
+        raw
+    } else {
+        1.0
+    };
+    let decade = 10f64.powf(raw.log10().floor());
+    let m = raw / decade;
+    let nice = if m < 1.5 {
+        1.0
+    } else if m < 3.5 {
+        2.0
+    } else if m < 7.5 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * decade
+}
+
+/// Multiples of `step` from `lo` to `hi` inclusive.
+fn multiples(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// `m x 10^k` for each `m` in `mantissas`, every decade covering `lo..=hi`, within it.
+fn decade_ticks(lo: f64, hi: f64, mantissas: &[f64]) -> Vec<f64> {
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    let mut out = Vec::new();
+    for k in first..=last {
+        for m in mantissas {
+            let v = m * 10f64.powi(k);
+            if v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The largest 1-2-5 value at or below `v` (`up == false`) or the smallest at or above it.
+fn round_125(v: f64, up: bool) -> f64 {
+    let candidates = decade_ticks(v / 10.0, v * 10.0, &[1.0, 2.0, 5.0]);
+    let pick = if up {
+        candidates.into_iter().find(|c| *c >= v * (1.0 - 1e-9))
+    } else {
+        candidates.into_iter().rev().find(|c| *c <= v * (1.0 + 1e-9))
+    };
+    pick.unwrap_or(v)
+}
+
+impl Axis {
+    /// Linear from 0 to a round number above `max`.
+    pub fn from_zero(max: f64) -> Axis {
+        let max = if max > 0.0 && max.is_finite() {
+            max
+        } else {
+            1.0
+        };
+        let step = nice_step(max * 1.05 / 5.0);
+        let hi = (max * 1.05 / step).ceil() * step;
+        Axis {
+            scale: Scale::Linear,
+            labels: Labels::Plain,
+            lo: 0.0,
+            hi,
+            bold: multiples(0.0, hi, step),
+            light: multiples(0.0, hi, step / 2.0),
+        }
+    }
+
+    /// Linear over exactly `lo..=hi`, with a tick every `step`.
+    pub fn fixed(lo: f64, hi: f64, step: f64) -> Axis {
+        Axis {
+            scale: Scale::Linear,
+            labels: Labels::Plain,
+            lo,
+            hi,
+            bold: multiples(lo, hi, step),
+            light: multiples(lo, hi, step / 2.0),
+        }
+    }
+
+    /// Linear over `0..=end` exactly (time), with round ticks inside.
+    pub fn time(end: f64) -> Axis {
+        let end = if end > 0.0 && end.is_finite() {
+            end
+        } else {
+            1.0
+        };
+        let step = nice_step(end / 8.0);
+        Axis {
+            scale: Scale::Linear,
+            labels: Labels::Plain,
+            lo: 0.0,
+            hi: end,
+            bold: multiples(0.0, end, step),
+            light: multiples(0.0, end, step / 2.0),
+        }
+    }
+
+    /// Logarithmic from a 1-2-5 value below `min` to one above `max` (`0 < min <= max`).
+    pub fn log(min: f64, max: f64) -> Axis {
+        let lo = round_125(min, false);
+        let hi = round_125(max.max(min * 2.0), true);
+        let mut bold = decade_ticks(lo, hi, &[1.0, 2.0, 5.0]);
+        if bold.len() > 10 {
+            bold = decade_ticks(lo, hi, &[1.0]);
+        }
+        let light = decade_ticks(lo, hi, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        Axis {
+            scale: Scale::Log,
+            labels: Labels::Plain,
+            lo: lo.log10(),
+            hi: hi.log10(),
+            bold: bold.into_iter().map(f64::log10).collect(),
+            light: light.into_iter().map(f64::log10).collect(),
+        }
+    }
+
+    /// A latency axis in ms: logarithmic when `max` is over 20 times `typical` (the median),
+    /// so both the body and the tail stay readable; linear from 0 otherwise.
+    pub fn latency(min: f64, typical: f64, max: f64) -> Axis {
+        let min = if min > 0.0 { min } else { typical.min(max) };
+        if min > 0.0 && typical > 0.0 && max / typical > 20.0 {
+            Axis::log(min, max)
+        } else {
+            Axis::from_zero(max)
+        }
+    }
+
+    /// The spectrum's x axis: `1/(1-p)` on a log scale from 1 (0%) to a power of ten at or
+    /// above `max_x`, labelled as percentiles.
+    pub fn percentile(max_x: f64) -> Axis {
+        let decades = max_x.max(100.0).log10().ceil().min(7.0) as i32;
+        let hi = 10f64.powi(decades);
+        let mut bold = vec![1.0, 2.0];
+        bold.extend((1..=decades).map(|k| 10f64.powi(k)));
+        let light = decade_ticks(1.0, hi, &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        Axis {
+            scale: Scale::Log,
+            labels: Labels::Percentile,
+            lo: 0.0,
+            hi: hi.log10(),
+            bold: bold.into_iter().map(f64::log10).collect(),
+            light: light.into_iter().map(f64::log10).collect(),
+        }
+    }
+
+    /// Whether the axis is logarithmic (said in axis titles).
+    pub fn is_log(&self) -> bool {
+        self.scale == Scale::Log
+    }
+
+    /// Plot coordinate of a data value (clamped into the axis).
+    pub fn at(&self, v: f64) -> f64 {
+        let t = match self.scale {
+            Scale::Linear => v,
+            Scale::Log if v > 0.0 => v.log10(),
+            Scale::Log => self.lo,
+        };
+        t.clamp(self.lo, self.hi)
+    }
+
+    /// Lowest plot coordinate.
+    pub fn lo(&self) -> f64 {
+        self.lo
+    }
+
+    /// Highest plot coordinate.
+    pub fn hi(&self) -> f64 {
+        self.hi
+    }
+
+    fn value(&self, t: f64) -> f64 {
+        match self.scale {
+            Scale::Linear => t,
+            Scale::Log => 10f64.powf(t),
+        }
+    }
+
+    fn label(&self, t: f64) -> String {
+        let v = self.value(t);
+        match self.labels {
+            Labels::Plain => number(v),
+            Labels::Percentile => percentile_label(v),
+        }
+    }
+
+}
+
+/// plotters draws an [`Axis`] directly: values are already in plot coordinates, mapped linearly,
+/// with our ticks (bold for labels and grid, light for the fine grid).
+impl Ranged for Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = self.hi - self.lo;
+        let share = if span > 0.0 { (value - self.lo) / span } else { 0.0 };
+        let pixels = f64::from(limit.1 - limit.0);
+        limit.0 + (pixels * share + 1e-3).floor() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// A number for a tick: no trailing zeros, at most three decimals.
+pub(super) fn number(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `x = 1/(1-p)` as a percentile: 1 -> `0%`, 10 -> `90%`, 1000 -> `99.9%`.
+fn percentile_label(x: f64) -> String {
+    let p = 100.0 * (1.0 - 1.0 / x.max(1.0));
+    let decimals = (x.log10().round() as i64 - 2).max(0) as usize;
+    format!("{p:.decimals$}%")
+}
+
+/// Builds a chart over `x` and `y` in `area` and draws its grid, ticks and axis titles.
+pub(super) fn chart<'a, 'b>(
+    area: &'a Area<'b>,
+    x: &Axis,
+    y: &Axis,
+    x_desc: &str,
+    y_desc: &str,
+) -> DrawResult<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(if x_desc.is_empty() { 32 } else { 58 })
+        .y_label_area_size(84)
+        .build_cartesian_2d(x.clone(), y.clone())?;
+    let x_fmt = |t: &f64| x.label(*t);
+    let y_fmt = |t: &f64| y.label(*t);
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 19))
+        .label_style((FONT, 16))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .bold_line_style(RGBColor(205, 205, 205))
+        .light_line_style(RGBColor(238, 238, 238))
+        .axis_style(RGBColor(60, 60, 60))
+        .draw()?;
+    Ok(chart)
+}
+
+/// How a line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Stroke {
+    /// Solid, this many pixels wide.
+    Solid(u32),
+    /// Dashed, this many pixels wide.
+    Dashed(u32),
+    /// Dots.
+    Dotted,
+}
+
+/// Draws `points` (plot coordinates) as one line; a lone point becomes a dot.
+pub(super) fn line(chart: &mut Chart, points: &[(f64, f64)], color: RGBColor, stroke: Stroke) -> DrawResult {
+    if points.len() == 1 {
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+        return Ok(());
+    }
+    let it = points.iter().copied();
+    match stroke {
+        Stroke::Solid(w) => {
+            chart.draw_series(LineSeries::new(it, color.stroke_width(w)))?;
+        }
+        Stroke::Dashed(w) => {
+            chart.draw_series(DashedLineSeries::new(it, 9, 6, color.stroke_width(w)))?;
+        }
+        Stroke::Dotted => {
+            chart.draw_series(DottedLineSeries::new(it, 0, 7, move |c| {
+                Circle::new(c, 2, color.filled())
+            }))?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits a sequence with gaps (`None`) into the runs of points between them.
+pub(super) fn runs(points: impl IntoIterator<Item = Option<(f64, f64)>>) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for p in points {
+        match p {
+            Some(p) => out.last_mut().map_or((), |run| run.push(p)),
+            None if out.last().is_some_and(|r| !r.is_empty()) => out.push(Vec::new()),
+            None => {}
+        }
+    }
+    out.retain(|r| !r.is_empty());
+    out
+}
+
+/// Shades a time window over the whole height of the chart (under the data).
+pub(super) fn shade(chart: &mut Chart, x0: f64, x1: f64, y: &Axis, fill: RGBAColor) -> DrawResult {
+    let rect = Rectangle::new([(x0, y.lo()), (x1, y.hi())], fill.filled());
+    chart.draw_series(std::iter::once(rect))?;
+    Ok(())
+}
+
+/// Fault windows clipped to the time axis, in plot coordinates.
+fn fault_spans<'f>(faults: &'f [FaultWindow], x: &Axis) -> Vec<(f64, f64, &'f FaultWindow)> {
+    faults
+        .iter()
+        .map(|f| (x.at(f.start_s), x.at(f.end_s.max(f.start_s)), f))
+        .collect()
+}
+
+/// Shades each fault window and marks its edges; call before drawing data.
+pub(super) fn shade_faults(chart: &mut Chart, faults: &[FaultWindow], x: &Axis, y: &Axis) -> DrawResult {
+    for (x0, x1, _) in fault_spans(faults, x) {
+        shade(chart, x0, x1, y, FAULT_FILL)?;
+        let edge = FAULT_INK.mix(0.6).stroke_width(1);
+        for xe in [x0, x1] {
+            chart.draw_series(std::iter::once(PathElement::new(vec![(xe, y.lo()), (xe, y.hi())], edge)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A text to write at the top of a time window.
+pub(super) struct Label {
+    /// Window start, plot coordinates.
+    pub x0: f64,
+    /// Window end, plot coordinates.
+    pub x1: f64,
+    /// What to write.
+    pub text: String,
+    /// Its colour.
+    pub ink: RGBColor,
+}
+
+/// The labels of the fault windows.
+pub(super) fn fault_labels(faults: &[FaultWindow], x: &Axis) -> Vec<Label> {
+    fault_spans(faults, x)
+        .into_iter()
+        .map(|(x0, x1, f)| Label { x0, x1, text: f.label.clone(), ink: FAULT_INK })
+        .collect()
+}
+
+/// Writes each fault's label at the top of its window; call after the data.
+pub(super) fn label_faults(chart: &mut Chart, faults: &[FaultWindow], x: &Axis, y: &Axis) -> DrawResult {
+    label_windows(chart, &fault_labels(faults, x), x, y)
+}
+
+/// Writes labels at the top of their windows on a white backing, staggered in four rows so that
+/// neighbouring windows do not print over each other; a window starting in the right third of
+/// the plot is labelled right-aligned to its end so the text stays inside.
+pub(super) fn label_windows(chart: &mut Chart, labels: &[Label], x: &Axis, y: &Axis) -> DrawResult {
+    let width_px = chart.plotting_area().dim_in_pixel().0 as i32;
+    for (i, l) in labels.iter().enumerate() {
+        let dy = 6 + (i % 4) as i32 * 22;
+        let right = (l.x0 - x.lo()) > (x.hi() - x.lo()) * 0.66;
+        let style = (FONT, 15).into_font().color(&l.ink).pos(Pos::new(HPos::Left, VPos::Top));
+        let text = fit(chart.plotting_area(), &l.text, &style, width_px / 2)?;
+        let (w, h) = chart.plotting_area().estimate_text_size(&text, &style)?;
+        let (w, h) = (w as i32, h as i32);
+        let (anchor, dx) = if right { ((l.x1, y.hi()), -6 - w) } else { ((l.x0, y.hi()), 6) };
+        let backing = Rectangle::new([(dx - 3, dy - 2), (dx + w + 3, dy + h + 4)], WHITE.mix(0.85).filled());
+        let element = EmptyElement::at(anchor) + backing + Text::new(text, (dx, dy), style);
+        chart.draw_series(std::iter::once(element))?;
+    }
+    Ok(())
+}
+
+/// One legend row.
+pub(super) enum Entry {
+    /// A group title.
+    Heading(String),
+    /// A line sample and its name.
+    Line(RGBColor, Stroke, String),
+    /// A shaded box and what it means.
+    Shade(RGBAColor, String),
+}
+
+/// The shading legend entry for fault windows, if there are any.
+pub(super) fn fault_entry(faults: &[FaultWindow]) -> Option<Entry> {
+    (!faults.is_empty()).then(|| Entry::Shade(FAULT_FILL, "fault window".to_string()))
+}
+
+/// Draws the legend rows top-down in the panel; rows that do not fit are counted in a last row.
+pub(super) fn legend(area: &Area, entries: &[Entry]) -> DrawResult {
+    let (width, height) = area.dim_in_pixel();
+    let capacity = ((height as i32 - 40) / ROW).max(1) as usize;
+    let shown = if entries.len() > capacity { capacity - 1 } else { entries.len() };
+    let mut y = 24;
+    for e in &entries[..shown] {
+        legend_row(area, e, y, width as i32)?;
+        y += ROW;
+    }
+    if shown < entries.len() {
+        let more = Entry::Heading(format!("… and {} more", entries.len() - shown));
+        legend_row(area, &more, y, width as i32)?;
+    }
+    Ok(())
+}
+
+fn legend_row(area: &Area, entry: &Entry, y: i32, width: i32) -> DrawResult {
+    let style = (FONT, 16).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    let (x_text, text) = match entry {
+        Entry::Heading(t) => (6, t),
+        Entry::Line(color, stroke, t) => {
+            sample(area, *color, *stroke, y)?;
+            (52, t)
+        }
+        Entry::Shade(fill, t) => {
+            area.draw(&Rectangle::new([(8, y - 8), (44, y + 8)], fill.filled()))?;
+            area.draw(&Rectangle::new([(8, y - 8), (44, y + 8)], FAULT_INK.mix(0.5)))?;
+            (52, t)
+        }
+    };
+    let text = fit(area, text, &style, width - x_text - 8)?;
+    area.draw(&Text::new(text, (x_text, y), style))?;
+    Ok(())
+}
+
+fn sample(area: &Area, color: RGBColor, stroke: Stroke, y: i32) -> DrawResult {
+    let ends = [(8, y), (44, y)];
+    match stroke {
+        Stroke::Solid(w) => area.draw(&PathElement::new(ends.to_vec(), color.stroke_width(w)))?,
+        Stroke::Dashed(w) => area.draw(&DashedPathElement::new(ends, 9, 6, color.stroke_width(w)))?,
+        Stroke::Dotted => {
+            for x in (10..44).step_by(7) {
+                area.draw(&Circle::new((x, y), 2, color.filled()))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The command line: exit codes 0 / 1 / 2, located errors, no panics on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn windtunnel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_windtunnel")).args(args).output().expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("windtunnel-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p.display().to_string()
+}
+
+#[test]
+fn broken_files_exit_2_with_a_location_and_never_panic() {
+    // Goal: every class of bad file is an input error that says where. Method: one file per
+    // class through `check` and `run`.
+    let dir = temp_dir("broken");
+    let cases = [
+        ("syntax.toml", "name = \"x\n", ":1:"),
+        ("unknown-key.toml", &crate::support::one_service("bogus = 1"), ":"),
+        ("bad-duration.toml", &crate::support::one_service("").replace("duration = \"20s\"", "duration = \"20 parsecs\""), ":5:12:"),
+        ("bad-call.toml", &crate::support::one_service("").replace("time = \"2ms\"", "time = \"2ms\"\n  calls = [{ to = \"svc.nope.get\" }]"), ":"),
+        ("bad-fault.toml", &crate::support::one_service("[[fault]]\nat = \"1s\"\nslow = { target = \"svc.echo[7]\", factor = 2 }"), ":"),
+        ("zero-rate.toml", &crate::support::one_service("").replace("rate = \"100/s\"", "rate = \"0/s\""), ":"),
+        ("binary.toml", "\u{0}\u{1}\u{2}garbage", ":"),
+    ];
+    for (name, body, loc) in cases {
+        let path = write(&dir, name, body);
+        for cmd in ["check", "run"] {
+            let out = windtunnel(&[cmd, &path]);
+            let t = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {name}: {t}");
+            assert!(t.contains(&format!("{name}{loc}")) || t.contains(name) && t.contains(loc), "{cmd} {name} must name a location: {t}");
+            assert!(!t.contains("panicked"), "{cmd} {name} panicked: {t}");
+        }
+    }
+    let missing = windtunnel(&["run", "/no/such/file.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let bad_args = windtunnel(&["run", "--seed", "minus-one", "x.toml"]);
+    assert_eq!(bad_args.status.code(), Some(2), "{}", text(&bad_args));
+}
+
+#[test]
+fn run_exits_0_when_assertions_hold_and_1_naming_the_one_that_fails() {
+    let dir = temp_dir("verdict");
+    let passing = write(&dir, "pass.toml", &crate::support::one_service("[[assert]]\nthat = \"error_rate == 0\""));
+    let out_dir = dir.join("report");
+    let out = windtunnel(&["run", &passing, "--out", &out_dir.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(out_dir.join("summary.json").exists());
+    let failing = write(&dir, "fail.toml", &crate::support::one_service("[[assert]]\nthat = \"p99(latency) < 1ms\""));
+    let out = windtunnel(&["run", &failing, "--out", &dir.join("r2").display().to_string()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL p99(latency) < 1ms: observed"), "{t}");
+}
+
+#[test]
+fn list_prints_each_shipped_scenario_with_its_description() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let out = windtunnel(&["list", &dir.display().to_string()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("baseline.toml") && t.contains("The webhook stack at a steady 200 requests/s"), "{t}");
+}

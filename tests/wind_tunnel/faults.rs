@@ -1,0 +1,140 @@
+//! Each kind of fault does what the file says, seen in what the run measured.
+
+use crate::support::{one_service, route, run, scenario};
+use windtunnel::report::summary::Summary;
+
+fn window_counts(s: &Summary, load: &str, from_s: f64, to_s: f64) -> (u64, u64, u64) {
+    let r = route(s, load);
+    r.timeline
+        .iter()
+        .filter(|b| b.t_s >= from_s && b.t_s < to_s)
+        .fold((0, 0, 0), |(sent, ok, failed), b| (sent + b.sent, ok + b.ok, failed + b.errors.values().sum::<u64>()))
+}
+
+#[test]
+fn injected_errors_fail_about_the_given_fraction_only_inside_the_window() {
+    // Goal: error injection is per request, seeded, and bounded by its window.
+    let s = run(&scenario(&one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "10s"
+errors = { target = "svc.echo", rate = "20%", code = "unavailable.injected" }
+"#,
+    )));
+    let (sent, _, failed) = window_counts(&s, "gets", 5.0, 15.0);
+    let share = failed as f64 / sent as f64;
+    assert!((0.15..0.25).contains(&share), "{failed} of {sent} failed");
+    let (_, _, before) = window_counts(&s, "gets", 0.0, 5.0);
+    let (_, _, after) = window_counts(&s, "gets", 15.0, 20.0);
+    assert_eq!((before, after), (0, 0), "no failures outside the window");
+    assert_eq!(route(&s, "gets").errors.keys().collect::<Vec<_>>(), ["unavailable.injected"]);
+}
+
+#[test]
+fn a_slow_instance_works_harder_than_its_peer_only_while_slowed() {
+    // Goal: `slow` multiplies one instance's service time. Method: compare utilisation.
+    let s = run(&scenario(&one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "10s"
+slow = { target = "svc.echo[0]", factor = 20 }
+"#,
+    )));
+    let util = |id: &str, t: f64| {
+        s.instances[id].timeline.iter().find(|p| p.t_s == t).map(|p| p.utilisation).unwrap_or_default()
+    };
+    assert!(util("svc.echo[0]", 10.0) > 5.0 * util("svc.echo[1]", 10.0), "slowed instance must be busier");
+    assert!(util("svc.echo[0]", 17.0) < 2.0 * util("svc.echo[1]", 17.0).max(0.001), "and recover after");
+}
+
+#[test]
+fn a_crashed_instance_is_down_for_its_window_then_serves_again() {
+    // Goal: crash takes the node down and restart brings it back into discovery.
+    let s = run(&scenario(&one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "5s"
+crash = { target = "svc.echo[1]" }
+"#,
+    )));
+    let tl = &s.instances["svc.echo[1]"].timeline;
+    let up_at = |t: f64| tl.iter().find(|p| p.t_s == t).map(|p| p.up);
+    assert_eq!((up_at(4.0), up_at(7.0), up_at(12.0)), (Some(true), Some(false), Some(true)));
+    let busy_after: f64 = tl.iter().filter(|p| p.t_s >= 11.0).map(|p| p.utilisation).sum();
+    assert!(busy_after > 0.0, "the restarted instance must take traffic again");
+    let r = route(&s, "gets");
+    assert!(r.ok as f64 >= r.sent as f64 * 0.99, "discovery routes around the crash: {r:?}");
+}
+
+#[test]
+fn held_messages_arrive_late_when_the_hold_ends_and_none_is_lost() {
+    // Goal: hold delays, partition loses. Method: hold everything for 1 s under a 3 s deadline.
+    let text = one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "1s"
+hold = { a = "client", b = "svc.echo" }
+"#,
+    )
+    .replace("deadline = \"200ms\"", "deadline = \"3s\"");
+    let s = run(&scenario(&text));
+    let r = route(&s, "gets");
+    assert_eq!(r.ok, r.sent, "a hold loses nothing");
+    assert!(r.latency_ms.max >= 900.0, "requests held for about a second: max {}", r.latency_ms.max);
+}
+
+#[test]
+fn message_loss_times_out_about_the_expected_share_of_calls() {
+    // Goal: loss at windtunnel's layer drops whole messages in either direction. A call needs
+    // both its request and its response: at 10% loss about 19% of calls time out.
+    let s = run(&scenario(&one_service(
+        r#"
+[[fault]]
+at = "0s"
+loss = { a = "client", b = "svc.echo", rate = "10%" }
+"#,
+    )));
+    let r = route(&s, "gets");
+    let share = r.errors.get("timeout").copied().unwrap_or(0) as f64 / r.sent as f64;
+    assert!((0.15..0.23).contains(&share), "timeouts {share}");
+}
+
+#[test]
+fn a_one_way_partition_loses_only_one_direction() {
+    // Goal: `oneway` drops only a -> b. Method: cut responses from one instance to the client:
+    // its handlers still run (the work happens) but every call to it times out.
+    let s = run(&scenario(&one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "5s"
+partition = { a = "svc.echo[0]", b = "client", oneway = true }
+"#,
+    )));
+    let (sent, ok, failed) = window_counts(&s, "gets", 5.0, 10.0);
+    let share = failed as f64 / sent as f64;
+    assert!((0.4..0.6).contains(&share), "half the calls go to the cut instance: {failed}/{sent}");
+    assert!(ok > 0);
+    let busy: f64 = s.instances["svc.echo[0]"].timeline.iter().filter(|p| (5.0..10.0).contains(&p.t_s)).map(|p| p.utilisation).sum();
+    assert!(busy > 0.0, "requests still reach the cut instance and run");
+}
+
+#[test]
+fn added_latency_on_a_service_shows_in_the_window_percentiles() {
+    let s = run(&scenario(&one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "5s"
+latency = { target = "svc.echo", add = "50ms" }
+"#,
+    )));
+    let r = route(&s, "gets");
+    let p50_at = |t: f64| r.timeline.iter().find(|b| b.t_s == t).and_then(|b| b.latency_ms.clone()).map(|l| l.p50).unwrap_or_default();
+    assert!(p50_at(7.0) >= 100.0, "50 ms each way: {}", p50_at(7.0));
+    assert!(p50_at(15.0) < 20.0, "gone after the window: {}", p50_at(15.0));
+}

@@ -1,0 +1,8 @@
+//! The wind tunnel, end to end: scenario files in, verdicts and summary.json out.
+
+mod cli;
+mod determinism;
+mod faults;
+mod queueing;
+mod scenarios;
+mod support;
