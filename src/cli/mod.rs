@@ -145,7 +145,14 @@ fn list(dir: &Path) -> u8 {
 
 fn compare(a: &Path, b: &Path, out: Option<PathBuf>) -> u8 {
     let out = out.unwrap_or_else(|| b.to_path_buf());
-    // TODO(compare): wired once report::compare lands.
-    let _ = (a, b, out);
-    EXIT_INVALID
+    match crate::report::compare::compare(a, b, &out) {
+        Ok(report) => {
+            println!("{}", report.table);
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
 }

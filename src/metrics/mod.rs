@@ -6,6 +6,7 @@
 //! flight), and into a stable hash of the whole event log. Nothing here reaches into a service.
 
 pub mod series;
+pub mod traces;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use crate::framework::ids::Fnv1a;
 use crate::framework::{Event, EventKind, EventSink};
 pub use series::{Counts, Outcome, Series, WindowStats};
+pub use traces::{Span, Trace, TraceStore};
 
 /// How long the record of an abandoned call is kept while waiting for its handler to end.
 const ABANDON_HORIZON: Duration = Duration::from_secs(120);
@@ -61,6 +63,8 @@ pub struct Checks {
 struct ServerRequest {
     instance: Arc<str>,
     started: Option<Duration>,
+    /// Arrived while every worker was busy, so it waits in the queue.
+    waiting: bool,
 }
 
 /// The state behind a [`Recorder`].
@@ -80,6 +84,7 @@ struct State {
     abandon_sweep: Duration,
     instances: BTreeMap<Arc<str>, InstanceTrack>,
     checks: Checks,
+    traces: TraceStore,
 }
 
 /// Folds events and load results into metrics. Shared by every host of a run.
@@ -137,6 +142,7 @@ impl Recorder {
                 abandon_sweep: Duration::ZERO,
                 instances,
                 checks: Checks::default(),
+                traces: TraceStore::default(),
             }),
         })
     }
@@ -208,6 +214,7 @@ impl Recorder {
             endpoints: s.endpoints.clone(),
             instances: s.instances.clone(),
             checks: s.checks.clone(),
+            traces: s.traces.kept(),
         }
     }
 }
@@ -231,6 +238,8 @@ pub struct Measurements {
     pub instances: BTreeMap<Arc<str>, InstanceTrack>,
     /// The checks.
     pub checks: Checks,
+    /// Kept traces: slowest, failed, sampled.
+    pub traces: Vec<Trace>,
 }
 
 fn bucket_count(run: Duration, width: Duration) -> usize {
@@ -297,11 +306,21 @@ impl State {
         h.write_u64(e.trace_id.0);
     }
 
+    /// Applies `f` to an instance's counters at `at`. The bucket's maxima are taken after every
+    /// event but an arrival: an arrival is followed at the same instant by its start or its
+    /// refusal, so a request refused for a full queue never counts as waiting in it.
     fn track(&mut self, instance: &str, at: Duration, f: impl FnOnce(&mut InstanceTrack)) {
+        self.track_with(instance, at, true, f);
+    }
+
+    fn track_with(&mut self, instance: &str, at: Duration, update_max: bool, f: impl FnOnce(&mut InstanceTrack)) {
         let width = self.bucket_width;
         if let Some(track) = self.instances.get_mut(instance) {
             accumulate_busy(track, at, width);
             f(track);
+            if !update_max {
+                return;
+            }
             let i = bucket_index(at, width, track.buckets.len());
             let b = &mut track.buckets[i];
             b.max_inflight = b.max_inflight.max(track.inflight);
@@ -315,11 +334,13 @@ impl State {
             return;
         };
         let started = req.started;
+        let waiting = req.waiting && started.is_none();
         self.track(&e.instance, e.at, |t| {
             t.inflight = t.inflight.saturating_sub(1);
             if started.is_some() {
                 t.busy = t.busy.saturating_sub(1);
-            } else {
+            }
+            if waiting {
                 t.queued = t.queued.saturating_sub(1);
             }
         });
@@ -366,24 +387,33 @@ impl State {
                 self.sweep_abandoned(e.at);
             }
             EventKind::RequestReceived => {
+                // A server starts a handler in the same poll when a worker is free, so a
+                // request waits exactly when every worker is busy as it arrives.
+                let waiting = self.instances.get(&e.instance).is_some_and(|t| t.busy >= t.workers);
                 self.server.insert(
                     e.span_id.0,
-                    ServerRequest { instance: e.instance.clone(), started: None },
+                    ServerRequest { instance: e.instance.clone(), started: None, waiting },
                 );
-                self.track(&e.instance, e.at, |t| {
+                self.track_with(&e.instance, e.at, false, |t| {
                     t.inflight += 1;
-                    t.queued += 1;
+                    if waiting {
+                        t.queued += 1;
+                    }
                 });
             }
             EventKind::HandlerStarted => {
+                let mut was_waiting = false;
                 if let Some(r) = self.server.get_mut(&e.span_id.0) {
                     r.started = Some(e.at);
+                    was_waiting = r.waiting;
                 }
                 if e.deadline.is_some_and(|d| e.at > d) {
                     self.checks.late_work += 1;
                 }
                 self.track(&e.instance, e.at, |t| {
-                    t.queued = t.queued.saturating_sub(1);
+                    if was_waiting {
+                        t.queued = t.queued.saturating_sub(1);
+                    }
                     t.busy += 1;
                 });
             }
@@ -403,6 +433,7 @@ impl EventSink for Recorder {
         s.events += 1;
         s.hash(&event);
         s.apply(&event);
+        s.traces.observe(&event);
     }
 }
 
@@ -472,12 +503,17 @@ mod tests {
         let r = recorder();
         r.emit(ev(0, EventKind::RequestReceived, "svc.a[0]", 1, None));
         r.emit(ev(500, EventKind::HandlerStarted, "svc.a[0]", 1, None));
+        r.emit(ev(500, EventKind::RequestReceived, "svc.a[0]", 2, None));
+        r.emit(ev(500, EventKind::HandlerStarted, "svc.a[0]", 2, None));
+        r.emit(ev(500, EventKind::RequestReceived, "svc.a[0]", 3, None));
+        r.emit(ev(500, EventKind::HandlerEnded { error: None }, "svc.a[0]", 2, None));
+        r.emit(ev(500, EventKind::HandlerCancelled, "svc.a[0]", 3, None));
         r.emit(ev(1500, EventKind::HandlerEnded { error: None }, "svc.a[0]", 1, None));
         let m = r.finish(Duration::from_secs(10));
         let t = &m.instances["svc.a[0]"];
         assert_eq!(t.buckets[0].busy_ns, 500_000_000);
         assert_eq!(t.buckets[1].busy_ns, 500_000_000);
-        assert_eq!(t.buckets[0].max_queue, 1);
-        assert_eq!(t.buckets[0].max_inflight, 1);
+        assert_eq!(t.buckets[0].max_queue, 1, "the third request found both workers busy");
+        assert_eq!(t.buckets[0].max_inflight, 2, "the third was only held at the instant it arrived");
     }
 }

@@ -116,8 +116,13 @@ pub struct CompareReport {
 pub fn read_summary(dir: &Path) -> Result<Summary, CompareError> {
     let path = dir.join("summary.json");
     let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => CompareError::Missing { dir: dir.to_path_buf() },
-        _ => CompareError::Read { path: path.clone(), source },
+        std::io::ErrorKind::NotFound => CompareError::Missing {
+            dir: dir.to_path_buf(),
+        },
+        _ => CompareError::Read {
+            path: path.clone(),
+            source,
+        },
     })?;
     serde_json::from_str(&text).map_err(|source| CompareError::Malformed { path, source })
 }
@@ -212,7 +217,12 @@ pub(crate) fn lines(r: &RouteComparison) -> Vec<Line> {
                 _ => "only in B".to_string(),
             };
             let show = |v: Option<f64>| v.map_or("-".to_string(), |v| cell(v, *rate, metric));
-            Line { metric, a: show(a), b: show(b), change }
+            Line {
+                metric,
+                a: show(a),
+                b: show(b),
+                change,
+            }
         })
         .collect()
 }
@@ -228,17 +238,35 @@ fn run_line(tag: &str, label: &str, s: &Summary) -> String {
     )
 }
 
-fn text_table(label_a: &str, label_b: &str, a: &Summary, b: &Summary, routes: &[RouteComparison]) -> String {
+fn text_table(
+    label_a: &str,
+    label_b: &str,
+    a: &Summary,
+    b: &Summary,
+    routes: &[RouteComparison],
+) -> String {
     let mut out = run_line("A", label_a, a) + &run_line("B", label_b, b);
     if a.fingerprint == b.fingerprint {
         out.push_str("the fingerprints are equal: the two runs saw the same events\n");
     }
-    let width = label_a.chars().count().max(label_b.chars().count()).clamp(10, 28);
+    let width = label_a
+        .chars()
+        .count()
+        .max(label_b.chars().count())
+        .clamp(10, 28);
     for r in routes {
         let _ = writeln!(out, "\nload {}", r.route);
-        let _ = writeln!(out, "  {:<12} {:>width$} {:>width$} {:>10}", "", label_a, label_b, "change");
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>width$} {:>width$} {:>10}",
+            "", label_a, label_b, "change"
+        );
         for l in lines(r) {
-            let _ = writeln!(out, "  {:<12} {:>width$} {:>width$} {:>10}", l.metric, l.a, l.b, l.change);
+            let _ = writeln!(
+                out,
+                "  {:<12} {:>width$} {:>width$} {:>10}",
+                l.metric, l.a, l.b, l.change
+            );
         }
     }
     if routes.is_empty() {
@@ -249,10 +277,20 @@ fn text_table(label_a: &str, label_b: &str, a: &Summary, b: &Summary, routes: &[
 
 fn html_page(report: &CompareReport, a: &Summary, b: &Summary) -> String {
     let e = html::escape;
-    let mut body = format!("<h1>compare {} vs {}</h1>\n<table>\n", e(&report.label_a), e(&report.label_b));
-    body.push_str("<tr><th></th><th>scenario</th><th>seed</th><th>fingerprint</th><th>verdict</th></tr>\n");
+    let mut body = format!(
+        "<h1>compare {} vs {}</h1>\n<table>\n",
+        e(&report.label_a),
+        e(&report.label_b)
+    );
+    body.push_str(
+        "<tr><th></th><th>scenario</th><th>seed</th><th>fingerprint</th><th>verdict</th></tr>\n",
+    );
     for (tag, label, s) in [("A", &report.label_a, a), ("B", &report.label_b, b)] {
-        let verdict = if s.passed { "<span class=\"pass\">pass</span>" } else { "<span class=\"fail\">fail</span>" };
+        let verdict = if s.passed {
+            "<span class=\"pass\">pass</span>"
+        } else {
+            "<span class=\"fail\">fail</span>"
+        };
         let _ = writeln!(
             body,
             "<tr><th>{tag}: {}</th><td>{}</td><td>{}</td><td><code>{}</code></td><td>{verdict}</td></tr>",
@@ -287,7 +325,10 @@ fn html_page(report: &CompareReport, a: &Summary, b: &Summary) -> String {
         "<h2>Latency percentile spectra</h2>\n<figure><img src=\"compare.png\" alt=\"percentile spectra of both runs\" \
          width=\"1200\" height=\"700\"></figure>\n",
     );
-    html::document(&format!("compare {} vs {}", report.label_a, report.label_b), &body)
+    html::document(
+        &format!("compare {} vs {}", report.label_a, report.label_b),
+        &body,
+    )
 }
 
 /// Compares the runs whose reports are in `a_dir` and `b_dir`, writes `compare.png` and
@@ -296,14 +337,28 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<CompareRepo
     let a = read_summary(a_dir)?;
     let b = read_summary(b_dir)?;
     let (label_a, label_b) = labels(a_dir, b_dir);
-    std::fs::create_dir_all(out_dir).map_err(|source| CompareError::Write { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| CompareError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let png = out_dir.join("compare.png");
     plots::write_overlay(&a, &b, &label_a, &label_b, &png)?;
     let routes = route_comparisons(&a, &b);
     let table = text_table(&label_a, &label_b, &a, &b, &routes);
     let html_path = out_dir.join("compare.html");
-    let report = CompareReport { label_a, label_b, routes, table, png, html: html_path.clone() };
-    std::fs::write(&html_path, html_page(&report, &a, &b))
-        .map_err(|source| CompareError::Write { path: html_path, source })?;
+    let report = CompareReport {
+        label_a,
+        label_b,
+        routes,
+        table,
+        png,
+        html: html_path.clone(),
+    };
+    std::fs::write(&html_path, html_page(&report, &a, &b)).map_err(|source| {
+        CompareError::Write {
+            path: html_path,
+            source,
+        }
+    })?;
     Ok(report)
 }

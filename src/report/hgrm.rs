@@ -60,7 +60,9 @@ fn rows(h: &Histogram<u64>, d: usize) -> String {
         let q = v.quantile_iterated_to();
         if q < 1.0 {
             let inverse = 1.0 / (1.0 - q);
-            out.push_str(&format!("{value:12.d$} {q:2.12} {total:10} {inverse:14.2}\n"));
+            out.push_str(&format!(
+                "{value:12.d$} {q:2.12} {total:10} {inverse:14.2}\n"
+            ));
         } else {
             out.push_str(&format!("{value:12.d$} {q:2.12} {total:10}\n"));
         }
@@ -72,7 +74,11 @@ fn footer(h: &Histogram<u64>, d: usize) -> String {
     let (mean, stdev, max) = if h.is_empty() {
         (0.0, 0.0, 0.0)
     } else {
-        (h.mean() / SCALE_US_PER_MS, h.stdev() / SCALE_US_PER_MS, h.max() as f64 / SCALE_US_PER_MS)
+        (
+            h.mean() / SCALE_US_PER_MS,
+            h.stdev() / SCALE_US_PER_MS,
+            h.max() as f64 / SCALE_US_PER_MS,
+        )
     };
     format!(
         "#[Mean    = {mean:12.d$}, StdDeviation   = {stdev:12.d$}]\n\
@@ -88,7 +94,10 @@ fn footer(h: &Histogram<u64>, d: usize) -> String {
 /// milliseconds.
 pub fn render(h: &Histogram<u64>) -> String {
     let d = decimals(h);
-    let mut out = format!("{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let mut out = format!(
+        "{:>12} {:>14} {:>10} {:>14}\n\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
     if !h.is_empty() {
         out.push_str(&rows(h, d));
     }
@@ -96,8 +105,16 @@ pub fn render(h: &Histogram<u64>) -> String {
     out
 }
 
-fn number<T: std::str::FromStr>(text: &str, line: usize, column: &'static str) -> Result<T, HgrmError> {
-    text.parse().map_err(|_| HgrmError::Number { line, column, found: text.to_string() })
+fn number<T: std::str::FromStr>(
+    text: &str,
+    line: usize,
+    column: &'static str,
+) -> Result<T, HgrmError> {
+    text.parse().map_err(|_| HgrmError::Number {
+        line,
+        column,
+        found: text.to_string(),
+    })
 }
 
 /// One row: `(value_ms, percentile as a fraction 0..=1, total count)`; `None` for the header,
@@ -109,7 +126,10 @@ fn parse_row(line_no: usize, line: &str) -> Result<Option<(f64, f64, u64)>, Hgrm
     }
     let columns: Vec<&str> = line.split_whitespace().collect();
     if !(3..=4).contains(&columns.len()) {
-        return Err(HgrmError::Shape { line: line_no, found: line.to_string() });
+        return Err(HgrmError::Shape {
+            line: line_no,
+            found: line.to_string(),
+        });
     }
     Ok(Some((
         number(columns[0], line_no, "value")?,

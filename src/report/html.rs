@@ -51,7 +51,9 @@ fn url_path(relative: &Path) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => {
                 let _ = write!(out, "%{b:02X}");
             }
@@ -78,7 +80,9 @@ pub(crate) fn relative_existing(dir: &Path, file: &Path) -> Option<PathBuf> {
     } else {
         file.to_path_buf()
     };
-    let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
     (plain && !relative.as_os_str().is_empty() && dir.join(&relative).is_file()).then_some(relative)
 }
 
@@ -112,11 +116,19 @@ fn errors_by_code(errors: &BTreeMap<String, u64>) -> String {
     if errors.is_empty() {
         return "none".to_string();
     }
-    errors.iter().map(|(c, n)| format!("{} {n}", escape(c))).collect::<Vec<_>>().join(", ")
+    errors
+        .iter()
+        .map(|(c, n)| format!("{} {n}", escape(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn heading(summary: &Summary) -> String {
-    let (class, word) = if summary.passed { ("pass", "PASS") } else { ("fail", "FAIL") };
+    let (class, word) = if summary.passed {
+        ("pass", "PASS")
+    } else {
+        ("fail", "FAIL")
+    };
     format!(
         "<h1>{} <span class=\"badge {class}\">{word}</span></h1>\n<p>{}</p>\n",
         escape(&summary.scenario),
@@ -127,7 +139,10 @@ fn heading(summary: &Summary) -> String {
 fn facts(summary: &Summary) -> String {
     let rows = [
         ("seed", summary.seed.to_string()),
-        ("fingerprint", format!("<code>{}</code>", escape(&summary.fingerprint))),
+        (
+            "fingerprint",
+            format!("<code>{}</code>", escape(&summary.fingerprint)),
+        ),
         ("simulated", format!("{:.1} s", summary.sim_seconds)),
         ("wall clock", format!("{:.2} s", summary.wall_seconds)),
         ("speedup", format!("{:.1}x real time", summary.speedup)),
@@ -148,9 +163,15 @@ fn assertions(summary: &Summary) -> String {
         out.push_str("<p class=\"muted\">The scenario makes no assertion.</p>\n");
         return out;
     }
-    out.push_str("<table>\n<tr><th></th><th>assertion</th><th>on</th><th>window</th><th>verdict</th></tr>\n");
+    out.push_str(
+        "<table>\n<tr><th></th><th>assertion</th><th>on</th><th>window</th><th>verdict</th></tr>\n",
+    );
     for a in &summary.assertions {
-        let (class, mark) = if a.passed { ("pass", "&#10004; pass") } else { ("fail", "&#10008; fail") };
+        let (class, mark) = if a.passed {
+            ("pass", "&#10004; pass")
+        } else {
+            ("fail", "&#10008; fail")
+        };
         let _ = writeln!(
             out,
             "<tr><td class=\"{class}\">{mark}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -199,8 +220,15 @@ fn route_row(name: &str, r: &RouteSummary) -> String {
         ms(l.max),
         ms(l.mean),
     ];
-    let cells: String = numbers.iter().map(|n| format!("<td class=\"n\">{n}</td>")).collect();
-    format!("<tr><td>{}</td><td>{}</td>{cells}</tr>\n", escape(name), errors_by_code(&r.errors))
+    let cells: String = numbers
+        .iter()
+        .map(|n| format!("<td class=\"n\">{n}</td>"))
+        .collect();
+    format!(
+        "<tr><td>{}</td><td>{}</td>{cells}</tr>\n",
+        escape(name),
+        errors_by_code(&r.errors)
+    )
 }
 
 fn route_table(title: &str, what: &str, routes: &BTreeMap<String, RouteSummary>) -> String {
@@ -224,7 +252,11 @@ fn route_table(title: &str, what: &str, routes: &BTreeMap<String, RouteSummary>)
 fn checks(summary: &Summary) -> String {
     let mut out = String::from("<h2>Checks</h2>\n<table>\n<tr><th>check</th><th>value</th></tr>\n");
     for (name, v) in &summary.checks {
-        let _ = writeln!(out, "<tr><td>{}</td><td class=\"n\">{v}</td></tr>", escape(name));
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{v}</td></tr>",
+            escape(name)
+        );
     }
     out.push_str("</table>\n");
     out
@@ -247,14 +279,32 @@ fn figures(images: &[PathBuf]) -> String {
     out
 }
 
+/// A few words on what a linked file is and how to open it.
+fn describe_file(f: &Path) -> &'static str {
+    let name = f
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match f.extension().and_then(|e| e.to_str()) {
+        _ if name == "summary.json" => ": every figure on this page, machine-readable",
+        Some("hgrm") => ": percentile spectrum in HdrHistogram's format (loads in its plotter)",
+        _ if name.contains("trace") => {
+            ": kept request traces (open in Perfetto or chrome://tracing)"
+        }
+        Some("png") => ": plot",
+        _ => "",
+    }
+}
+
 fn file_list(links: &[PathBuf]) -> String {
     let mut out = String::from("<h2>Files</h2>\n<ul>\n");
     for f in links {
         let _ = writeln!(
             out,
-            "<li><a href=\"{}\">{}</a></li>",
+            "<li><a href=\"{}\">{}</a>{}</li>",
             escape(&url_path(f)),
-            escape(&f.to_string_lossy())
+            escape(&f.to_string_lossy()),
+            describe_file(f)
         );
     }
     out.push_str("</ul>\n");
@@ -264,28 +314,42 @@ fn file_list(links: &[PathBuf]) -> String {
 /// Writes `index.html` into `dir` and returns its path. `files` are the report's other files
 /// (plots, summary.json, .hgrm, traces), absolute or relative to `dir`: those that exist are
 /// linked, PNGs are also shown inline; the others are left out.
-pub fn write_index(summary: &Summary, dir: &Path, files: &[PathBuf]) -> Result<PathBuf, std::io::Error> {
+pub fn write_index(
+    summary: &Summary,
+    dir: &Path,
+    files: &[PathBuf],
+) -> Result<PathBuf, std::io::Error> {
     let mut links: Vec<PathBuf> = Vec::new();
     for f in files.iter().filter_map(|f| relative_existing(dir, f)) {
         if !links.contains(&f) {
             links.push(f);
         }
     }
-    let images: Vec<PathBuf> =
-        links.iter().filter(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))).cloned().collect();
+    let images: Vec<PathBuf> = links
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .cloned()
+        .collect();
     let body = [
         heading(summary),
         facts(summary),
         assertions(summary),
         faults(summary),
         route_table("Loads", "load", &summary.routes),
-        route_table("Endpoints (as their callers saw them)", "endpoint", &summary.endpoints),
+        route_table(
+            "Endpoints (as their callers saw them)",
+            "endpoint",
+            &summary.endpoints,
+        ),
         checks(summary),
         figures(&images),
         file_list(&links),
     ]
     .concat();
     let path = dir.join("index.html");
-    std::fs::write(&path, document(&format!("windtunnel: {}", summary.scenario), &body))?;
+    std::fs::write(
+        &path,
+        document(&format!("windtunnel: {}", summary.scenario), &body),
+    )?;
     Ok(path)
 }

@@ -9,20 +9,41 @@ pub mod html;
 pub mod plots;
 pub mod summary;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::metrics::Measurements;
 use summary::Summary;
 
-/// Writes a run's report into `dir`: summary.json, plots, percentile spectra, index.html.
+/// A file name for a route or endpoint: anything but letters, digits, `.`, `-` and `_` becomes
+/// `_`.
+pub fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect()
+}
+
+/// Writes a run's report into `dir`: summary.json, plots, a percentile spectrum per load
+/// (`<load>.hgrm`), traces (`trace.json`) and index.html. Returns index.html's path.
 pub fn write_report(
     summary: &Summary,
     measurements: &Measurements,
     dir: &Path,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(dir)?;
+    let mut files = Vec::new();
     let json = serde_json::to_string_pretty(summary)?;
-    std::fs::write(dir.join("summary.json"), json + "\n")?;
-    let _ = measurements;
-    Ok(())
+    let path = dir.join("summary.json");
+    std::fs::write(&path, json + "\n")?;
+    files.push(path);
+    for (name, series) in &measurements.loads {
+        let path = dir.join(format!("{}.hgrm", file_stem(name)));
+        std::fs::write(&path, hgrm::render(series.overall()))?;
+        files.push(path);
+    }
+    let path = dir.join("trace.json");
+    let traces = crate::metrics::traces::chrome_trace_json(&summary.traces);
+    std::fs::write(&path, serde_json::to_string(&traces)? + "\n")?;
+    files.push(path);
+    files.extend(plots::write_plots(summary, dir)?);
+    Ok(html::write_index(summary, dir, &files)?)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Checks, Measurements, Series, WindowStats};
+use crate::metrics::{Checks, Measurements, Series, Trace, WindowStats};
 use crate::scenario::{Assertion, FaultKind, LatencyStat, Metric, Scenario, Scope, Window};
 
 /// Latency percentiles of a set of requests, in milliseconds.
@@ -168,6 +168,9 @@ pub struct Summary {
     pub assertions: Vec<AssertionResult>,
     /// Whether every assertion holds.
     pub passed: bool,
+    /// Kept traces: the slowest edge requests, then failed ones, then a sample.
+    #[serde(default)]
+    pub traces: Vec<Trace>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -332,6 +335,7 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
         checks,
         passed: assertions.iter().all(|a| a.passed),
         assertions,
+        traces: m.traces.clone(),
     }
 }
 

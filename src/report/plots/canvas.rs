@@ -28,6 +28,8 @@ const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 700;
 /// Width of the legend panel on the right, pixels.
 const LEGEND_WIDTH: u32 = 250;
+/// Rows that window labels are staggered over.
+const LABEL_ROWS: usize = 4;
 /// Legend row height, pixels.
 const ROW: i32 = 24;
 
@@ -65,6 +67,7 @@ pub(super) fn color(i: usize) -> RGBColor {
 /// A page: the root (for presenting), the plot area and the legend panel beside it.
 pub(super) struct Page<'a> {
     root: Area<'a>,
+    body: Area<'a>,
     /// Where the chart goes.
     pub plot: Area<'a>,
     /// The legend panel on the right.
@@ -77,12 +80,22 @@ pub(super) fn page<'a>(path: &'a Path, title: &str) -> DrawResult<Page<'a>> {
     root.fill(&WHITE)?;
     let style = (FONT, 26).into_font().color(&BLACK);
     let title = fit(&root, title, &style, WIDTH as i32 - 40)?;
-    let body = root.titled(&title, style)?;
+    let body = root.margin(10, 0, 0, 0).titled(&title, style)?;
     let (plot, legend) = body.split_horizontally(WIDTH - LEGEND_WIDTH);
-    Ok(Page { root, plot, legend })
+    Ok(Page {
+        root,
+        body,
+        plot,
+        legend,
+    })
 }
 
 impl Page<'_> {
+    /// Writes `text` in the middle of the page instead of a chart (for runs with no data).
+    pub fn note(&self, text: &str) -> DrawResult {
+        note(&self.body, text)
+    }
+
     /// Writes the PNG.
     pub fn finish(&self) -> DrawResult {
         self.root.present()?;
@@ -113,7 +126,7 @@ pub(super) fn fit<CT: CoordTranslate>(
 }
 
 /// A centred note on an empty plot, so an empty run still gives a readable PNG.
-pub(super) fn note(area: &Area, text: &str) -> DrawResult {
+fn note(area: &Area, text: &str) -> DrawResult {
     let (w, h) = area.dim_in_pixel();
     let style = (FONT, 24)
         .into_font()
@@ -204,7 +217,10 @@ fn round_125(v: f64, up: bool) -> f64 {
     let pick = if up {
         candidates.into_iter().find(|c| *c >= v * (1.0 - 1e-9))
     } else {
-        candidates.into_iter().rev().find(|c| *c <= v * (1.0 + 1e-9))
+        candidates
+            .into_iter()
+            .rev()
+            .find(|c| *c <= v * (1.0 + 1e-9))
     };
     pick.unwrap_or(v)
 }
@@ -264,7 +280,7 @@ impl Axis {
         let lo = round_125(min, false);
         let hi = round_125(max.max(min * 2.0), true);
         let mut bold = decade_ticks(lo, hi, &[1.0, 2.0, 5.0]);
-        if bold.len() > 10 {
+        if bold.len() > 12 {
             bold = decade_ticks(lo, hi, &[1.0]);
         }
         let light = decade_ticks(lo, hi, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
@@ -307,6 +323,17 @@ impl Axis {
         }
     }
 
+    /// The same axis reaching `rows` label rows (22 px each, of a ~`plot_px` high plot) higher,
+    /// without ticks there: a clear band at the top for window labels, so they hide no data.
+    pub fn with_label_band(mut self, rows: usize, plot_px: u32) -> Axis {
+        if rows > 0 {
+            let band_px = 10.0 + 22.0 * rows.min(LABEL_ROWS) as f64;
+            let share = (band_px / f64::from(plot_px.max(100))).min(0.4);
+            self.hi += (self.hi - self.lo) * share / (1.0 - share);
+        }
+        self
+    }
+
     /// Whether the axis is logarithmic (said in axis titles).
     pub fn is_log(&self) -> bool {
         self.scale == Scale::Log
@@ -346,7 +373,6 @@ impl Axis {
             Labels::Percentile => percentile_label(v),
         }
     }
-
 }
 
 /// plotters draws an [`Axis`] directly: values are already in plot coordinates, mapped linearly,
@@ -357,7 +383,11 @@ impl Ranged for Axis {
 
     fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
         let span = self.hi - self.lo;
-        let share = if span > 0.0 { (value - self.lo) / span } else { 0.0 };
+        let share = if span > 0.0 {
+            (value - self.lo) / span
+        } else {
+            0.0
+        };
         let pixels = f64::from(limit.1 - limit.0);
         limit.0 + (pixels * share + 1e-3).floor() as i32
     }
@@ -435,7 +465,12 @@ pub(super) enum Stroke {
 }
 
 /// Draws `points` (plot coordinates) as one line; a lone point becomes a dot.
-pub(super) fn line(chart: &mut Chart, points: &[(f64, f64)], color: RGBColor, stroke: Stroke) -> DrawResult {
+pub(super) fn line(
+    chart: &mut Chart,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    stroke: Stroke,
+) -> DrawResult {
     if points.len() == 1 {
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
         return Ok(());
@@ -487,12 +522,20 @@ fn fault_spans<'f>(faults: &'f [FaultWindow], x: &Axis) -> Vec<(f64, f64, &'f Fa
 }
 
 /// Shades each fault window and marks its edges; call before drawing data.
-pub(super) fn shade_faults(chart: &mut Chart, faults: &[FaultWindow], x: &Axis, y: &Axis) -> DrawResult {
+pub(super) fn shade_faults(
+    chart: &mut Chart,
+    faults: &[FaultWindow],
+    x: &Axis,
+    y: &Axis,
+) -> DrawResult {
     for (x0, x1, _) in fault_spans(faults, x) {
         shade(chart, x0, x1, y, FAULT_FILL)?;
         let edge = FAULT_INK.mix(0.6).stroke_width(1);
         for xe in [x0, x1] {
-            chart.draw_series(std::iter::once(PathElement::new(vec![(xe, y.lo()), (xe, y.hi())], edge)))?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(xe, y.lo()), (xe, y.hi())],
+                edge,
+            )))?;
         }
     }
     Ok(())
@@ -514,12 +557,22 @@ pub(super) struct Label {
 pub(super) fn fault_labels(faults: &[FaultWindow], x: &Axis) -> Vec<Label> {
     fault_spans(faults, x)
         .into_iter()
-        .map(|(x0, x1, f)| Label { x0, x1, text: f.label.clone(), ink: FAULT_INK })
+        .map(|(x0, x1, f)| Label {
+            x0,
+            x1,
+            text: f.label.clone(),
+            ink: FAULT_INK,
+        })
         .collect()
 }
 
 /// Writes each fault's label at the top of its window; call after the data.
-pub(super) fn label_faults(chart: &mut Chart, faults: &[FaultWindow], x: &Axis, y: &Axis) -> DrawResult {
+pub(super) fn label_faults(
+    chart: &mut Chart,
+    faults: &[FaultWindow],
+    x: &Axis,
+    y: &Axis,
+) -> DrawResult {
     label_windows(chart, &fault_labels(faults, x), x, y)
 }
 
@@ -529,14 +582,24 @@ pub(super) fn label_faults(chart: &mut Chart, faults: &[FaultWindow], x: &Axis, 
 pub(super) fn label_windows(chart: &mut Chart, labels: &[Label], x: &Axis, y: &Axis) -> DrawResult {
     let width_px = chart.plotting_area().dim_in_pixel().0 as i32;
     for (i, l) in labels.iter().enumerate() {
-        let dy = 6 + (i % 4) as i32 * 22;
+        let dy = 6 + (i % LABEL_ROWS) as i32 * 22;
         let right = (l.x0 - x.lo()) > (x.hi() - x.lo()) * 0.66;
-        let style = (FONT, 15).into_font().color(&l.ink).pos(Pos::new(HPos::Left, VPos::Top));
+        let style = (FONT, 15)
+            .into_font()
+            .color(&l.ink)
+            .pos(Pos::new(HPos::Left, VPos::Top));
         let text = fit(chart.plotting_area(), &l.text, &style, width_px / 2)?;
         let (w, h) = chart.plotting_area().estimate_text_size(&text, &style)?;
         let (w, h) = (w as i32, h as i32);
-        let (anchor, dx) = if right { ((l.x1, y.hi()), -6 - w) } else { ((l.x0, y.hi()), 6) };
-        let backing = Rectangle::new([(dx - 3, dy - 2), (dx + w + 3, dy + h + 4)], WHITE.mix(0.85).filled());
+        let (anchor, dx) = if right {
+            ((l.x1, y.hi()), -6 - w)
+        } else {
+            ((l.x0, y.hi()), 6)
+        };
+        let backing = Rectangle::new(
+            [(dx - 3, dy - 2), (dx + w + 3, dy + h + 4)],
+            WHITE.mix(0.85).filled(),
+        );
         let element = EmptyElement::at(anchor) + backing + Text::new(text, (dx, dy), style);
         chart.draw_series(std::iter::once(element))?;
     }
@@ -562,7 +625,11 @@ pub(super) fn fault_entry(faults: &[FaultWindow]) -> Option<Entry> {
 pub(super) fn legend(area: &Area, entries: &[Entry]) -> DrawResult {
     let (width, height) = area.dim_in_pixel();
     let capacity = ((height as i32 - 40) / ROW).max(1) as usize;
-    let shown = if entries.len() > capacity { capacity - 1 } else { entries.len() };
+    let shown = if entries.len() > capacity {
+        capacity - 1
+    } else {
+        entries.len()
+    };
     let mut y = 24;
     for e in &entries[..shown] {
         legend_row(area, e, y, width as i32)?;
@@ -576,7 +643,10 @@ pub(super) fn legend(area: &Area, entries: &[Entry]) -> DrawResult {
 }
 
 fn legend_row(area: &Area, entry: &Entry, y: i32, width: i32) -> DrawResult {
-    let style = (FONT, 16).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    let style = (FONT, 16)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
     let (x_text, text) = match entry {
         Entry::Heading(t) => (6, t),
         Entry::Line(color, stroke, t) => {
@@ -585,7 +655,10 @@ fn legend_row(area: &Area, entry: &Entry, y: i32, width: i32) -> DrawResult {
         }
         Entry::Shade(fill, t) => {
             area.draw(&Rectangle::new([(8, y - 8), (44, y + 8)], fill.filled()))?;
-            area.draw(&Rectangle::new([(8, y - 8), (44, y + 8)], FAULT_INK.mix(0.5)))?;
+            area.draw(&Rectangle::new(
+                [(8, y - 8), (44, y + 8)],
+                FAULT_INK.mix(0.5),
+            ))?;
             (52, t)
         }
     };
@@ -598,7 +671,9 @@ fn sample(area: &Area, color: RGBColor, stroke: Stroke, y: i32) -> DrawResult {
     let ends = [(8, y), (44, y)];
     match stroke {
         Stroke::Solid(w) => area.draw(&PathElement::new(ends.to_vec(), color.stroke_width(w)))?,
-        Stroke::Dashed(w) => area.draw(&DashedPathElement::new(ends, 9, 6, color.stroke_width(w)))?,
+        Stroke::Dashed(w) => {
+            area.draw(&DashedPathElement::new(ends, 9, 6, color.stroke_width(w)))?
+        }
         Stroke::Dotted => {
             for x in (10..44).step_by(7) {
                 area.draw(&Circle::new((x, y), 2, color.filled()))?;

@@ -54,18 +54,28 @@ fn axes(curves: &[Curve]) -> (Axis, Axis) {
     let all = || curves.iter().flat_map(|c| c.points.iter().copied());
     let max_x = all().map(|p| p.0).fold(1.0f64, f64::max);
     let max_y = all().map(|p| p.1).fold(0.0f64, f64::max);
-    let min_y = all().map(|p| p.1).filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+    let min_y = all()
+        .map(|p| p.1)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
     let typical = curves
         .iter()
         .filter_map(|c| c.points.iter().find(|p| p.0 >= 2.0).map(|p| p.1))
         .filter(|v| *v > 0.0)
         .fold(f64::INFINITY, f64::min);
-    (Axis::percentile(max_x), Axis::latency(min_y, typical, max_y))
+    (
+        Axis::percentile(max_x),
+        Axis::latency(min_y, typical, max_y),
+    )
 }
 
 fn draw_curves(chart: &mut Chart, curves: &[Curve], x: &Axis, y: &Axis) -> DrawResult {
     for c in curves {
-        let points: Vec<(f64, f64)> = c.points.iter().map(|(px, py)| (x.at(*px), y.at(*py))).collect();
+        let points: Vec<(f64, f64)> = c
+            .points
+            .iter()
+            .map(|(px, py)| (x.at(*px), y.at(*py)))
+            .collect();
         canvas::line(chart, &points, c.color, c.stroke)?;
         if let Some(end) = points.last() {
             chart.draw_series(std::iter::once(Circle::new(*end, 5, c.color.filled())))?;
@@ -75,14 +85,24 @@ fn draw_curves(chart: &mut Chart, curves: &[Curve], x: &Axis, y: &Axis) -> DrawR
 }
 
 /// Draws the curves on a page titled `title`, or `empty` when there is nothing to draw.
-fn draw_page(path: &Path, title: &str, curves: &[Curve], mut legend: Vec<Entry>, empty: &str) -> DrawResult {
+fn draw_page(
+    path: &Path,
+    title: &str,
+    curves: &[Curve],
+    mut legend: Vec<Entry>,
+    empty: &str,
+) -> DrawResult {
     let page = canvas::page(path, title)?;
     if curves.is_empty() {
-        canvas::note(&page.plot, empty)?;
+        page.note(empty)?;
         return page.finish();
     }
     let (x, y) = axes(curves);
-    let y_desc = if y.is_log() { "latency (ms, log scale)" } else { "latency (ms)" };
+    let y_desc = if y.is_log() {
+        "latency (ms, log scale)"
+    } else {
+        "latency (ms)"
+    };
     let x_desc = "percentile (log scale of 1/(1-p): each nine gets equal width)";
     let mut chart = canvas::chart(&page.plot, &x, &y, x_desc, y_desc)?;
     draw_curves(&mut chart, curves, &x, &y)?;
@@ -102,34 +122,67 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
             continue;
         }
         let (color, stroke) = (canvas::color(i), Stroke::Solid(3));
-        legend.push(Entry::Line(color, stroke, format!("{name} ({})", answered(r))));
-        curves.push(Curve { points, color, stroke });
+        legend.push(Entry::Line(
+            color,
+            stroke,
+            format!("{name} ({})", answered(r)),
+        ));
+        curves.push(Curve {
+            points,
+            color,
+            stroke,
+        });
     }
-    draw_page(path, &title, &curves, legend, "no request was answered in this run: no spectrum to plot")
+    draw_page(
+        path,
+        &title,
+        &curves,
+        legend,
+        "no request was answered in this run: no spectrum to plot",
+    )
 }
 
 /// Draws the spectra of several runs over each other at `path`: one colour per load, one
 /// stroke per run (solid, then dashed).
 pub(super) fn draw_overlay(runs: &[Run], path: &Path) -> DrawResult {
     let labels: Vec<&str> = runs.iter().map(|r| r.label).collect();
-    let title = format!("compare {}: latency percentile spectra", labels.join(" vs "));
+    let title = format!(
+        "compare {}: latency percentile spectra",
+        labels.join(" vs ")
+    );
     let names: BTreeSet<&String> = runs.iter().flat_map(|r| r.summary.routes.keys()).collect();
     let mut curves = Vec::new();
     let mut legend = Vec::new();
     for (k, run) in runs.iter().enumerate() {
-        let stroke = if k == 0 { Stroke::Solid(3) } else { Stroke::Dashed(3) };
+        let stroke = if k == 0 {
+            Stroke::Solid(3)
+        } else {
+            Stroke::Dashed(3)
+        };
         let kind = if k == 0 { "solid" } else { "dashed" };
         legend.push(Entry::Heading(format!("{} ({kind})", run.label)));
         for (i, name) in names.iter().enumerate() {
-            let Some(r) = run.summary.routes.get(*name) else { continue };
+            let Some(r) = run.summary.routes.get(*name) else {
+                continue;
+            };
             let points = spectrum_points(r);
             if points.is_empty() {
                 continue;
             }
             let color = canvas::color(i);
             legend.push(Entry::Line(color, stroke, name.to_string()));
-            curves.push(Curve { points, color, stroke });
+            curves.push(Curve {
+                points,
+                color,
+                stroke,
+            });
         }
     }
-    draw_page(path, &title, &curves, legend, "no request was answered in either run: no spectrum to plot")
+    draw_page(
+        path,
+        &title,
+        &curves,
+        legend,
+        "no request was answered in either run: no spectrum to plot",
+    )
 }

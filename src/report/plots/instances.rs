@@ -40,8 +40,11 @@ fn peak_utilisation(i: &InstanceSummary) -> f64 {
 
 /// The instances to draw, in name order: all of them, or the twelve that matter most.
 fn pick(summary: &Summary) -> Vec<Shown<'_>> {
-    let mut ranked: Vec<(&String, &InstanceSummary)> =
-        summary.instances.iter().filter(|(_, i)| !i.timeline.is_empty()).collect();
+    let mut ranked: Vec<(&String, &InstanceSummary)> = summary
+        .instances
+        .iter()
+        .filter(|(_, i)| !i.timeline.is_empty())
+        .collect();
     ranked.sort_by(|a, b| {
         (ever_down(b.1), peak_queue(b.1))
             .cmp(&(ever_down(a.1), peak_queue(a.1)))
@@ -53,7 +56,11 @@ fn pick(summary: &Summary) -> Vec<Shown<'_>> {
     ranked
         .into_iter()
         .enumerate()
-        .map(|(k, (name, inst))| Shown { name, inst, color: canvas::color(k) })
+        .map(|(k, (name, inst))| Shown {
+            name,
+            inst,
+            color: canvas::color(k),
+        })
         .collect()
 }
 
@@ -88,7 +95,12 @@ fn labels(summary: &Summary, shown: &[Shown], x: &Axis) -> Vec<Label> {
     for s in shown {
         for (a, b) in down_windows(s.inst, summary.bucket_seconds) {
             let text = format!("{} down", s.name);
-            out.push(Label { x0: x.at(a), x1: x.at(b), text, ink: DOWN_INK });
+            out.push(Label {
+                x0: x.at(a),
+                x1: x.at(b),
+                text,
+                ink: DOWN_INK,
+            });
         }
     }
     out
@@ -108,8 +120,12 @@ fn panel(
     shade(&mut chart, summary, shown, x, y)?;
     let half = summary.bucket_seconds / 2.0;
     for s in shown {
-        let points: Vec<(f64, f64)> =
-            s.inst.timeline.iter().map(|p| (x.at(p.t_s + half), y.at(value(p)))).collect();
+        let points: Vec<(f64, f64)> = s
+            .inst
+            .timeline
+            .iter()
+            .map(|p| (x.at(p.t_s + half), y.at(value(p))))
+            .collect();
         canvas::line(&mut chart, &points, s.color, Stroke::Solid(2))?;
     }
     if descs.0.is_empty() {
@@ -132,7 +148,11 @@ fn title(summary: &Summary, shown: usize) -> String {
 
 fn legend(summary: &Summary, shown: &[Shown]) -> Vec<Entry> {
     let mut entries = vec![Entry::Heading("instances".to_string())];
-    entries.extend(shown.iter().map(|s| Entry::Line(s.color, Stroke::Solid(3), s.name.to_string())));
+    entries.extend(
+        shown
+            .iter()
+            .map(|s| Entry::Line(s.color, Stroke::Solid(3), s.name.to_string())),
+    );
     entries.extend(canvas::fault_entry(&summary.faults));
     if shown.iter().any(|s| ever_down(s.inst)) {
         entries.push(Entry::Shade(DOWN_FILL, "instance down".to_string()));
@@ -145,17 +165,26 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     let shown = pick(summary);
     let page = canvas::page(path, &title(summary, shown.len()))?;
     if shown.is_empty() {
-        canvas::note(&page.plot, "no instance was measured in this run")?;
+        page.note("no instance was measured in this run")?;
         return page.finish();
     }
     let x = Axis::time(super::latency::end_seconds(summary).max(instances_end(summary)));
-    let utilisation = Axis::fixed(0.0, 105.0, 20.0);
-    let peak = shown.iter().map(|s| peak_queue(s.inst)).max().unwrap_or(0);
-    let queue = Axis::from_zero(f64::from(peak.max(5)));
     let height = page.plot.dim_in_pixel().1;
     let (top, bottom) = page.plot.split_vertically(height * 52 / 100);
+    let label_rows = labels(summary, &shown, &x).len();
+    let utilisation =
+        Axis::fixed(0.0, 104.0, 20.0).with_label_band(label_rows, top.dim_in_pixel().1 - 60);
+    let peak = shown.iter().map(|s| peak_queue(s.inst)).max().unwrap_or(0);
+    let queue = Axis::from_zero(f64::from(peak.max(5)));
     let busy = |p: &crate::report::summary::InstancePoint| p.utilisation * 100.0;
-    panel(&top, summary, &shown, (&x, &utilisation), ("", "utilisation (% of workers busy)"), busy)?;
+    panel(
+        &top,
+        summary,
+        &shown,
+        (&x, &utilisation),
+        ("", "utilisation (% of workers busy)"),
+        busy,
+    )?;
     let depth = |p: &crate::report::summary::InstancePoint| f64::from(p.max_queue);
     let descs = ("time since start (s)", "max queue (requests waiting)");
     panel(&bottom, summary, &shown, (&x, &queue), descs, depth)?;

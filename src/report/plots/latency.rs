@@ -86,7 +86,9 @@ fn curves(summary: &Summary) -> Vec<Curve> {
 }
 
 fn y_axis(summary: &Summary, curves: &[Curve]) -> Axis {
-    let values = curves.iter().flat_map(|c| c.points.iter().flatten().map(|p| p.1));
+    let values = curves
+        .iter()
+        .flat_map(|c| c.points.iter().flatten().map(|p| p.1));
     let (min, max) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
         (if v > 0.0 { lo.min(v) } else { lo }, hi.max(v))
     });
@@ -114,17 +116,32 @@ fn legend(summary: &Summary) -> Vec<Entry> {
     if let [only] = names.as_slice() {
         entries.push(Entry::Heading(format!("load {only}")));
         for pct in PCTS {
-            let (color, stroke) = style(true, &Curve { route: 0, pct, points: Vec::new() });
+            let (color, stroke) = style(
+                true,
+                &Curve {
+                    route: 0,
+                    pct,
+                    points: Vec::new(),
+                },
+            );
             entries.push(Entry::Line(color, stroke, pct.name().to_string()));
         }
     } else {
         entries.push(Entry::Heading("loads".to_string()));
         for (i, name) in names.iter().enumerate() {
-            entries.push(Entry::Line(canvas::color(i), Stroke::Solid(3), name.to_string()));
+            entries.push(Entry::Line(
+                canvas::color(i),
+                Stroke::Solid(3),
+                name.to_string(),
+            ));
         }
         entries.push(Entry::Heading("percentiles".to_string()));
         for pct in PCTS {
-            entries.push(Entry::Line(RGBColor(60, 60, 60), pct.stroke(), pct.name().to_string()));
+            entries.push(Entry::Line(
+                RGBColor(60, 60, 60),
+                pct.stroke(),
+                pct.name().to_string(),
+            ));
         }
     }
     entries.extend(canvas::fault_entry(&summary.faults));
@@ -135,7 +152,13 @@ fn has_answers(r: &RouteSummary) -> bool {
     r.timeline.iter().any(|b| b.latency_ms.is_some())
 }
 
-fn draw_curves(chart: &mut Chart, curves: &[Curve], single: bool, x: &Axis, y: &Axis) -> DrawResult {
+fn draw_curves(
+    chart: &mut Chart,
+    curves: &[Curve],
+    single: bool,
+    x: &Axis,
+    y: &Axis,
+) -> DrawResult {
     for c in curves {
         let (color, stroke) = style(single, c);
         let plotted = c.points.iter().map(|p| p.map(|(t, v)| (x.at(t), y.at(v))));
@@ -155,13 +178,18 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     );
     let page = canvas::page(path, &title)?;
     if !summary.routes.values().any(has_answers) {
-        canvas::note(&page.plot, "no request was answered in this run: no latency to plot")?;
+        page.note("no request was answered in this run: no latency to plot")?;
         return page.finish();
     }
     let curves = curves(summary);
     let x = Axis::time(end_seconds(summary));
-    let y = y_axis(summary, &curves);
-    let y_desc = if y.is_log() { "latency (ms, log scale)" } else { "latency (ms)" };
+    let plot_px = page.plot.dim_in_pixel().1.saturating_sub(90);
+    let y = y_axis(summary, &curves).with_label_band(summary.faults.len(), plot_px);
+    let y_desc = if y.is_log() {
+        "latency (ms, log scale)"
+    } else {
+        "latency (ms)"
+    };
     let mut chart = canvas::chart(&page.plot, &x, &y, "time since start (s)", y_desc)?;
     canvas::shade_faults(&mut chart, &summary.faults, &x, &y)?;
     draw_curves(&mut chart, &curves, summary.routes.len() == 1, &x, &y)?;

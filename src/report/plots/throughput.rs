@@ -29,7 +29,10 @@ fn totals(summary: &Summary) -> BTreeMap<String, BTreeMap<u64, u64>> {
     let width = summary.bucket_seconds.max(f64::MIN_POSITIVE);
     let mut out: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
     let mut add = |key: &str, bucket: u64, n: u64| {
-        *out.entry(key.to_string()).or_default().entry(bucket).or_default() += n;
+        *out.entry(key.to_string())
+            .or_default()
+            .entry(bucket)
+            .or_default() += n;
     };
     for r in summary.routes.values() {
         for b in &r.timeline {
@@ -49,11 +52,21 @@ fn outcomes(summary: &Summary) -> Vec<Outcome> {
     let width = summary.bucket_seconds.max(f64::MIN_POSITIVE);
     let mut totals = totals(summary);
     // Every bucket of every outcome, zeros included, so a line never bridges a quiet stretch.
-    let buckets: Vec<u64> = totals.get("sent").map(|m| m.keys().copied().collect()).unwrap_or_default();
-    let errors: Vec<String> = totals.keys().filter(|k| k.starts_with("error ")).cloned().collect();
+    let buckets: Vec<u64> = totals
+        .get("sent")
+        .map(|m| m.keys().copied().collect())
+        .unwrap_or_default();
+    let errors: Vec<String> = totals
+        .keys()
+        .filter(|k| k.starts_with("error "))
+        .cloned()
+        .collect();
     let mut take = |key: &str| -> BTreeMap<u64, f64> {
         let counts = totals.remove(key).unwrap_or_default();
-        buckets.iter().map(|i| (*i, counts.get(i).copied().unwrap_or(0) as f64 / width)).collect()
+        buckets
+            .iter()
+            .map(|i| (*i, counts.get(i).copied().unwrap_or(0) as f64 / width))
+            .collect()
     };
     let mut out = vec![
         Outcome {
@@ -62,12 +75,22 @@ fn outcomes(summary: &Summary) -> Vec<Outcome> {
             stroke: Stroke::Dashed(2),
             rates: take("sent"),
         },
-        Outcome { name: "ok".to_string(), color: canvas::color(2), stroke: Stroke::Solid(3), rates: take("ok") },
+        Outcome {
+            name: "ok".to_string(),
+            color: canvas::color(2),
+            stroke: Stroke::Solid(3),
+            rates: take("ok"),
+        },
     ];
     let dropped = take("dropped");
     for (k, key) in errors.iter().enumerate() {
         let color = canvas::color(ERROR_COLORS[k % ERROR_COLORS.len()]);
-        out.push(Outcome { name: key.clone(), color, stroke: Stroke::Solid(2), rates: take(key) });
+        out.push(Outcome {
+            name: key.clone(),
+            color,
+            stroke: Stroke::Solid(2),
+            rates: take(key),
+        });
     }
     if dropped.values().any(|v| *v > 0.0) {
         out.push(Outcome {
@@ -82,17 +105,30 @@ fn outcomes(summary: &Summary) -> Vec<Outcome> {
 
 /// Draws `throughput.png` at `path`.
 pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
-    let title = format!("{}: requests per second, all loads, by outcome", summary.scenario);
+    let title = format!(
+        "{}: requests per second, all loads, by outcome",
+        summary.scenario
+    );
     let page = canvas::page(path, &title)?;
     let outcomes = outcomes(summary);
-    let peak = outcomes.iter().flat_map(|o| o.rates.values()).fold(0.0f64, |a, b| a.max(*b));
+    let peak = outcomes
+        .iter()
+        .flat_map(|o| o.rates.values())
+        .fold(0.0f64, |a, b| a.max(*b));
     if peak <= 0.0 {
-        canvas::note(&page.plot, "no request was sent in this run: no throughput to plot")?;
+        page.note("no request was sent in this run: no throughput to plot")?;
         return page.finish();
     }
     let x = Axis::time(super::latency::end_seconds(summary));
-    let y = Axis::from_zero(peak);
-    let mut chart = canvas::chart(&page.plot, &x, &y, "time since start (s)", "requests per second")?;
+    let plot_px = page.plot.dim_in_pixel().1.saturating_sub(90);
+    let y = Axis::from_zero(peak).with_label_band(summary.faults.len(), plot_px);
+    let mut chart = canvas::chart(
+        &page.plot,
+        &x,
+        &y,
+        "time since start (s)",
+        "requests per second",
+    )?;
     canvas::shade_faults(&mut chart, &summary.faults, &x, &y)?;
     let half = summary.bucket_seconds / 2.0;
     for o in &outcomes {
@@ -105,7 +141,11 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     }
     canvas::label_faults(&mut chart, &summary.faults, &x, &y)?;
     let mut entries = vec![Entry::Heading("all loads".to_string())];
-    entries.extend(outcomes.iter().map(|o| Entry::Line(o.color, o.stroke, o.name.clone())));
+    entries.extend(
+        outcomes
+            .iter()
+            .map(|o| Entry::Line(o.color, o.stroke, o.name.clone())),
+    );
     entries.extend(canvas::fault_entry(&summary.faults));
     canvas::legend(&page.legend, &entries)?;
     page.finish()

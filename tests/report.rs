@@ -1,0 +1,631 @@
+//! The report as a reader meets it: PNG plots, index.html, .hgrm spectra and `compare`.
+//!
+//! Goal: every file a run leaves behind is valid and honest (plots are real PNGs even for empty
+//! runs, the page links only files that exist and escapes scenario text, a .hgrm reads back to
+//! the histogram's own percentiles). Method: build realistic summaries by hand (a webhook stack
+//! with a slow instance and a crash, latencies drawn from a seeded generator) and check the
+//! files written from them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use windtunnel::report::summary::{
+    AssertionResult, BucketSummary, FaultWindow, InstancePoint, InstanceSummary, LatencyMs,
+    RouteSummary, SpectrumPoint, Summary,
+};
+use windtunnel::report::{compare, hgrm, html, plots};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A small seeded generator (xorshift64*), so fixtures are the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// An exponential draw with this mean.
+    fn exp(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.next_f64()).ln()
+    }
+}
+
+/// A fresh, empty folder for one test, under cargo's scratch space for integration tests.
+fn scratch(name: &str) -> Result<PathBuf, std::io::Error> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("report-tests")
+        .join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn latency_of(h: &Histogram<u64>) -> LatencyMs {
+    let ms = |us: u64| us as f64 / 1000.0;
+    LatencyMs {
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+        mean: h.mean() / 1000.0,
+    }
+}
+
+fn spectrum_of(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    let mut points = Vec::new();
+    let (mut q, mut gap) = (0.0f64, 0.5f64);
+    while q < 0.999_999 {
+        points.push(SpectrumPoint {
+            percentile: q * 100.0,
+            value_ms: h.value_at_quantile(q) as f64 / 1000.0,
+        });
+        q += gap;
+        gap /= 2.0;
+    }
+    points.push(SpectrumPoint {
+        percentile: 100.0,
+        value_ms: h.max() as f64 / 1000.0,
+    });
+    points
+}
+
+/// How one load behaves in the fixture.
+struct LoadShape {
+    rate_per_s: u64,
+    mean_ms: f64,
+    /// Latency multiplier inside the slow window (20 s..40 s).
+    slow_factor: f64,
+}
+
+/// One load over 60 one-second buckets: slow between 20 s and 40 s (deadline errors), some
+/// `unavailable` errors while an instance is down (45 s..55 s), a few dropped at the peak.
+fn load(rng: &mut Rng, shape: &LoadShape) -> RouteSummary {
+    let mut overall = histogram();
+    let mut route = RouteSummary::default();
+    for t in 0..60u64 {
+        let slow = (20..40).contains(&t);
+        let mut h = histogram();
+        let mut b = BucketSummary {
+            t_s: t as f64,
+            sent: shape.rate_per_s,
+            ..Default::default()
+        };
+        for _ in 0..shape.rate_per_s {
+            let factor = if slow && rng.next_f64() < 0.25 {
+                shape.slow_factor
+            } else {
+                1.0
+            };
+            let ms = 1.0 + rng.exp(shape.mean_ms * factor);
+            if ms > 300.0 {
+                *b.errors.entry("deadline_exceeded".to_string()).or_default() += 1;
+            } else if (45..55).contains(&t) && rng.next_f64() < 0.05 {
+                *b.errors.entry("unavailable".to_string()).or_default() += 1;
+            } else if slow && rng.next_f64() < 0.01 {
+                b.dropped += 1;
+                continue;
+            } else {
+                b.ok += 1;
+            }
+            h.record((ms * 1000.0) as u64)
+                .expect("latency within the histogram's bounds");
+        }
+        b.latency_ms = Some(latency_of(&h));
+        overall.add(&h).expect("same bounds");
+        route.sent += b.sent;
+        route.ok += b.ok;
+        route.dropped += b.dropped;
+        for (code, n) in &b.errors {
+            *route.errors.entry(code.clone()).or_default() += n;
+        }
+        route.timeline.push(b);
+    }
+    route.error_rate = (route.sent - route.ok) as f64 / route.sent as f64;
+    route.goodput_per_s = route.ok as f64 / 60.0;
+    route.latency_ms = latency_of(&overall);
+    route.spectrum = spectrum_of(&overall);
+    route
+}
+
+/// An instance over 60 buckets: `busy` utilisation, pinned (and queueing) when `slow`, down when
+/// `down`.
+fn instance(workers: u32, busy: f64, slow: bool, down: bool) -> InstanceSummary {
+    let timeline = (0..60u32)
+        .map(|t| {
+            let pinned = slow && (20..40).contains(&t);
+            let up = !(down && (45..55).contains(&t));
+            InstancePoint {
+                t_s: f64::from(t),
+                max_inflight: if pinned {
+                    workers
+                } else if up {
+                    3 + t % 4
+                } else {
+                    0
+                },
+                max_queue: if pinned {
+                    40 + t % 20
+                } else if up {
+                    t % 3
+                } else {
+                    0
+                },
+                utilisation: if pinned {
+                    1.0
+                } else if up {
+                    busy + f64::from(t % 5) * 0.01
+                } else {
+                    0.0
+                },
+                up,
+            }
+        })
+        .collect();
+    InstanceSummary { workers, timeline }
+}
+
+fn instances(extra: usize) -> BTreeMap<String, InstanceSummary> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "api.webhook[0]".to_string(),
+        instance(64, 0.10, false, false),
+    );
+    out.insert(
+        "api.webhook[1]".to_string(),
+        instance(64, 0.11, false, false),
+    );
+    out.insert(
+        "service.auth[0]".to_string(),
+        instance(32, 0.05, false, false),
+    );
+    out.insert(
+        "service.auth[1]".to_string(),
+        instance(32, 0.05, false, true),
+    );
+    for i in 0..4 {
+        out.insert(
+            format!("service.webhook[{i}]"),
+            instance(16, 0.25, i == 1, false),
+        );
+    }
+    out.insert("service.db[0]".to_string(), instance(64, 0.2, false, false));
+    for i in 0..extra {
+        out.insert(
+            format!("service.leaf[{i:02}]"),
+            instance(8, 0.05 + i as f64 * 0.01, false, false),
+        );
+    }
+    out
+}
+
+/// A webhook stack with a slow instance and a crash; `slower` scales the slow window's latency.
+fn webhook_run(seed: u64, slower: f64) -> Summary {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let webhooks = load(
+        &mut rng,
+        &LoadShape {
+            rate_per_s: 200,
+            mean_ms: 8.0,
+            slow_factor: 20.0 * slower,
+        },
+    );
+    let accounts = load(
+        &mut rng,
+        &LoadShape {
+            rate_per_s: 50,
+            mean_ms: 3.0,
+            slow_factor: 2.0,
+        },
+    );
+    let mut routes = BTreeMap::new();
+    routes.insert("webhooks".to_string(), webhooks.clone());
+    routes.insert("accounts".to_string(), accounts);
+    let mut endpoints = BTreeMap::new();
+    endpoints.insert("api.webhook.deliver".to_string(), webhooks);
+    let checks = [
+        ("late_ok", 0),
+        ("late_work", 3),
+        ("orphaned_work", 0),
+        ("orphaned_work_ms", 0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Summary {
+        scenario: "webhook-slow-instance".to_string(),
+        description:
+            "One of four webhook instances turns 20x slower at 20 s; p99 must stay under 300 ms."
+                .to_string(),
+        seed,
+        sim_seconds: 60.0,
+        wall_seconds: 2.5,
+        speedup: 24.0,
+        fingerprint: format!("{:016x}", seed.wrapping_mul(0xC6B7_A97B)),
+        events: 288_984,
+        bucket_seconds: 1.0,
+        faults: vec![
+            FaultWindow {
+                label: "slow service.webhook[1] x20".to_string(),
+                start_s: 20.0,
+                end_s: 40.0,
+            },
+            FaultWindow {
+                label: "crash service.auth[1]".to_string(),
+                start_s: 45.0,
+                end_s: 55.0,
+            },
+        ],
+        routes,
+        endpoints,
+        instances: instances(0),
+        checks,
+        assertions: vec![
+            AssertionResult {
+                that: "p99(latency) < 300ms".to_string(),
+                scope: "load webhooks".to_string(),
+                window: "20s..40s".to_string(),
+                observed: 412.0,
+                verdict: "p99(latency) < 300ms: observed 412ms, fails".to_string(),
+                passed: false,
+            },
+            AssertionResult {
+                that: "orphaned_work == 0".to_string(),
+                scope: "all loads".to_string(),
+                window: "whole run".to_string(),
+                observed: 0.0,
+                verdict: "orphaned_work == 0: observed 0, holds".to_string(),
+                passed: true,
+            },
+        ],
+        passed: false,
+        traces: Vec::new(),
+    }
+}
+
+/// A run that sent nothing: no loads, no instances.
+fn empty_run() -> Summary {
+    Summary {
+        routes: BTreeMap::new(),
+        endpoints: BTreeMap::new(),
+        instances: BTreeMap::new(),
+        faults: Vec::new(),
+        assertions: Vec::new(),
+        ..webhook_run(1, 1.0)
+    }
+}
+
+/// Fails unless `path` is a PNG (by its signature) of at least `min_bytes`.
+fn assert_png(path: &Path, min_bytes: u64) -> TestResult {
+    let bytes = std::fs::read(path)?;
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    assert!(
+        bytes.len() as u64 >= min_bytes,
+        "{} is only {} bytes",
+        path.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn plots_are_pngs_named_as_documented() -> TestResult {
+    let dir = scratch("plots")?;
+    let files = plots::write_plots(&webhook_run(1, 1.0), &dir)?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "latency.png",
+            "throughput.png",
+            "distribution.png",
+            "instances.png"
+        ]
+    );
+    for f in &files {
+        assert!(
+            f.starts_with(&dir),
+            "{} is outside the report folder",
+            f.display()
+        );
+        assert_png(f, 20_000)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_single_load_run_plots_too() -> TestResult {
+    let dir = scratch("plots-single")?;
+    let mut run = webhook_run(2, 1.0);
+    run.routes.remove("accounts");
+    for f in plots::write_plots(&run, &dir)? {
+        assert_png(&f, 20_000)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn an_empty_run_still_gives_valid_pngs() -> TestResult {
+    let dir = scratch("plots-empty")?;
+    let files = plots::write_plots(&empty_run(), &dir)?;
+    assert_eq!(files.len(), 4);
+    for f in &files {
+        assert_png(f, 5_000)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_run_with_no_answers_plots_without_panicking() -> TestResult {
+    let dir = scratch("plots-no-answers")?;
+    let mut run = webhook_run(3, 1.0);
+    for r in run.routes.values_mut() {
+        r.ok = 0;
+        r.spectrum.clear();
+        r.latency_ms = LatencyMs::default();
+        for b in &mut r.timeline {
+            b.ok = 0;
+            b.latency_ms = None;
+        }
+    }
+    for f in plots::write_plots(&run, &dir)? {
+        assert_png(&f, 5_000)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn many_instances_are_cut_to_the_twelve_that_matter() -> TestResult {
+    let dir = scratch("plots-many")?;
+    let mut run = webhook_run(4, 1.0);
+    run.instances = instances(30);
+    let files = plots::write_plots(&run, &dir)?;
+    assert_png(&files[3], 20_000)?;
+    Ok(())
+}
+
+/// The `href` and `src` attribute values of an HTML text.
+fn links(page: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["href=\"", "src=\""] {
+        let mut rest = page;
+        while let Some(at) = rest.find(attr) {
+            rest = &rest[at + attr.len()..];
+            let end = rest.find('"').unwrap_or(rest.len());
+            out.push(rest[..end].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn index_links_only_files_that_exist() -> TestResult {
+    let dir = scratch("index")?;
+    let run = webhook_run(5, 1.0);
+    let mut files = plots::write_plots(&run, &dir)?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&run)?,
+    )?;
+    std::fs::write(dir.join("webhooks.hgrm"), hgrm::render(&histogram()))?;
+    files.extend([
+        dir.join("summary.json"),
+        PathBuf::from("webhooks.hgrm"),
+        dir.join("trace.json"),
+        PathBuf::from("../outside.txt"),
+    ]);
+    let index = html::write_index(&run, &dir, &files)?;
+    assert_eq!(index, dir.join("index.html"));
+    let page = std::fs::read_to_string(&index)?;
+    let linked = links(&page);
+    for l in &linked {
+        assert!(
+            !l.contains("://") && !l.starts_with('/'),
+            "{l} is not a relative link"
+        );
+        assert!(
+            dir.join(l).is_file(),
+            "index.html links {l}, which does not exist"
+        );
+    }
+    for expected in [
+        "latency.png",
+        "instances.png",
+        "summary.json",
+        "webhooks.hgrm",
+    ] {
+        assert!(
+            linked.iter().any(|l| l == expected),
+            "index.html does not link {expected}"
+        );
+    }
+    assert!(
+        !page.contains("trace.json"),
+        "a missing trace file is linked"
+    );
+    for fact in [
+        "webhook-slow-instance",
+        &run.fingerprint,
+        "p99(latency) &lt; 300ms",
+        "deadline_exceeded",
+    ] {
+        assert!(page.contains(fact), "index.html does not say {fact}");
+    }
+    Ok(())
+}
+
+#[test]
+fn index_escapes_text_from_the_scenario() -> TestResult {
+    let dir = scratch("index-escape")?;
+    let mut run = webhook_run(6, 1.0);
+    run.description = "<script>alert('x')</script> & more".to_string();
+    run.scenario = "a<b>".to_string();
+    let page = std::fs::read_to_string(html::write_index(&run, &dir, &[])?)?;
+    assert!(
+        !page.contains("<script"),
+        "a script tag from the description survived"
+    );
+    assert!(!page.contains("a<b>"), "the scenario name is not escaped");
+    assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
+    Ok(())
+}
+
+/// Parsed `.hgrm` rows' value at the first percentile row at or past `q`.
+fn row_at(rows: &[(f64, f64, u64)], q: f64) -> Option<(f64, f64)> {
+    rows.iter().find(|r| r.1 >= q - 1e-12).map(|r| (r.0, r.1))
+}
+
+#[test]
+fn hgrm_reads_back_to_the_histograms_percentiles() -> TestResult {
+    // 100,000 values: 1..=100_000 us, so percentiles are known in closed form.
+    let mut h = histogram();
+    for v in 1..=100_000u64 {
+        h.record(v)?;
+    }
+    let text = hgrm::render(&h);
+    let rows = hgrm::parse(&text)?;
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let (value_ms, at) = row_at(&rows, q).ok_or("no row at or past the quantile")?;
+        let expected_ms = h.value_at_quantile(q) as f64 / 1000.0;
+        if (at - q).abs() < 1e-9 {
+            assert!(
+                (value_ms - expected_ms).abs() < 0.0015,
+                "p{q}: {value_ms} ms, expected {expected_ms} ms"
+            );
+        } else {
+            // Between ticks, the next tick's value bounds the histogram's own.
+            let next_ms = h.value_at_quantile(at) as f64 / 1000.0;
+            assert!(value_ms >= expected_ms - 0.0015 && (value_ms - next_ms).abs() < 0.0015);
+        }
+    }
+    let last = rows.last().ok_or("no rows")?;
+    assert_eq!(
+        (last.1, last.2),
+        (1.0, 100_000),
+        "the last row is the 100% one with every value"
+    );
+    assert!((last.0 - h.max() as f64 / 1000.0).abs() < 0.0015);
+    Ok(())
+}
+
+#[test]
+fn hgrm_is_laid_out_as_hdrhistogram_prints_it() -> TestResult {
+    let mut h = histogram();
+    for v in [1_000u64, 2_000, 3_000, 4_000, 100_000] {
+        h.record(v)?;
+    }
+    let text = hgrm::render(&h);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "       Value     Percentile TotalCount 1/(1-Percentile)"
+    );
+    assert_eq!(lines[1], "");
+    assert_eq!(
+        lines[2],
+        "       1.000 0.000000000000          1           1.00"
+    );
+    let footer = &lines[lines.len() - 3..];
+    assert!(
+        footer[0].starts_with("#[Mean    =       22.000, StdDeviation   ="),
+        "{}",
+        footer[0]
+    );
+    assert!(
+        footer[1].starts_with("#[Max     =      100.031, Total count    =            5]"),
+        "{}",
+        footer[1]
+    );
+    assert!(
+        footer[2].ends_with("SubBuckets     =         2048]"),
+        "{}",
+        footer[2]
+    );
+    let last_row = lines[lines.len() - 4];
+    assert_eq!(
+        last_row.split_whitespace().count(),
+        3,
+        "the 100% row has no 1/(1-p): {last_row}"
+    );
+    assert!(hgrm::parse("not a histogram").is_err());
+    assert_eq!(hgrm::parse(&hgrm::render(&histogram()))?, Vec::new());
+    Ok(())
+}
+
+#[test]
+fn compare_writes_its_files_and_tells_both_runs_apart() -> TestResult {
+    let root = scratch("compare")?;
+    let (a_dir, b_dir, out) = (root.join("before"), root.join("after"), root.join("out"));
+    for (dir, run) in [(&a_dir, webhook_run(7, 1.0)), (&b_dir, webhook_run(8, 2.0))] {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("summary.json"), serde_json::to_string(&run)?)?;
+    }
+    let report = compare::compare(&a_dir, &b_dir, &out)?;
+    assert_png(&out.join("compare.png"), 20_000)?;
+    assert_eq!(report.png, out.join("compare.png"));
+    let page = std::fs::read_to_string(out.join("compare.html"))?;
+    assert!(page.contains("compare.png") && page.contains("before") && page.contains("after"));
+    for needle in [
+        "before",
+        "after",
+        "load webhooks",
+        "load accounts",
+        "p99.9 ms",
+        "error rate",
+    ] {
+        assert!(
+            report.table.contains(needle),
+            "the table does not mention {needle}:\n{}",
+            report.table
+        );
+    }
+    assert_eq!(report.routes.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn compare_names_the_folder_without_a_summary() -> TestResult {
+    let root = scratch("compare-missing")?;
+    let (a_dir, b_dir) = (root.join("a"), root.join("b"));
+    std::fs::create_dir_all(&a_dir)?;
+    std::fs::create_dir_all(&b_dir)?;
+    std::fs::write(
+        a_dir.join("summary.json"),
+        serde_json::to_string(&webhook_run(9, 1.0))?,
+    )?;
+    let missing = compare::compare(&a_dir, &b_dir, &root.join("out"))
+        .err()
+        .ok_or("compare did not fail")?;
+    assert!(
+        missing.to_string().contains(&b_dir.display().to_string()),
+        "{missing}"
+    );
+    std::fs::write(b_dir.join("summary.json"), "{\"scenario\": 3}")?;
+    let malformed = compare::compare(&a_dir, &b_dir, &root.join("out"))
+        .err()
+        .ok_or("compare did not fail")?;
+    assert!(
+        malformed.to_string().contains("summary.json"),
+        "{malformed}"
+    );
+    Ok(())
+}
