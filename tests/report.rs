@@ -197,7 +197,7 @@ fn instances(extra: usize) -> BTreeMap<String, InstanceSummary> {
     for i in 0..4 {
         out.insert(
             format!("service.webhook[{i}]"),
-            instance(16, 0.25, i == 1, false),
+            instance(16, 0.22 + f64::from(i) * 0.04, i == 1, false),
         );
     }
     out.insert("service.db[0]".to_string(), instance(64, 0.2, false, false));
@@ -580,6 +580,7 @@ fn compare_writes_its_files_and_tells_both_runs_apart() -> TestResult {
         std::fs::write(dir.join("summary.json"), serde_json::to_string(&run)?)?;
     }
     let report = compare::compare(&a_dir, &b_dir, &out)?;
+    println!("{}", report.table);
     assert_png(&out.join("compare.png"), 20_000)?;
     assert_eq!(report.png, out.join("compare.png"));
     let page = std::fs::read_to_string(out.join("compare.html"))?;

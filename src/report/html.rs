@@ -22,7 +22,7 @@ th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .pass{color:#176f2c;font-weight:bold}.fail{color:#b00020;font-weight:bold}\
 .badge{display:inline-block;padding:.1em .6em;border-radius:.3em;color:#fff;font-size:.8em;\
 vertical-align:middle}.badge.pass{background:#2e7d32;color:#fff}.badge.fail{background:#c62828;color:#fff}\
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}\
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}\
 code{background:#f5f5f5;padding:0 .2em}.muted{color:#666}";
 
 /// `text` with `&`, `<`, `>`, `"` and `'` escaped, safe in element text and quoted attributes.

@@ -10,6 +10,7 @@
 //! font library is needed; the font is registered once, before the first plot. Every plot is
 //! 1200x700 and carries the scenario's name in its title; empty data gives a valid PNG with a note.
 
+mod axis;
 mod canvas;
 mod distribution;
 mod instances;

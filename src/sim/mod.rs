@@ -105,6 +105,18 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
             l.name
         )));
     }
+    for a in &scenario.assertions {
+        if let crate::scenario::Metric::Check(name) = &a.metric {
+            if !crate::report::summary::CHECK_NAMES.contains(&name.as_str()) {
+                return Err(RunError::Unsupported(format!(
+                    "assertion {:?} names the check {name:?}, which this version does not compute; \
+                     known checks: {}",
+                    a.text,
+                    crate::report::summary::CHECK_NAMES.join(", ")
+                )));
+            }
+        }
+    }
     let placements = world::place(scenario);
     let recorder = Recorder::new(RecorderConfig {
         run: scenario.duration,

@@ -48,6 +48,10 @@ fn broken_files_exit_2_with_a_location_and_never_panic() {
             assert!(!t.contains("panicked"), "{cmd} {name} panicked: {t}");
         }
     }
+    let unknown_check = write(&dir, "unknown-check.toml", &crate::support::one_service("[[assert]]\nthat = \"lost_writes == 0\""));
+    let out = windtunnel(&["run", &unknown_check, "--out", &dir.join("uc").display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("known checks: orphaned_work"), "{}", text(&out));
     let missing = windtunnel(&["run", "/no/such/file.toml"]);
     assert_eq!(missing.status.code(), Some(2));
     let bad_args = windtunnel(&["run", "--seed", "minus-one", "x.toml"]);

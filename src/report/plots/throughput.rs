@@ -131,7 +131,8 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     )?;
     canvas::shade_faults(&mut chart, &summary.faults, &x, &y)?;
     let half = summary.bucket_seconds / 2.0;
-    for o in &outcomes {
+    // Offered load last: its dashes stay visible where everything offered came back ok.
+    for o in outcomes.iter().skip(1).chain(outcomes.first()) {
         let points: Vec<(f64, f64)> = o
             .rates
             .iter()
