@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use windtunnel::framework::{
-    Call, Client, ClientConfig, Context, Endpoint, Event, EventSink, Listen, NullSink, Registry, Server, ServiceConfig,
+    Call, Client, ClientConfig, Context, Endpoint, Event, EventSink, Listen, NullSink, Registry,
+    Server, ServiceConfig,
 };
 use windtunnel::transport::{TcpTransport, Turmoil};
 
@@ -94,8 +95,15 @@ fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
         let (reg, ev) = (reg.clone(), ev.clone());
         async move {
             let server = Server::with(ServiceConfig::new("svc.echo", "echo"), ev, Some(reg));
-            server.add_endpoints([Endpoint::raw("echo", |_ctx, body: Bytes| async move { Ok(body) })]);
-            server.run(Arc::new(TcpTransport::<Turmoil>::default()), &Listen::host("server", 9000)).await?;
+            server.add_endpoints([Endpoint::raw("echo", |_ctx, body: Bytes| async move {
+                Ok(body)
+            })]);
+            server
+                .run(
+                    Arc::new(TcpTransport::<Turmoil>::default()),
+                    &Listen::host("server", 9000),
+                )
+                .await?;
             Ok(())
         }
     });
@@ -103,7 +111,12 @@ fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
     let c = count.clone();
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let client = Client::with_events(ClientConfig::new("bench"), Arc::new(TcpTransport::<Turmoil>::default()), registry, events);
+        let client = Client::with_events(
+            ClientConfig::new("bench"),
+            Arc::new(TcpTransport::<Turmoil>::default()),
+            registry,
+            events,
+        );
         let mut tasks = Vec::new();
         for _ in 0..CALLERS {
             let (c, client) = (c.clone(), client.clone());
@@ -111,7 +124,9 @@ fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
                 let end = tokio::time::Instant::now() + Duration::from_secs(sim_secs);
                 let ctx = Context::background();
                 while tokio::time::Instant::now() < end {
-                    let call = Call::new("svc.echo", "echo").bytes(Bytes::from_static(&BODY)).timeout(Duration::from_secs(1));
+                    let call = Call::new("svc.echo", "echo")
+                        .bytes(Bytes::from_static(&BODY))
+                        .timeout(Duration::from_secs(1));
                     client.send(&ctx, call).await?;
                     c.set(c.get() + 1);
                 }

@@ -18,8 +18,8 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::framework::{Call, Client, Context};
 use crate::framework::ids;
+use crate::framework::{Call, Client, Context};
 use crate::metrics::{Outcome, Recorder};
 use crate::scenario::{Arrival, Load, LoadTarget};
 
@@ -36,7 +36,9 @@ impl RunClock {
     /// The clock of the current turmoil host.
     pub fn current() -> RunClock {
         let since_start = turmoil::sim_elapsed().unwrap_or_default();
-        RunClock { zero: Instant::now() - since_start }
+        RunClock {
+            zero: Instant::now() - since_start,
+        }
     }
 
     /// Time since the start of the run.
@@ -104,19 +106,30 @@ impl Generator {
             if t >= self.load.stop {
                 break;
             }
-            if self.load.rate_at(t.saturating_sub(self.load.start)).as_per_second() <= 0.0 {
+            if self
+                .load
+                .rate_at(t.saturating_sub(self.load.start))
+                .as_per_second()
+                <= 0.0
+            {
                 continue;
             }
             tokio::time::sleep_until(clock.at(t)).await;
             let late = clock.now() > t + deadline;
             if late || inflight.load(Ordering::Relaxed) >= MAX_INFLIGHT {
-                self.recorder.record_load(&name, t, t, Outcome::Dropped, deadline);
+                self.recorder
+                    .record_load(&name, t, t, Outcome::Dropped, deadline);
                 continue;
             }
-            let call = Call::new(target.service.as_str(), target.endpoint.as_str()).bytes(body.clone());
+            let call =
+                Call::new(target.service.as_str(), target.endpoint.as_str()).bytes(body.clone());
             let ctx = Context::background().with_deadline(clock.at(t + deadline));
-            let (client, recorder, name, inflight) =
-                (self.client.clone(), self.recorder.clone(), name.clone(), inflight.clone());
+            let (client, recorder, name, inflight) = (
+                self.client.clone(),
+                self.recorder.clone(),
+                name.clone(),
+                inflight.clone(),
+            );
             inflight.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(async move {
                 let result = client.send(&ctx, call).await;

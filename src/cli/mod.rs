@@ -72,7 +72,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     ExitCode::from(match args.command {
-        Command::Run { file, seed, out, quiet } => run(&file, seed, out, quiet),
+        Command::Run {
+            file,
+            seed,
+            out,
+            quiet,
+        } => run(&file, seed, out, quiet),
         Command::Check { files } => check(&files),
         Command::List { dir } => list(&dir),
         Command::Compare { a, b, out } => compare(&a, &b, out),
@@ -110,7 +115,15 @@ fn check(files: &[PathBuf]) -> u8 {
     let mut worst = EXIT_OK;
     for f in files {
         match load(f) {
-            Ok(s) => println!("{}: ok ({}, {} services, {} loads, {} faults, {} assertions)", f.display(), s.name, s.services.len(), s.loads.len(), s.faults.len(), s.assertions.len()),
+            Ok(s) => println!(
+                "{}: ok ({}, {} services, {} loads, {} faults, {} assertions)",
+                f.display(),
+                s.name,
+                s.services.len(),
+                s.loads.len(),
+                s.faults.len(),
+                s.assertions.len()
+            ),
             Err(code) => worst = worst.max(code),
         }
     }
@@ -135,7 +148,11 @@ fn list(dir: &Path) -> u8 {
         match scenario::load_file(&f, &NoBuiltins) {
             Ok(s) => println!("{:<40} {}", f.display(), s.description),
             Err(e) => {
-                println!("{:<40} INVALID: {}", f.display(), e.to_string().lines().next().unwrap_or(""));
+                println!(
+                    "{:<40} INVALID: {}",
+                    f.display(),
+                    e.to_string().lines().next().unwrap_or("")
+                );
                 worst = EXIT_INVALID;
             }
         }

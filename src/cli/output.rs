@@ -35,8 +35,10 @@ impl Bar {
         let bar = show.then(|| {
             let b = indicatif::ProgressBar::new(total.as_secs().max(1));
             b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} simulated {pos}/{len} s [{bar:40}] {elapsed} wall")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} simulated {pos}/{len} s [{bar:40}] {elapsed} wall",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             b
         });
@@ -61,18 +63,29 @@ impl Drop for Bar {
 }
 
 /// Runs `scenario`, writes its report into `out`, prints the terminal summary.
-pub fn run_and_report(scenario: &Scenario, out: &Path, quiet: bool) -> Result<Summary, ReportError> {
+pub fn run_and_report(
+    scenario: &Scenario,
+    out: &Path,
+    quiet: bool,
+) -> Result<Summary, ReportError> {
     if !quiet {
-        eprintln!("running {} (seed {}, {} s simulated)", scenario.name, scenario.seed, scenario.duration.as_secs_f64());
+        eprintln!(
+            "running {} (seed {}, {} s simulated)",
+            scenario.name,
+            scenario.seed,
+            scenario.duration.as_secs_f64()
+        );
     }
     let output = {
         let mut bar = Bar::new(scenario.duration, quiet);
         sim::run(scenario, &mut bar)?
     };
     let summary = summary::build(scenario, &output.measurements, output.wall);
-    crate::report::write_report(&summary, &output.measurements, out).map_err(|source| ReportError::Write {
-        dir: out.display().to_string(),
-        source,
+    crate::report::write_report(&summary, &output.measurements, out).map_err(|source| {
+        ReportError::Write {
+            dir: out.display().to_string(),
+            source,
+        }
     })?;
     print_summary(&summary, out, quiet);
     Ok(summary)
@@ -92,7 +105,11 @@ fn print_summary(s: &Summary, out: &Path, quiet: bool) {
                 r.ok,
                 r.dropped,
                 r.errors.values().sum::<u64>(),
-                if errors.is_empty() { String::new() } else { format!(" ({})", errors.join(", ")) }
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", errors.join(", "))
+                }
             );
             let l = &r.latency_ms;
             println!(

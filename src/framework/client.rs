@@ -158,7 +158,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("name", &self.inner.name).finish()
+        f.debug_struct("Client")
+            .field("name", &self.inner.name)
+            .finish()
     }
 }
 
@@ -168,7 +170,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Client {
     /// A client that reports nothing.
-    pub fn new(config: ClientConfig, transport: Arc<dyn Transport>, registry: Arc<Registry>) -> Client {
+    pub fn new(
+        config: ClientConfig,
+        transport: Arc<dyn Transport>,
+        registry: Arc<Registry>,
+    ) -> Client {
         Client::with_events(config, transport, registry, Arc::new(NullSink))
     }
 
@@ -215,7 +221,11 @@ impl Client {
 
     /// Appends a client middleware (innermost).
     pub fn add_middleware(&self, mw: Arc<dyn ClientMiddleware>) {
-        let mut guard = self.inner.middleware.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .inner
+            .middleware
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let mut v = guard.to_vec();
         v.push(mw);
         *guard = Arc::from(v);
@@ -262,7 +272,10 @@ impl Client {
         let all = self.inner.registry.instances(&call.service);
         if let Some(id) = &call.instance {
             return all.into_iter().find(|i| i.id == *id).ok_or_else(|| {
-                Error::unavailable("no_instance", format!("{} has no instance {id}", call.service))
+                Error::unavailable(
+                    "no_instance",
+                    format!("{} has no instance {id}", call.service),
+                )
             });
         }
         let mut candidates = all;
@@ -283,7 +296,13 @@ impl Client {
                 format!("no reachable instance of {}", call.service),
             ));
         }
-        let balance = self.inner.config.balance.get(&*call.service).copied().unwrap_or_default();
+        let balance = self
+            .inner
+            .config
+            .balance
+            .get(&*call.service)
+            .copied()
+            .unwrap_or_default();
         let idx = match balance {
             Balance::RoundRobin => {
                 let mut rr = lock(&self.inner.round_robin);
@@ -323,10 +342,18 @@ impl Client {
 
     /// Calls in flight from this client to `instance`.
     pub fn inflight(&self, instance: &str) -> usize {
-        lock(&self.inner.inflight).get(instance).copied().unwrap_or(0)
+        lock(&self.inner.inflight)
+            .get(instance)
+            .copied()
+            .unwrap_or(0)
     }
 
-    async fn send_to(&self, ctx: &Context, call: &Call, instance: &InstanceInfo) -> Result<Reply, Error> {
+    async fn send_to(
+        &self,
+        ctx: &Context,
+        call: &Call,
+        instance: &InstanceInfo,
+    ) -> Result<Reply, Error> {
         let headers = self.headers(ctx);
         let mut guard = CallGuard::new(self, ctx, call, instance, &headers);
         guard.emit(EventKind::CallSent);
@@ -363,8 +390,15 @@ impl Client {
                 })
             })
         };
-        let chain = self.inner.middleware.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let result = ClientNext::new(&chain, &end).run(ctx.clone(), outbound).await;
+        let chain = self
+            .inner
+            .middleware
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let result = ClientNext::new(&chain, &end)
+            .run(ctx.clone(), outbound)
+            .await;
         let local = *lock(&local);
         guard.finish(&result, local);
         result.map(|body| Reply {
@@ -375,7 +409,11 @@ impl Client {
 
     fn headers(&self, ctx: &Context) -> Headers {
         let (parent_request_id, parent_span_id, origin_endpoint) = match ctx.request() {
-            Some(r) => (Some(r.request_id), Some(r.span_id), Some(r.endpoint.clone())),
+            Some(r) => (
+                Some(r.request_id),
+                Some(r.span_id),
+                Some(r.endpoint.clone()),
+            ),
             None => (None, None, None),
         };
         let origin_service = match ctx.request() {
@@ -412,8 +450,16 @@ struct CallGuard<'a> {
 }
 
 impl<'a> CallGuard<'a> {
-    fn new(client: &'a Client, ctx: &Context, call: &Call, instance: &InstanceInfo, h: &Headers) -> CallGuard<'a> {
-        *lock(&client.inner.inflight).entry(instance.id.clone()).or_insert(0) += 1;
+    fn new(
+        client: &'a Client,
+        ctx: &Context,
+        call: &Call,
+        instance: &InstanceInfo,
+        h: &Headers,
+    ) -> CallGuard<'a> {
+        *lock(&client.inner.inflight)
+            .entry(instance.id.clone())
+            .or_insert(0) += 1;
         let now = client.inner.transport.elapsed();
         CallGuard {
             client,

@@ -94,7 +94,9 @@ impl Context {
             ..(*self.inner).clone()
         };
         f(&mut inner);
-        Context { inner: Arc::new(inner) }
+        Context {
+            inner: Arc::new(inner),
+        }
     }
 
     /// A child that expires `timeout` from now, or at this context's deadline if sooner.

@@ -151,7 +151,8 @@ impl Error {
     /// Whether the code is `prefix` or starts with `prefix.`.
     pub fn matches(&self, prefix: &str) -> bool {
         self.code == prefix
-            || (self.code.starts_with(prefix) && self.code.as_bytes().get(prefix.len()) == Some(&b'.'))
+            || (self.code.starts_with(prefix)
+                && self.code.as_bytes().get(prefix.len()) == Some(&b'.'))
     }
 
     /// The human-readable message.

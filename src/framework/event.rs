@@ -70,7 +70,9 @@ impl EventKind {
     /// The error code the event carries, if any.
     pub fn error_code(&self) -> Option<&str> {
         match self {
-            EventKind::CallAnswered { error } | EventKind::HandlerEnded { error } => error.as_deref(),
+            EventKind::CallAnswered { error } | EventKind::HandlerEnded { error } => {
+                error.as_deref()
+            }
             EventKind::CallAbandoned { reason } => Some(reason),
             _ => None,
         }
@@ -144,12 +146,18 @@ impl MemorySink {
 
     /// A copy of everything recorded so far, in order.
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 impl EventSink for MemorySink {
     fn emit(&self, event: Event) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
     }
 }

@@ -91,7 +91,12 @@ impl Fanout {
     pub async fn execute(self, ctx: &Context) -> FanoutResult {
         let n = self.calls.len();
         let mut results: Vec<Result<Reply, Error>> = (0..n)
-            .map(|_| Err(Error::cancelled("fanout_decided", "the fanout was decided without this call")))
+            .map(|_| {
+                Err(Error::cancelled(
+                    "fanout_decided",
+                    "the fanout was decided without this call",
+                ))
+            })
             .collect();
         let client = &self.client;
         let mut pending: FuturesUnordered<_> = self
@@ -127,7 +132,13 @@ struct Decision {
 
 impl Decision {
     fn new(policy: FanoutPolicy, n: usize) -> Decision {
-        Decision { policy, n, ok: 0, failed: 0, first_error: None }
+        Decision {
+            policy,
+            n,
+            ok: 0,
+            failed: 0,
+            first_error: None,
+        }
     }
 
     /// Records one result; returns the outcome once it is decided.
@@ -170,7 +181,11 @@ impl Decision {
         match self.policy {
             FanoutPolicy::All | FanoutPolicy::FailFast if self.failed == 0 => Ok(()),
             FanoutPolicy::All | FanoutPolicy::FailFast => Err(self.error()),
-            FanoutPolicy::FirstSuccess | FanoutPolicy::FirstReply | FanoutPolicy::Quorum(_) if self.n == 0 => Ok(()),
+            FanoutPolicy::FirstSuccess | FanoutPolicy::FirstReply | FanoutPolicy::Quorum(_)
+                if self.n == 0 =>
+            {
+                Ok(())
+            }
             _ => Err(self.error()),
         }
     }

@@ -28,7 +28,12 @@ pub struct ServerRequest {
 /// Wraps the handling of every request a server receives.
 pub trait ServerMiddleware: Send + Sync + 'static {
     /// Handles `req`, usually by calling `next.run(ctx, req)`.
-    fn handle<'a>(&'a self, ctx: Context, req: ServerRequest, next: ServerNext<'a>) -> BoxFuture<'a, Result<Bytes, Error>>;
+    fn handle<'a>(
+        &'a self,
+        ctx: Context,
+        req: ServerRequest,
+        next: ServerNext<'a>,
+    ) -> BoxFuture<'a, Result<Bytes, Error>>;
 }
 
 /// The rest of the server chain.
@@ -46,7 +51,14 @@ impl<'a> ServerNext<'a> {
     /// Runs the next middleware, or the handler after the last one.
     pub fn run(self, ctx: Context, req: ServerRequest) -> BoxFuture<'a, Result<Bytes, Error>> {
         match self.chain.split_first() {
-            Some((first, rest)) => first.handle(ctx, req, ServerNext { chain: rest, endpoint: self.endpoint }),
+            Some((first, rest)) => first.handle(
+                ctx,
+                req,
+                ServerNext {
+                    chain: rest,
+                    endpoint: self.endpoint,
+                },
+            ),
             None => self.endpoint.invoke(ctx, req.body),
         }
     }
@@ -70,7 +82,12 @@ pub struct OutboundCall {
 /// Wraps every call a client makes.
 pub trait ClientMiddleware: Send + Sync + 'static {
     /// Makes `call`, usually by calling `next.run(ctx, call)`.
-    fn call<'a>(&'a self, ctx: Context, call: OutboundCall, next: ClientNext<'a>) -> BoxFuture<'a, Result<Bytes, Error>>;
+    fn call<'a>(
+        &'a self,
+        ctx: Context,
+        call: OutboundCall,
+        next: ClientNext<'a>,
+    ) -> BoxFuture<'a, Result<Bytes, Error>>;
 }
 
 /// The rest of the client chain; its end is the transport.
@@ -82,7 +99,9 @@ pub struct ClientNext<'a> {
 impl<'a> ClientNext<'a> {
     pub(crate) fn new(
         chain: &'a [Arc<dyn ClientMiddleware>],
-        end: &'a (dyn Fn(Context, OutboundCall) -> BoxFuture<'a, Result<Bytes, Error>> + Send + Sync),
+        end: &'a (dyn Fn(Context, OutboundCall) -> BoxFuture<'a, Result<Bytes, Error>>
+                 + Send
+                 + Sync),
     ) -> Self {
         ClientNext { chain, end }
     }
@@ -90,7 +109,14 @@ impl<'a> ClientNext<'a> {
     /// Runs the next middleware, or the transport after the last one.
     pub fn run(self, ctx: Context, call: OutboundCall) -> BoxFuture<'a, Result<Bytes, Error>> {
         match self.chain.split_first() {
-            Some((first, rest)) => first.call(ctx, call, ClientNext { chain: rest, end: self.end }),
+            Some((first, rest)) => first.call(
+                ctx,
+                call,
+                ClientNext {
+                    chain: rest,
+                    end: self.end,
+                },
+            ),
             None => (self.end)(ctx, call),
         }
     }

@@ -73,7 +73,10 @@ pub struct Listen {
 impl Listen {
     /// Bind `addr` and advertise what was bound (real network; port 0 picks a free port).
     pub fn on(addr: &str) -> Listen {
-        Listen { bind: addr.to_string(), advertise: None }
+        Listen {
+            bind: addr.to_string(),
+            advertise: None,
+        }
     }
 
     /// Inside turmoil: bind every address of the host on `port`, advertise `host:port`.
@@ -130,7 +133,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("instance", &self.inner.instance).finish()
+        f.debug_struct("Server")
+            .field("instance", &self.inner.instance)
+            .finish()
     }
 }
 
@@ -149,7 +154,11 @@ impl Server {
     }
 
     /// A server that reports to `events` and, when started, registers in `registry`.
-    pub fn with(config: ServiceConfig, events: Arc<dyn EventSink>, registry: Option<Arc<Registry>>) -> Server {
+    pub fn with(
+        config: ServiceConfig,
+        events: Arc<dyn EventSink>,
+        registry: Option<Arc<Registry>>,
+    ) -> Server {
         let instance = config
             .instance
             .clone()
@@ -235,7 +244,11 @@ impl Server {
     }
 
     /// Starts listening and serving; returns the advertised address once the listener is bound.
-    pub async fn start(&self, transport: Arc<dyn Transport>, listen: &Listen) -> Result<String, StartError> {
+    pub async fn start(
+        &self,
+        transport: Arc<dyn Transport>,
+        listen: &Listen,
+    ) -> Result<String, StartError> {
         let (tx, rx) = mpsc::channel(self.inner.config.inbound_buffer.max(1));
         if lock(&self.inner.running).is_some() {
             return Err(StartError::AlreadyRunning(self.inner.instance.to_string()));
@@ -267,9 +280,15 @@ impl Server {
     }
 
     /// Starts, then serves until [`Server::stop`] completes.
-    pub async fn run(&self, transport: Arc<dyn Transport>, listen: &Listen) -> Result<(), StartError> {
+    pub async fn run(
+        &self,
+        transport: Arc<dyn Transport>,
+        listen: &Listen,
+    ) -> Result<(), StartError> {
         self.start(transport, listen).await?;
-        let stopped = lock(&self.inner.running).as_ref().map(|r| r.stopped.clone());
+        let stopped = lock(&self.inner.running)
+            .as_ref()
+            .map(|r| r.stopped.clone());
         if let Some(stopped) = stopped {
             stopped.cancelled().await;
         }
@@ -321,8 +340,10 @@ impl Dispatch {
                 _ = self.abort.cancelled() => break,
             };
             if self.draining.is_cancelled() {
-                self.transport
-                    .respond(&inbound.responder, Err(Error::unavailable("stopping", "server is stopping")));
+                self.transport.respond(
+                    &inbound.responder,
+                    Err(Error::unavailable("stopping", "server is stopping")),
+                );
                 continue;
             }
             let task = RequestTask {
@@ -413,7 +434,9 @@ struct RequestTask {
 impl RequestTask {
     fn emit(&self, kind: EventKind) {
         if self.inner.events.enabled() {
-            self.inner.events.emit(self.ev.event(self.transport.elapsed(), kind));
+            self.inner
+                .events
+                .emit(self.ev.event(self.transport.elapsed(), kind));
         }
     }
 
@@ -430,8 +453,14 @@ impl RequestTask {
             .headers
             .deadline_remaining
             .map(|d| Instant::now() + d);
-        let Some(endpoint) = read(&self.inner.endpoints).get(&*self.inbound.request.endpoint).cloned() else {
-            let msg = format!("{} has no endpoint {:?}", self.inner.name, self.inbound.request.endpoint);
+        let Some(endpoint) = read(&self.inner.endpoints)
+            .get(&*self.inbound.request.endpoint)
+            .cloned()
+        else {
+            let msg = format!(
+                "{} has no endpoint {:?}",
+                self.inner.name, self.inbound.request.endpoint
+            );
             self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
             return;
         };
@@ -457,7 +486,8 @@ impl RequestTask {
             body: self.inbound.request.body.clone(),
         };
         let chain = read(&self.inner.middleware).clone();
-        let handler = AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
+        let handler =
+            AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
         let result = tokio::select! {
             r = handler => r.unwrap_or_else(|panic| Err(panic_error(panic))),
             _ = self.inbound.cancel.cancelled() => {

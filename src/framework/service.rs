@@ -17,7 +17,8 @@ use crate::framework::context::Context;
 use crate::framework::error::Error;
 use crate::transport::BoxFuture;
 
-type ErasedHandler = dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, Error>> + Send + Sync;
+type ErasedHandler =
+    dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, Error>> + Send + Sync;
 
 /// A named operation of a service.
 #[derive(Clone)]

@@ -117,7 +117,13 @@ impl Recorder {
             .map(|(id, workers)| {
                 let track = InstanceTrack {
                     workers: *workers,
-                    buckets: vec![InstanceBucket { up: true, ..InstanceBucket::default() }; buckets],
+                    buckets: vec![
+                        InstanceBucket {
+                            up: true,
+                            ..InstanceBucket::default()
+                        };
+                        buckets
+                    ],
                     inflight: 0,
                     queued: 0,
                     busy: 0,
@@ -152,7 +158,14 @@ impl Recorder {
     }
 
     /// Records one load request: intended start, when it ended, and how.
-    pub fn record_load(&self, load: &str, start: Duration, end: Duration, outcome: Outcome, deadline: Duration) {
+    pub fn record_load(
+        &self,
+        load: &str,
+        start: Duration,
+        end: Duration,
+        outcome: Outcome,
+        deadline: Duration,
+    ) {
         let mut s = self.state();
         s.fingerprint.write(load.as_bytes());
         s.fingerprint.write_u64(nanos(start));
@@ -196,7 +209,11 @@ impl Recorder {
         let width = s.bucket_width;
         let allowance = s.hop_allowance;
         // Handlers still running at the end whose callers gave up count as orphaned until now.
-        let running: Vec<(u64, Option<Duration>)> = s.server.iter().map(|(span, r)| (*span, r.started)).collect();
+        let running: Vec<(u64, Option<Duration>)> = s
+            .server
+            .iter()
+            .map(|(span, r)| (*span, r.started))
+            .collect();
         for (span, started) in running {
             if let (Some(started), Some(gave_up)) = (started, s.abandoned.get(&span).copied()) {
                 orphan(&mut s.checks, started, gave_up + allowance, end);
@@ -249,7 +266,9 @@ fn bucket_count(run: Duration, width: Duration) -> usize {
 
 fn bucket_index(at: Duration, width: Duration, buckets: usize) -> usize {
     let i = at.as_nanos() / width.as_nanos().max(1);
-    usize::try_from(i).unwrap_or(usize::MAX).min(buckets.saturating_sub(1))
+    usize::try_from(i)
+        .unwrap_or(usize::MAX)
+        .min(buckets.saturating_sub(1))
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -271,7 +290,11 @@ fn accumulate_busy(track: &mut InstanceTrack, now: Duration, width: Duration) {
     if track.busy > 0 {
         while t < now {
             let i = bucket_index(t, width, n);
-            let bucket_end = if i + 1 == n { now } else { width * (i as u32 + 1) };
+            let bucket_end = if i + 1 == n {
+                now
+            } else {
+                width * (i as u32 + 1)
+            };
             let until = bucket_end.min(now);
             track.buckets[i].busy_ns += (until - t).as_nanos() * u128::from(track.busy);
             if until <= t {
@@ -313,7 +336,13 @@ impl State {
         self.track_with(instance, at, true, f);
     }
 
-    fn track_with(&mut self, instance: &str, at: Duration, update_max: bool, f: impl FnOnce(&mut InstanceTrack)) {
+    fn track_with(
+        &mut self,
+        instance: &str,
+        at: Duration,
+        update_max: bool,
+        f: impl FnOnce(&mut InstanceTrack),
+    ) {
         let width = self.bucket_width;
         if let Some(track) = self.instances.get_mut(instance) {
             accumulate_busy(track, at, width);
@@ -368,7 +397,8 @@ impl State {
         self.abandon_sweep = now;
         let horizon = now.saturating_sub(ABANDON_HORIZON);
         let server = &self.server;
-        self.abandoned.retain(|span, at| *at >= horizon || server.contains_key(span));
+        self.abandoned
+            .retain(|span, at| *at >= horizon || server.contains_key(span));
     }
 
     fn apply(&mut self, e: &Event) {
@@ -378,7 +408,9 @@ impl State {
                 self.calls.insert(e.span_id.0, (e.at, name));
             }
             EventKind::CallAnswered { error } => {
-                let outcome = error.as_ref().map_or(Outcome::Ok, |c| Outcome::Error(c.to_string()));
+                let outcome = error
+                    .as_ref()
+                    .map_or(Outcome::Ok, |c| Outcome::Error(c.to_string()));
                 self.call_ended(e, outcome);
             }
             EventKind::CallAbandoned { reason } => {
@@ -389,10 +421,17 @@ impl State {
             EventKind::RequestReceived => {
                 // A server starts a handler in the same poll when a worker is free, so a
                 // request waits exactly when every worker is busy as it arrives.
-                let waiting = self.instances.get(&e.instance).is_some_and(|t| t.busy >= t.workers);
+                let waiting = self
+                    .instances
+                    .get(&e.instance)
+                    .is_some_and(|t| t.busy >= t.workers);
                 self.server.insert(
                     e.span_id.0,
-                    ServerRequest { instance: e.instance.clone(), started: None, waiting },
+                    ServerRequest {
+                        instance: e.instance.clone(),
+                        started: None,
+                        waiting,
+                    },
                 );
                 self.track_with(&e.instance, e.at, false, |t| {
                     t.inflight += 1;
@@ -442,7 +481,13 @@ mod tests {
     use super::*;
     use crate::framework::ids::{RequestId, SpanId, TraceId};
 
-    fn ev(at_ms: u64, kind: EventKind, instance: &str, span: u64, deadline_ms: Option<u64>) -> Event {
+    fn ev(
+        at_ms: u64,
+        kind: EventKind,
+        instance: &str,
+        span: u64,
+        deadline_ms: Option<u64>,
+    ) -> Event {
         Event {
             at: Duration::from_millis(at_ms),
             kind,
@@ -474,15 +519,49 @@ mod tests {
         r.emit(ev(0, EventKind::CallSent, "client", 7, Some(100)));
         r.emit(ev(1, EventKind::RequestReceived, "svc.a[0]", 7, Some(100)));
         r.emit(ev(1, EventKind::HandlerStarted, "svc.a[0]", 7, Some(100)));
-        r.emit(ev(100, EventKind::CallAbandoned { reason: "timeout".into() }, "client", 7, Some(100)));
+        r.emit(ev(
+            100,
+            EventKind::CallAbandoned {
+                reason: "timeout".into(),
+            },
+            "client",
+            7,
+            Some(100),
+        ));
         // Dropped 3 ms after the caller gave up: within the 5 ms hop allowance.
-        r.emit(ev(103, EventKind::HandlerCancelled, "svc.a[0]", 7, Some(100)));
+        r.emit(ev(
+            103,
+            EventKind::HandlerCancelled,
+            "svc.a[0]",
+            7,
+            Some(100),
+        ));
         // A second call whose handler runs on 400 ms after its caller gave up.
         r.emit(ev(200, EventKind::CallSent, "client", 8, Some(300)));
-        r.emit(ev(201, EventKind::RequestReceived, "svc.a[0]", 8, Some(300)));
+        r.emit(ev(
+            201,
+            EventKind::RequestReceived,
+            "svc.a[0]",
+            8,
+            Some(300),
+        ));
         r.emit(ev(201, EventKind::HandlerStarted, "svc.a[0]", 8, Some(300)));
-        r.emit(ev(300, EventKind::CallAbandoned { reason: "timeout".into() }, "client", 8, Some(300)));
-        r.emit(ev(700, EventKind::HandlerEnded { error: None }, "svc.a[0]", 8, Some(300)));
+        r.emit(ev(
+            300,
+            EventKind::CallAbandoned {
+                reason: "timeout".into(),
+            },
+            "client",
+            8,
+            Some(300),
+        ));
+        r.emit(ev(
+            700,
+            EventKind::HandlerEnded { error: None },
+            "svc.a[0]",
+            8,
+            Some(300),
+        ));
         let m = r.finish(Duration::from_secs(10));
         assert_eq!(m.checks.orphaned_work, 1);
         assert_eq!(m.checks.orphaned_work_ms, 395);
@@ -493,7 +572,13 @@ mod tests {
         let r = recorder();
         r.emit(ev(0, EventKind::RequestReceived, "svc.a[0]", 9, Some(10)));
         r.emit(ev(20, EventKind::HandlerStarted, "svc.a[0]", 9, Some(10)));
-        r.emit(ev(21, EventKind::HandlerEnded { error: None }, "svc.a[0]", 9, Some(10)));
+        r.emit(ev(
+            21,
+            EventKind::HandlerEnded { error: None },
+            "svc.a[0]",
+            9,
+            Some(10),
+        ));
         let m = r.finish(Duration::from_secs(1));
         assert_eq!(m.checks.late_work, 1);
     }
@@ -506,14 +591,32 @@ mod tests {
         r.emit(ev(500, EventKind::RequestReceived, "svc.a[0]", 2, None));
         r.emit(ev(500, EventKind::HandlerStarted, "svc.a[0]", 2, None));
         r.emit(ev(500, EventKind::RequestReceived, "svc.a[0]", 3, None));
-        r.emit(ev(500, EventKind::HandlerEnded { error: None }, "svc.a[0]", 2, None));
+        r.emit(ev(
+            500,
+            EventKind::HandlerEnded { error: None },
+            "svc.a[0]",
+            2,
+            None,
+        ));
         r.emit(ev(500, EventKind::HandlerCancelled, "svc.a[0]", 3, None));
-        r.emit(ev(1500, EventKind::HandlerEnded { error: None }, "svc.a[0]", 1, None));
+        r.emit(ev(
+            1500,
+            EventKind::HandlerEnded { error: None },
+            "svc.a[0]",
+            1,
+            None,
+        ));
         let m = r.finish(Duration::from_secs(10));
         let t = &m.instances["svc.a[0]"];
         assert_eq!(t.buckets[0].busy_ns, 500_000_000);
         assert_eq!(t.buckets[1].busy_ns, 500_000_000);
-        assert_eq!(t.buckets[0].max_queue, 1, "the third request found both workers busy");
-        assert_eq!(t.buckets[0].max_inflight, 2, "the third was only held at the instant it arrived");
+        assert_eq!(
+            t.buckets[0].max_queue, 1,
+            "the third request found both workers busy"
+        );
+        assert_eq!(
+            t.buckets[0].max_inflight, 2,
+            "the third was only held at the instant it arrived"
+        );
     }
 }

@@ -63,7 +63,9 @@ impl Counts {
 }
 
 fn micros(latency: Duration) -> u64 {
-    u64::try_from(latency.as_micros()).unwrap_or(MAX_MICROS).clamp(1, MAX_MICROS)
+    u64::try_from(latency.as_micros())
+        .unwrap_or(MAX_MICROS)
+        .clamp(1, MAX_MICROS)
 }
 
 fn new_hist(sigfig: u8) -> Histogram<u64> {
@@ -109,7 +111,9 @@ impl Series {
 
     fn index(&self, at: Duration) -> usize {
         let i = at.as_nanos() / self.bucket_width.as_nanos().max(1);
-        usize::try_from(i).unwrap_or(usize::MAX).min(self.buckets.len() - 1)
+        usize::try_from(i)
+            .unwrap_or(usize::MAX)
+            .min(self.buckets.len() - 1)
     }
 
     /// Records one request that started at `start` and ended `latency` later (ignored for
@@ -122,7 +126,10 @@ impl Series {
         if *outcome != Outcome::Dropped {
             let us = micros(latency);
             self.overall.saturating_record(us);
-            bucket.latency.get_or_insert_with(|| new_hist(2)).saturating_record(us);
+            bucket
+                .latency
+                .get_or_insert_with(|| new_hist(2))
+                .saturating_record(us);
         }
     }
 
@@ -173,7 +180,11 @@ impl Series {
                 let _ = latency.add(h);
             }
         }
-        WindowStats { counts, latency, span }
+        WindowStats {
+            counts,
+            latency,
+            span,
+        }
     }
 
     /// Merges another series of the same shape into this one.

@@ -95,7 +95,11 @@ impl TraceStore {
         if events.len() < MAX_EVENTS_PER_TRACE {
             events.push(e.clone());
         }
-        let edge_ended = is_edge && matches!(e.kind, EventKind::CallAnswered { .. } | EventKind::CallAbandoned { .. });
+        let edge_ended = is_edge
+            && matches!(
+                e.kind,
+                EventKind::CallAnswered { .. } | EventKind::CallAbandoned { .. }
+            );
         if edge_ended {
             if let Some(events) = self.building.remove(&trace) {
                 self.decide(trace, &events);
@@ -122,20 +126,30 @@ impl TraceStore {
         };
         if outcome != "ok" && self.failed.len() < KEEP_FAILED {
             self.failed.push(make("failed"));
-        } else if trace % SAMPLE_ONE_IN == 0 && self.sampled.len() < KEEP_SAMPLED {
+        } else if trace.is_multiple_of(SAMPLE_ONE_IN) && self.sampled.len() < KEEP_SAMPLED {
             self.sampled.push(make("sampled"));
         }
-        let slowest_floor = self.slowest.iter().map(|t| t.latency_ms).fold(f64::INFINITY, f64::min);
+        let slowest_floor = self
+            .slowest
+            .iter()
+            .map(|t| t.latency_ms)
+            .fold(f64::INFINITY, f64::min);
         if self.slowest.len() < KEEP_SLOWEST || latency_ms > slowest_floor {
             self.slowest.push(make("slowest"));
-            self.slowest.sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
+            self.slowest
+                .sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
             self.slowest.truncate(KEEP_SLOWEST);
         }
     }
 
     /// The kept traces: slowest first, then failed, then sampled.
     pub fn kept(&self) -> Vec<Trace> {
-        self.slowest.iter().chain(&self.failed).chain(&self.sampled).cloned().collect()
+        self.slowest
+            .iter()
+            .chain(&self.failed)
+            .chain(&self.sampled)
+            .cloned()
+            .collect()
     }
 }
 
@@ -186,7 +200,11 @@ fn spans(events: &[Event]) -> Vec<Span> {
         }
     }
     let mut out: Vec<Span> = by_span.into_values().collect();
-    out.sort_by(|a, b| a.cs_ms.unwrap_or(f64::MAX).total_cmp(&b.cs_ms.unwrap_or(f64::MAX)));
+    out.sort_by(|a, b| {
+        a.cs_ms
+            .unwrap_or(f64::MAX)
+            .total_cmp(&b.cs_ms.unwrap_or(f64::MAX))
+    });
     out
 }
 

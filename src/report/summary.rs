@@ -191,23 +191,24 @@ fn latency_of(h: &Histogram<u64>) -> LatencyMs {
     }
 }
 
-/// Quantiles at 0, 50, 75, 87.5, ... (halving the remainder), as HdrHistogram prints them.
+/// The percentile spectrum as HdrHistogram prints it: five points per halving of the distance to
+/// 100% (0, 10, 20, ... 50, 55, ...), down to the last request, then the maximum.
 fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
     if h.is_empty() {
         return Vec::new();
     }
-    let mut points = Vec::new();
-    let mut q = 0.0f64;
-    let mut gap = 0.5f64;
-    while q < 0.999_999 && points.len() < 64 {
-        points.push(SpectrumPoint {
-            percentile: q * 100.0,
-            value_ms: ms(h.value_at_quantile(q)),
-        });
-        q += gap;
-        gap /= 2.0;
-    }
-    points.push(SpectrumPoint { percentile: 100.0, value_ms: ms(h.max()) });
+    let mut points: Vec<SpectrumPoint> = h
+        .iter_quantiles(5)
+        .map(|v| SpectrumPoint {
+            percentile: v.quantile_iterated_to() * 100.0,
+            value_ms: ms(h.highest_equivalent(v.value_iterated_to())),
+        })
+        .take(200)
+        .collect();
+    points.push(SpectrumPoint {
+        percentile: 100.0,
+        value_ms: ms(h.max()),
+    });
     points
 }
 
@@ -267,7 +268,11 @@ pub fn fault_label(kind: &FaultKind) -> String {
         FaultKind::Slow { target, factor } => format!("slow {target} x{}", factor.value()),
         FaultKind::Latency { target, .. } => format!("latency {target}"),
         FaultKind::Errors { target, rate, code } => {
-            format!("errors {target} {}% {}", rate.value() * 100.0, code.as_str())
+            format!(
+                "errors {target} {}% {}",
+                rate.value() * 100.0,
+                code.as_str()
+            )
         }
         FaultKind::Partition { a, b, oneway } => {
             format!("partition {a} {} {b}", if *oneway { "->" } else { "<->" })
@@ -281,9 +286,16 @@ pub fn fault_label(kind: &FaultKind) -> String {
 /// Builds the summary of a finished run and judges its assertions.
 pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
     let run = m.run;
-    let routes: BTreeMap<String, RouteSummary> =
-        m.loads.iter().map(|(k, s)| (k.clone(), route_summary(s, run))).collect();
-    let endpoints = m.endpoints.iter().map(|(k, s)| (k.clone(), route_summary(s, run))).collect();
+    let routes: BTreeMap<String, RouteSummary> = m
+        .loads
+        .iter()
+        .map(|(k, s)| (k.clone(), route_summary(s, run)))
+        .collect();
+    let endpoints = m
+        .endpoints
+        .iter()
+        .map(|(k, s)| (k.clone(), route_summary(s, run)))
+        .collect();
     let width = m.bucket_width;
     let instances = m
         .instances
@@ -302,12 +314,21 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
                     up: b.up,
                 })
                 .collect();
-            (id.to_string(), InstanceSummary { workers: t.workers, timeline })
+            (
+                id.to_string(),
+                InstanceSummary {
+                    workers: t.workers,
+                    timeline,
+                },
+            )
         })
         .collect();
     let checks = check_values(&m.checks);
-    let assertions: Vec<AssertionResult> =
-        scenario.assertions.iter().map(|a| judge(scenario, m, &checks, a)).collect();
+    let assertions: Vec<AssertionResult> = scenario
+        .assertions
+        .iter()
+        .map(|a| judge(scenario, m, &checks, a))
+        .collect();
     let faults = scenario
         .faults
         .iter()
@@ -368,10 +389,28 @@ fn scoped(scenario: &Scenario, m: &Measurements, scope: &Scope) -> Option<Series
 fn observe(metric: &Metric, w: &WindowStats) -> f64 {
     let c = &w.counts;
     let h = &w.latency;
-    let q = |q: f64| if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(q)) };
+    let q = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            ms(h.value_at_quantile(q))
+        }
+    };
     match metric {
-        Metric::Latency(LatencyStat::Max) => if h.is_empty() { 0.0 } else { ms(h.max()) },
-        Metric::Latency(LatencyStat::Mean) => if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+        Metric::Latency(LatencyStat::Max) => {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.max())
+            }
+        }
+        Metric::Latency(LatencyStat::Mean) => {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.mean() / 1000.0
+            }
+        }
         Metric::Latency(stat) => q(stat.quantile().unwrap_or(0.5)),
         Metric::ErrorRate => rate_of_failure(c.sent, c.ok),
         Metric::Goodput => c.ok as f64 / w.span.as_secs_f64().max(f64::MIN_POSITIVE),
@@ -396,7 +435,12 @@ fn describe_window(w: &Range<Duration>) -> String {
     format!("{}s..{}s", w.start.as_secs_f64(), w.end.as_secs_f64())
 }
 
-fn judge(scenario: &Scenario, m: &Measurements, checks: &BTreeMap<String, u64>, a: &Assertion) -> AssertionResult {
+fn judge(
+    scenario: &Scenario,
+    m: &Measurements,
+    checks: &BTreeMap<String, u64>,
+    a: &Assertion,
+) -> AssertionResult {
     let window = scenario.window_bounds(&a.window);
     let observed = match &a.metric {
         Metric::Check(name) => checks.get(name).map_or(f64::NAN, |v| *v as f64),
@@ -407,7 +451,11 @@ fn judge(scenario: &Scenario, m: &Measurements, checks: &BTreeMap<String, u64>, 
     };
     let passed = a.holds(observed);
     let verdict = if observed.is_nan() {
-        format!("{}: nothing was measured for {}, fails", a.text, describe_scope(&a.scope))
+        format!(
+            "{}: nothing was measured for {}, fails",
+            a.text,
+            describe_scope(&a.scope)
+        )
     } else {
         a.describe(observed)
     };

@@ -21,8 +21,15 @@ use crate::units::Ratio;
 
 #[derive(Debug, Clone)]
 enum Active {
-    Slow { target: Target, factor: f64 },
-    Errors { target: Target, rate: Ratio, code: String },
+    Slow {
+        target: Target,
+        factor: f64,
+    },
+    Errors {
+        target: Target,
+        rate: Ratio,
+        code: String,
+    },
 }
 
 /// The in-instance faults active now, by fault index.
@@ -99,7 +106,12 @@ pub struct InjectErrors {
 }
 
 impl ServerMiddleware for InjectErrors {
-    fn handle<'a>(&'a self, ctx: Context, req: ServerRequest, next: ServerNext<'a>) -> BoxFuture<'a, Result<Bytes, Error>> {
+    fn handle<'a>(
+        &'a self,
+        ctx: Context,
+        req: ServerRequest,
+        next: ServerNext<'a>,
+    ) -> BoxFuture<'a, Result<Bytes, Error>> {
         let injected = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             self.board.injected(&self.party, &mut rng)

@@ -82,7 +82,12 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
 
 /// How long after the last instance of a load may a run go on draining in-flight requests.
 fn drain(scenario: &Scenario) -> Duration {
-    let longest = scenario.loads.iter().map(|l| l.deadline).max().unwrap_or_default();
+    let longest = scenario
+        .loads
+        .iter()
+        .map(|l| l.deadline)
+        .max()
+        .unwrap_or_default();
     longest + Duration::from_secs(1)
 }
 
@@ -90,7 +95,9 @@ fn drain(scenario: &Scenario) -> Duration {
 /// 99.9th percentile of the default latency (sampled from a fixed stream) plus two ticks.
 fn hop_allowance(scenario: &Scenario) -> Duration {
     let mut rng = crate::framework::ids::stream(scenario.seed, "checks/hop");
-    let mut draws: Vec<Duration> = (0..2000).map(|_| scenario.network.latency.sample(&mut rng)).collect();
+    let mut draws: Vec<Duration> = (0..2000)
+        .map(|_| scenario.network.latency.sample(&mut rng))
+        .collect();
     draws.sort();
     let p999 = draws.get(1997).copied().unwrap_or_default();
     p999 + scenario.tick * 2
@@ -98,7 +105,11 @@ fn hop_allowance(scenario: &Scenario) -> Duration {
 
 /// Runs `scenario` (with its own seed) and returns what was measured.
 pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput, RunError> {
-    if let Some(l) = scenario.loads.iter().find(|l| matches!(l.target, LoadTarget::Route(_))) {
+    if let Some(l) = scenario
+        .loads
+        .iter()
+        .find(|l| matches!(l.target, LoadTarget::Route(_)))
+    {
         return Err(RunError::Unsupported(format!(
             "load {} enters through a gateway route; this version has no HTTP gateway yet: \
              send it straight to the endpoint with rpc = \"service.endpoint\"",
@@ -125,7 +136,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
         instances: placements
             .iter()
             .map(|p| {
-                let workers = scenario.services.iter().find(|s| s.name.as_str() == p.service).map_or(1, |s| s.workers);
+                let workers = scenario
+                    .services
+                    .iter()
+                    .find(|s| s.name.as_str() == p.service)
+                    .map_or(1, |s| s.workers);
                 (p.id.clone(), workers)
             })
             .collect(),
@@ -157,7 +172,10 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
     step_loop(&mut sim, &shared, &placements, drain, progress)?;
     let end = sim.elapsed().min(scenario.duration + drain);
     let measurements = recorder.finish(end);
-    Ok(RunOutput { measurements, wall: start.elapsed() })
+    Ok(RunOutput {
+        measurements,
+        wall: start.elapsed(),
+    })
 }
 
 /// Buckets of one second, or wider for long runs so a series never has more than 3,600.
@@ -181,7 +199,13 @@ fn add_node(sim: &mut turmoil::Sim<'_>, shared: &Shared, node: &str, group: Vec<
 }
 
 fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
-    let hosts = shared.scenario.loads.iter().map(|l| l.clients).max().unwrap_or(0);
+    let hosts = shared
+        .scenario
+        .loads
+        .iter()
+        .map(|l| l.clients)
+        .max()
+        .unwrap_or(0);
     for h in 0..hosts {
         let shared = shared.clone();
         let name = format!("client-{h}");
@@ -212,7 +236,13 @@ fn nodes_of<'a>(target: &Target, placements: &'a [Placement]) -> Vec<&'a Placeme
     placements.iter().filter(|p| p.party().is(target)).collect()
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, shared: &Shared, placements: &[Placement], action: &Action, now: Duration) {
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    placements: &[Placement],
+    action: &Action,
+    now: Duration,
+) {
     let (id, starting) = match action {
         Action::Start(i) => (*i, true),
         Action::End(i) => (*i, false),
@@ -225,7 +255,10 @@ fn apply(sim: &mut turmoil::Sim<'_>, shared: &Shared, placements: &[Placement], 
         let mut nodes: Vec<&str> = hit.iter().map(|p| p.node.as_str()).collect();
         nodes.dedup();
         // A crash takes the whole node: every instance on it goes down and comes back.
-        let down: Vec<&Placement> = placements.iter().filter(|p| nodes.contains(&p.node.as_str())).collect();
+        let down: Vec<&Placement> = placements
+            .iter()
+            .filter(|p| nodes.contains(&p.node.as_str()))
+            .collect();
         for node in &nodes {
             if starting {
                 sim.crash(*node);
@@ -270,7 +303,9 @@ fn step_loop(
             apply(sim, shared, placements, action, now);
             next += 1;
         }
-        let clients_done = sim.step().map_err(|e| RunError::Simulation(e.to_string()))?;
+        let clients_done = sim
+            .step()
+            .map_err(|e| RunError::Simulation(e.to_string()))?;
         let now = sim.elapsed();
         if now >= reported + Duration::from_secs(1) {
             reported = now;

@@ -21,8 +21,8 @@ use crate::dist::Dist;
 use crate::framework::ids;
 use crate::scenario::{Network, Target};
 use crate::transport::{
-    BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport, Transport,
-    TransportConfig, Turmoil,
+    BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport,
+    Transport, TransportConfig, Turmoil,
 };
 use crate::units::Ratio;
 
@@ -50,9 +50,13 @@ impl Party {
         match (self, target) {
             (Party::Client, Target::Client) => true,
             (Party::Instance { service, .. }, Target::Service(s)) => **service == *s.as_str(),
-            (Party::Instance { service, index }, Target::Instance { service: s, index: i }) => {
-                **service == *s.as_str() && index == i
-            }
+            (
+                Party::Instance { service, index },
+                Target::Instance {
+                    service: s,
+                    index: i,
+                },
+            ) => **service == *s.as_str() && index == i,
             _ => false,
         }
     }
@@ -116,17 +120,35 @@ impl NetModel {
     }
 
     fn party_at(&self, addr: &str) -> Option<Party> {
-        self.parties.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned()
+        self.parties
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .cloned()
     }
 
     /// Starts fault `id`'s effect on the network, if it has one.
     pub fn start_fault(&self, id: usize, kind: &crate::scenario::FaultKind) {
         use crate::scenario::FaultKind as K;
         let bend = match kind {
-            K::Latency { target, add } => Bend::Latency { target: target.clone(), add: add.clone() },
-            K::Partition { a, b, oneway } => Bend::Partition { a: a.clone(), b: b.clone(), oneway: *oneway },
-            K::Hold { a, b } => Bend::Hold { a: a.clone(), b: b.clone() },
-            K::Loss { a, b, rate } => Bend::Loss { a: a.clone(), b: b.clone(), rate: *rate },
+            K::Latency { target, add } => Bend::Latency {
+                target: target.clone(),
+                add: add.clone(),
+            },
+            K::Partition { a, b, oneway } => Bend::Partition {
+                a: a.clone(),
+                b: b.clone(),
+                oneway: *oneway,
+            },
+            K::Hold { a, b } => Bend::Hold {
+                a: a.clone(),
+                b: b.clone(),
+            },
+            K::Loss { a, b, rate } => Bend::Loss {
+                a: a.clone(),
+                b: b.clone(),
+                rate: *rate,
+            },
             _ => return,
         };
         self.active().insert(id, bend);
@@ -168,7 +190,8 @@ impl NetModel {
         for bend in active.values() {
             match bend {
                 Bend::Partition { a, b, oneway } => {
-                    let hit = (from.matches(a) && to.matches(b)) || (!oneway && from.matches(b) && to.matches(a));
+                    let hit = (from.matches(a) && to.matches(b))
+                        || (!oneway && from.matches(b) && to.matches(a));
                     if hit {
                         return Leg::Lost;
                     }
@@ -203,9 +226,11 @@ impl ModelTransport {
     pub fn new(model: Arc<NetModel>, me: Party, seed: u64, name: &str) -> ModelTransport {
         let gate_model = model.clone();
         let gate_me = me.clone();
-        let gate = CancelGate(Arc::new(move |addr: &str| match gate_model.party_at(addr) {
-            Some(to) => !gate_model.blocked(&gate_me, &to),
-            None => true,
+        let gate = CancelGate(Arc::new(move |addr: &str| {
+            match gate_model.party_at(addr) {
+                Some(to) => !gate_model.blocked(&gate_me, &to),
+                None => true,
+            }
         }));
         let config = TransportConfig {
             cancel_gate: Some(gate),
@@ -269,7 +294,11 @@ async fn travel(
 }
 
 impl Transport for ModelTransport {
-    fn listen(&self, addr: &str, inbound: tokio::sync::mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<String, ListenError>> {
+    fn listen(
+        &self,
+        addr: &str,
+        inbound: tokio::sync::mpsc::Sender<Inbound>,
+    ) -> BoxFuture<'_, Result<String, ListenError>> {
         self.inner.listen(addr, inbound)
     }
 
@@ -323,7 +352,11 @@ impl ModelTransport {
     /// it, so calls do not contend for the parent while they travel.
     fn fork_rng(&self) -> ChaCha8Rng {
         use rand::{RngCore, SeedableRng};
-        let seed = self.rng.lock().unwrap_or_else(|p| p.into_inner()).next_u64();
+        let seed = self
+            .rng
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_u64();
         ChaCha8Rng::seed_from_u64(seed)
     }
 }

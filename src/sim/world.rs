@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
-use crate::framework::{Balance, Client, ClientConfig, Listen, Registry, Server, ServiceConfig};
 use crate::framework::ids;
+use crate::framework::{Balance, Client, ClientConfig, Listen, Registry, Server, ServiceConfig};
 use crate::metrics::Recorder;
 use crate::scenario::{Balancer, Scenario, Service, ServiceBody};
 use crate::sim::faults::{FaultBoard, InjectErrors};
@@ -43,7 +43,10 @@ impl Placement {
 
     /// The instance as a network party.
     pub fn party(&self) -> Party {
-        Party::Instance { service: self.service.as_str().into(), index: self.index }
+        Party::Instance {
+            service: self.service.as_str().into(),
+            index: self.index,
+        }
     }
 }
 
@@ -128,7 +131,12 @@ impl Shared {
         let mut config = ClientConfig::new(name);
         config.seed = seed;
         config.balance = self.balance();
-        let client = Client::with_events(config, transport.clone(), self.registry.clone(), self.recorder.clone());
+        let client = Client::with_events(
+            config,
+            transport.clone(),
+            self.registry.clone(),
+            self.recorder.clone(),
+        );
         (client, transport)
     }
 
@@ -160,7 +168,11 @@ impl Shared {
                 rng: Arc::new(Mutex::new(ids::stream(seed, &format!("{}/time", p.id)))),
                 rotation: Arc::new(AtomicUsize::new(0)),
             };
-            server.add_endpoints(endpoints.iter().map(|e| synthetic::endpoint(e, kit.clone())));
+            server.add_endpoints(
+                endpoints
+                    .iter()
+                    .map(|e| synthetic::endpoint(e, kit.clone())),
+            );
         }
         server
             .start(transport, &Listen::host(&p.node, p.port))

@@ -106,7 +106,11 @@ pub enum Frame {
 
 /// Appends `frame`, length prefix included, to `dst`. Fails (writing nothing) when the payload
 /// would exceed `max_frame_bytes`.
-pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max_frame_bytes: usize) -> Result<(), FrameError> {
+pub fn encode_frame(
+    frame: &Frame,
+    dst: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<(), FrameError> {
     let start = dst.len();
     dst.put_u32(0);
     match frame {
@@ -120,9 +124,15 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max_frame_bytes: usize) -
     let len = dst.len() - start - 4;
     if len > max_frame_bytes {
         dst.truncate(start);
-        return Err(FrameError::TooLarge { len, max: max_frame_bytes });
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame_bytes,
+        });
     }
-    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max: max_frame_bytes })?;
+    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge {
+        len,
+        max: max_frame_bytes,
+    })?;
     dst[start..start + 4].copy_from_slice(&len32.to_be_bytes());
     Ok(())
 }
@@ -154,7 +164,9 @@ fn encode_response(r: &ResponseFrame, dst: &mut BytesMut) {
 }
 
 fn encode_headers(h: &Headers, dst: &mut BytesMut) {
-    let nanos = h.deadline_remaining.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let nanos = h
+        .deadline_remaining
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     put_opt_u64(dst, nanos);
     dst.put_u64(h.request_id.0);
     put_opt_u64(dst, h.parent_request_id.map(|r| r.0));
@@ -345,7 +357,10 @@ impl Decoder for FrameCodec {
         };
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len > self.max_frame_bytes {
-            return Err(FrameError::TooLarge { len, max: self.max_frame_bytes });
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_bytes,
+            });
         }
         let total = 4 + len;
         if src.len() < total {
@@ -391,7 +406,10 @@ mod tests {
             },
             body: Bytes::from_static(b"{\"id\":\"a\"}"),
         }));
-        roundtrip(Frame::Response(ResponseFrame { id: 7, result: Ok(Bytes::from_static(b"{}")) }));
+        roundtrip(Frame::Response(ResponseFrame {
+            id: 7,
+            result: Ok(Bytes::from_static(b"{}")),
+        }));
         roundtrip(Frame::Response(ResponseFrame {
             id: 8,
             result: Err(Error::bad_request("missing_param", "no id").with_param("param", "id")),
@@ -416,13 +434,19 @@ mod tests {
     fn oversize_declared_length_is_rejected_before_buffering() {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&[0u8, 1, 0, 0][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn garbage_payload_is_malformed_not_a_panic() {
         let mut codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&[0u8, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

@@ -114,7 +114,11 @@ pub enum ListenError {
 pub trait Transport: Send + Sync + 'static {
     /// Accepts connections on `addr`; each request read is sent to `inbound`. Returns the
     /// address actually bound (the real port when port 0 was asked for).
-    fn listen(&self, addr: &str, inbound: mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<String, ListenError>>;
+    fn listen(
+        &self,
+        addr: &str,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> BoxFuture<'_, Result<String, ListenError>>;
     /// Stops accepting on `addr`; returns whether it was listening. Open connections stay
     /// open until the receiver of `inbound` is dropped.
     fn stop_listening(&self, addr: &str) -> bool;

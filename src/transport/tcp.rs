@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{encode_frame, Frame, FrameCodec, RequestFrame, ResponseFrame, DEFAULT_MAX_FRAME_BYTES};
+use super::frame::{
+    encode_frame, Frame, FrameCodec, RequestFrame, ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
+};
 use super::net::Network;
 use super::{BoxFuture, Inbound, ListenError, SendError, Transport};
 use crate::framework::error::Error;
@@ -162,7 +164,11 @@ struct PendingCall {
 
 impl Drop for PendingCall {
     fn drop(&mut self) {
-        let gate_open = self.conn.cancel_gate.as_ref().is_none_or(|g| (g.0)(&self.conn.addr));
+        let gate_open = self
+            .conn
+            .cancel_gate
+            .as_ref()
+            .is_none_or(|g| (g.0)(&self.conn.addr));
         if lock(&self.conn.pending).remove(&self.id).is_some() && gate_open {
             let _ = self
                 .conn
@@ -248,7 +254,10 @@ impl<N: Network> TcpTransport<N> {
     /// runtime's clock, which advances in step with it, gives the rest (turmoil's own lookup
     /// hashes the host name on every call, and this sits on every event's path).
     fn now(&self) -> Duration {
-        let (instant0, run0) = *self.inner.clock_base.get_or_init(|| (Instant::now(), N::elapsed()));
+        let (instant0, run0) = *self
+            .inner
+            .clock_base
+            .get_or_init(|| (Instant::now(), N::elapsed()));
         run0 + instant0.elapsed()
     }
 
@@ -261,10 +270,7 @@ impl<N: Network> TcpTransport<N> {
                     None => pool.entry(addr.to_string()).or_default().clone(),
                 }
             };
-            let conn = slot
-                .get_or_try_init(|| self.connect(addr))
-                .await?
-                .clone();
+            let conn = slot.get_or_try_init(|| self.connect(addr)).await?.clone();
             if !conn.outbox.closed.is_cancelled() {
                 return Ok(conn);
             }
@@ -274,7 +280,9 @@ impl<N: Network> TcpTransport<N> {
                 pool.remove(addr);
             }
         }
-        Err(SendError::ConnectionLost { addr: addr.to_string() })
+        Err(SendError::ConnectionLost {
+            addr: addr.to_string(),
+        })
     }
 
     async fn connect(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
@@ -317,11 +325,18 @@ impl<N: Network> TcpTransport<N> {
         };
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
-        request.headers.deadline_remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        request.headers.deadline_remaining =
+            deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
-        let guard = PendingCall { conn: conn.clone(), id };
-        if let Err(e) = conn.outbox.push(&Frame::Request(request), conn.max_frame_bytes) {
+        let guard = PendingCall {
+            conn: conn.clone(),
+            id,
+        };
+        if let Err(e) = conn
+            .outbox
+            .push(&Frame::Request(request), conn.max_frame_bytes)
+        {
             lock(&conn.pending).remove(&id);
             return Err(match e {
                 super::FrameError::TooLarge { .. } => SendError::TooLarge(e.to_string()),
@@ -427,7 +442,10 @@ async fn deliver(
         request,
         cancel,
         cancelled_by_peer: by_peer,
-        responder: Responder { conn: conn.clone(), id },
+        responder: Responder {
+            conn: conn.clone(),
+            id,
+        },
         peer: peer.to_string(),
         received_at,
     };
@@ -444,16 +462,24 @@ async fn deliver(
 }
 
 impl<N: Network> Transport for TcpTransport<N> {
-    fn listen(&self, addr: &str, inbound: mpsc::Sender<Inbound>) -> BoxFuture<'_, Result<String, ListenError>> {
+    fn listen(
+        &self,
+        addr: &str,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> BoxFuture<'_, Result<String, ListenError>> {
         let addr = addr.to_string();
         Box::pin(async move {
             if lock(&self.inner.listeners).contains_key(&addr) {
                 return Err(ListenError::AlreadyListening(addr));
             }
-            let listener = N::bind(&addr)
-                .await
-                .map_err(|source| ListenError::Bind { addr: addr.clone(), source })?;
-            let bound = N::local_addr(&listener).map_err(|source| ListenError::Bind { addr: addr.clone(), source })?;
+            let listener = N::bind(&addr).await.map_err(|source| ListenError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+            let bound = N::local_addr(&listener).map_err(|source| ListenError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
             let stop = CancellationToken::new();
             lock(&self.inner.listeners).insert(addr, stop.clone());
             tokio::spawn(accept_loop(self.clone(), listener, inbound, stop));
@@ -494,7 +520,10 @@ impl<N: Network> Transport for TcpTransport<N> {
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
-        Box::pin(self.clone().send_inner(addr.to_string(), request, deadline, cancel))
+        Box::pin(
+            self.clone()
+                .send_inner(addr.to_string(), request, deadline, cancel),
+        )
     }
 
     fn ready(&self) -> BoxFuture<'static, ()> {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use windtunnel::framework::{Client, ClientConfig, Context, ErrorKind, Listen, Registry, Server};
-use windtunnel::services::account::{self, Account, CreateRequest, ListRequest, ListResponse, ReadRequest};
+use windtunnel::services::account::{
+    self, Account, CreateRequest, ListRequest, ListResponse, ReadRequest,
+};
 use windtunnel::transport::{TcpTransport, Tokio};
 
 use crate::support::{sim, World};
@@ -22,21 +24,43 @@ async fn exercise(client: &Client) -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(created.id, id);
     }
     let read: Account = client
-        .call(&ctx, account::NAME, "read", &ReadRequest { id: "acc-2".into() })
+        .call(
+            &ctx,
+            account::NAME,
+            "read",
+            &ReadRequest { id: "acc-2".into() },
+        )
         .await?;
     assert_eq!(read.owner, "alice");
     let listed: ListResponse = client
-        .call(&ctx, account::NAME, "list", &ListRequest { owner: "alice".into() })
+        .call(
+            &ctx,
+            account::NAME,
+            "list",
+            &ListRequest {
+                owner: "alice".into(),
+            },
+        )
         .await?;
     let ids: Vec<_> = listed.accounts.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, ["acc-1", "acc-2"]);
     let missing = client
-        .call::<_, Account>(&ctx, account::NAME, "read", &ReadRequest { id: "nope".into() })
+        .call::<_, Account>(
+            &ctx,
+            account::NAME,
+            "read",
+            &ReadRequest { id: "nope".into() },
+        )
         .await
         .expect_err("a missing account must not be found");
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     let unknown = client
-        .call::<_, Account>(&ctx, account::NAME, "delete", &ReadRequest { id: "acc-1".into() })
+        .call::<_, Account>(
+            &ctx,
+            account::NAME,
+            "delete",
+            &ReadRequest { id: "acc-1".into() },
+        )
         .await
         .expect_err("there is no delete endpoint");
     assert_eq!(unknown.code(), "bad_request.endpoint_not_found");
@@ -52,7 +76,10 @@ fn account_service_answers_create_read_list_over_turmoil() -> turmoil::Result {
     let w = world.clone();
     sim.host("account", move || {
         let w = w.clone();
-        async move { w.serve("account", account::NAME, 0, account::endpoints()).await }
+        async move {
+            w.serve("account", account::NAME, 0, account::endpoints())
+                .await
+        }
     });
     let w = world.clone();
     sim.client("client", async move {
@@ -64,15 +91,24 @@ fn account_service_answers_create_read_list_over_turmoil() -> turmoil::Result {
 }
 
 #[test]
-fn account_service_answers_the_same_over_real_tcp_on_loopback() -> Result<(), Box<dyn std::error::Error>> {
+fn account_service_answers_the_same_over_real_tcp_on_loopback(
+) -> Result<(), Box<dyn std::error::Error>> {
     // Goal: the same handler code serves real TCP. Method: server on 127.0.0.1:0.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let registry = Registry::new();
         let transport = Arc::new(TcpTransport::<Tokio>::default());
-        let server = Server::with(account::config(), Arc::new(windtunnel::framework::NullSink), Some(registry.clone()));
+        let server = Server::with(
+            account::config(),
+            Arc::new(windtunnel::framework::NullSink),
+            Some(registry.clone()),
+        );
         server.add_endpoints(account::endpoints());
-        let addr = server.start(transport.clone(), &Listen::on("127.0.0.1:0")).await?;
+        let addr = server
+            .start(transport.clone(), &Listen::on("127.0.0.1:0"))
+            .await?;
         assert!(addr.starts_with("127.0.0.1:"), "advertised {addr}");
         let client = Client::new(ClientConfig::new("test"), transport, registry);
         exercise(&client).await?;

@@ -9,12 +9,19 @@ use windtunnel::framework::{Call, Client, Context, Endpoint, Error, ErrorKind};
 use crate::support::{now, sim, Probe, World};
 
 /// An endpoint that records the deadline budget it sees, then calls `next` (if any).
-fn hop(client_slot: Arc<Mutex<Option<Client>>>, seen: Arc<Mutex<Vec<(String, Duration)>>>, me: &'static str, next: Option<&'static str>) -> Endpoint {
+fn hop(
+    client_slot: Arc<Mutex<Option<Client>>>,
+    seen: Arc<Mutex<Vec<(String, Duration)>>>,
+    me: &'static str,
+    next: Option<&'static str>,
+) -> Endpoint {
     Endpoint::new("go", move |ctx: Context, _req: serde_json::Value| {
         let seen = seen.clone();
         let client = client_slot.lock().unwrap().clone();
         async move {
-            let remaining = ctx.remaining().ok_or_else(|| Error::internal("", "no deadline"))?;
+            let remaining = ctx
+                .remaining()
+                .ok_or_else(|| Error::internal("", "no deadline"))?;
             seen.lock().unwrap().push((me.to_string(), remaining));
             if let (Some(next), Some(client)) = (next, client) {
                 client.send(&ctx, Call::new(next, "go")).await?;
@@ -31,7 +38,11 @@ fn deadline_set_by_the_caller_is_seen_shrunk_two_hops_down() -> turmoil::Result 
     let world = World::new();
     let seen: Arc<Mutex<Vec<(String, Duration)>>> = Arc::default();
     let mut sim = sim(2);
-    for (host, me, next) in [("front", "svc.front", Some("svc.middle")), ("middle", "svc.middle", Some("svc.leaf")), ("leaf", "svc.leaf", None)] {
+    for (host, me, next) in [
+        ("front", "svc.front", Some("svc.middle")),
+        ("middle", "svc.middle", Some("svc.leaf")),
+        ("leaf", "svc.leaf", None),
+    ] {
         let (w, seen) = (world.clone(), seen.clone());
         sim.host(host, move || {
             let (w, seen) = (w.clone(), seen.clone());
@@ -54,15 +65,27 @@ fn deadline_set_by_the_caller_is_seen_shrunk_two_hops_down() -> turmoil::Result 
     let names: Vec<_> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["svc.front", "svc.middle", "svc.leaf"]);
     let budgets: Vec<Duration> = seen.iter().map(|(_, d)| *d).collect();
-    assert!(budgets[0] < Duration::from_millis(300), "front saw {:?}", budgets[0]);
-    assert!(budgets[1] < budgets[0] && budgets[2] < budgets[1], "budgets must shrink: {budgets:?}");
+    assert!(
+        budgets[0] < Duration::from_millis(300),
+        "front saw {:?}",
+        budgets[0]
+    );
+    assert!(
+        budgets[1] < budgets[0] && budgets[2] < budgets[1],
+        "budgets must shrink: {budgets:?}"
+    );
     // Each hop costs one 2 ms message at most a tick late: the leaf sees about 300 - 3 hops.
-    assert!(budgets[2] >= Duration::from_millis(300 - 3 * 3), "leaf saw {:?}", budgets[2]);
+    assert!(
+        budgets[2] >= Duration::from_millis(300 - 3 * 3),
+        "leaf saw {:?}",
+        budgets[2]
+    );
     Ok(())
 }
 
 #[test]
-fn call_past_its_deadline_times_out_at_the_deadline_and_the_callee_drops_its_handler() -> turmoil::Result {
+fn call_past_its_deadline_times_out_at_the_deadline_and_the_callee_drops_its_handler(
+) -> turmoil::Result {
     // Goal: the caller gets `timeout` at its deadline (within one tick), and the callee's
     // handler future is dropped within one network hop after, never finishing its work.
     // Method: a leaf that sleeps 10 s; a 100 ms call; a probe in the handler records the drop.
@@ -90,17 +113,28 @@ fn call_past_its_deadline_times_out_at_the_deadline_and_the_callee_drops_its_han
     sim.client("client", async move {
         let client = w.client("client");
         // Warm the connection so the measured call pays no connect.
-        let _ = client.send(&Context::background().with_timeout(Duration::from_millis(1)), Call::new("svc.leaf", "nope")).await;
+        let _ = client
+            .send(
+                &Context::background().with_timeout(Duration::from_millis(1)),
+                Call::new("svc.leaf", "nope"),
+            )
+            .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let start = now();
         *d.lock().unwrap() = Some(start + Duration::from_millis(100));
         let err = client
-            .send(&Context::background(), Call::new("svc.leaf", "slow").timeout(Duration::from_millis(100)))
+            .send(
+                &Context::background(),
+                Call::new("svc.leaf", "slow").timeout(Duration::from_millis(100)),
+            )
             .await
             .expect_err("a 10 s handler cannot answer a 100 ms call");
         let waited = now() - start;
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
-        assert!(waited >= Duration::from_millis(100) && waited <= Duration::from_millis(101), "timeout after {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(100) && waited <= Duration::from_millis(101),
+            "timeout after {waited:?}"
+        );
         // Let the sim run well past the handler's 10 s so a surviving handler would finish.
         tokio::time::sleep(Duration::from_secs(12)).await;
         Ok(())
@@ -108,12 +142,18 @@ fn call_past_its_deadline_times_out_at_the_deadline_and_the_callee_drops_its_han
     sim.run()?;
     let deadline = deadline_at.lock().unwrap().expect("the call was made");
     let state = probe.state();
-    assert!(state.finished.is_empty(), "the handler must not run to completion: {state:?}");
+    assert!(
+        state.finished.is_empty(),
+        "the handler must not run to completion: {state:?}"
+    );
     let [(_, dropped_at)] = state.dropped[..] else {
         panic!("exactly one dropped handler expected: {state:?}");
     };
     // One hop is 2 ms of latency, delivered at the next tick.
-    assert!(dropped_at <= deadline + Duration::from_millis(3), "dropped at {dropped_at:?}, deadline {deadline:?}");
+    assert!(
+        dropped_at <= deadline + Duration::from_millis(3),
+        "dropped at {dropped_at:?}, deadline {deadline:?}"
+    );
     let at_leaf: Vec<_> = world
         .events_at("svc.leaf[0]", "handler_cancelled")
         .into_iter()

@@ -22,9 +22,14 @@ fn run_once(seed: u64) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         sim.host(host.clone(), move || {
             let (w, host) = (w.clone(), host.clone());
             async move {
-                let rng = std::sync::Arc::new(std::sync::Mutex::new(windtunnel::framework::ids::stream(seed, &host)));
+                let rng = std::sync::Arc::new(std::sync::Mutex::new(
+                    windtunnel::framework::ids::stream(seed, &host),
+                ));
                 let ep = Endpoint::new("work", move |_ctx: Context, _req: serde_json::Value| {
-                    let ms = { use rand::Rng; rng.lock().unwrap().random_range(1..20u64) };
+                    let ms = {
+                        use rand::Rng;
+                        rng.lock().unwrap().random_range(1..20u64)
+                    };
                     async move {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         Ok(serde_json::json!({}))
@@ -50,16 +55,26 @@ fn run_once(seed: u64) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         Ok(())
     });
     sim.run()?;
-    Ok(world.events.events().iter().map(|e| format!("{e:?}")).collect())
+    Ok(world
+        .events
+        .events()
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect())
 }
 
 #[test]
-fn the_same_seed_gives_the_same_event_log_and_another_seed_another() -> Result<(), Box<dyn std::error::Error>> {
+fn the_same_seed_gives_the_same_event_log_and_another_seed_another(
+) -> Result<(), Box<dyn std::error::Error>> {
     // Goal: determinism. Method: run the same randomised system twice, and once more with
     // another seed, and compare the logs event by event.
     let a = run_once(11)?;
     let b = run_once(11)?;
-    assert!(a.len() > 100, "the run must do real work: {} events", a.len());
+    assert!(
+        a.len() > 100,
+        "the run must do real work: {} events",
+        a.len()
+    );
     assert_eq!(a, b);
     let c = run_once(12)?;
     assert_ne!(a, c, "another seed must give another history");

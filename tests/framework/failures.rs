@@ -31,15 +31,24 @@ fn panicking_handler_answers_internal_panic_and_the_next_request_succeeds() -> t
         let client = w.client("client");
         let ctx = Context::background().with_timeout(Duration::from_secs(1));
         let err = client
-            .send(&ctx, Call::new("svc.echo", "echo").json(&serde_json::json!({"panic": true}))?)
+            .send(
+                &ctx,
+                Call::new("svc.echo", "echo").json(&serde_json::json!({"panic": true}))?,
+            )
             .await
             .expect_err("the handler panicked");
         assert_eq!(err.code(), "internal.panic");
         assert!(err.message().contains("asked to panic"), "{err}");
         let ok = client
-            .send(&ctx, Call::new("svc.echo", "echo").json(&serde_json::json!({"n": 1}))?)
+            .send(
+                &ctx,
+                Call::new("svc.echo", "echo").json(&serde_json::json!({"n": 1}))?,
+            )
             .await?;
-        assert_eq!(ok.decode::<serde_json::Value>()?, serde_json::json!({"n": 1}));
+        assert_eq!(
+            ok.decode::<serde_json::Value>()?,
+            serde_json::json!({"n": 1})
+        );
         Ok(())
     });
     sim.run()
@@ -72,9 +81,15 @@ fn garbage_and_oversize_frames_close_only_their_connection() -> turmoil::Result 
         let ctx = Context::background().with_timeout(Duration::from_secs(1));
         client.send(&ctx, Call::new("svc.echo", "echo")).await?;
         let garbage = [0u8, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5];
-        assert!(closed_after(&garbage).await?, "garbage must close the connection");
+        assert!(
+            closed_after(&garbage).await?,
+            "garbage must close the connection"
+        );
         let oversize = [0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
-        assert!(closed_after(&oversize).await?, "an oversize frame must close the connection");
+        assert!(
+            closed_after(&oversize).await?,
+            "an oversize frame must close the connection"
+        );
         let ok = client.send(&ctx, Call::new("svc.echo", "echo")).await?;
         assert_eq!(&ok.body[..], b"{}");
         Ok(())

@@ -26,7 +26,10 @@ fn fail_fast_fanout_cancels_the_other_four_handlers_at_their_callees() -> turmoi
                         if i == 2 {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             guard.done();
-                            return Err::<serde_json::Value, _>(Error::internal("boom", "instance 2 fails"));
+                            return Err::<serde_json::Value, _>(Error::internal(
+                                "boom",
+                                "instance 2 fails",
+                            ));
                         }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         guard.done();
@@ -42,12 +45,21 @@ fn fail_fast_fanout_cancels_the_other_four_handlers_at_their_callees() -> turmoi
         tokio::time::sleep(Duration::from_millis(10)).await; // let every instance register
         let client = w.client("client");
         let ctx = Context::background().with_timeout(Duration::from_secs(5));
-        let fanout = client.fanout(FanoutPolicy::FailFast).to_each_instance(Call::new("svc.leaf", "work"));
+        let fanout = client
+            .fanout(FanoutPolicy::FailFast)
+            .to_each_instance(Call::new("svc.leaf", "work"));
         assert_eq!(fanout.len(), 5);
         let result = fanout.execute(&ctx).await;
         let err = result.outcome.expect_err("one call failed");
         assert_eq!(err.code(), "internal.boom");
-        let cancelled = result.results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code() == "cancelled.fanout_decided")).count();
+        let cancelled = result
+            .results
+            .iter()
+            .filter(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.code() == "cancelled.fanout_decided")
+            })
+            .count();
         assert_eq!(cancelled, 4);
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok(())
@@ -55,14 +67,26 @@ fn fail_fast_fanout_cancels_the_other_four_handlers_at_their_callees() -> turmoi
     sim.run()?;
     let state = probe.state();
     let finished: Vec<_> = state.finished.iter().map(|(w, _)| w.as_str()).collect();
-    assert_eq!(finished, ["leaf2"], "only the failing handler may finish: {state:?}");
+    assert_eq!(
+        finished,
+        ["leaf2"],
+        "only the failing handler may finish: {state:?}"
+    );
     let mut dropped: Vec<_> = state.dropped.iter().map(|(w, _)| w.as_str()).collect();
     dropped.sort();
     assert_eq!(dropped, ["leaf0", "leaf1", "leaf3", "leaf4"]);
     for i in [0, 1, 3, 4] {
         let inst = format!("svc.leaf[{i}]");
-        assert_eq!(world.events_at(&inst, "cancel_received").len(), 1, "{inst} got a Cancel frame");
-        assert_eq!(world.events_at(&inst, "handler_cancelled").len(), 1, "{inst} dropped its handler");
+        assert_eq!(
+            world.events_at(&inst, "cancel_received").len(),
+            1,
+            "{inst} got a Cancel frame"
+        );
+        assert_eq!(
+            world.events_at(&inst, "handler_cancelled").len(),
+            1,
+            "{inst} dropped its handler"
+        );
     }
     assert_eq!(world.events_at("client", "cancel_sent").len(), 4);
     Ok(())

@@ -4,6 +4,6 @@
 mod account;
 mod deadline;
 mod determinism;
-mod fanout;
 mod failures;
+mod fanout;
 mod support;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use windtunnel::framework::{
-    Client, ClientConfig, Endpoint, Event, EventKind, Listen, MemorySink, Registry, Server, ServiceConfig,
+    Client, ClientConfig, Endpoint, Event, Listen, MemorySink, Registry, Server, ServiceConfig,
 };
 use windtunnel::transport::{TcpTransport, Transport, Turmoil};
 
@@ -47,7 +47,12 @@ impl World {
     pub fn client(&self, name: &str) -> Client {
         let mut config = ClientConfig::new(name);
         config.seed = 1;
-        Client::with_events(config, transport(), self.registry.clone(), self.events.clone())
+        Client::with_events(
+            config,
+            transport(),
+            self.registry.clone(),
+            self.events.clone(),
+        )
     }
 
     /// Events of `kind` (by name) at `instance`.
@@ -101,7 +106,11 @@ impl Probe {
 
     /// A guard for one handler run named `who`; marks it finished with `done()`.
     pub fn enter(&self, who: &str) -> ProbeGuard {
-        self.inner.lock().unwrap().started.push((who.to_string(), now()));
+        self.inner
+            .lock()
+            .unwrap()
+            .started
+            .push((who.to_string(), now()));
         ProbeGuard {
             probe: self.clone(),
             who: who.to_string(),
@@ -119,24 +128,24 @@ pub struct ProbeGuard {
 impl ProbeGuard {
     pub fn done(mut self) {
         self.done = true;
-        self.probe.inner.lock().unwrap().finished.push((self.who.clone(), now()));
+        self.probe
+            .inner
+            .lock()
+            .unwrap()
+            .finished
+            .push((self.who.clone(), now()));
     }
 }
 
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
         if !self.done {
-            self.probe.inner.lock().unwrap().dropped.push((self.who.clone(), now()));
+            self.probe
+                .inner
+                .lock()
+                .unwrap()
+                .dropped
+                .push((self.who.clone(), now()));
         }
     }
-}
-
-/// The names of event kinds, in order, for one instance.
-pub fn kinds(events: &[Event]) -> Vec<&'static str> {
-    events.iter().map(|e| e.kind.name()).collect()
-}
-
-#[allow(dead_code)]
-pub fn is_kind(e: &Event, k: &EventKind) -> bool {
-    std::mem::discriminant(&e.kind) == std::mem::discriminant(k)
 }

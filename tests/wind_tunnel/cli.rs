@@ -4,11 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn windtunnel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_windtunnel")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_windtunnel"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -31,11 +38,37 @@ fn broken_files_exit_2_with_a_location_and_never_panic() {
     let dir = temp_dir("broken");
     let cases = [
         ("syntax.toml", "name = \"x\n", ":1:"),
-        ("unknown-key.toml", &crate::support::one_service("bogus = 1"), ":"),
-        ("bad-duration.toml", &crate::support::one_service("").replace("duration = \"20s\"", "duration = \"20 parsecs\""), ":5:12:"),
-        ("bad-call.toml", &crate::support::one_service("").replace("time = \"2ms\"", "time = \"2ms\"\n  calls = [{ to = \"svc.nope.get\" }]"), ":"),
-        ("bad-fault.toml", &crate::support::one_service("[[fault]]\nat = \"1s\"\nslow = { target = \"svc.echo[7]\", factor = 2 }"), ":"),
-        ("zero-rate.toml", &crate::support::one_service("").replace("rate = \"100/s\"", "rate = \"0/s\""), ":"),
+        (
+            "unknown-key.toml",
+            &crate::support::one_service("bogus = 1"),
+            ":",
+        ),
+        (
+            "bad-duration.toml",
+            &crate::support::one_service("")
+                .replace("duration = \"20s\"", "duration = \"20 parsecs\""),
+            ":5:12:",
+        ),
+        (
+            "bad-call.toml",
+            &crate::support::one_service("").replace(
+                "time = \"2ms\"",
+                "time = \"2ms\"\n  calls = [{ to = \"svc.nope.get\" }]",
+            ),
+            ":",
+        ),
+        (
+            "bad-fault.toml",
+            &crate::support::one_service(
+                "[[fault]]\nat = \"1s\"\nslow = { target = \"svc.echo[7]\", factor = 2 }",
+            ),
+            ":",
+        ),
+        (
+            "zero-rate.toml",
+            &crate::support::one_service("").replace("rate = \"100/s\"", "rate = \"0/s\""),
+            ":",
+        ),
         ("binary.toml", "\u{0}\u{1}\u{2}garbage", ":"),
     ];
     for (name, body, loc) in cases {
@@ -44,14 +77,30 @@ fn broken_files_exit_2_with_a_location_and_never_panic() {
             let out = windtunnel(&[cmd, &path]);
             let t = text(&out);
             assert_eq!(out.status.code(), Some(2), "{cmd} {name}: {t}");
-            assert!(t.contains(&format!("{name}{loc}")) || t.contains(name) && t.contains(loc), "{cmd} {name} must name a location: {t}");
+            assert!(
+                t.contains(&format!("{name}{loc}")) || t.contains(name) && t.contains(loc),
+                "{cmd} {name} must name a location: {t}"
+            );
             assert!(!t.contains("panicked"), "{cmd} {name} panicked: {t}");
         }
     }
-    let unknown_check = write(&dir, "unknown-check.toml", &crate::support::one_service("[[assert]]\nthat = \"lost_writes == 0\""));
-    let out = windtunnel(&["run", &unknown_check, "--out", &dir.join("uc").display().to_string()]);
+    let unknown_check = write(
+        &dir,
+        "unknown-check.toml",
+        &crate::support::one_service("[[assert]]\nthat = \"lost_writes == 0\""),
+    );
+    let out = windtunnel(&[
+        "run",
+        &unknown_check,
+        "--out",
+        &dir.join("uc").display().to_string(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("known checks: orphaned_work"), "{}", text(&out));
+    assert!(
+        text(&out).contains("known checks: orphaned_work"),
+        "{}",
+        text(&out)
+    );
     let missing = windtunnel(&["run", "/no/such/file.toml"]);
     assert_eq!(missing.status.code(), Some(2));
     let bad_args = windtunnel(&["run", "--seed", "minus-one", "x.toml"]);
@@ -61,13 +110,26 @@ fn broken_files_exit_2_with_a_location_and_never_panic() {
 #[test]
 fn run_exits_0_when_assertions_hold_and_1_naming_the_one_that_fails() {
     let dir = temp_dir("verdict");
-    let passing = write(&dir, "pass.toml", &crate::support::one_service("[[assert]]\nthat = \"error_rate == 0\""));
+    let passing = write(
+        &dir,
+        "pass.toml",
+        &crate::support::one_service("[[assert]]\nthat = \"error_rate == 0\""),
+    );
     let out_dir = dir.join("report");
     let out = windtunnel(&["run", &passing, "--out", &out_dir.display().to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(out_dir.join("summary.json").exists());
-    let failing = write(&dir, "fail.toml", &crate::support::one_service("[[assert]]\nthat = \"p99(latency) < 1ms\""));
-    let out = windtunnel(&["run", &failing, "--out", &dir.join("r2").display().to_string()]);
+    let failing = write(
+        &dir,
+        "fail.toml",
+        &crate::support::one_service("[[assert]]\nthat = \"p99(latency) < 1ms\""),
+    );
+    let out = windtunnel(&[
+        "run",
+        &failing,
+        "--out",
+        &dir.join("r2").display().to_string(),
+    ]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("FAIL p99(latency) < 1ms: observed"), "{t}");
@@ -79,5 +141,8 @@ fn list_prints_each_shipped_scenario_with_its_description() {
     let out = windtunnel(&["list", &dir.display().to_string()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("baseline.toml") && t.contains("The webhook stack at a steady 200 requests/s"), "{t}");
+    assert!(
+        t.contains("baseline.toml") && t.contains("The webhook stack at a steady 200 requests/s"),
+        "{t}"
+    );
 }

@@ -8,7 +8,13 @@ fn window_counts(s: &Summary, load: &str, from_s: f64, to_s: f64) -> (u64, u64, 
     r.timeline
         .iter()
         .filter(|b| b.t_s >= from_s && b.t_s < to_s)
-        .fold((0, 0, 0), |(sent, ok, failed), b| (sent + b.sent, ok + b.ok, failed + b.errors.values().sum::<u64>()))
+        .fold((0, 0, 0), |(sent, ok, failed), b| {
+            (
+                sent + b.sent,
+                ok + b.ok,
+                failed + b.errors.values().sum::<u64>(),
+            )
+        })
 }
 
 #[test]
@@ -28,7 +34,10 @@ errors = { target = "svc.echo", rate = "20%", code = "unavailable.injected" }
     let (_, _, before) = window_counts(&s, "gets", 0.0, 5.0);
     let (_, _, after) = window_counts(&s, "gets", 15.0, 20.0);
     assert_eq!((before, after), (0, 0), "no failures outside the window");
-    assert_eq!(route(&s, "gets").errors.keys().collect::<Vec<_>>(), ["unavailable.injected"]);
+    assert_eq!(
+        route(&s, "gets").errors.keys().collect::<Vec<_>>(),
+        ["unavailable.injected"]
+    );
 }
 
 #[test]
@@ -43,10 +52,21 @@ slow = { target = "svc.echo[0]", factor = 20 }
 "#,
     )));
     let util = |id: &str, t: f64| {
-        s.instances[id].timeline.iter().find(|p| p.t_s == t).map(|p| p.utilisation).unwrap_or_default()
+        s.instances[id]
+            .timeline
+            .iter()
+            .find(|p| p.t_s == t)
+            .map(|p| p.utilisation)
+            .unwrap_or_default()
     };
-    assert!(util("svc.echo[0]", 10.0) > 5.0 * util("svc.echo[1]", 10.0), "slowed instance must be busier");
-    assert!(util("svc.echo[0]", 17.0) < 2.0 * util("svc.echo[1]", 17.0).max(0.001), "and recover after");
+    assert!(
+        util("svc.echo[0]", 10.0) > 5.0 * util("svc.echo[1]", 10.0),
+        "slowed instance must be busier"
+    );
+    assert!(
+        util("svc.echo[0]", 17.0) < 2.0 * util("svc.echo[1]", 17.0).max(0.001),
+        "and recover after"
+    );
 }
 
 #[test]
@@ -62,11 +82,24 @@ crash = { target = "svc.echo[1]" }
     )));
     let tl = &s.instances["svc.echo[1]"].timeline;
     let up_at = |t: f64| tl.iter().find(|p| p.t_s == t).map(|p| p.up);
-    assert_eq!((up_at(4.0), up_at(7.0), up_at(12.0)), (Some(true), Some(false), Some(true)));
-    let busy_after: f64 = tl.iter().filter(|p| p.t_s >= 11.0).map(|p| p.utilisation).sum();
-    assert!(busy_after > 0.0, "the restarted instance must take traffic again");
+    assert_eq!(
+        (up_at(4.0), up_at(7.0), up_at(12.0)),
+        (Some(true), Some(false), Some(true))
+    );
+    let busy_after: f64 = tl
+        .iter()
+        .filter(|p| p.t_s >= 11.0)
+        .map(|p| p.utilisation)
+        .sum();
+    assert!(
+        busy_after > 0.0,
+        "the restarted instance must take traffic again"
+    );
     let r = route(&s, "gets");
-    assert!(r.ok as f64 >= r.sent as f64 * 0.99, "discovery routes around the crash: {r:?}");
+    assert!(
+        r.ok as f64 >= r.sent as f64 * 0.99,
+        "discovery routes around the crash: {r:?}"
+    );
 }
 
 #[test]
@@ -84,7 +117,11 @@ hold = { a = "client", b = "svc.echo" }
     let s = run(&scenario(&text));
     let r = route(&s, "gets");
     assert_eq!(r.ok, r.sent, "a hold loses nothing");
-    assert!(r.latency_ms.max >= 900.0, "requests held for about a second: max {}", r.latency_ms.max);
+    assert!(
+        r.latency_ms.max >= 900.0,
+        "requests held for about a second: max {}",
+        r.latency_ms.max
+    );
 }
 
 #[test]
@@ -117,9 +154,17 @@ partition = { a = "svc.echo[0]", b = "client", oneway = true }
     )));
     let (sent, ok, failed) = window_counts(&s, "gets", 5.0, 10.0);
     let share = failed as f64 / sent as f64;
-    assert!((0.4..0.6).contains(&share), "half the calls go to the cut instance: {failed}/{sent}");
+    assert!(
+        (0.4..0.6).contains(&share),
+        "half the calls go to the cut instance: {failed}/{sent}"
+    );
     assert!(ok > 0);
-    let busy: f64 = s.instances["svc.echo[0]"].timeline.iter().filter(|p| (5.0..10.0).contains(&p.t_s)).map(|p| p.utilisation).sum();
+    let busy: f64 = s.instances["svc.echo[0]"]
+        .timeline
+        .iter()
+        .filter(|p| (5.0..10.0).contains(&p.t_s))
+        .map(|p| p.utilisation)
+        .sum();
     assert!(busy > 0.0, "requests still reach the cut instance and run");
 }
 
@@ -134,7 +179,18 @@ latency = { target = "svc.echo", add = "50ms" }
 "#,
     )));
     let r = route(&s, "gets");
-    let p50_at = |t: f64| r.timeline.iter().find(|b| b.t_s == t).and_then(|b| b.latency_ms.clone()).map(|l| l.p50).unwrap_or_default();
+    let p50_at = |t: f64| {
+        r.timeline
+            .iter()
+            .find(|b| b.t_s == t)
+            .and_then(|b| b.latency_ms.clone())
+            .map(|l| l.p50)
+            .unwrap_or_default()
+    };
     assert!(p50_at(7.0) >= 100.0, "50 ms each way: {}", p50_at(7.0));
-    assert!(p50_at(15.0) < 20.0, "gone after the window: {}", p50_at(15.0));
+    assert!(
+        p50_at(15.0) < 20.0,
+        "gone after the window: {}",
+        p50_at(15.0)
+    );
 }

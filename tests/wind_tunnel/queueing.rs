@@ -37,5 +37,10 @@ deadline = "1h"
     assert_eq!(r.ok, r.sent, "nothing may fail or drop at half load");
     let theory_ms = 200.0;
     let error = (r.latency_ms.mean - theory_ms).abs() / theory_ms;
-    assert!(error < 0.05, "mean {} ms is {:.1}% from {theory_ms} ms", r.latency_ms.mean, error * 100.0);
+    assert!(
+        error < 0.05,
+        "mean {} ms is {:.1}% from {theory_ms} ms",
+        r.latency_ms.mean,
+        error * 100.0
+    );
 }

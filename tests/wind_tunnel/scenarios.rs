@@ -17,17 +17,34 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 5, "expected the shipped scenarios, found {files:?}");
+    assert!(
+        files.len() >= 5,
+        "expected the shipped scenarios, found {files:?}"
+    );
     let mut failures = Vec::new();
     for f in &files {
         let s = scenario::load_file(f, &NoBuiltins).unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(f).expect("readable");
-        assert!(text.starts_with('#'), "{} must open with a comment saying what it shows", f.display());
+        assert!(
+            text.starts_with('#'),
+            "{} must open with a comment saying what it shows",
+            f.display()
+        );
         assert!(!s.assertions.is_empty(), "{} asserts nothing", f.display());
         let summary = run(&s);
         for a in summary.assertions.iter().filter(|a| !a.passed) {
-            failures.push(format!("{}: {} [{}, {}]", f.display(), a.verdict, a.scope, a.window));
+            failures.push(format!(
+                "{}: {} [{}, {}]",
+                f.display(),
+                a.verdict,
+                a.scope,
+                a.window
+            ));
         }
     }
-    assert!(failures.is_empty(), "assertions failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "assertions failed:\n{}",
+        failures.join("\n")
+    );
 }

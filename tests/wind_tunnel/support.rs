@@ -22,7 +22,9 @@ pub fn run(s: &Scenario) -> Summary {
 
 /// The summary of one load.
 pub fn route<'a>(s: &'a Summary, name: &str) -> &'a RouteSummary {
-    s.routes.get(name).unwrap_or_else(|| panic!("no load {name} in {:?}", s.routes.keys()))
+    s.routes
+        .get(name)
+        .unwrap_or_else(|| panic!("no load {name} in {:?}", s.routes.keys()))
 }
 
 /// One synthetic service with one endpoint, called by one load: the smallest system.
