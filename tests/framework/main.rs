@@ -2,6 +2,7 @@
 //! over real TCP): one binary built from modules, as turmoil's own tests are.
 
 mod account;
+mod behaviour;
 mod deadline;
 mod determinism;
 mod failures;

@@ -146,3 +146,78 @@ fn list_prints_each_shipped_scenario_with_its_description() {
         "{t}"
     );
 }
+
+#[test]
+fn a_run_report_links_only_files_that_exist_and_its_hgrm_agrees_with_the_summary() {
+    // Goal: the report a person opens is whole. Method: run a scenario through the CLI, then
+    // follow every link in index.html, and read the percentile spectrum text back.
+    let dir = temp_dir("report");
+    let file = write(&dir, "r.toml", &crate::support::one_service(""));
+    let out_dir = dir.join("out");
+    let out = windtunnel(&[
+        "run",
+        &file,
+        "--out",
+        &out_dir.display().to_string(),
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(out_dir.join("index.html")).expect("index.html written");
+    let mut links = 0;
+    for attr in ["href=\"", "src=\""] {
+        for part in html.split(attr).skip(1) {
+            let target = part.split('"').next().unwrap_or("");
+            if target.starts_with('#') || target.is_empty() {
+                continue;
+            }
+            links += 1;
+            assert!(
+                out_dir.join(target).exists(),
+                "index.html links {target}, which does not exist"
+            );
+        }
+    }
+    for must in [
+        "latency.png",
+        "throughput.png",
+        "distribution.png",
+        "instances.png",
+        "summary.json",
+        "gets.hgrm",
+        "trace.json",
+    ] {
+        assert!(html.contains(must), "index.html must link {must}");
+    }
+    assert!(links >= 7);
+    let summary: windtunnel::report::summary::Summary = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("summary.json")).expect("summary"),
+    )
+    .expect("parses");
+    let rows = windtunnel::report::hgrm::parse(
+        &std::fs::read_to_string(out_dir.join("gets.hgrm")).expect("hgrm"),
+    )
+    .expect("parses");
+    let at = |p: f64| {
+        rows.iter()
+            .find(|(_, q, _)| *q >= p)
+            .map(|(v, _, _)| *v)
+            .expect("row")
+    };
+    let l = &summary.routes["gets"].latency_ms;
+    for (p, want) in [(0.5, l.p50), (0.99, l.p99)] {
+        assert!(
+            (at(p) - want).abs() <= want * 0.01 + 0.01,
+            "hgrm at {p}: {} vs summary {want}",
+            at(p)
+        );
+    }
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("trace.json")).expect("trace"))
+            .expect("json");
+    assert!(
+        trace["traceEvents"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "traces were kept"
+    );
+}
