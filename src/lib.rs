@@ -22,6 +22,7 @@ pub mod cli;
 pub mod dist;
 pub mod framework;
 pub mod load;
+mod lock;
 pub mod metrics;
 pub mod report;
 pub mod scenario;

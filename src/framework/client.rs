@@ -23,6 +23,7 @@ use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
 use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
+use crate::lock::lock;
 use crate::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
 
 /// How a client picks one instance of a service.
@@ -164,10 +165,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Client {
     /// A client that reports nothing.
     pub fn new(
@@ -221,11 +218,7 @@ impl Client {
 
     /// Appends a client middleware (innermost).
     pub fn add_middleware(&self, mw: Arc<dyn ClientMiddleware>) {
-        let mut guard = self
-            .inner
-            .middleware
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::lock::write(&self.inner.middleware);
         let mut v = guard.to_vec();
         v.push(mw);
         *guard = Arc::from(v);
@@ -390,12 +383,7 @@ impl Client {
                 })
             })
         };
-        let chain = self
-            .inner
-            .middleware
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let chain = crate::lock::read(&self.inner.middleware).clone();
         let result = ClientNext::new(&chain, &end)
             .run(ctx.clone(), outbound)
             .await;

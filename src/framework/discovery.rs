@@ -4,6 +4,7 @@
 //! deregister when they stop; clients read it on every call. Instances are listed in id order so
 //! that the balancers see the same list in every run.
 
+use crate::lock::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -29,7 +30,7 @@ impl Registry {
     }
 
     fn services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<InstanceInfo>>> {
-        self.services.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.services)
     }
 
     /// Adds (or moves) an instance of `service`.

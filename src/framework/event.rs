@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::framework::ids::{RequestId, SpanId, TraceId};
+use crate::lock::lock;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,18 +147,12 @@ impl MemorySink {
 
     /// A copy of everything recorded so far, in order.
     pub fn events(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.events).clone()
     }
 }
 
 impl EventSink for MemorySink {
     fn emit(&self, event: Event) {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(event);
+        lock(&self.events).push(event);
     }
 }

@@ -101,10 +101,7 @@ impl IdGen {
 
     /// The next raw id; never zero, so zero can mean "none" on the wire.
     pub fn next_u64(&self) -> u64 {
-        let mut rng = self
-            .rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = crate::lock::lock(&self.rng);
         loop {
             let v = rng.next_u64();
             if v != 0 {

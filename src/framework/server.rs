@@ -25,6 +25,7 @@ use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
+use crate::lock::{lock, read, write};
 use crate::transport::{Inbound, ListenError, Transport};
 
 /// How a service is set up (the talk's `service.Config`).
@@ -137,14 +138,6 @@ impl std::fmt::Debug for Server {
             .field("instance", &self.inner.instance)
             .finish()
     }
-}
-
-fn read<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Server {
@@ -317,10 +310,6 @@ impl Server {
         running.abort.cancel();
         running.stopped.cancel();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The loop that takes requests from the transport and starts their tasks.

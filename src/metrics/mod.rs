@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::framework::ids::Fnv1a;
 use crate::framework::{Event, EventKind, EventSink};
+use crate::lock::lock;
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
 
@@ -154,7 +155,7 @@ impl Recorder {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Records one load request: intended start, when it ended, and how.

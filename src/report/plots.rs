@@ -1,10 +1,11 @@
 //! The report's PNG plots, drawn from a [`Summary`] alone.
 //!
-//! Four views, after the tools people already trust: `latency.png` (percentiles over time with
+//! Five views, after the tools people already trust: `latency.png` (percentiles over time with
 //! the fault windows shaded, as Jepsen draws them), `throughput.png` (ok / errors / dropped per
 //! second, Gatling's page), `distribution.png` (the percentile spectrum on wrk2's and
 //! HdrHistogram's `1/(1-p)` axis) and `instances.png` (per-instance utilisation and queue depth,
-//! so a slow or crashed instance stands out). `compare` overlays two runs' spectra.
+//! so a slow or crashed instance stands out), and `trace.png` (the slowest request's trace as a
+//! waterfall, as Zipkin and Jaeger draw it). `compare` overlays two runs' spectra.
 //!
 //! Text is drawn with the bundled DejaVu Sans through plotters' `ab_glyph` backend, so no system
 //! font library is needed; the font is registered once, before the first plot. Every plot is
@@ -16,6 +17,7 @@ mod distribution;
 mod instances;
 mod latency;
 mod throughput;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -74,8 +76,8 @@ fn draw_one(
     }
 }
 
-/// Writes `latency.png`, `throughput.png`, `distribution.png` and `instances.png` into `dir`
-/// (created if missing) and returns their paths in that order.
+/// Writes `latency.png`, `throughput.png`, `distribution.png`, `instances.png` and `trace.png`
+/// into `dir` (created if missing) and returns their paths in that order.
 pub fn write_plots(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     register_font()?;
     std::fs::create_dir_all(dir).map_err(|source| PlotError::Folder {
@@ -89,6 +91,7 @@ pub fn write_plots(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>, PlotEr
             distribution::draw(summary, p)
         })?,
         draw_one(dir.join("instances.png"), |p| instances::draw(summary, p))?,
+        draw_one(dir.join("trace.png"), |p| trace::draw(summary, p))?,
     ])
 }
 

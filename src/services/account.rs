@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::framework::{Context, Endpoint, Error, Server, ServiceConfig};
+use crate::lock::lock;
 
 /// The service's name.
 pub const NAME: &str = "service.account";
@@ -60,7 +61,7 @@ pub struct ListResponse {
 type Store = Arc<Mutex<BTreeMap<String, Account>>>;
 
 fn store_lock(store: &Store) -> std::sync::MutexGuard<'_, BTreeMap<String, Account>> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
+    lock(store)
 }
 
 /// The service's endpoints over one in-memory store.

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::{Context, Error};
+use crate::lock::lock;
 use crate::scenario::{FaultKind, Target};
 use crate::sim::netmodel::Party;
 use crate::transport::BoxFuture;
@@ -45,7 +46,7 @@ impl FaultBoard {
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Active>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.active)
     }
 
     /// Starts fault `id`, if it acts inside instances.
@@ -113,7 +114,7 @@ impl ServerMiddleware for InjectErrors {
         next: ServerNext<'a>,
     ) -> BoxFuture<'a, Result<Bytes, Error>> {
         let injected = {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng = lock(&self.rng);
             self.board.injected(&self.party, &mut rng)
         };
         match injected {

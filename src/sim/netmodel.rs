@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dist::Dist;
 use crate::framework::ids;
+use crate::lock::lock;
 use crate::scenario::{Network, Target};
 use crate::transport::{
     BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport,
@@ -108,23 +109,16 @@ impl NetModel {
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Bend>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.active)
     }
 
     /// Records which instance listens at `addr`.
     pub fn place(&self, addr: &str, party: Party) {
-        self.parties
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr.to_string(), party);
+        lock(&self.parties).insert(addr.to_string(), party);
     }
 
     fn party_at(&self, addr: &str) -> Option<Party> {
-        self.parties
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(addr)
-            .cloned()
+        lock(&self.parties).get(addr).cloned()
     }
 
     /// Starts fault `id`'s effect on the network, if it has one.
@@ -256,7 +250,7 @@ async fn travel(
 ) -> Result<(), SendError> {
     loop {
         let leg = {
-            let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng = lock(rng);
             model.plan(from, to, &mut rng)
         };
         let wait = match leg {
@@ -352,11 +346,7 @@ impl ModelTransport {
     /// it, so calls do not contend for the parent while they travel.
     fn fork_rng(&self) -> ChaCha8Rng {
         use rand::{RngCore, SeedableRng};
-        let seed = self
-            .rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_u64();
+        let seed = crate::lock::lock(&self.rng).next_u64();
         ChaCha8Rng::seed_from_u64(seed)
     }
 }

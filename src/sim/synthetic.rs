@@ -12,6 +12,7 @@ use bytes::Bytes;
 use rand_chacha::ChaCha8Rng;
 
 use crate::framework::{Call as RpcCall, Client, Context, Endpoint, Error, FanoutPolicy};
+use crate::lock::lock;
 use crate::scenario::{Call, Endpoint as EndpointSpec, Fanout, OnError, Wait};
 use crate::sim::faults::FaultBoard;
 use crate::sim::netmodel::Party;
@@ -38,7 +39,7 @@ pub fn endpoint(spec: &EndpointSpec, kit: InstanceKit) -> Endpoint {
     let body = Bytes::from(vec![b'.'; spec.response_bytes as usize]);
     Endpoint::raw(&name, move |ctx: Context, _req: Bytes| {
         let work = {
-            let mut rng = kit.rng.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rng = lock(&kit.rng);
             spec.time.sample(&mut *rng)
         };
         let factor = kit.faults.slow_factor(&kit.party);

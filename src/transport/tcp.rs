@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +26,7 @@ use super::frame::{
 use super::net::Network;
 use super::{BoxFuture, Inbound, ListenError, SendError, Transport};
 use crate::framework::error::Error;
+use crate::lock::lock;
 
 /// Settings of a [`TcpTransport`].
 #[derive(Debug, Clone)]
@@ -59,12 +60,6 @@ impl Default for TransportConfig {
             cancel_gate: None,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another task panicked mid-update of plain maps; the data is
-    // still usable and the transport must keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Frames waiting to be written on one connection.

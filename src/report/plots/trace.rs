@@ -1,0 +1,360 @@
+//! `trace.png`: the slowest request's trace as a waterfall, one row per call (Zipkin's and
+//! Jaeger's view).
+//!
+//! Each row shows a call twice: a thin bar from client-send to client-receive (how long the
+//! caller waited) and a thick bar from server-receive to server-send (how long the callee
+//! worked); the gap between them is the network and the queue. Times are read relative to the
+//! edge call's client-send. A trace's times may be missing (a call that never arrived, a handler
+//! that never ended): only the annotations that exist are drawn, never guessed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::canvas::{self, Area, Axis, Chart, DrawResult, Entry, Stroke};
+use crate::metrics::{Span, Trace};
+use crate::report::summary::Summary;
+
+/// Most spans drawn; the title says when there were more.
+const MAX_ROWS: usize = 40;
+/// Width of the span-label column left of the bars, pixels.
+const LABEL_PX: u32 = 420;
+/// Indentation per level of the call tree, pixels.
+const INDENT_PX: i32 = 14;
+/// Deepest indentation drawn, so a deep tree leaves room for its labels.
+const MAX_INDENT: usize = 8;
+/// Calls that ended badly (an error, a cancelled or timed-out handler).
+const BAD_INK: RGBColor = RGBColor(214, 39, 40);
+/// The CS/SR/SS/CR marks.
+const MARK_INK: RGBColor = RGBColor(30, 30, 30);
+
+/// Calls that ended well: the palette's first colour, as in the other plots.
+fn ok_ink() -> RGBColor {
+    canvas::color(0)
+}
+
+/// The trace to draw: the slowest request kept, else the first trace.
+fn pick(summary: &Summary) -> Option<&Trace> {
+    summary
+        .traces
+        .iter()
+        .find(|t| t.kept_because == "slowest")
+        .or_else(|| summary.traces.first())
+}
+
+/// Whether a call ended badly: an outcome other than `ok`, or a handler that was stopped.
+fn is_bad(span: &Span) -> bool {
+    span.outcome != "ok" || matches!(span.handler.as_str(), "cancelled" | "timed_out")
+}
+
+/// The four annotations in time order: CS, SR, SS, CR.
+fn times(span: &Span) -> [Option<f64>; 4] {
+    [span.cs_ms, span.sr_ms, span.ss_ms, span.cr_ms]
+}
+
+/// The earliest annotation the span has, for ordering rows.
+fn start_ms(span: &Span) -> Option<f64> {
+    times(span).into_iter().flatten().reduce(f64::min)
+}
+
+/// A span's row: the span and its depth in the call tree (0 for the edge call).
+struct Row<'a> {
+    span: &'a Span,
+    depth: usize,
+}
+
+/// Depth of `span` in the call tree, following parents (bounded, so a cycle cannot hang us).
+fn depth(span: &Span, by_id: &HashMap<&str, &Span>) -> usize {
+    let mut depth = 0;
+    let mut parent = span.parent_span_id.as_deref();
+    while let Some(p) = parent.and_then(|id| by_id.get(id)) {
+        depth += 1;
+        if depth >= by_id.len() {
+            break;
+        }
+        parent = p.parent_span_id.as_deref();
+    }
+    depth
+}
+
+/// Every span of the trace with its depth, by client-send time (spans without times last).
+fn rows(trace: &Trace) -> Vec<Row<'_>> {
+    let by_id: HashMap<&str, &Span> = trace
+        .spans
+        .iter()
+        .map(|s| (s.span_id.as_str(), s))
+        .collect();
+    let mut rows: Vec<Row> = trace
+        .spans
+        .iter()
+        .map(|span| Row {
+            span,
+            depth: depth(span, &by_id),
+        })
+        .collect();
+    let key = |r: &Row| r.span.cs_ms.or_else(|| start_ms(r.span));
+    rows.sort_by(|a, b| match (key(a), key(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (a, b) => b.is_some().cmp(&a.is_some()),
+    });
+    rows
+}
+
+/// Time zero: the edge call's client-send, else the earliest annotation of the trace.
+fn origin_ms(trace: &Trace) -> f64 {
+    let edge = trace.spans.iter().find(|s| s.parent_span_id.is_none());
+    edge.and_then(|s| s.cs_ms)
+        .or_else(|| trace.spans.iter().filter_map(start_ms).reduce(f64::min))
+        .unwrap_or(0.0)
+}
+
+/// `name @ callee`, with what went wrong appended.
+fn label(span: &Span) -> String {
+    let callee = if span.callee.is_empty() {
+        "(never arrived)"
+    } else {
+        span.callee.as_str()
+    };
+    let mut text = format!("{} @ {callee}", span.name);
+    let mut wrong = Vec::new();
+    if span.outcome != "ok" {
+        wrong.push(span.outcome.clone());
+    }
+    if matches!(span.handler.as_str(), "cancelled" | "timed_out") {
+        wrong.push(format!("handler {}", span.handler));
+    }
+    if !wrong.is_empty() {
+        text += &format!(": {}", wrong.join(", "));
+    }
+    text
+}
+
+fn title(summary: &Summary, trace: &Trace, shown: usize) -> String {
+    let why = if trace.kept_because.is_empty() {
+        "kept"
+    } else {
+        trace.kept_because.as_str()
+    };
+    let mut title = format!(
+        "{}: {why} request, trace {} ({} ms, {})",
+        summary.scenario,
+        trace.trace_id,
+        canvas::number(trace.latency_ms),
+        trace.outcome
+    );
+    if shown < trace.spans.len() {
+        title += &format!(", first {shown} of {} spans", trace.spans.len());
+    }
+    title
+}
+
+/// A chart with the x axis in ms and a wide, label-free y axis: the span labels are written
+/// into its label area by [`draw_labels`], indented by depth.
+fn chart<'a, 'b>(area: &'a Area<'b>, x: &Axis, y: &Axis) -> DrawResult<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(58)
+        .y_label_area_size(LABEL_PX)
+        .build_cartesian_2d(x.clone(), y.clone())?;
+    let x_fmt = |t: &f64| x.label(*t);
+    let no_label = |_: &f64| String::new();
+    chart
+        .configure_mesh()
+        .x_desc("ms since the request started")
+        .axis_desc_style((canvas::FONT, 19))
+        .label_style((canvas::FONT, 16))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&no_label)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(RGBColor(245, 245, 245))
+        .axis_style(RGBColor(60, 60, 60))
+        .draw()?;
+    Ok(chart)
+}
+
+/// Sizes of a row's drawing, in y-axis units (one row is one unit high).
+struct Geometry {
+    thin: f64,
+    thick: f64,
+    caller_mark: f64,
+    callee_mark: f64,
+    font_px: u32,
+}
+
+/// Bars as tall as fits the row, but no taller than a readable waterfall's.
+fn geometry(chart: &Chart, rows: usize) -> Geometry {
+    let row_px = f64::from(chart.plotting_area().dim_in_pixel().1) / rows.max(1) as f64;
+    let thick_px = (row_px * 0.3).min(9.0);
+    let unit = |px: f64| px / row_px.max(1.0);
+    Geometry {
+        thin: unit((thick_px * 0.3).max(1.5)),
+        thick: unit(thick_px),
+        caller_mark: unit((thick_px * 1.5).min(row_px * 0.46)),
+        callee_mark: unit(thick_px),
+        font_px: (row_px * 0.7).clamp(10.0, 16.0) as u32,
+    }
+}
+
+/// A filled bar from `a` to `b` (ms since the origin), `half` units above and below `yc`.
+fn bar(
+    chart: &mut Chart,
+    x: &Axis,
+    ends: (Option<f64>, Option<f64>),
+    yc: f64,
+    half: f64,
+    color: RGBAColor,
+) -> DrawResult {
+    if let (Some(a), Some(b)) = ends {
+        let rect = Rectangle::new([(x.at(a), yc - half), (x.at(b), yc + half)], color.filled());
+        chart.draw_series(std::iter::once(rect))?;
+    }
+    Ok(())
+}
+
+/// A vertical tick at `t` (ms since the origin), if the annotation exists.
+fn mark(chart: &mut Chart, x: &Axis, t: Option<f64>, yc: f64, half: f64) -> DrawResult {
+    if let Some(t) = t {
+        let tick = PathElement::new(
+            vec![(x.at(t), yc - half), (x.at(t), yc + half)],
+            MARK_INK.stroke_width(2),
+        );
+        chart.draw_series(std::iter::once(tick))?;
+    }
+    Ok(())
+}
+
+/// One span's bars and marks on the row centred at `yc`.
+fn draw_span(
+    chart: &mut Chart,
+    span: &Span,
+    origin: f64,
+    x: &Axis,
+    yc: f64,
+    g: &Geometry,
+) -> DrawResult {
+    let [cs, sr, ss, cr] = times(span).map(|t| t.map(|t| t - origin));
+    let ink = if is_bad(span) { BAD_INK } else { ok_ink() };
+    bar(chart, x, (cs, cr), yc, g.thin, ink.mix(0.8))?;
+    bar(chart, x, (sr, ss), yc, g.thick, ink.mix(0.85))?;
+    for t in [cs, cr] {
+        mark(chart, x, t, yc, g.caller_mark)?;
+    }
+    for t in [sr, ss] {
+        mark(chart, x, t, yc, g.callee_mark)?;
+    }
+    Ok(())
+}
+
+/// The y-axis coordinate of the centre of row `k` (row 0 at the top) of `n`.
+fn row_centre(k: usize, n: usize) -> f64 {
+    n as f64 - k as f64 - 0.5
+}
+
+/// Writes each row's label left-aligned in the chart's label area, indented by depth.
+fn draw_labels(area: &Area, chart: &Chart, rows: &[Row], g: &Geometry) -> DrawResult {
+    let base = area.get_base_pixel();
+    let x_axis_lo = chart.as_coord_spec().x_spec().range().start;
+    for (k, row) in rows.iter().enumerate() {
+        let ink = if is_bad(row.span) { BAD_INK } else { BLACK };
+        let style = (canvas::FONT, g.font_px)
+            .into_font()
+            .color(&ink)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        let (_, y_px) = chart.backend_coord(&(x_axis_lo, row_centre(k, rows.len())));
+        let x_px = 16 + INDENT_PX * row.depth.min(MAX_INDENT) as i32;
+        let text = canvas::fit(area, &label(row.span), &style, LABEL_PX as i32 - x_px)?;
+        area.draw(&Text::new(text, (x_px, y_px - base.1), style))?;
+    }
+    Ok(())
+}
+
+fn legend(rows: &[Row]) -> Vec<Entry> {
+    let mut entries = vec![
+        Entry::Heading("bars".to_string()),
+        Entry::Line(
+            ok_ink(),
+            Stroke::Solid(3),
+            "caller waits: CS..CR".to_string(),
+        ),
+        Entry::Line(
+            ok_ink(),
+            Stroke::Solid(14),
+            "callee works: SR..SS".to_string(),
+        ),
+    ];
+    if rows.iter().any(|r| is_bad(r.span)) {
+        entries.push(Entry::Line(
+            BAD_INK,
+            Stroke::Solid(14),
+            "error, cancelled, timed out".to_string(),
+        ));
+    }
+    entries.push(Entry::Heading("marks".to_string()));
+    entries
+}
+
+/// The marks' legend rows, under `first_row` rows drawn by [`canvas::legend`] (24 px each).
+fn legend_marks(area: &Area, first_row: usize) -> DrawResult {
+    let marks = [
+        (11, "CS send, CR answer (caller)"),
+        (7, "SR get, SS reply (callee)"),
+    ];
+    let style = (canvas::FONT, 16)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let width = area.dim_in_pixel().0 as i32;
+    for (i, (half, text)) in marks.into_iter().enumerate() {
+        let y = 24 + 24 * (first_row + i) as i32;
+        area.draw(&PathElement::new(
+            vec![(26, y - half), (26, y + half)],
+            MARK_INK.stroke_width(2),
+        ))?;
+        let text = canvas::fit(area, text, &style, width - 60)?;
+        area.draw(&Text::new(text, (52, y), style.clone()))?;
+    }
+    Ok(())
+}
+
+/// Draws `trace.png` at `path`.
+pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
+    let Some(trace) = pick(summary) else {
+        let page = canvas::page(path, &format!("{}: slowest request", summary.scenario))?;
+        page.note("no trace was kept in this run: no waterfall to draw")?;
+        return page.finish();
+    };
+    let mut rows = rows(trace);
+    rows.truncate(MAX_ROWS);
+    let page = canvas::page(path, &title(summary, trace, rows.len()))?;
+    if rows.is_empty() {
+        page.note("this trace has no spans")?;
+        return page.finish();
+    }
+    let origin = origin_ms(trace);
+    let end = rows
+        .iter()
+        .flat_map(|r| times(r.span).into_iter().flatten())
+        .map(|t| t - origin)
+        .fold(0.0, f64::max);
+    let x = Axis::from_zero(end);
+    let y = Axis::fixed(0.0, rows.len() as f64, 1.0);
+    let mut chart = chart(&page.plot, &x, &y)?;
+    let g = geometry(&chart, rows.len());
+    for (k, row) in rows.iter().enumerate() {
+        draw_span(
+            &mut chart,
+            row.span,
+            origin,
+            &x,
+            row_centre(k, rows.len()),
+            &g,
+        )?;
+    }
+    draw_labels(&page.plot, &chart, &rows, &g)?;
+    let entries = legend(&rows);
+    canvas::legend(&page.legend, &entries)?;
+    legend_marks(&page.legend, entries.len())?;
+    page.finish()
+}
