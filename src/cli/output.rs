@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::report::summary::{self, Summary};
 use crate::scenario::Scenario;
-use crate::sim::{self, Progress};
+use crate::sim::{self, Progress, Status};
 
 /// Why a run produced no report.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +24,10 @@ pub enum ReportError {
     },
 }
 
-/// A progress bar on a terminal, nothing otherwise (or when quiet).
+/// Progress: a bar on a terminal; plain lines (every tenth of the run) otherwise or when quiet.
 struct Bar {
     bar: Option<indicatif::ProgressBar>,
+    next_line: Duration,
 }
 
 impl Bar {
@@ -36,20 +37,36 @@ impl Bar {
             let b = indicatif::ProgressBar::new(total.as_secs().max(1));
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} simulated {pos}/{len} s [{bar:40}] {elapsed} wall",
+                    "{spinner} simulated {pos}/{len} s [{bar:30}] {msg} ({elapsed} wall)",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             b
         });
-        Bar { bar }
+        Bar {
+            bar,
+            next_line: Duration::ZERO,
+        }
     }
 }
 
 impl Progress for Bar {
-    fn tick(&mut self, done: Duration, _total: Duration) {
-        if let Some(b) = &self.bar {
-            b.set_position(done.as_secs());
+    fn tick(&mut self, s: Status) {
+        let counts = format!("{} requests, {} failed", s.requests, s.failed);
+        match &self.bar {
+            Some(b) => {
+                b.set_position(s.done.as_secs());
+                b.set_message(counts);
+            }
+            None if s.done >= self.next_line || s.done == s.total => {
+                eprintln!(
+                    "  {:.0}/{:.0} s simulated, {counts}",
+                    s.done.as_secs_f64(),
+                    s.total.as_secs_f64()
+                );
+                self.next_line = s.done + s.total / 10;
+            }
+            None => {}
         }
     }
 }

@@ -182,6 +182,15 @@ impl Recorder {
             .record(start, end.saturating_sub(start), &outcome);
     }
 
+    /// Load requests finished so far and how many of them failed or were dropped.
+    pub fn load_progress(&self) -> (u64, u64) {
+        let s = self.state();
+        s.loads.values().fold((0, 0), |(done, bad), series| {
+            let t = series.totals();
+            (done + t.sent, bad + t.sent.saturating_sub(t.ok))
+        })
+    }
+
     /// Marks instances of a node down (crash) or up (restart) from `at`.
     pub fn set_up(&self, instance: &str, up: bool, at: Duration) {
         let mut s = self.state();

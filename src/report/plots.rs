@@ -3,8 +3,8 @@
 //! Five views, after the tools people already trust: `latency.png` (percentiles over time with
 //! the fault windows shaded, as Jepsen draws them), `throughput.png` (ok / errors / dropped per
 //! second, Gatling's page), `distribution.png` (the percentile spectrum on wrk2's and
-//! HdrHistogram's `1/(1-p)` axis) and `instances.png` (per-instance utilisation and queue depth,
-//! so a slow or crashed instance stands out), and `trace.png` (the slowest request's trace as a
+//! HdrHistogram's `1/(1-p)` axis), `instances.png` (per-instance utilisation and queue depth,
+//! so a slow or crashed instance stands out) and `trace.png` (the slowest request's trace as a
 //! waterfall, as Zipkin and Jaeger draw it). `compare` overlays two runs' spectra.
 //!
 //! Text is drawn with the bundled DejaVu Sans through plotters' `ab_glyph` backend, so no system

@@ -37,10 +37,23 @@ pub enum RunError {
     Simulation(String),
 }
 
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Simulated time done.
+    pub done: Duration,
+    /// Simulated time in all.
+    pub total: Duration,
+    /// Load requests finished so far.
+    pub requests: u64,
+    /// Of those, failed or dropped.
+    pub failed: u64,
+}
+
 /// How a run reports its progress.
 pub trait Progress {
-    /// Called about every simulated second with the time done and the total.
-    fn tick(&mut self, done: Duration, total: Duration);
+    /// Called about every simulated second.
+    fn tick(&mut self, status: Status);
 }
 
 /// Progress that goes nowhere.
@@ -48,7 +61,7 @@ pub trait Progress {
 pub struct NoProgress;
 
 impl Progress for NoProgress {
-    fn tick(&mut self, _done: Duration, _total: Duration) {}
+    fn tick(&mut self, _status: Status) {}
 }
 
 /// What a run produced.
@@ -307,12 +320,19 @@ fn step_loop(
             .step()
             .map_err(|e| RunError::Simulation(e.to_string()))?;
         let now = sim.elapsed();
-        if now >= reported + Duration::from_secs(1) {
+        let over = (clients_done && now >= duration) || now >= duration + drain;
+        if over || now >= reported + Duration::from_secs(1) {
             reported = now;
-            progress.tick(now.min(duration), duration);
+            let (requests, failed) = shared.recorder.load_progress();
+            let done = if over { duration } else { now.min(duration) };
+            progress.tick(Status {
+                done,
+                total: duration,
+                requests,
+                failed,
+            });
         }
-        if (clients_done && now >= duration) || now >= duration + drain {
-            progress.tick(duration, duration);
+        if over {
             return Ok(());
         }
     }

@@ -221,3 +221,42 @@ fn a_run_report_links_only_files_that_exist_and_its_hgrm_agrees_with_the_summary
         "traces were kept"
     );
 }
+
+#[test]
+fn compare_puts_two_runs_side_by_side() {
+    let dir = temp_dir("compare");
+    let calm = write(&dir, "calm.toml", &crate::support::one_service(""));
+    let slow = write(
+        &dir,
+        "slow.toml",
+        &crate::support::one_service(
+            "[[fault]]\nat = \"5s\"\nslow = { target = \"svc.echo\", factor = 10 }",
+        ),
+    );
+    let (a, b) = (dir.join("calm"), dir.join("slow"));
+    for (file, out) in [(&calm, &a), (&slow, &b)] {
+        let o = windtunnel(&["run", file, "--out", &out.display().to_string(), "-q"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let o = windtunnel(&[
+        "compare",
+        &a.display().to_string(),
+        &b.display().to_string(),
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("calm") && t.contains("slow") && t.contains("gets"),
+        "{t}"
+    );
+    assert!(dir.join("compare.png").exists() && dir.join("compare.html").exists());
+    let missing = windtunnel(&["compare", &a.display().to_string(), "/no/such/report"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing).contains("/no/such/report"),
+        "{}",
+        text(&missing)
+    );
+}

@@ -19,8 +19,10 @@ use crate::report::summary::Summary;
 
 /// Most spans drawn; the title says when there were more.
 const MAX_ROWS: usize = 40;
+/// Rows the y axis holds at least, so that a trace of a few spans is not drawn in giant rows.
+const MIN_ROWS: usize = 10;
 /// Width of the span-label column left of the bars, pixels.
-const LABEL_PX: u32 = 420;
+const LABEL_PX: u32 = 400;
 /// Indentation per level of the call tree, pixels.
 const INDENT_PX: i32 = 14;
 /// Deepest indentation drawn, so a deep tree leaves room for its labels.
@@ -110,14 +112,13 @@ fn origin_ms(trace: &Trace) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `name @ callee`, with what went wrong appended.
-fn label(span: &Span) -> String {
+/// `name @ callee`, and what went wrong (if anything) to append to it.
+fn label_parts(span: &Span) -> (String, Option<String>) {
     let callee = if span.callee.is_empty() {
         "(never arrived)"
     } else {
         span.callee.as_str()
     };
-    let mut text = format!("{} @ {callee}", span.name);
     let mut wrong = Vec::new();
     if span.outcome != "ok" {
         wrong.push(span.outcome.clone());
@@ -125,10 +126,17 @@ fn label(span: &Span) -> String {
     if matches!(span.handler.as_str(), "cancelled" | "timed_out") {
         wrong.push(format!("handler {}", span.handler));
     }
-    if !wrong.is_empty() {
-        text += &format!(": {}", wrong.join(", "));
+    let head = format!("{} @ {callee}", span.name);
+    (head, (!wrong.is_empty()).then(|| wrong.join(", ")))
+}
+
+/// How long the call took: the caller's wait, else the callee's work, else nothing.
+fn duration_text(span: &Span) -> Option<String> {
+    match (span.cs_ms, span.cr_ms, span.sr_ms, span.ss_ms) {
+        (Some(cs), Some(cr), _, _) => Some(format!("{} ms", canvas::number(cr - cs))),
+        (_, _, Some(sr), Some(ss)) => Some(format!("callee {} ms", canvas::number(ss - sr))),
+        _ => None,
     }
-    text
 }
 
 fn title(summary: &Summary, trace: &Trace, shown: usize) -> String {
@@ -174,8 +182,11 @@ fn chart<'a, 'b>(area: &'a Area<'b>, x: &Axis, y: &Axis) -> DrawResult<Chart<'a,
     Ok(chart)
 }
 
-/// Sizes of a row's drawing, in y-axis units (one row is one unit high).
+/// Where rows go and how big their parts are: sizes in y-axis units (one row is one unit).
 struct Geometry {
+    /// Rows the y axis holds: at least [`MIN_ROWS`], so a short trace keeps slim rows.
+    slots: usize,
+    row_px: f64,
     thin: f64,
     thick: f64,
     caller_mark: f64,
@@ -183,21 +194,30 @@ struct Geometry {
     font_px: u32,
 }
 
-/// Bars as tall as fits the row, but no taller than a readable waterfall's.
-fn geometry(chart: &Chart, rows: usize) -> Geometry {
-    let row_px = f64::from(chart.plotting_area().dim_in_pixel().1) / rows.max(1) as f64;
-    let thick_px = (row_px * 0.3).min(9.0);
-    let unit = |px: f64| px / row_px.max(1.0);
-    Geometry {
-        thin: unit((thick_px * 0.3).max(1.5)),
-        thick: unit(thick_px),
-        caller_mark: unit((thick_px * 1.5).min(row_px * 0.46)),
-        callee_mark: unit(thick_px),
-        font_px: (row_px * 0.7).clamp(10.0, 16.0) as u32,
+impl Geometry {
+    /// Bars as tall as fits the row, but no taller than a readable waterfall's.
+    fn new(chart: &Chart, slots: usize) -> Geometry {
+        let row_px = f64::from(chart.plotting_area().dim_in_pixel().1) / slots.max(1) as f64;
+        let thick_px = (row_px * 0.3).min(11.0);
+        let unit = |px: f64| px / row_px.max(1.0);
+        Geometry {
+            slots,
+            row_px,
+            thin: unit((thick_px * 0.3).max(1.5)),
+            thick: unit(thick_px),
+            caller_mark: unit((thick_px * 1.5).min(row_px * 0.46)),
+            callee_mark: unit(thick_px),
+            font_px: (row_px * 0.7).clamp(10.0, 15.0) as u32,
+        }
+    }
+
+    /// The y-axis coordinate of the centre of row `k`, row 0 at the top.
+    fn centre(&self, k: usize) -> f64 {
+        self.slots as f64 - k as f64 - 0.5
     }
 }
 
-/// A filled bar from `a` to `b` (ms since the origin), `half` units above and below `yc`.
+/// A filled bar between `ends` (ms since the origin), `half` units above and below `yc`.
 fn bar(
     chart: &mut Chart,
     x: &Axis,
@@ -225,17 +245,26 @@ fn mark(chart: &mut Chart, x: &Axis, t: Option<f64>, yc: f64, half: f64) -> Draw
     Ok(())
 }
 
-/// One span's bars and marks on the row centred at `yc`.
-fn draw_span(
-    chart: &mut Chart,
-    span: &Span,
-    origin: f64,
-    x: &Axis,
-    yc: f64,
-    g: &Geometry,
-) -> DrawResult {
-    let [cs, sr, ss, cr] = times(span).map(|t| t.map(|t| t - origin));
-    let ink = if is_bad(span) { BAD_INK } else { ok_ink() };
+/// The call's duration in grey, just right of its last annotation.
+fn duration(chart: &mut Chart, span: &Span, end: Option<f64>, yc: f64, g: &Geometry) -> DrawResult {
+    let (Some(end), Some(text)) = (end, duration_text(span)) else {
+        return Ok(());
+    };
+    let style = (canvas::FONT, g.font_px.min(14))
+        .into_font()
+        .color(&RGBColor(90, 90, 90))
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let element = EmptyElement::at((end, yc)) + Text::new(text, (8, 0), style);
+    chart.draw_series(std::iter::once(element))?;
+    Ok(())
+}
+
+/// One span's bars, marks and duration on row `k`.
+fn draw_span(chart: &mut Chart, row: &Row, k: usize, at: (&Axis, f64), g: &Geometry) -> DrawResult {
+    let (x, origin) = at;
+    let yc = g.centre(k);
+    let [cs, sr, ss, cr] = times(row.span).map(|t| t.map(|t| t - origin));
+    let ink = if is_bad(row.span) { BAD_INK } else { ok_ink() };
     bar(chart, x, (cs, cr), yc, g.thin, ink.mix(0.8))?;
     bar(chart, x, (sr, ss), yc, g.thick, ink.mix(0.85))?;
     for t in [cs, cr] {
@@ -244,28 +273,51 @@ fn draw_span(
     for t in [sr, ss] {
         mark(chart, x, t, yc, g.callee_mark)?;
     }
-    Ok(())
+    let end = [cs, sr, ss, cr].into_iter().flatten().reduce(f64::max);
+    duration(chart, row.span, end.map(|t| x.at(t)), yc, g)
 }
 
-/// The y-axis coordinate of the centre of row `k` (row 0 at the top) of `n`.
-fn row_centre(k: usize, n: usize) -> f64 {
-    n as f64 - k as f64 - 0.5
+/// Writes one row's label at pixel `(x_px, y_px)` of `area`: on one line if it fits, else
+/// with what went wrong on a second line if the row is tall enough, else cut.
+fn draw_label(area: &Area, span: &Span, at: (i32, i32), g: &Geometry) -> DrawResult {
+    let (x_px, y_px) = at;
+    let ink = if is_bad(span) { BAD_INK } else { BLACK };
+    let style = (canvas::FONT, g.font_px)
+        .into_font()
+        .color(&ink)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let max_px = LABEL_PX as i32 - x_px;
+    let (head, wrong) = label_parts(span);
+    let one_line = match &wrong {
+        Some(w) => format!("{head}: {w}"),
+        None => head.clone(),
+    };
+    let fits = area.estimate_text_size(&one_line, &style)?.0 as i32 <= max_px;
+    let lines = match wrong {
+        Some(w) if !fits && g.row_px >= 2.4 * f64::from(g.font_px) => vec![head, w],
+        _ => vec![one_line],
+    };
+    let gap = g.font_px as i32 * 6 / 10;
+    for (i, line) in lines.iter().enumerate() {
+        let dy = if lines.len() == 2 {
+            (2 * i as i32 - 1) * gap
+        } else {
+            0
+        };
+        let text = canvas::fit(area, line, &style, max_px)?;
+        area.draw(&Text::new(text, (x_px, y_px + dy), style.clone()))?;
+    }
+    Ok(())
 }
 
 /// Writes each row's label left-aligned in the chart's label area, indented by depth.
 fn draw_labels(area: &Area, chart: &Chart, rows: &[Row], g: &Geometry) -> DrawResult {
     let base = area.get_base_pixel();
-    let x_axis_lo = chart.as_coord_spec().x_spec().range().start;
+    let x_lo = chart.as_coord_spec().x_spec().range().start;
     for (k, row) in rows.iter().enumerate() {
-        let ink = if is_bad(row.span) { BAD_INK } else { BLACK };
-        let style = (canvas::FONT, g.font_px)
-            .into_font()
-            .color(&ink)
-            .pos(Pos::new(HPos::Left, VPos::Center));
-        let (_, y_px) = chart.backend_coord(&(x_axis_lo, row_centre(k, rows.len())));
+        let (_, y_px) = chart.backend_coord(&(x_lo, g.centre(k)));
         let x_px = 16 + INDENT_PX * row.depth.min(MAX_INDENT) as i32;
-        let text = canvas::fit(area, &label(row.span), &style, LABEL_PX as i32 - x_px)?;
-        area.draw(&Text::new(text, (x_px, y_px - base.1), style))?;
+        draw_label(area, row.span, (x_px, y_px - base.1), g)?;
     }
     Ok(())
 }
@@ -338,19 +390,14 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
         .flat_map(|r| times(r.span).into_iter().flatten())
         .map(|t| t - origin)
         .fold(0.0, f64::max);
-    let x = Axis::from_zero(end);
-    let y = Axis::fixed(0.0, rows.len() as f64, 1.0);
+    // Room on the right for the last row's duration.
+    let x = Axis::from_zero(end * 1.15);
+    let slots = rows.len().max(MIN_ROWS);
+    let y = Axis::fixed(0.0, slots as f64, 1.0);
     let mut chart = chart(&page.plot, &x, &y)?;
-    let g = geometry(&chart, rows.len());
+    let g = Geometry::new(&chart, slots);
     for (k, row) in rows.iter().enumerate() {
-        draw_span(
-            &mut chart,
-            row.span,
-            origin,
-            &x,
-            row_centre(k, rows.len()),
-            &g,
-        )?;
+        draw_span(&mut chart, row, k, (&x, origin), &g)?;
     }
     draw_labels(&page.plot, &chart, &rows, &g)?;
     let entries = legend(&rows);
