@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
+use windtunnel::metrics::{Span, Trace};
 use windtunnel::report::summary::{
     AssertionResult, BucketSummary, FaultWindow, InstancePoint, InstanceSummary, LatencyMs,
     RouteSummary, SpectrumPoint, Summary,
@@ -338,7 +339,8 @@ fn plots_are_pngs_named_as_documented() -> TestResult {
             "latency.png",
             "throughput.png",
             "distribution.png",
-            "instances.png"
+            "instances.png",
+            "trace.png"
         ]
     );
     for f in &files {
@@ -367,7 +369,7 @@ fn a_single_load_run_plots_too() -> TestResult {
 fn an_empty_run_still_gives_valid_pngs() -> TestResult {
     let dir = scratch("plots-empty")?;
     let files = plots::write_plots(&empty_run(), &dir)?;
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     for f in &files {
         assert_png(f, 5_000)?;
     }
@@ -400,6 +402,126 @@ fn many_instances_are_cut_to_the_twelve_that_matter() -> TestResult {
     run.instances = instances(30);
     let files = plots::write_plots(&run, &dir)?;
     assert_png(&files[3], 20_000)?;
+    Ok(())
+}
+
+/// One span of a hand-built trace; `times` are CS, SR, SS, CR in ms since the run started.
+fn span(id: &str, parent: Option<&str>, name: &str, times: [Option<f64>; 4]) -> Span {
+    Span {
+        span_id: id.to_string(),
+        parent_span_id: parent.map(str::to_string),
+        name: name.to_string(),
+        caller: "api.webhook[0]".to_string(),
+        callee: format!("{name}[1]"),
+        cs_ms: times[0],
+        sr_ms: times[1],
+        ss_ms: times[2],
+        cr_ms: times[3],
+        outcome: "ok".to_string(),
+        handler: "ended".to_string(),
+    }
+}
+
+/// The slow request of the webhook fixture: the edge call, an auth check, a webhook delivery
+/// that hit its deadline (its handler cancelled), and a retry to another instance.
+fn slow_trace() -> Trace {
+    let t = |ms: f64| Some(30_000.0 + ms);
+    let edge = span(
+        "e0",
+        None,
+        "api.webhook",
+        [t(0.0), t(1.0), t(290.0), t(291.0)],
+    );
+    let auth = span(
+        "a1",
+        Some("e0"),
+        "service.auth.check",
+        [t(2.0), t(3.0), t(4.0), t(5.0)],
+    );
+    let mut slow = span(
+        "w1",
+        Some("e0"),
+        "service.webhook.deliver",
+        [t(6.0), t(8.0), t(258.0), t(256.0)],
+    );
+    slow.outcome = "deadline_exceeded".to_string();
+    slow.handler = "cancelled".to_string();
+    let retry = span(
+        "w2",
+        Some("e0"),
+        "service.webhook.deliver",
+        [t(257.0), t(258.0), t(288.0), t(289.0)],
+    );
+    Trace {
+        trace_id: "00c0ffee00000001".to_string(),
+        kept_because: "slowest".to_string(),
+        latency_ms: 291.0,
+        outcome: "ok".to_string(),
+        spans: vec![edge, auth, slow, retry],
+    }
+}
+
+/// The path named `name` among those `write_plots` returned.
+fn plot_named<'a>(files: &'a [PathBuf], name: &str) -> Option<&'a PathBuf> {
+    files
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == name))
+}
+
+#[test]
+fn the_slowest_trace_is_drawn_as_a_waterfall() -> TestResult {
+    // Goal: a run with a kept trace gets a trace.png worth looking at. Method: a hand-built
+    // four-span trace (one span cancelled), then check the PNG's signature and size.
+    let dir = scratch("plots-trace")?;
+    let mut run = webhook_run(5, 1.0);
+    run.traces = vec![slow_trace()];
+    let files = plots::write_plots(&run, &dir)?;
+    let trace = plot_named(&files, "trace.png").ok_or("write_plots returned no trace.png")?;
+    assert_eq!(trace, &dir.join("trace.png"));
+    assert_png(trace, 15_000)?;
+    Ok(())
+}
+
+#[test]
+fn a_run_without_traces_still_gets_a_valid_trace_png() -> TestResult {
+    // Goal: no kept trace is a note, not an error or a missing file.
+    let dir = scratch("plots-trace-none")?;
+    let files = plots::write_plots(&empty_run(), &dir)?;
+    let trace = plot_named(&files, "trace.png").ok_or("write_plots returned no trace.png")?;
+    assert_png(trace, 5_000)?;
+    Ok(())
+}
+
+#[test]
+fn a_trace_with_missing_times_and_many_spans_draws_without_panicking() -> TestResult {
+    // Goal: spans that never arrived or never ended, and a trace too long to show whole, are
+    // drawn from what exists. Method: a sampled trace (no slowest one) with 60 spans, some
+    // without times or parents, and check the PNG.
+    let dir = scratch("plots-trace-partial")?;
+    let mut trace = slow_trace();
+    trace.kept_because = "sampled".to_string();
+    trace.spans[0].cs_ms = None;
+    trace.spans[2].ss_ms = None;
+    trace.spans[2].cr_ms = None;
+    trace.spans[3].callee = String::new();
+    trace.spans[3].sr_ms = None;
+    for k in 0..56 {
+        let t = 30_010.0 + f64::from(k) * 4.0;
+        let times = match k % 3 {
+            0 => [Some(t), Some(t + 1.0), Some(t + 2.0), Some(t + 3.0)],
+            1 => [None, None, None, None],
+            _ => [None, Some(t), None, None],
+        };
+        let parent = (k % 5 != 0).then_some("a1");
+        trace
+            .spans
+            .push(span(&format!("x{k}"), parent, "db.query", times));
+    }
+    let mut run = webhook_run(6, 1.0);
+    run.traces = vec![trace];
+    let files = plots::write_plots(&run, &dir)?;
+    let trace = plot_named(&files, "trace.png").ok_or("write_plots returned no trace.png")?;
+    assert_png(trace, 15_000)?;
     Ok(())
 }
 

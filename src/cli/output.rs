@@ -24,10 +24,12 @@ pub enum ReportError {
     },
 }
 
-/// Progress: a bar on a terminal; plain lines (every tenth of the run) otherwise or when quiet.
+/// Progress: a bar on a terminal, plain lines (every tenth of the run) when not a terminal,
+/// nothing when quiet.
 struct Bar {
     bar: Option<indicatif::ProgressBar>,
     next_line: Duration,
+    quiet: bool,
 }
 
 impl Bar {
@@ -46,6 +48,7 @@ impl Bar {
         Bar {
             bar,
             next_line: Duration::ZERO,
+            quiet,
         }
     }
 }
@@ -58,13 +61,14 @@ impl Progress for Bar {
                 b.set_position(s.done.as_secs());
                 b.set_message(counts);
             }
-            None if s.done >= self.next_line || s.done == s.total => {
-                eprintln!(
-                    "  {:.0}/{:.0} s simulated, {counts}",
-                    s.done.as_secs_f64(),
-                    s.total.as_secs_f64()
-                );
-                self.next_line = s.done + s.total / 10;
+            None if !self.quiet && s.done >= self.next_line => {
+                let (done, total) = (s.done.as_secs_f64(), s.total.as_secs_f64());
+                eprintln!("  {done:.0}/{total:.0} s simulated, {counts}");
+                self.next_line = if s.done >= s.total {
+                    Duration::MAX
+                } else {
+                    (s.done + s.total / 10).min(s.total)
+                };
             }
             None => {}
         }

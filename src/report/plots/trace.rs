@@ -19,8 +19,10 @@ use crate::report::summary::Summary;
 
 /// Most spans drawn; the title says when there were more.
 const MAX_ROWS: usize = 40;
-/// Rows the y axis holds at least, so that a trace of a few spans is not drawn in giant rows.
-const MIN_ROWS: usize = 10;
+/// Tallest row, pixels: a trace of a few spans is drawn at the top of the page, not stretched.
+const MAX_ROW_PX: u32 = 56;
+/// Height of the x axis' labels and title under the rows, plus the chart's margins, pixels.
+const CHART_CHROME_PX: u32 = 58 + 2 * 12;
 /// Width of the span-label column left of the bars, pixels.
 const LABEL_PX: u32 = 400;
 /// Indentation per level of the call tree, pixels.
@@ -184,7 +186,7 @@ fn chart<'a, 'b>(area: &'a Area<'b>, x: &Axis, y: &Axis) -> DrawResult<Chart<'a,
 
 /// Where rows go and how big their parts are: sizes in y-axis units (one row is one unit).
 struct Geometry {
-    /// Rows the y axis holds: at least [`MIN_ROWS`], so a short trace keeps slim rows.
+    /// Rows the y axis holds.
     slots: usize,
     row_px: f64,
     thin: f64,
@@ -198,7 +200,7 @@ impl Geometry {
     /// Bars as tall as fits the row, but no taller than a readable waterfall's.
     fn new(chart: &Chart, slots: usize) -> Geometry {
         let row_px = f64::from(chart.plotting_area().dim_in_pixel().1) / slots.max(1) as f64;
-        let thick_px = (row_px * 0.3).min(11.0);
+        let thick_px = (row_px * 0.3).min(12.0);
         let unit = |px: f64| px / row_px.max(1.0);
         Geometry {
             slots,
@@ -370,6 +372,41 @@ fn legend_marks(area: &Area, first_row: usize) -> DrawResult {
     Ok(())
 }
 
+/// Splits the plot area into the chart, as tall as `rows` rows of at most [`MAX_ROW_PX`] need,
+/// and the space left under it, if any.
+fn rows_area<'a>(plot: &Area<'a>, rows: usize) -> (Area<'a>, Option<Area<'a>>) {
+    let height = plot.dim_in_pixel().1;
+    let wanted = (rows as u32).saturating_mul(MAX_ROW_PX) + CHART_CHROME_PX;
+    if wanted >= height {
+        return (plot.clone(), None);
+    }
+    let (chart, rest) = plot.split_vertically(wanted);
+    (chart, Some(rest))
+}
+
+/// How to read the bars, under a short waterfall where there is room for it.
+const HOW_TO_READ: [&str; 2] = [
+    "Thin bar: how long the caller waited for the answer (CS to CR). Thick bar: how long the callee worked (SR to SS).",
+    "The gaps between them are time on the network and in the callee's queue.",
+];
+
+/// Writes [`HOW_TO_READ`] in grey at the top of `area`, if it has room.
+fn how_to_read(area: &Area) -> DrawResult {
+    if area.dim_in_pixel().1 < 80 {
+        return Ok(());
+    }
+    let style = (canvas::FONT, 15)
+        .into_font()
+        .color(&RGBColor(90, 90, 90))
+        .pos(Pos::new(HPos::Left, VPos::Top));
+    let width = area.dim_in_pixel().0 as i32;
+    for (i, line) in HOW_TO_READ.iter().enumerate() {
+        let text = canvas::fit(area, line, &style, width - 40)?;
+        area.draw(&Text::new(text, (24, 24 + 22 * i as i32), style.clone()))?;
+    }
+    Ok(())
+}
+
 /// Draws `trace.png` at `path`.
 pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     let Some(trace) = pick(summary) else {
@@ -392,14 +429,18 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
         .fold(0.0, f64::max);
     // Room on the right for the last row's duration.
     let x = Axis::from_zero(end * 1.15);
-    let slots = rows.len().max(MIN_ROWS);
+    let slots = rows.len();
     let y = Axis::fixed(0.0, slots as f64, 1.0);
-    let mut chart = chart(&page.plot, &x, &y)?;
+    let (area, rest) = rows_area(&page.plot, slots);
+    let mut chart = chart(&area, &x, &y)?;
     let g = Geometry::new(&chart, slots);
     for (k, row) in rows.iter().enumerate() {
         draw_span(&mut chart, row, k, (&x, origin), &g)?;
     }
-    draw_labels(&page.plot, &chart, &rows, &g)?;
+    draw_labels(&area, &chart, &rows, &g)?;
+    if let Some(rest) = rest {
+        how_to_read(&rest)?;
+    }
     let entries = legend(&rows);
     canvas::legend(&page.legend, &entries)?;
     legend_marks(&page.legend, entries.len())?;

@@ -1,0 +1,115 @@
+//! `service.auth`: says who holds a bearer token and what they may do.
+//!
+//! The gateway asks it once per edge request (`check`) before routing anything, so a request
+//! with a bad token never reaches another service. Tokens live in a table given at
+//! construction; a real deployment would look them up in a store, behind the same endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::framework::{Context, Endpoint, Error, ErrorKind, Server, ServiceConfig};
+
+/// The service's name.
+pub const NAME: &str = "service.auth";
+
+/// The endpoint that checks a token.
+pub const CHECK: &str = "check";
+
+/// Who holds a token, and the scopes it grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user the token belongs to.
+    pub user: String,
+    /// What the token allows, e.g. `accounts:write`.
+    pub scopes: Vec<String>,
+}
+
+impl Identity {
+    /// An identity for `user` with `scopes`.
+    pub fn new(user: &str, scopes: &[&str]) -> Identity {
+        Identity {
+            user: user.to_string(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// `check` request.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// The bearer token to check.
+    pub token: String,
+}
+
+impl std::fmt::Debug for CheckRequest {
+    // A token is a secret: it must not end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckRequest")
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `check` response: the token's identity.
+pub type CheckResponse = Identity;
+
+/// Known tokens and whom they name, ordered by token.
+pub type Tokens = BTreeMap<String, Identity>;
+
+/// The service's endpoints over the token table `tokens`.
+pub fn endpoints(tokens: Tokens) -> Vec<Endpoint> {
+    let tokens = Arc::new(tokens);
+    vec![Endpoint::new(
+        CHECK,
+        move |_ctx: Context, req: CheckRequest| {
+            let tokens = tokens.clone();
+            async move { check(&tokens, &req) }
+        },
+    )]
+}
+
+fn check(tokens: &Tokens, req: &CheckRequest) -> Result<CheckResponse, Error> {
+    if req.token.is_empty() {
+        return Err(Error::of(
+            ErrorKind::Unauthorized,
+            "missing_token",
+            "no token given",
+        ));
+    }
+    tokens
+        .get(&req.token)
+        .cloned()
+        .ok_or_else(|| Error::of(ErrorKind::Unauthorized, "invalid_token", "unknown token"))
+}
+
+/// The service's config.
+pub fn config() -> ServiceConfig {
+    ServiceConfig::new(NAME, "Check bearer tokens")
+}
+
+/// A server for `service.auth` over `tokens`, with its endpoint added.
+pub fn server(tokens: Tokens) -> Server {
+    let srv = Server::new(config());
+    srv.add_endpoints(endpoints(tokens));
+    srv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_tokens_name_their_user_and_others_are_unauthorized() {
+        let mut tokens = Tokens::new();
+        tokens.insert("t1".into(), Identity::new("alice", &["accounts:write"]));
+        let ok = check(&tokens, &CheckRequest { token: "t1".into() });
+        assert_eq!(ok.map(|i| i.user).as_deref(), Ok("alice"));
+        let bad = check(&tokens, &CheckRequest { token: "t2".into() });
+        assert_eq!(
+            bad.map_err(|e| e.code().to_string()),
+            Err("unauthorized.invalid_token".to_string())
+        );
+    }
+}
