@@ -5,6 +5,7 @@
 //! 1 when one fails, 2 when the input is invalid (clap's own usage errors are 2 as well).
 
 mod output;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +45,23 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run a scenario at many seeds and report which fail (replay one with `run --seed`).
+    Sweep {
+        /// The scenario file (TOML).
+        file: PathBuf,
+        /// How many seeds.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first: u64,
+        /// Write sweep.json here (default: reports/<scenario name>-sweep/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Validate scenario files without running them.
     Check {
         /// The scenario files.
@@ -78,6 +96,13 @@ pub fn main() -> ExitCode {
             out,
             quiet,
         } => run(&file, seed, out, quiet),
+        Command::Sweep {
+            file,
+            seeds,
+            first,
+            out,
+            quiet,
+        } => sweep::sweep(&file, first, seeds, out, quiet),
         Command::Check { files } => check(&files),
         Command::List { dir } => list(&dir),
         Command::Compare { a, b, out } => compare(&a, &b, out),

@@ -260,3 +260,52 @@ fn compare_puts_two_runs_side_by_side() {
         text(&missing)
     );
 }
+
+#[test]
+fn sweep_runs_each_seed_and_names_the_seeds_that_fail() {
+    let dir = temp_dir("sweep");
+    // About 2,000 requests are sent per run (100/s for 20 s, Poisson): some seeds send more.
+    let file = write(
+        &dir,
+        "s.toml",
+        &crate::support::one_service("[[assert]]\nthat = \"sent < 2000\""),
+    );
+    let out = windtunnel(&[
+        "sweep",
+        &file,
+        "--seeds",
+        "4",
+        "--out",
+        &dir.display().to_string(),
+        "-q",
+    ]);
+    let t = text(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).expect("sweep.json"))
+            .expect("json");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4);
+    let mut prints: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["fingerprint"].as_str())
+        .collect();
+    prints.dedup();
+    assert_eq!(prints.len(), 4, "each seed is its own history");
+    let failed = report["failed_seeds"].as_array().expect("failed_seeds");
+    assert!(
+        !failed.is_empty() && failed.len() < 4,
+        "some seeds, not all, send 2,000 or more: {t}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let seed = failed[0].as_u64().expect("seed");
+    assert!(
+        t.contains(&format!("FAIL seed {seed}: sent < 2000: observed")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("replay: windtunnel run {file} --seed {seed}")),
+        "{t}"
+    );
+    let bad = windtunnel(&["sweep", &file, "--seeds", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "zero seeds is a usage error");
+}

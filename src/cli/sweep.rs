@@ -1,0 +1,146 @@
+//! `windtunnel sweep`: one scenario at many seeds, to find the seed that breaks it.
+//!
+//! Each seed is a full run; only its verdicts and headline figures are kept (sweep.json), so a
+//! sweep of thousands of seeds stays small. A failing seed is replayed bit for bit with
+//! `windtunnel run FILE --seed N`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{load, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+use crate::report::summary;
+use crate::sim::{self, NoProgress};
+
+/// One seed's outcome.
+#[derive(Debug, Serialize)]
+struct SeedResult {
+    seed: u64,
+    passed: bool,
+    fingerprint: String,
+    /// p99 latency per load, ms.
+    p99_ms: BTreeMap<String, f64>,
+    /// Error rate per load.
+    error_rate: BTreeMap<String, f64>,
+    /// Verdicts of the assertions that failed.
+    failed: Vec<String>,
+}
+
+/// What sweep.json holds.
+#[derive(Debug, Serialize)]
+struct SweepReport {
+    scenario: String,
+    first_seed: u64,
+    seeds: u64,
+    passed: u64,
+    failed_seeds: Vec<u64>,
+    results: Vec<SeedResult>,
+}
+
+/// Runs `file` at seeds `first..first + seeds`; exit 1 if any seed fails an assertion.
+pub fn sweep(file: &Path, first: u64, seeds: u64, out: Option<PathBuf>, quiet: bool) -> u8 {
+    let mut scenario = match load(file) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut results = Vec::new();
+    for seed in first..first.saturating_add(seeds) {
+        scenario.seed = seed;
+        let output = match sim::run(&scenario, &mut NoProgress) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        };
+        let s = summary::build(&scenario, &output.measurements, output.wall);
+        let result = SeedResult {
+            seed,
+            passed: s.passed,
+            fingerprint: s.fingerprint.clone(),
+            p99_ms: s
+                .routes
+                .iter()
+                .map(|(k, r)| (k.clone(), r.latency_ms.p99))
+                .collect(),
+            error_rate: s
+                .routes
+                .iter()
+                .map(|(k, r)| (k.clone(), r.error_rate))
+                .collect(),
+            failed: s
+                .assertions
+                .iter()
+                .filter(|a| !a.passed)
+                .map(|a| a.verdict.clone())
+                .collect(),
+        };
+        if !quiet {
+            let mark = if result.passed { "pass" } else { "FAIL" };
+            eprintln!(
+                "  seed {seed}: {mark} ({} of {seeds} done)",
+                seed - first + 1
+            );
+        }
+        results.push(result);
+    }
+    let failed_seeds: Vec<u64> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.seed)
+        .collect();
+    let report = SweepReport {
+        scenario: scenario.name.as_str().to_string(),
+        first_seed: first,
+        seeds,
+        passed: seeds - failed_seeds.len() as u64,
+        failed_seeds,
+        results,
+    };
+    let dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", scenario.name)));
+    if let Err(e) = write(&dir, &report) {
+        eprintln!(
+            "error: cannot write {}: {e}",
+            dir.join("sweep.json").display()
+        );
+        return EXIT_INVALID;
+    }
+    print_report(&report, file, &dir);
+    if report.failed_seeds.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+fn write(dir: &Path, report: &SweepReport) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("sweep.json"),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    Ok(())
+}
+
+fn print_report(report: &SweepReport, file: &Path, dir: &Path) {
+    println!(
+        "{}: {} of {} seeds pass (seeds {}..{})",
+        report.scenario,
+        report.passed,
+        report.seeds,
+        report.first_seed,
+        report.first_seed + report.seeds - 1
+    );
+    for r in report.results.iter().filter(|r| !r.passed) {
+        for v in &r.failed {
+            println!("  FAIL seed {}: {v}", r.seed);
+        }
+        println!(
+            "    replay: windtunnel run {} --seed {}",
+            file.display(),
+            r.seed
+        );
+    }
+    println!("  results: {}", dir.join("sweep.json").display());
+}
