@@ -79,7 +79,8 @@ struct State {
     events: u64,
     loads: BTreeMap<String, Series>,
     endpoints: BTreeMap<String, Series>,
-    calls: BTreeMap<u64, (Duration, String)>,
+    /// Calls in flight: span -> (sent at, service, endpoint).
+    calls: BTreeMap<u64, (Duration, Arc<str>, Arc<str>)>,
     server: BTreeMap<u64, ServerRequest>,
     abandoned: BTreeMap<u64, Duration>,
     abandon_sweep: Duration,
@@ -390,12 +391,13 @@ impl State {
     }
 
     fn call_ended(&mut self, e: &Event, outcome: Outcome) {
-        let Some((sent, endpoint)) = self.calls.remove(&e.span_id.0) else {
+        let Some((sent, service, endpoint)) = self.calls.remove(&e.span_id.0) else {
             return;
         };
         let (width, buckets) = (self.bucket_width, self.buckets);
+        let name = format!("{service}.{endpoint}");
         self.endpoints
-            .entry(endpoint)
+            .entry(name)
             .or_insert_with(|| Series::new(width, buckets))
             .record(sent, e.at.saturating_sub(sent), &outcome);
     }
@@ -414,8 +416,8 @@ impl State {
     fn apply(&mut self, e: &Event) {
         match &e.kind {
             EventKind::CallSent => {
-                let name = format!("{}.{}", e.service, e.endpoint);
-                self.calls.insert(e.span_id.0, (e.at, name));
+                self.calls
+                    .insert(e.span_id.0, (e.at, e.service.clone(), e.endpoint.clone()));
             }
             EventKind::CallAnswered { error } => {
                 let outcome = error

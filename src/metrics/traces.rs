@@ -107,16 +107,40 @@ impl TraceStore {
         }
     }
 
+    /// Keeps the trace if it failed, is sampled, or is among the slowest. The edge call's own
+    /// events give its latency and outcome; spans are built only for a trace that is kept.
     fn decide(&mut self, trace: u64, events: &[Event]) {
-        let spans = spans(events);
-        let Some(edge) = spans.iter().find(|s| s.parent_span_id.is_none()) else {
+        let edge = |k: fn(&EventKind) -> bool| {
+            events
+                .iter()
+                .find(|e| e.parent_span_id.is_none() && e.parent_request_id.is_none() && k(&e.kind))
+        };
+        let (Some(sent), Some(ended)) = (
+            edge(|k| *k == EventKind::CallSent),
+            edge(|k| {
+                matches!(
+                    k,
+                    EventKind::CallAnswered { .. } | EventKind::CallAbandoned { .. }
+                )
+            }),
+        ) else {
             return;
         };
-        let latency_ms = match (edge.cs_ms, edge.cr_ms) {
-            (Some(a), Some(b)) => b - a,
-            _ => 0.0,
-        };
-        let outcome = edge.outcome.clone();
+        let latency_ms = ms(ended.at.saturating_sub(sent.at));
+        let outcome = ended.kind.error_code().unwrap_or("ok").to_string();
+        let failed = outcome != "ok" && self.failed.len() < KEEP_FAILED;
+        let sampled =
+            !failed && trace.is_multiple_of(SAMPLE_ONE_IN) && self.sampled.len() < KEEP_SAMPLED;
+        let floor = self
+            .slowest
+            .iter()
+            .map(|t| t.latency_ms)
+            .fold(f64::INFINITY, f64::min);
+        let slow = self.slowest.len() < KEEP_SLOWEST || latency_ms > floor;
+        if !(failed || sampled || slow) {
+            return;
+        }
+        let spans = spans(events);
         let make = |why: &str| Trace {
             trace_id: format!("{trace:016x}"),
             kept_because: why.to_string(),
@@ -124,17 +148,12 @@ impl TraceStore {
             outcome: outcome.clone(),
             spans: spans.clone(),
         };
-        if outcome != "ok" && self.failed.len() < KEEP_FAILED {
+        if failed {
             self.failed.push(make("failed"));
-        } else if trace.is_multiple_of(SAMPLE_ONE_IN) && self.sampled.len() < KEEP_SAMPLED {
+        } else if sampled {
             self.sampled.push(make("sampled"));
         }
-        let slowest_floor = self
-            .slowest
-            .iter()
-            .map(|t| t.latency_ms)
-            .fold(f64::INFINITY, f64::min);
-        if self.slowest.len() < KEEP_SLOWEST || latency_ms > slowest_floor {
+        if slow {
             self.slowest.push(make("slowest"));
             self.slowest
                 .sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
