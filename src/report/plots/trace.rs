@@ -5,7 +5,8 @@
 //! caller waited) and a thick bar from server-receive to server-send (how long the callee
 //! worked); the gap between them is the network and the queue. Times are read relative to the
 //! edge call's client-send. A trace's times may be missing (a call that never arrived, a handler
-//! that never ended): only the annotations that exist are drawn, never guessed.
+//! that never ended): only the annotations that exist are drawn, never guessed. A trace of more
+//! than [`MAX_ROWS`] spans shows its first ones by client-send, and its title says so.
 
 use std::collections::HashMap;
 use std::path::Path;
