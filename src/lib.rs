@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod dist;
 pub mod framework;
+pub mod gateway;
 pub mod load;
 mod lock;
 pub mod metrics;

@@ -251,7 +251,7 @@ impl Server {
         let advertised = listen.advertise.clone().unwrap_or_else(|| bound.clone());
         let running = Running {
             transport: transport.clone(),
-            addr: listen.bind.clone(),
+            addr: bound.clone(),
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             stopped: CancellationToken::new(),

@@ -23,9 +23,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
         .get(AUTHORIZATION)
         .ok_or(GatewayError::MissingToken)?;
     let text = value.to_str().map_err(|_| GatewayError::MalformedToken)?;
-    let (scheme, token) = text
-        .split_once(' ')
-        .ok_or(GatewayError::MalformedToken)?;
+    let (scheme, token) = text.split_once(' ').ok_or(GatewayError::MalformedToken)?;
     let token = token.trim();
     // The scheme is case-insensitive (RFC 7235); a token never holds spaces.
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {

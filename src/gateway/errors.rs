@@ -41,6 +41,9 @@ pub enum GatewayError {
         /// The limit.
         limit_bytes: usize,
     },
+    /// The body did not arrive before the request's deadline.
+    #[error("body did not arrive before the deadline")]
+    BodyTimeout,
     /// The body could not be read off the connection.
     #[error("body could not be read: {0}")]
     BodyUnreadable(String),
@@ -89,6 +92,7 @@ impl GatewayError {
             GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BodyUnreadable(_)
             | GatewayError::InvalidJson(_)
             | GatewayError::NotAnObject
@@ -115,6 +119,7 @@ impl GatewayError {
             }
             GatewayError::BodyTooLarge { limit_bytes } => Error::bad_request("body_too_large", msg)
                 .with_param("limit_bytes", limit_bytes.to_string()),
+            GatewayError::BodyTimeout => Error::timeout("body", msg),
             GatewayError::BodyUnreadable(_) => Error::bad_request("body_unreadable", msg),
             GatewayError::InvalidJson(_) => Error::bad_request("invalid_json", msg),
             GatewayError::NotAnObject => Error::bad_request("not_an_object", msg),

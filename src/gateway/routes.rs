@@ -3,7 +3,8 @@
 //! Routes are tried in the order they were added and the first whose method and pattern match
 //! wins, so the outcome never depends on a hash order. A path that some route's pattern matches,
 //! but under another method, is told apart from a path nothing matches: the first is a 405 with
-//! the methods that would work, the second a 404.
+//! the methods that would work, the second a 404. Segments are compared as sent, not
+//! percent-decoded, and a parameter never matches an empty segment.
 
 use std::collections::BTreeMap;
 

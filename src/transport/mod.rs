@@ -119,8 +119,8 @@ pub trait Transport: Send + Sync + 'static {
         addr: &str,
         inbound: mpsc::Sender<Inbound>,
     ) -> BoxFuture<'_, Result<String, ListenError>>;
-    /// Stops accepting on `addr`; returns whether it was listening. Open connections stay
-    /// open until the receiver of `inbound` is dropped.
+    /// Stops accepting on `addr`, an address [`Transport::listen`] returned; returns whether it
+    /// was listening. Open connections stay open until the receiver of `inbound` is dropped.
     fn stop_listening(&self, addr: &str) -> bool;
     /// Answers a request. An answer to a request the caller already cancelled is dropped.
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>);

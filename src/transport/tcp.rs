@@ -464,9 +464,6 @@ impl<N: Network> Transport for TcpTransport<N> {
     ) -> BoxFuture<'_, Result<String, ListenError>> {
         let addr = addr.to_string();
         Box::pin(async move {
-            if lock(&self.inner.listeners).contains_key(&addr) {
-                return Err(ListenError::AlreadyListening(addr));
-            }
             let listener = N::bind(&addr).await.map_err(|source| ListenError::Bind {
                 addr: addr.clone(),
                 source,
@@ -476,7 +473,11 @@ impl<N: Network> Transport for TcpTransport<N> {
                 source,
             })?;
             let stop = CancellationToken::new();
-            lock(&self.inner.listeners).insert(addr, stop.clone());
+            // Keyed by the bound address: two listens on port 0 get two ports.
+            if lock(&self.inner.listeners).contains_key(&bound) {
+                return Err(ListenError::AlreadyListening(bound));
+            }
+            lock(&self.inner.listeners).insert(bound.clone(), stop.clone());
             tokio::spawn(accept_loop(self.clone(), listener, inbound, stop));
             Ok(bound)
         })

@@ -116,3 +116,55 @@ fn account_service_answers_the_same_over_real_tcp_on_loopback(
         Ok(())
     })
 }
+
+#[test]
+fn one_transport_serves_two_services_on_ephemeral_ports_and_stops_each(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Goal: listeners are told apart by the address they got, not the one asked for.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let registry = Registry::new();
+        let transport = Arc::new(TcpTransport::<Tokio>::default());
+        let a = Server::with(
+            account::config(),
+            Arc::new(windtunnel::framework::NullSink),
+            Some(registry.clone()),
+        );
+        a.add_endpoints(account::endpoints());
+        let mut other = account::config();
+        other.name = "service.ledger".into();
+        let b = Server::with(
+            other,
+            Arc::new(windtunnel::framework::NullSink),
+            Some(registry.clone()),
+        );
+        b.add_endpoints(account::endpoints());
+        let addr_a = a
+            .start(transport.clone(), &Listen::on("127.0.0.1:0"))
+            .await?;
+        let addr_b = b
+            .start(transport.clone(), &Listen::on("127.0.0.1:0"))
+            .await?;
+        assert_ne!(addr_a, addr_b);
+        a.stop().await;
+        assert!(
+            tokio::net::TcpStream::connect(&addr_a).await.is_err(),
+            "a stopped listener refuses"
+        );
+        let client = Client::new(ClientConfig::new("test"), transport, registry);
+        let ctx = Context::background().with_timeout(std::time::Duration::from_secs(1));
+        let listed: ListResponse = client
+            .call(
+                &ctx,
+                "service.ledger",
+                "list",
+                &ListRequest { owner: "x".into() },
+            )
+            .await?;
+        assert!(listed.accounts.is_empty());
+        b.stop().await;
+        Ok(())
+    })
+}
