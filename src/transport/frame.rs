@@ -417,6 +417,32 @@ mod tests {
         roundtrip(Frame::Cancel { id: 9 });
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let mut codec = FrameCodec::new(256);
+            let mut buf = BytesMut::from(&bytes[..]);
+            // Decode until the codec wants more bytes or reports an error: never a panic.
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+        }
+
+        #[test]
+        fn a_valid_frame_with_a_flipped_byte_decodes_or_errs(pos in 0usize..64, bit in 0u8..8) {
+            let mut buf = BytesMut::new();
+            let frame = Frame::Response(ResponseFrame {
+                id: 3,
+                result: Err(Error::bad_request("x", "y").with_param("k", "v")),
+            });
+            encode_frame(&frame, &mut buf, 1024).expect("encodes");
+            let at = pos % buf.len();
+            buf[at] ^= 1 << bit;
+            let mut codec = FrameCodec::new(1024);
+            let _ = codec.decode(&mut buf);
+        }
+    }
+
     #[test]
     fn a_frame_split_across_reads_decodes_once_whole() {
         let mut whole = BytesMut::new();
