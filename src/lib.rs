@@ -27,6 +27,7 @@ mod lock;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod serve;
 pub mod services;
 pub mod sim;
 pub mod transport;

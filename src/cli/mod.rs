@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::scenario::{self, NoBuiltins, Scenario};
+use crate::scenario::{self, Scenario};
+use crate::services::Builtins;
 
 /// Exit code: every assertion holds.
 pub const EXIT_OK: u8 = 0;
@@ -62,6 +63,17 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Serve a scenario's services and gateway on this machine's real network (127.0.0.1).
+    Serve {
+        /// The scenario file (TOML): its services and routes are served; loads and faults are not.
+        file: PathBuf,
+        /// Where the gateway listens (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Stop after this long (e.g. "30s"); default: until interrupted.
+        #[arg(long = "for", value_parser = parse_duration_arg)]
+        run_for: Option<std::time::Duration>,
+    },
     /// Validate scenario files without running them.
     Check {
         /// The scenario files.
@@ -103,6 +115,11 @@ pub fn main() -> ExitCode {
             out,
             quiet,
         } => sweep::sweep(&file, first, seeds, out, quiet),
+        Command::Serve {
+            file,
+            listen,
+            run_for,
+        } => serve(&file, &listen, run_for),
         Command::Check { files } => check(&files),
         Command::List { dir } => list(&dir),
         Command::Compare { a, b, out } => compare(&a, &b, out),
@@ -111,7 +128,7 @@ pub fn main() -> ExitCode {
 
 /// Loads and validates a scenario, printing diagnostics on failure.
 pub fn load(path: &Path) -> Result<Scenario, u8> {
-    scenario::load_file(path, &NoBuiltins).map_err(|e| {
+    scenario::load_file(path, &Builtins).map_err(|e| {
         eprintln!("{e}");
         EXIT_INVALID
     })
@@ -129,6 +146,47 @@ fn run(file: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
     match output::run_and_report(&scenario, &out, quiet) {
         Ok(summary) if summary.passed => EXIT_OK,
         Ok(_) => EXIT_FAILED,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn serve(file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 {
+    let scenario = match load(file) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let result = runtime.block_on(async {
+        let serving = crate::serve::serve(&scenario, listen, |addr| {
+            println!(
+                "listening on http://{addr} ({} services, {} routes)",
+                scenario.services.len(),
+                scenario.routes.len()
+            );
+        });
+        match run_for {
+            Some(d) => tokio::time::timeout(d, serving).await.unwrap_or(Ok(())),
+            None => serving.await,
+        }
+    });
+    match result {
+        Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_INVALID
@@ -170,7 +228,7 @@ fn list(dir: &Path) -> u8 {
     files.sort();
     let mut worst = EXIT_OK;
     for f in files {
-        match scenario::load_file(&f, &NoBuiltins) {
+        match scenario::load_file(&f, &Builtins) {
             Ok(s) => println!("{:<40} {}", f.display(), s.description),
             Err(e) => {
                 println!(

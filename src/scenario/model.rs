@@ -287,6 +287,8 @@ pub struct Route {
     pub key: RouteKey,
     /// The endpoint that serves it.
     pub to: EndpointRef,
+    /// The HTTP status of a successful answer (200 unless the file says, e.g. 201 for a create).
+    pub status: u16,
 }
 
 /// An open-loop load: requests arrive on a schedule whatever the system's state.

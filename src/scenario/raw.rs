@@ -100,6 +100,7 @@ pub(crate) struct RawCall {
 pub(crate) struct RawRoute {
     pub route: Text,
     pub to: Text,
+    pub status: Option<Spanned<i64>>,
 }
 
 /// `[[load]]`.

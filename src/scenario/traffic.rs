@@ -46,10 +46,29 @@ pub(crate) fn routes(
                 "to",
                 index.resolve_endpoint(route.to.get_ref()),
             );
-            Some(Route { key: key?, to: to? }).filter(|_| unique)
+            let status = match &route.status {
+                None => Some(200),
+                Some(status) => ctx.ok(status.span(), "status", success_status(*status.get_ref())),
+            };
+            Some(Route {
+                key: key?,
+                to: to?,
+                status: status?,
+            })
+            .filter(|_| unique)
         })
         .collect();
     routes.into_iter().collect()
+}
+
+/// A route's success status: a 2xx code.
+fn success_status(status: i64) -> Result<u16, String> {
+    match u16::try_from(status) {
+        Ok(s) if (200..300).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "expected a success status from 200 to 299, found {status}"
+        )),
+    }
 }
 
 /// The routes the file declares, as far as they parse: what loads and assertions may name.

@@ -149,34 +149,60 @@ impl Shared {
             .find(|s| s.name.as_str() == p.service)
             .ok_or("placement names a service the scenario does not have")?;
         let (client, transport) = self.client(p.party(), &p.id);
-        let mut config = ServiceConfig::new(&p.service, "synthetic service");
-        config.instance = Some(p.id.clone());
-        config.workers = Some(spec.workers.max(1) as usize);
-        config.queue = spec.queue as usize;
-        let server = Server::with(config, self.recorder.clone(), Some(self.registry.clone()));
         let seed = self.scenario.seed;
+        let kit = InstanceKit {
+            client,
+            party: p.party(),
+            faults: self.faults.clone(),
+            rng: Arc::new(Mutex::new(ids::stream(seed, &format!("{}/time", p.id)))),
+            rotation: Arc::new(AtomicUsize::new(0)),
+        };
+        let server = instance_server(
+            spec,
+            &p.id,
+            kit,
+            self.recorder.clone(),
+            self.registry.clone(),
+        )?;
         server.add_middleware(Arc::new(InjectErrors {
             board: self.faults.clone(),
             party: p.party(),
             rng: Mutex::new(ids::stream(seed, &format!("{}/errors", p.id))),
         }));
-        if let ServiceBody::Synthetic { endpoints } = &spec.body {
-            let kit = InstanceKit {
-                client,
-                party: p.party(),
-                faults: self.faults.clone(),
-                rng: Arc::new(Mutex::new(ids::stream(seed, &format!("{}/time", p.id)))),
-                rotation: Arc::new(AtomicUsize::new(0)),
-            };
+        server
+            .start(transport, &Listen::host(&p.node, p.port))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The server of one instance of `spec`, with its endpoints (built in or synthetic), its
+/// workers and its queue, not yet started: shared by the simulation and `windtunnel serve`.
+pub fn instance_server(
+    spec: &Service,
+    id: &str,
+    kit: InstanceKit,
+    events: Arc<dyn crate::framework::EventSink>,
+    registry: Arc<Registry>,
+) -> Result<Server, &'static str> {
+    let mut config = ServiceConfig::new(spec.name.as_str(), "scenario service");
+    config.instance = Some(id.to_string());
+    config.workers = Some(spec.workers.max(1) as usize);
+    config.queue = spec.queue as usize;
+    let server = Server::with(config, events, Some(registry));
+    match &spec.body {
+        ServiceBody::Builtin { builtin, .. } => {
+            let endpoints = crate::services::builtin_endpoints(builtin.as_str())
+                .ok_or("the scenario names a builtin this build does not have")?;
+            server.add_endpoints(endpoints);
+        }
+        ServiceBody::Synthetic { endpoints } => {
             server.add_endpoints(
                 endpoints
                     .iter()
                     .map(|e| synthetic::endpoint(e, kit.clone())),
             );
         }
-        server
-            .start(transport, &Listen::host(&p.node, p.port))
-            .await?;
-        Ok(())
     }
+    Ok(server)
 }

@@ -309,3 +309,93 @@ fn sweep_runs_each_seed_and_names_the_seeds_that_fail() {
     let bad = windtunnel(&["sweep", &file, "--seeds", "0"]);
     assert_eq!(bad.status.code(), Some(2), "zero seeds is a usage error");
 }
+
+/// One HTTP/1.1 request on a fresh connection; returns (status, body).
+fn http(addr: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connects to the gateway");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("writes");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn request(method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn serve_answers_http_on_loopback_with_auth_and_typed_errors() {
+    // Goal: the same services run for real behind the gateway. Method: start `serve` on a free
+    // port of 127.0.0.1 for a bounded time and talk HTTP/1.1 to it.
+    use std::io::BufRead;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/accounts.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_windtunnel"))
+        .args([
+            "serve",
+            &example.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--for",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a first line");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let create = r#"{"id":"acc-7","owner":"alice","name":"Savings"}"#;
+    let results = [
+        http(
+            &addr,
+            &request("POST", "/accounts", Some("token-alice"), create),
+        ),
+        http(&addr, &request("POST", "/accounts", None, create)),
+        http(
+            &addr,
+            &request("GET", "/accounts/unknown", Some("token-alice"), ""),
+        ),
+        http(
+            &addr,
+            &request("GET", "/accounts/acc-7", Some("token-bob"), ""),
+        ),
+        http(
+            &addr,
+            &request("POST", "/accounts", Some("token-alice"), "{broken"),
+        ),
+    ];
+    let _ = child.kill();
+    let _ = child.wait();
+    let [created, anonymous, missing, read, broken] = results;
+    assert_eq!(created.0, 201, "{created:?}");
+    assert!(created.1.contains("\"Savings\""), "{created:?}");
+    assert_eq!(anonymous.0, 401, "{anonymous:?}");
+    assert_eq!(missing.0, 404, "{missing:?}");
+    assert!(missing.1.contains("not_found.account"), "{missing:?}");
+    assert_eq!(read.0, 200, "{read:?}");
+    assert!(read.1.contains("\"acc-7\""), "{read:?}");
+    assert_eq!(broken.0, 400, "{broken:?}");
+}
