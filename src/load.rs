@@ -19,6 +19,10 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::framework::ids;
+mod http;
+
+pub use self::http::HttpPool;
+
 use crate::framework::{Call, Client, Context};
 use crate::metrics::{Outcome, Recorder};
 use crate::scenario::{Arrival, Load, LoadTarget};
@@ -66,6 +70,98 @@ pub struct Generator {
     pub recorder: Arc<Recorder>,
     /// The run's root seed.
     pub seed: u64,
+    /// The gateway, for loads that enter on a route.
+    pub gateway: Option<Gateway>,
+}
+
+/// Where route loads enter, and how they authenticate.
+#[derive(Clone)]
+pub struct Gateway {
+    /// Connections to the gateway.
+    pub pool: HttpPool,
+    /// The bearer token to send, when the gateway checks tokens.
+    pub token: Option<String>,
+}
+
+/// How one load's requests are sent.
+enum Sender {
+    Rpc {
+        client: Client,
+        service: String,
+        endpoint: String,
+        body: Bytes,
+    },
+    Http {
+        gateway: Gateway,
+        method: http_crate::Method,
+        path: String,
+        body: Bytes,
+    },
+}
+
+use ::http as http_crate;
+
+impl Sender {
+    /// Sends request number `seq` with `deadline` (a host instant); how it ended.
+    async fn send(&self, seq: u64, deadline: Instant) -> Outcome {
+        match self {
+            Sender::Rpc {
+                client,
+                service,
+                endpoint,
+                body,
+            } => {
+                let ctx = Context::background().with_deadline(deadline);
+                match client
+                    .send(&ctx, Call::new(service, endpoint).bytes(body.clone()))
+                    .await
+                {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) => Outcome::Error(e.code().to_string()),
+                }
+            }
+            Sender::Http {
+                gateway,
+                method,
+                path,
+                body,
+            } => {
+                let budget = deadline.saturating_duration_since(Instant::now());
+                let mut request = http_crate::Request::builder()
+                    .method(method.clone())
+                    .uri(fill_params(path, seq))
+                    .header("content-type", "application/json")
+                    .header("x-deadline-ms", budget.as_millis().to_string());
+                if let Some(token) = &gateway.token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let Ok(request) = request.body(http_body_util::Full::new(body.clone())) else {
+                    return Outcome::Error("bad_request.route".to_string());
+                };
+                match tokio::time::timeout_at(deadline, gateway.pool.send(request)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Outcome::Error("timeout".to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// The path with each `:param` segment replaced by a value for request `seq`.
+fn fill_params(path: &str, seq: u64) -> String {
+    path.split('/')
+        .map(|seg| match seg.strip_prefix(':') {
+            Some(name) => format!("{name}-{seq}"),
+            None => seg.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A JSON object of about `bytes` bytes.
+fn json_body(bytes: u32) -> Bytes {
+    let pad = (bytes as usize).saturating_sub(10);
+    Bytes::from(format!("{{\"pad\":\"{}\"}}", ".".repeat(pad)))
 }
 
 impl Generator {
@@ -84,15 +180,33 @@ impl Generator {
         Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)))
     }
 
+    fn sender(&self) -> Option<Sender> {
+        match &self.load.target {
+            LoadTarget::Rpc(target) => Some(Sender::Rpc {
+                client: self.client.clone(),
+                service: target.service.as_str().to_string(),
+                endpoint: target.endpoint.as_str().to_string(),
+                body: Bytes::from(vec![b'.'; self.load.body_bytes as usize]),
+            }),
+            LoadTarget::Route(key) => Some(Sender::Http {
+                gateway: self.gateway.clone()?,
+                method: http_crate::Method::from_bytes(key.method.as_str().as_bytes()).ok()?,
+                path: key.path.clone(),
+                body: json_body(self.load.body_bytes),
+            }),
+        }
+    }
+
     /// Sends the load's requests until its stop time, then waits for those in flight.
     pub async fn run(self) {
-        let LoadTarget::Rpc(target) = &self.load.target else {
-            return; // routes need the HTTP gateway; the runner refuses them before starting
+        let Some(sender) = self.sender() else {
+            return; // a route load without a gateway: the runner places one for every route
         };
+        let sender = Arc::new(sender);
         let clock = RunClock::current();
         let name: Arc<str> = self.load.name.as_str().into();
         let mut rng = ids::stream(self.seed, &format!("load/{name}/{}", self.index));
-        let body = Bytes::from(vec![b'.'; self.load.body_bytes as usize]);
+        let mut seq = 0u64;
         let inflight = Arc::new(AtomicUsize::new(0));
         let tasks = TaskTracker::new();
         let deadline = self.load.deadline;
@@ -121,22 +235,17 @@ impl Generator {
                     .record_load(&name, t, t, Outcome::Dropped, deadline);
                 continue;
             }
-            let call =
-                Call::new(target.service.as_str(), target.endpoint.as_str()).bytes(body.clone());
-            let ctx = Context::background().with_deadline(clock.at(t + deadline));
-            let (client, recorder, name, inflight) = (
-                self.client.clone(),
+            let (sender, recorder, name, inflight) = (
+                sender.clone(),
                 self.recorder.clone(),
                 name.clone(),
                 inflight.clone(),
             );
             inflight.fetch_add(1, Ordering::Relaxed);
+            seq += 1;
+            let n = seq * u64::from(self.share.max(1)) + u64::from(self.index);
             tasks.spawn(async move {
-                let result = client.send(&ctx, call).await;
-                let outcome = match result {
-                    Ok(_) => Outcome::Ok,
-                    Err(e) => Outcome::Error(e.code().to_string()),
-                };
+                let outcome = sender.send(n, clock.at(t + deadline)).await;
                 recorder.record_load(&name, t, clock.now(), outcome, deadline);
                 inflight.fetch_sub(1, Ordering::Relaxed);
             });

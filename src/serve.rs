@@ -83,7 +83,8 @@ pub async fn serve(
                 .map_err(|e| failed(e.to_string()))?;
         }
     }
-    let gateway = gateway(scenario, &registry)?;
+    let transport = Arc::new(TcpTransport::<Tokio>::default());
+    let gateway = gateway(scenario, client(scenario, "gateway", transport, &registry))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -110,7 +111,17 @@ fn client(
     Client::new(config, transport, registry.clone())
 }
 
-fn gateway(scenario: &Scenario, registry: &Arc<Registry>) -> Result<Gateway, ServeError> {
+/// Whether the scenario has the built-in auth service for the gateway to check tokens with.
+pub fn has_auth(scenario: &Scenario) -> bool {
+    scenario.services.iter().any(|s| {
+        s.name.as_str() == crate::services::auth::NAME
+            && matches!(&s.body, crate::scenario::ServiceBody::Builtin { builtin, .. } if builtin.as_str() == "auth")
+    })
+}
+
+/// The gateway for a scenario's routes, calling through `client`. It checks bearer tokens with
+/// service.auth when the scenario has one, and lets every request through otherwise.
+pub fn gateway(scenario: &Scenario, client: Client) -> Result<Gateway, ServeError> {
     let mut routes = Routes::new();
     for r in &scenario.routes {
         let bad = |reason: String| ServeError::Route {
@@ -130,15 +141,12 @@ fn gateway(scenario: &Scenario, registry: &Arc<Registry>) -> Result<Gateway, Ser
         .map_err(|e| bad(e.to_string()))?;
         routes.add(route).map_err(|e| bad(e.to_string()))?;
     }
-    let transport = Arc::new(TcpTransport::<Tokio>::default());
     let mut config = GatewayConfig::new("gateway");
     config.seed = scenario.seed;
-    Gateway::new(
-        config,
-        routes,
-        client(scenario, "gateway", transport, registry),
-    )
-    .map_err(|e| ServeError::Route {
+    if !has_auth(scenario) {
+        config.auth_service = None;
+    }
+    Gateway::new(config, routes, client).map_err(|e| ServeError::Route {
         route: "(gateway)".into(),
         reason: e.to_string(),
     })

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::framework::Registry;
 use crate::load::Generator;
 use crate::metrics::{Measurements, Recorder, RecorderConfig};
-use crate::scenario::{FaultKind, LoadTarget, Scenario, Target};
+use crate::scenario::{FaultKind, Scenario, Target};
 use crate::sim::faults::FaultBoard;
 use crate::sim::netmodel::{NetModel, Party};
 use crate::sim::world::{Placement, Shared};
@@ -118,17 +118,6 @@ fn hop_allowance(scenario: &Scenario) -> Duration {
 
 /// Runs `scenario` (with its own seed) and returns what was measured.
 pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput, RunError> {
-    if let Some(l) = scenario
-        .loads
-        .iter()
-        .find(|l| matches!(l.target, LoadTarget::Route(_)))
-    {
-        return Err(RunError::Unsupported(format!(
-            "load {} enters through a gateway route; this version has no HTTP gateway yet: \
-             send it straight to the endpoint with rpc = \"service.endpoint\"",
-            l.name
-        )));
-    }
     for a in &scenario.assertions {
         if let crate::scenario::Metric::Check(name) = &a.metric {
             if !crate::report::summary::CHECK_NAMES.contains(&name.as_str()) {
@@ -180,6 +169,9 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
     for (node, group) in &nodes {
         add_node(&mut sim, &shared, node, group.clone());
     }
+    if !scenario.routes.is_empty() {
+        add_gateway(&mut sim, &shared)?;
+    }
     add_clients(&mut sim, &shared);
     let start = std::time::Instant::now(); // wall clock, for the speed report only
     step_loop(&mut sim, &shared, &placements, drain, progress)?;
@@ -211,6 +203,43 @@ fn add_node(sim: &mut turmoil::Sim<'_>, shared: &Shared, node: &str, group: Vec<
     });
 }
 
+/// The turmoil host of the HTTP gateway, and its port.
+const GATEWAY: (&str, u16) = ("gateway", 8080);
+
+/// Places the HTTP gateway on its own host: the talk's routing layer, in front of the services.
+fn add_gateway(sim: &mut turmoil::Sim<'_>, shared: &Shared) -> Result<(), RunError> {
+    // Built once up front so a bad route is reported before the run starts.
+    let probe = shared
+        .client(
+            Party::Instance {
+                service: "gateway".into(),
+                index: 0,
+            },
+            "gateway",
+        )
+        .0;
+    crate::serve::gateway(&shared.scenario, probe)
+        .map_err(|e| RunError::Unsupported(e.to_string()))?;
+    let shared = shared.clone();
+    sim.host(GATEWAY.0, move || {
+        let shared = shared.clone();
+        async move {
+            let party = Party::Instance {
+                service: "gateway".into(),
+                index: 0,
+            };
+            let (client, _transport) = shared.client(party, "gateway");
+            let gateway = Arc::new(crate::serve::gateway(&shared.scenario, client)?);
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", GATEWAY.1)).await?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                tokio::spawn(crate::gateway::serve_connection(stream, gateway.clone()));
+            }
+        }
+    });
+    Ok(())
+}
+
 fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
     let hosts = shared
         .scenario
@@ -233,6 +262,11 @@ fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
                     client: client.clone(),
                     recorder: shared.recorder.clone(),
                     seed: shared.scenario.seed,
+                    gateway: Some(crate::load::Gateway {
+                        pool: crate::load::HttpPool::new(&format!("{}:{}", GATEWAY.0, GATEWAY.1)),
+                        token: crate::serve::has_auth(&shared.scenario)
+                            .then(|| "token-alice".to_string()),
+                    }),
                 };
                 tasks.push(tokio::task::spawn_local(gen.run()));
             }

@@ -194,3 +194,50 @@ latency = { target = "svc.echo", add = "50ms" }
         p50_at(15.0)
     );
 }
+
+#[test]
+fn route_loads_enter_through_the_http_gateway_and_its_calls_are_measured() {
+    // Goal: a load on a route sends HTTP to the gateway, which makes the RPC. Method: the same
+    // echo service behind `GET /echo/:id`; then fail it with injected errors and see the code
+    // come back through HTTP.
+    let text = crate::support::one_service(
+        r#"
+[[route]]
+route = "GET /echo/:id"
+to = "svc.echo.get"
+[[load]]
+name = "http"
+route = "GET /echo/:id"
+rate = "50/s"
+deadline = "500ms"
+[[fault]]
+at = "10s"
+duration = "5s"
+errors = { target = "svc.echo", rate = "50%", code = "unavailable.injected" }
+"#,
+    );
+    let s = run(&scenario(&text));
+    let http = route(&s, "http");
+    assert!(http.sent > 800, "about 1,000 requests: {}", http.sent);
+    let injected = http
+        .errors
+        .get("unavailable.injected")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        injected > 50,
+        "injected errors travel back over HTTP as their code: {:?}",
+        http.errors
+    );
+    assert_eq!(
+        http.ok + injected,
+        http.sent,
+        "nothing else fails: {:?}",
+        http.errors
+    );
+    let behind = &s.endpoints["svc.echo.get"];
+    assert!(
+        behind.sent >= http.sent + route(&s, "gets").sent,
+        "the gateway's calls are measured too"
+    );
+}
