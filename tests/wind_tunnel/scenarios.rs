@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use windtunnel::scenario::{self, NoBuiltins};
+use windtunnel::scenario;
+use windtunnel::services::Builtins;
 
 use crate::support::run;
 
@@ -23,7 +24,7 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
     );
     let mut failures = Vec::new();
     for f in &files {
-        let s = scenario::load_file(f, &NoBuiltins).unwrap_or_else(|e| panic!("{e}"));
+        let s = scenario::load_file(f, &Builtins).unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(f).expect("readable");
         assert!(
             text.starts_with('#'),

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use windtunnel::report::summary::{self, RouteSummary, Summary};
-use windtunnel::scenario::{self, NoBuiltins, Scenario};
+use windtunnel::scenario::{self, Scenario};
+use windtunnel::services::Builtins;
 use windtunnel::sim::{self, NoProgress};
 
 /// Parses a scenario, panicking with its diagnostics if it is invalid.
 pub fn scenario(text: &str) -> Scenario {
-    match scenario::parse_str(text, "test.toml", &NoBuiltins) {
+    match scenario::parse_str(text, "test.toml", &Builtins) {
         Ok(s) => s,
         Err(e) => panic!("test scenario is invalid:\n{e}"),
     }
