@@ -453,6 +453,18 @@ impl RequestTask {
             self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
             return;
         };
+        let origin = self.inbound.request.headers.origin_service.as_deref();
+        let scopes = self
+            .inbound
+            .request
+            .headers
+            .meta
+            .get("scopes")
+            .map(String::as_str);
+        if let Err(refused) = endpoint.access().check(origin, scopes) {
+            self.answer(Err(refused));
+            return;
+        }
         let _permit = match self.admit(deadline).await {
             Admission::Admitted(p) => p,
             Admission::Refused(e) => {

@@ -20,6 +20,46 @@ use crate::transport::BoxFuture;
 type ErasedHandler =
     dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, Error>> + Send + Sync;
 
+/// Who may call an endpoint: calling services and the user's scopes, carried from the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Services allowed to call; empty: any service.
+    pub services: Vec<String>,
+    /// A scope the user must hold (metadata `scopes`, space-separated); `None`: no scope needed.
+    pub scope: Option<String>,
+}
+
+impl Access {
+    /// Whether a call from `origin` (the calling service, if known) for a user holding `scopes`
+    /// may go on; the error says who was refused and why.
+    pub fn check(&self, origin: Option<&str>, scopes: Option<&str>) -> Result<(), Error> {
+        if !self.services.is_empty()
+            && !origin.is_some_and(|o| self.services.iter().any(|s| s == o))
+        {
+            return Err(Error::of(
+                crate::framework::ErrorKind::Forbidden,
+                "caller",
+                format!(
+                    "{} may not call this endpoint",
+                    origin.unwrap_or("an unknown caller")
+                ),
+            )
+            .with_param("allowed", self.services.join(" ")));
+        }
+        if let Some(scope) = &self.scope {
+            if !scopes.is_some_and(|held| held.split(' ').any(|s| s == scope)) {
+                return Err(Error::of(
+                    crate::framework::ErrorKind::Forbidden,
+                    "scope",
+                    format!("this endpoint needs the scope {scope}"),
+                )
+                .with_param("scope", scope.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A named operation of a service.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -27,6 +67,7 @@ pub struct Endpoint {
     request_type: &'static str,
     response_type: &'static str,
     handler: Arc<ErasedHandler>,
+    access: Access,
 }
 
 impl fmt::Debug for Endpoint {
@@ -65,6 +106,7 @@ impl Endpoint {
             request_type: std::any::type_name::<Req>(),
             response_type: std::any::type_name::<Resp>(),
             handler: Arc::new(erased),
+            access: Access::default(),
         }
     }
 
@@ -79,7 +121,25 @@ impl Endpoint {
             request_type: "bytes",
             response_type: "bytes",
             handler: Arc::new(move |ctx, body| Box::pin(handler(ctx, body))),
+            access: Access::default(),
         }
+    }
+
+    /// Only these services may call it (others get `forbidden.caller`).
+    pub fn allow_services(mut self, services: &[&str]) -> Endpoint {
+        self.access.services = services.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Only users holding `scope` may call it (others get `forbidden.scope`).
+    pub fn require_scope(mut self, scope: &str) -> Endpoint {
+        self.access.scope = Some(scope.to_string());
+        self
+    }
+
+    /// Who may call it.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The endpoint's name.

@@ -69,22 +69,28 @@ pub fn endpoints() -> Vec<Endpoint> {
     let store: Store = Arc::default();
     let (s1, s2, s3) = (store.clone(), store.clone(), store);
     vec![
-        Endpoint::new("create", move |_ctx: Context, req: CreateRequest| {
+        Endpoint::new("create", move |ctx: Context, req: CreateRequest| {
             let store = s1.clone();
-            async move { create(&store, req) }
-        }),
-        Endpoint::new("read", move |_ctx: Context, req: ReadRequest| {
-            let store = s2.clone();
             async move {
-                store_lock(&store)
-                    .get(&req.id)
-                    .cloned()
-                    .ok_or_else(|| Error::not_found("account", format!("no account {}", req.id)))
+                owned_by_caller(&ctx, &req.owner)?;
+                create(&store, req)
             }
         }),
-        Endpoint::new("list", move |_ctx: Context, req: ListRequest| {
+        Endpoint::new("read", move |ctx: Context, req: ReadRequest| {
+            let store = s2.clone();
+            async move {
+                let account = store_lock(&store)
+                    .get(&req.id)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("account", format!("no account {}", req.id)))?;
+                owned_by_caller(&ctx, &account.owner)?;
+                Ok(account)
+            }
+        }),
+        Endpoint::new("list", move |ctx: Context, req: ListRequest| {
             let store = s3.clone();
             async move {
+                owned_by_caller(&ctx, &req.owner)?;
                 let accounts = store_lock(&store)
                     .values()
                     .filter(|a| a.owner == req.owner)
@@ -94,6 +100,19 @@ pub fn endpoints() -> Vec<Endpoint> {
             }
         }),
     ]
+}
+
+/// A user (carried from the gateway) may touch only their own accounts; calls made without a
+/// user (service to service) are not restricted here.
+fn owned_by_caller(ctx: &Context, owner: &str) -> Result<(), Error> {
+    match ctx.meta("user") {
+        Some(user) if user != owner => Err(Error::of(
+            crate::framework::ErrorKind::Forbidden,
+            "not_owner",
+            format!("{user} may not use the accounts of {owner}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn create(store: &Store, req: CreateRequest) -> Result<Account, Error> {

@@ -385,3 +385,63 @@ fn a_full_queue_refuses_with_rate_limited_and_admitted_requests_still_finish() -
     });
     sim.run()
 }
+
+#[test]
+fn endpoints_refuse_callers_and_users_they_do_not_allow_with_forbidden() -> turmoil::Result {
+    // Goal: authorisation by calling service and by the user's scope, checked before the
+    // handler runs. Method: one endpoint open to api.ledger only, one needing the scope `admin`.
+    let world = World::new();
+    let ran: Arc<Mutex<u32>> = Arc::default();
+    let mut sim = sim(27);
+    let (w, r) = (world.clone(), ran.clone());
+    sim.host("ledger", move || {
+        let (w, r) = (w.clone(), r.clone());
+        async move {
+            let counted = |r: Arc<Mutex<u32>>| {
+                move |_ctx: Context, body: Bytes| {
+                    *r.lock().unwrap() += 1;
+                    async move { Ok(body) }
+                }
+            };
+            let eps = vec![
+                Endpoint::raw("move", counted(r.clone())).allow_services(&["api.ledger"]),
+                Endpoint::raw("audit", counted(r.clone())).require_scope("admin"),
+            ];
+            w.serve("ledger", "service.ledger", 0, eps).await
+        }
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let intruder = w.client("api.other");
+        let refused = intruder
+            .send(&ctx, Call::new("service.ledger", "move"))
+            .await
+            .expect_err("not allowed");
+        assert_eq!(refused.code(), "forbidden.caller");
+        w.client("api.ledger")
+            .send(&ctx, Call::new("service.ledger", "move"))
+            .await?;
+        let user = ctx
+            .with_meta("user", "u1")
+            .with_meta("scopes", "read write");
+        let refused = intruder
+            .send(&user, Call::new("service.ledger", "audit"))
+            .await
+            .expect_err("no admin scope");
+        assert_eq!(refused.code(), "forbidden.scope");
+        let admin = ctx.with_meta("scopes", "read admin");
+        intruder
+            .send(&admin, Call::new("service.ledger", "audit"))
+            .await?;
+        Ok(())
+    });
+    sim.run()?;
+    assert_eq!(
+        *ran.lock().unwrap(),
+        2,
+        "refused calls never reach the handler"
+    );
+    Ok(())
+}

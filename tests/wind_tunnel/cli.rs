@@ -380,16 +380,20 @@ fn serve_answers_http_on_loopback_with_auth_and_typed_errors() {
         ),
         http(
             &addr,
-            &request("GET", "/accounts/acc-7", Some("token-bob"), ""),
+            &request("GET", "/accounts/acc-7", Some("token-alice"), ""),
         ),
         http(
             &addr,
             &request("POST", "/accounts", Some("token-alice"), "{broken"),
         ),
+        http(
+            &addr,
+            &request("GET", "/accounts/acc-7", Some("token-bob"), ""),
+        ),
     ];
     let _ = child.kill();
     let _ = child.wait();
-    let [created, anonymous, missing, read, broken] = results;
+    let [created, anonymous, missing, read, broken, someone_else] = results;
     assert_eq!(created.0, 201, "{created:?}");
     assert!(created.1.contains("\"Savings\""), "{created:?}");
     assert_eq!(anonymous.0, 401, "{anonymous:?}");
@@ -398,4 +402,12 @@ fn serve_answers_http_on_loopback_with_auth_and_typed_errors() {
     assert_eq!(read.0, 200, "{read:?}");
     assert!(read.1.contains("\"acc-7\""), "{read:?}");
     assert_eq!(broken.0, 400, "{broken:?}");
+    assert_eq!(
+        someone_else.0, 403,
+        "bob may not read alice's account: {someone_else:?}"
+    );
+    assert!(
+        someone_else.1.contains("forbidden.not_owner"),
+        "{someone_else:?}"
+    );
 }
