@@ -42,3 +42,27 @@ fn another_seed_gives_another_fingerprint() {
     assert_ne!(first.fingerprint, second.fingerprint);
     assert!(first.events > 1000, "the run must do real work");
 }
+
+#[test]
+fn http_through_the_gateway_replays_bit_for_bit_too() {
+    // Goal: hyper's connections and timers inside turmoil keep the run deterministic.
+    let s = scenario(&one_service(
+        r#"
+[[route]]
+route = "POST /echo"
+to = "svc.echo.get"
+[[load]]
+name = "http"
+route = "POST /echo"
+rate = "80/s"
+deadline = "200ms"
+[[fault]]
+at = "5s"
+duration = "5s"
+latency = { target = "svc.echo", add = { dist = "uniform", min = "1ms", max = "9ms" } }
+"#,
+    ));
+    let a = serde_json::to_string(&run(&s)).expect("serialises");
+    let b = serde_json::to_string(&run(&s)).expect("serialises");
+    assert_eq!(a, b);
+}
