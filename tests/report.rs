@@ -171,6 +171,7 @@ fn instance(workers: u32, busy: f64, slow: bool, down: bool) -> InstanceSummary 
                     0.0
                 },
                 up,
+                healthy: up.then_some(!pinned),
             }
         })
         .collect();

@@ -47,6 +47,11 @@ pub enum EventKind {
     ResponseSent,
     /// A server read a Cancel frame for a request it holds.
     CancelReceived,
+    /// A server ran its health checks out of band.
+    HealthChecked {
+        /// Whether every check passed.
+        healthy: bool,
+    },
 }
 
 impl EventKind {
@@ -65,6 +70,8 @@ impl EventKind {
             EventKind::HandlerTimedOut => "handler_timed_out",
             EventKind::ResponseSent => "response_sent",
             EventKind::CancelReceived => "cancel_received",
+            EventKind::HealthChecked { healthy: true } => "healthy",
+            EventKind::HealthChecked { healthy: false } => "unhealthy",
         }
     }
 

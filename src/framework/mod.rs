@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod fanout;
+pub mod health;
 pub mod ids;
 pub mod middleware;
 pub mod server;

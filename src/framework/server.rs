@@ -23,6 +23,7 @@ use crate::framework::context::{Context, RequestInfo};
 use crate::framework::discovery::Registry;
 use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
+use crate::framework::health::{self, CheckResult, Checker, HealthReport, HEALTH_ENDPOINT};
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
 use crate::lock::{lock, read, write};
@@ -45,6 +46,9 @@ pub struct ServiceConfig {
     pub grace: Duration,
     /// Requests buffered between transport and server. Default 1024.
     pub inbound_buffer: usize,
+    /// How often to run the health checks out of band and report them as events; `None`: only
+    /// in band, through the `health` endpoint.
+    pub health_interval: Option<Duration>,
 }
 
 impl ServiceConfig {
@@ -58,6 +62,7 @@ impl ServiceConfig {
             queue: 0,
             grace: Duration::from_secs(5),
             inbound_buffer: 1024,
+            health_interval: None,
         }
     }
 }
@@ -123,6 +128,7 @@ struct Inner {
     workers: Option<Arc<Semaphore>>,
     waiting: AtomicUsize,
     running: Mutex<Option<Running>>,
+    checkers: RwLock<BTreeMap<String, Checker>>,
 }
 
 /// A service: its endpoints and middleware, and once started, its listener and handlers.
@@ -169,6 +175,7 @@ impl Server {
                 workers,
                 waiting: AtomicUsize::new(0),
                 running: Mutex::new(None),
+                checkers: RwLock::new(BTreeMap::new()),
             }),
         }
     }
@@ -236,6 +243,55 @@ impl Server {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
+    /// Registers a health check under `name` (replacing one of the same name).
+    pub fn add_checker(&self, name: &str, checker: Checker) {
+        write(&self.inner.checkers).insert(name.to_string(), checker);
+    }
+
+    /// Registers the `queue` check: unhealthy while the queue of requests waiting for a worker
+    /// is full, so requests are being refused.
+    pub fn add_queue_checker(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        self.add_checker(
+            "queue",
+            Arc::new(move || {
+                let Some(inner) = inner.upgrade() else {
+                    return CheckResult::unhealthy("server gone", BTreeMap::new());
+                };
+                let depth = inner.waiting.load(Ordering::Relaxed);
+                let limit = inner.config.queue;
+                let details = BTreeMap::from([
+                    ("queue_depth".to_string(), depth.to_string()),
+                    ("queue_limit".to_string(), limit.to_string()),
+                ]);
+                if inner.workers.is_some() && depth >= limit {
+                    CheckResult::unhealthy("queue full: new requests are refused", details)
+                } else {
+                    CheckResult::healthy(details)
+                }
+            }),
+        );
+    }
+
+    /// Runs every check now.
+    pub fn health(&self) -> HealthReport {
+        health::report(&self.inner.instance, &read(&self.inner.checkers))
+    }
+
+    /// The `health` endpoint: the checks, in band. Holds the server weakly (no cycle).
+    fn health_endpoint(&self) -> Endpoint {
+        let inner = Arc::downgrade(&self.inner);
+        Endpoint::new(
+            HEALTH_ENDPOINT,
+            move |_ctx: Context, _req: serde_json::Value| {
+                let report = inner
+                    .upgrade()
+                    .map(|inner| health::report(&inner.instance, &read(&inner.checkers)));
+                async move { report.ok_or_else(|| Error::unavailable("stopping", "server stopped")) }
+            },
+        )
+    }
+
     /// Starts listening and serving; returns the advertised address once the listener is bound.
     pub async fn start(
         &self,
@@ -264,6 +320,17 @@ impl Server {
             abort: running.abort.clone(),
             tracker: running.tracker.clone(),
         };
+        if self.endpoint(HEALTH_ENDPOINT).is_none() {
+            self.add_endpoints([self.health_endpoint()]);
+        }
+        if let Some(every) = self.inner.config.health_interval {
+            tokio::spawn(out_of_band_health(
+                Arc::downgrade(&self.inner),
+                transport_clock(&running),
+                every,
+                running.stopped.clone(),
+            ));
+        }
         *lock(&self.inner.running) = Some(running);
         tokio::spawn(dispatch.run(rx));
         if let Some(reg) = &self.inner.registry {
@@ -561,6 +628,50 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+fn transport_clock(running: &Running) -> Arc<dyn Transport> {
+    running.transport.clone()
+}
+
+/// Runs the checks every `every` until the server stops, reporting each round as an event.
+async fn out_of_band_health(
+    inner: std::sync::Weak<Inner>,
+    clock: Arc<dyn Transport>,
+    every: Duration,
+    stopped: CancellationToken,
+) {
+    let mut next = Instant::now() + every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stopped.cancelled() => return,
+        }
+        next += every;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if !inner.events.enabled() {
+            continue;
+        }
+        let report = health::report(&inner.instance, &read(&inner.checkers));
+        inner.events.emit(Event {
+            at: clock.elapsed(),
+            kind: EventKind::HealthChecked {
+                healthy: report.healthy,
+            },
+            instance: inner.instance.clone(),
+            peer: Arc::from(""),
+            service: inner.name.clone(),
+            endpoint: Arc::from(HEALTH_ENDPOINT),
+            request_id: Default::default(),
+            parent_request_id: None,
+            trace_id: Default::default(),
+            span_id: Default::default(),
+            parent_span_id: None,
+            deadline: None,
+        });
     }
 }
 

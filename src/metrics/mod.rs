@@ -32,6 +32,8 @@ pub struct InstanceBucket {
     pub busy_ns: u128,
     /// Whether the instance was up for the whole bucket.
     pub up: bool,
+    /// Whether its out-of-band health checks all passed in this bucket (`None`: none ran).
+    pub healthy: Option<bool>,
 }
 
 /// Load on one instance over the run.
@@ -473,6 +475,14 @@ impl State {
             | EventKind::HandlerTimedOut
             | EventKind::RequestRejected
             | EventKind::ResponseSent => self.finish_server(e),
+            EventKind::HealthChecked { healthy } => {
+                let width = self.bucket_width;
+                if let Some(track) = self.instances.get_mut(&e.instance) {
+                    let i = bucket_index(e.at, width, track.buckets.len());
+                    let b = &mut track.buckets[i];
+                    b.healthy = Some(b.healthy.unwrap_or(true) && *healthy);
+                }
+            }
             EventKind::CancelSent | EventKind::CancelReceived => {}
         }
     }

@@ -94,6 +94,9 @@ pub struct InstancePoint {
     pub utilisation: f64,
     /// Whether the instance was up.
     pub up: bool,
+    /// Whether its out-of-band health checks passed (`None`: none ran in the bucket).
+    #[serde(default)]
+    pub healthy: Option<bool>,
 }
 
 /// One instance over the run.
@@ -312,6 +315,7 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
                     max_queue: b.max_queue,
                     utilisation: (b.busy_ns as f64 / capacity).min(1.0),
                     up: b.up,
+                    healthy: b.healthy,
                 })
                 .collect();
             (

@@ -189,7 +189,9 @@ pub fn instance_server(
     config.instance = Some(id.to_string());
     config.workers = Some(spec.workers.max(1) as usize);
     config.queue = spec.queue as usize;
+    config.health_interval = Some(std::time::Duration::from_secs(1));
     let server = Server::with(config, events, Some(registry));
+    server.add_queue_checker();
     match &spec.body {
         ServiceBody::Builtin { builtin, .. } => {
             let endpoints = crate::services::builtin_endpoints(builtin.as_str())

@@ -169,7 +169,7 @@ fn endpoints_added_and_removed_at_run_time_take_effect_for_the_next_request() ->
                 .iter()
                 .map(|e| e.name().to_string())
                 .collect::<Vec<_>>(),
-            ["echo"]
+            ["echo", "health"]
         );
         client.send(&ctx, Call::new("svc.dyn", "echo")).await?;
         server.remove_endpoints(["echo"]);
@@ -442,6 +442,81 @@ fn endpoints_refuse_callers_and_users_they_do_not_allow_with_forbidden() -> turm
         *ran.lock().unwrap(),
         2,
         "refused calls never reach the handler"
+    );
+    Ok(())
+}
+
+#[test]
+fn health_checks_answer_in_band_and_report_out_of_band_on_an_interval() -> turmoil::Result {
+    // Goal: the talk's Checker, both ways. Method: a checker that turns unhealthy at 1 s; ask
+    // the health endpoint before and after, and read the out-of-band events.
+    use windtunnel::framework::health::{CheckResult, HealthReport};
+    let world = World::new();
+    let mut sim = sim(28);
+    let w = world.clone();
+    sim.host("svc", move || {
+        let w = w.clone();
+        async move {
+            let mut config = ServiceConfig::new("svc.h", "health");
+            config.instance = Some("svc.h[0]".into());
+            config.health_interval = Some(Duration::from_millis(500));
+            let server = Server::with(config, w.events.clone(), Some(w.registry.clone()));
+            server.add_endpoints([echo()]);
+            server.add_checker(
+                "disk",
+                Arc::new(|| {
+                    let t = turmoil::sim_elapsed().unwrap_or_default();
+                    let details = [("free".to_string(), "12%".to_string())]
+                        .into_iter()
+                        .collect();
+                    if t < Duration::from_secs(1) {
+                        CheckResult::healthy(details)
+                    } else {
+                        CheckResult::unhealthy("disk nearly full", details)
+                    }
+                }),
+            );
+            server.run(transport(), &Listen::host("svc", PORT)).await?;
+            Ok(())
+        }
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let client = w.client("client");
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let before: HealthReport = client
+            .call(&ctx, "svc.h", "health", &serde_json::json!({}))
+            .await?;
+        assert!(before.healthy, "{before:?}");
+        assert_eq!(before.checks["disk"].details["free"], "12%");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let after: HealthReport = client
+            .call(&ctx, "svc.h", "health", &serde_json::json!({}))
+            .await?;
+        assert!(!after.healthy);
+        assert_eq!(
+            after.checks["disk"].error.as_deref(),
+            Some("disk nearly full")
+        );
+        Ok(())
+    });
+    sim.run()?;
+    let rounds: Vec<(&'static str, u128)> = world
+        .events
+        .events()
+        .iter()
+        .filter(|e| &*e.instance == "svc.h[0]" && matches!(e.kind.name(), "healthy" | "unhealthy"))
+        .map(|e| (e.kind.name(), e.at.as_millis()))
+        .collect();
+    assert!(rounds.len() >= 2, "{rounds:?}");
+    assert_eq!(rounds[0].0, "healthy", "{rounds:?}");
+    assert!(
+        rounds
+            .iter()
+            .any(|(k, at)| *k == "unhealthy" && *at >= 1000),
+        "{rounds:?}"
     );
     Ok(())
 }

@@ -241,3 +241,41 @@ errors = { target = "svc.echo", rate = "50%", code = "unavailable.injected" }
         "the gateway's calls are measured too"
     );
 }
+
+#[test]
+fn instances_report_unhealthy_while_their_queue_is_full_and_healthy_otherwise() {
+    // Goal: out-of-band health checks are recorded per instance over time. Method: one instance
+    // with one worker and a queue of 2, overloaded from 10 s by a slow fault.
+    let text = crate::support::one_service(
+        r#"
+[[fault]]
+at = "10s"
+slow = { target = "svc.echo[0]", factor = 40 }
+"#,
+    );
+    let s = run(&scenario(
+        &text.replace("workers = 8\nqueue = 64", "workers = 1\nqueue = 2"),
+    ));
+    let health: Vec<Option<bool>> = s.instances["svc.echo[0]"]
+        .timeline
+        .iter()
+        .map(|p| p.healthy)
+        .collect();
+    assert!(
+        health[2..10].iter().all(|h| *h == Some(true)),
+        "healthy before: {health:?}"
+    );
+    assert!(
+        health[11..].contains(&Some(false)),
+        "unhealthy once its queue fills: {health:?}"
+    );
+    let peer: Vec<Option<bool>> = s.instances["svc.echo[1]"]
+        .timeline
+        .iter()
+        .map(|p| p.healthy)
+        .collect();
+    assert!(
+        peer[2..].iter().all(|h| *h == Some(true)),
+        "its peer stays healthy: {peer:?}"
+    );
+}
