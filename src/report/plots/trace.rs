@@ -8,7 +8,7 @@
 //! that never ended): only the annotations that exist are drawn, never guessed. A trace of more
 //! than [`MAX_ROWS`] spans shows its first ones by client-send, and its title says so.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -71,7 +71,7 @@ struct Row<'a> {
 }
 
 /// Depth of `span` in the call tree, following parents (bounded, so a cycle cannot hang us).
-fn depth(span: &Span, by_id: &HashMap<&str, &Span>) -> usize {
+fn depth(span: &Span, by_id: &BTreeMap<&str, &Span>) -> usize {
     let mut depth = 0;
     let mut parent = span.parent_span_id.as_deref();
     while let Some(p) = parent.and_then(|id| by_id.get(id)) {
@@ -86,7 +86,7 @@ fn depth(span: &Span, by_id: &HashMap<&str, &Span>) -> usize {
 
 /// Every span of the trace with its depth, by client-send time (spans without times last).
 fn rows(trace: &Trace) -> Vec<Row<'_>> {
-    let by_id: HashMap<&str, &Span> = trace
+    let by_id: BTreeMap<&str, &Span> = trace
         .spans
         .iter()
         .map(|s| (s.span_id.as_str(), s))
