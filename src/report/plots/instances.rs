@@ -3,7 +3,8 @@
 //! A slow instance shows as the one line pinned near 100% with a queue; a crashed one as a red
 //! band (buckets where it was down). Past twelve instances the lines stop being told apart, so
 //! the plot keeps the twelve that matter most: those that went down, then the highest peak queue,
-//! then the highest peak utilisation; the title says so.
+//! then the highest peak utilisation; the title says so. A triangle on a line marks a second in
+//! which that instance's out-of-band health checks failed.
 
 use std::path::Path;
 
@@ -127,11 +128,36 @@ fn panel(
             .map(|p| (x.at(p.t_s + half), y.at(value(p))))
             .collect();
         canvas::line(&mut chart, &points, s.color, Stroke::Solid(2))?;
+        unhealthy_marks(&mut chart, summary, s, (x, y), &value)?;
     }
     if descs.0.is_empty() {
         canvas::label_windows(&mut chart, &labels(summary, shown, x), x, y)?;
     }
     Ok(())
+}
+
+/// A triangle on the line at each bucket where the instance's health checks failed.
+fn unhealthy_marks(
+    chart: &mut Chart,
+    summary: &Summary,
+    s: &Shown,
+    axes: (&Axis, &Axis),
+    value: &impl Fn(&crate::report::summary::InstancePoint) -> f64,
+) -> DrawResult<()> {
+    let (x, y) = axes;
+    let half = summary.bucket_seconds / 2.0;
+    let marks = s
+        .inst
+        .timeline
+        .iter()
+        .filter(|p| p.healthy == Some(false))
+        .map(|p| TriangleMarker::new((x.at(p.t_s + half), y.at(value(p))), 6, s.color.filled()));
+    chart.draw_series(marks)?;
+    Ok(())
+}
+
+fn ever_unhealthy(i: &InstanceSummary) -> bool {
+    i.timeline.iter().any(|p| p.healthy == Some(false))
 }
 
 fn title(summary: &Summary, shown: usize) -> String {
@@ -156,6 +182,11 @@ fn legend(summary: &Summary, shown: &[Shown]) -> Vec<Entry> {
     entries.extend(canvas::fault_entry(&summary.faults));
     if shown.iter().any(|s| ever_down(s.inst)) {
         entries.push(Entry::Shade(DOWN_FILL, "instance down".to_string()));
+    }
+    if shown.iter().any(|s| ever_unhealthy(s.inst)) {
+        entries.push(Entry::Heading(
+            "triangles: health check failing".to_string(),
+        ));
     }
     entries
 }
