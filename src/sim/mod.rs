@@ -299,7 +299,10 @@ fn apply(
     };
     if let FaultKind::Crash { target } = &fault.kind {
         let hit = nodes_of(target, placements);
+        // Instances are spread round robin (`i % nodes`), so one node recurs non-adjacently:
+        // sort before dedup, or a node is crashed (and restarted) more than once.
         let mut nodes: Vec<&str> = hit.iter().map(|p| p.node.as_str()).collect();
+        nodes.sort_unstable();
         nodes.dedup();
         // A crash takes the whole node: every instance on it goes down and comes back.
         let down: Vec<&Placement> = placements

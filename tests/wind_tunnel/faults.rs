@@ -279,3 +279,37 @@ slow = { target = "svc.echo[0]", factor = 40 }
         "its peer stays healthy: {peer:?}"
     );
 }
+
+#[test]
+fn crashing_a_service_packed_on_fewer_nodes_takes_every_instance_down_and_back() {
+    // Goal: a crash of a whole service whose instances share nodes (round robin, so a node
+    // recurs non-adjacently) takes every instance down and brings every one back. Method: 4
+    // instances on 2 nodes, all crashed from 5 s to 10 s.
+    let text = crate::support::one_service(
+        r#"
+[[fault]]
+at = "5s"
+duration = "5s"
+crash = { target = "svc.echo" }
+"#,
+    )
+    .replace("instances = 2", "instances = 4\nnodes = 2");
+    let s = run(&scenario(&text));
+    for i in 0..4 {
+        let tl = &s.instances[&format!("svc.echo[{i}]")].timeline;
+        let up_at = |t: f64| tl.iter().find(|p| p.t_s == t).map(|p| p.up);
+        assert_eq!(
+            (up_at(7.0), up_at(12.0)),
+            (Some(false), Some(true)),
+            "svc.echo[{i}]"
+        );
+        let busy: f64 = tl
+            .iter()
+            .filter(|p| p.t_s >= 11.0)
+            .map(|p| p.utilisation)
+            .sum();
+        assert!(busy > 0.0, "svc.echo[{i}] serves again after the restart");
+    }
+    let (sent, ok, _) = window_counts(&s, "gets", 11.0, 20.0);
+    assert_eq!(sent, ok, "all is well after the restart");
+}
