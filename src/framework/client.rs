@@ -448,7 +448,13 @@ impl<'a> CallGuard<'a> {
         *lock(&client.inner.inflight)
             .entry(instance.id.clone())
             .or_insert(0) += 1;
-        let now = client.inner.transport.elapsed();
+        // The deadline is only reported in events: skip the clock reads when nobody listens.
+        let deadline = if client.inner.events.enabled() {
+            let now = client.inner.transport.elapsed();
+            ctx.remaining().map(|r| now + r)
+        } else {
+            None
+        };
         CallGuard {
             client,
             instance: instance.id.clone(),
@@ -459,7 +465,7 @@ impl<'a> CallGuard<'a> {
             trace_id: h.trace_id,
             span_id: h.span_id,
             parent_span_id: h.parent_span_id,
-            deadline: ctx.remaining().map(|r| now + r),
+            deadline,
             done: false,
         }
     }

@@ -326,7 +326,7 @@ impl Server {
         if let Some(every) = self.inner.config.health_interval {
             tokio::spawn(out_of_band_health(
                 Arc::downgrade(&self.inner),
-                transport_clock(&running),
+                running.transport.clone(),
                 every,
                 running.stopped.clone(),
             ));
@@ -629,10 +629,6 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-fn transport_clock(running: &Running) -> Arc<dyn Transport> {
-    running.transport.clone()
 }
 
 /// Runs the checks every `every` until the server stops, reporting each round as an event.

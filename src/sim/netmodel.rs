@@ -44,10 +44,6 @@ pub enum Party {
 impl Party {
     /// Whether `target` names this party.
     pub fn is(&self, target: &Target) -> bool {
-        self.matches(target)
-    }
-
-    fn matches(&self, target: &Target) -> bool {
         match (self, target) {
             (Party::Client, Target::Client) => true,
             (Party::Instance { service, .. }, Target::Service(s)) => **service == *s.as_str(),
@@ -83,8 +79,14 @@ enum Bend {
     Loss { a: Target, b: Target, rate: Ratio },
 }
 
+/// Whether a message from `from` to `to` crosses the link `a` -> `b`, or either way unless
+/// `oneway`.
+fn crosses(from: &Party, to: &Party, a: &Target, b: &Target, oneway: bool) -> bool {
+    (from.is(a) && to.is(b)) || (!oneway && from.is(b) && to.is(a))
+}
+
 fn between(from: &Party, to: &Party, a: &Target, b: &Target) -> bool {
-    (from.matches(a) && to.matches(b)) || (from.matches(b) && to.matches(a))
+    crosses(from, to, a, b, false)
 }
 
 /// The network's behaviour: the scenario's links plus the faults active now.
@@ -156,9 +158,7 @@ impl NetModel {
     /// Whether messages from `from` to `to` are being dropped or held right now.
     fn blocked(&self, from: &Party, to: &Party) -> bool {
         self.active().values().any(|bend| match bend {
-            Bend::Partition { a, b, oneway } => {
-                (from.matches(a) && to.matches(b)) || (!oneway && from.matches(b) && to.matches(a))
-            }
+            Bend::Partition { a, b, oneway } => crosses(from, to, a, b, *oneway),
             Bend::Hold { a, b } => between(from, to, a, b),
             _ => false,
         })
@@ -183,18 +183,14 @@ impl NetModel {
         let active = self.active();
         for bend in active.values() {
             match bend {
-                Bend::Partition { a, b, oneway } => {
-                    let hit = (from.matches(a) && to.matches(b))
-                        || (!oneway && from.matches(b) && to.matches(a));
-                    if hit {
-                        return Leg::Lost;
-                    }
+                Bend::Partition { a, b, oneway } if crosses(from, to, a, b, *oneway) => {
+                    return Leg::Lost;
                 }
                 Bend::Hold { a, b } if between(from, to, a, b) => return Leg::Held,
                 Bend::Loss { a, b, rate } if between(from, to, a, b) => {
                     loss = 1.0 - (1.0 - loss) * (1.0 - rate.value());
                 }
-                Bend::Latency { target, add } if from.matches(target) || to.matches(target) => {
+                Bend::Latency { target, add } if from.is(target) || to.is(target) => {
                     latency = latency.saturating_add(add.sample(rng));
                 }
                 _ => {}
