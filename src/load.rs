@@ -26,6 +26,7 @@ pub use self::http::HttpPool;
 use crate::framework::{Call, Client, Context};
 use crate::metrics::{Outcome, Recorder};
 use crate::scenario::{Arrival, Load, LoadTarget};
+use crate::services::workload::{acknowledged, request_body, Acknowledged};
 
 /// Requests one generator may hold in flight; beyond it new arrivals are dropped.
 pub const MAX_INFLIGHT: usize = 100_000;
@@ -72,6 +73,20 @@ pub struct Generator {
     pub seed: u64,
     /// The gateway, for loads that enter on a route.
     pub gateway: Option<Gateway>,
+    /// The built-in endpoint the load reaches, if it is one: for realistic bodies and to note
+    /// acknowledged writes.
+    pub workload: Option<Workload>,
+}
+
+/// The built-in endpoint a load's requests end up at, and where acknowledged writes go.
+#[derive(Clone)]
+pub struct Workload {
+    /// The builtin's catalog name.
+    pub builtin: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// Where acknowledged writes are noted.
+    pub acknowledged: Arc<Acknowledged>,
 }
 
 /// Where route loads enter, and how they authenticate.
@@ -89,42 +104,39 @@ enum Sender {
         client: Client,
         service: String,
         endpoint: String,
-        body: Bytes,
     },
     Http {
         gateway: Gateway,
         method: http_crate::Method,
         path: String,
-        body: Bytes,
     },
 }
 
 use ::http as http_crate;
 
 impl Sender {
-    /// Sends request number `seq` with `deadline` (a host instant); how it ended.
-    async fn send(&self, seq: u64, deadline: Instant) -> Outcome {
+    /// Sends request number `seq` with `body` and `deadline` (a host instant); how it ended,
+    /// and the answer's body when ok.
+    async fn send(&self, seq: u64, body: Bytes, deadline: Instant) -> (Outcome, Option<Bytes>) {
         match self {
             Sender::Rpc {
                 client,
                 service,
                 endpoint,
-                body,
             } => {
                 let ctx = Context::background().with_deadline(deadline);
                 match client
-                    .send(&ctx, Call::new(service, endpoint).bytes(body.clone()))
+                    .send(&ctx, Call::new(service, endpoint).bytes(body))
                     .await
                 {
-                    Ok(_) => Outcome::Ok,
-                    Err(e) => Outcome::Error(e.code().to_string()),
+                    Ok(reply) => (Outcome::Ok, Some(reply.body)),
+                    Err(e) => (Outcome::Error(e.code().to_string()), None),
                 }
             }
             Sender::Http {
                 gateway,
                 method,
                 path,
-                body,
             } => {
                 let budget = deadline.saturating_duration_since(Instant::now());
                 let mut request = http_crate::Request::builder()
@@ -135,12 +147,12 @@ impl Sender {
                 if let Some(token) = &gateway.token {
                     request = request.header("authorization", format!("Bearer {token}"));
                 }
-                let Ok(request) = request.body(http_body_util::Full::new(body.clone())) else {
-                    return Outcome::Error("bad_request.route".to_string());
+                let Ok(request) = request.body(http_body_util::Full::new(body)) else {
+                    return (Outcome::Error("bad_request.route".to_string()), None);
                 };
                 match tokio::time::timeout_at(deadline, gateway.pool.send(request)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Outcome::Error("timeout".to_string()),
+                    Ok(answer) => answer,
+                    Err(_) => (Outcome::Error("timeout".to_string()), None),
                 }
             }
         }
@@ -186,14 +198,20 @@ impl Generator {
                 client: self.client.clone(),
                 service: target.service.as_str().to_string(),
                 endpoint: target.endpoint.as_str().to_string(),
-                body: Bytes::from(vec![b'.'; self.load.body_bytes as usize]),
             }),
             LoadTarget::Route(key) => Some(Sender::Http {
                 gateway: self.gateway.clone()?,
                 method: http_crate::Method::from_bytes(key.method.as_str().as_bytes()).ok()?,
                 path: key.path.clone(),
-                body: json_body(self.load.body_bytes),
             }),
+        }
+    }
+
+    /// The padding body sent when the target takes any body.
+    fn padding(&self) -> Bytes {
+        match &self.load.target {
+            LoadTarget::Rpc(_) => Bytes::from(vec![b'.'; self.load.body_bytes as usize]),
+            LoadTarget::Route(_) => json_body(self.load.body_bytes),
         }
     }
 
@@ -203,9 +221,12 @@ impl Generator {
             return; // a route load without a gateway: the runner places one for every route
         };
         let sender = Arc::new(sender);
+        let padding = self.padding();
         let clock = RunClock::current();
         let name: Arc<str> = self.load.name.as_str().into();
         let mut rng = ids::stream(self.seed, &format!("load/{name}/{}", self.index));
+        let mut body_rng = ids::stream(self.seed, &format!("load/{name}/{}/body", self.index));
+        let workload = self.workload.clone().map(Arc::new);
         let mut seq = 0u64;
         let inflight = Arc::new(AtomicUsize::new(0));
         let tasks = TaskTracker::new();
@@ -235,17 +256,27 @@ impl Generator {
                     .record_load(&name, t, t, Outcome::Dropped, deadline);
                 continue;
             }
-            let (sender, recorder, name, inflight) = (
+            let (sender, recorder, name, inflight, workload) = (
                 sender.clone(),
                 self.recorder.clone(),
                 name.clone(),
                 inflight.clone(),
+                workload.clone(),
             );
             inflight.fetch_add(1, Ordering::Relaxed);
             seq += 1;
             let n = seq * u64::from(self.share.max(1)) + u64::from(self.index);
+            let body = workload
+                .as_ref()
+                .and_then(|w| request_body(&w.builtin, &w.endpoint, &name, n, &mut body_rng))
+                .unwrap_or_else(|| padding.clone());
             tasks.spawn(async move {
-                let outcome = sender.send(n, clock.at(t + deadline)).await;
+                let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
+                if let (Some(w), Some(answer)) = (&workload, &answer) {
+                    if let Some((kind, id)) = acknowledged(&w.builtin, &w.endpoint, answer) {
+                        w.acknowledged.add(kind, id);
+                    }
+                }
                 recorder.record_load(&name, t, clock.now(), outcome, deadline);
                 inflight.fetch_sub(1, Ordering::Relaxed);
             });

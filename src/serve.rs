@@ -3,7 +3,8 @@
 //! Every instance of every service listens on its own 127.0.0.1 port over tokio's TCP, with the
 //! same endpoints the simulation runs (built in or synthetic, service times as real sleeps), and
 //! the gateway answers HTTP on the address asked for, with the scenario's routes. No fault, no
-//! network model and no load: this is the system as it would ship, to try with curl.
+//! network model and no load: this is the system as it would ship, to try with curl. The
+//! built-in databases keep their logs in memory here: they survive nothing but the process.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use crate::framework::{ids, Client, ClientConfig, Listen, NullSink, Registry};
 use crate::gateway::{Gateway, GatewayConfig, Route, Routes};
 use crate::scenario::Scenario;
+use crate::services::disk::Disks;
 use crate::sim::faults::FaultBoard;
 use crate::sim::netmodel::Party;
 use crate::sim::synthetic::InstanceKit;
-use crate::sim::world::instance_server;
+use crate::sim::world::{instance_server, sizes, spawn_background, InstanceHost};
 use crate::transport::{TcpTransport, Tokio};
 
 /// Why the topology could not be served.
@@ -54,6 +56,12 @@ pub async fn serve(
     ready: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
     let registry = Registry::new();
+    let host = InstanceHost {
+        events: Arc::new(NullSink),
+        registry: registry.clone(),
+        disks: Disks::new(),
+        sizes: sizes(scenario),
+    };
     for spec in &scenario.services {
         for i in 0..spec.instances {
             let id = format!("{}[{i}]", spec.name);
@@ -75,12 +83,13 @@ pub async fn serve(
                 instance: id.clone(),
                 reason,
             };
-            let server = instance_server(spec, &id, kit, Arc::new(NullSink), registry.clone())
-                .map_err(|e| failed(e.to_string()))?;
+            let (server, background) =
+                instance_server(spec, &id, kit, &host).map_err(|e| failed(e.to_string()))?;
             server
                 .start(transport, &Listen::on("127.0.0.1:0"))
                 .await
                 .map_err(|e| failed(e.to_string()))?;
+            spawn_background(&server, background);
         }
     }
     let transport = Arc::new(TcpTransport::<Tokio>::default());

@@ -8,14 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use windtunnel::metrics::{Span, Trace};
+use windtunnel::metrics::{Measurements, Recorder, RecorderConfig, Span, Trace};
 use windtunnel::report::summary::{
-    AssertionResult, BucketSummary, FaultWindow, InstancePoint, InstanceSummary, LatencyMs,
-    RouteSummary, SpectrumPoint, Summary,
+    AssertionResult, BucketSummary, BusinessSummary, FaultWindow, InstancePoint, InstanceSummary,
+    Invariant, LatencyMs, RouteSummary, SpectrumPoint, Summary, ValueStats,
 };
-use windtunnel::report::{compare, hgrm, html, plots};
+use windtunnel::report::{compare, hgrm, html, plots, write_report};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -273,6 +274,8 @@ fn webhook_run(seed: u64, slower: f64) -> Summary {
         endpoints,
         instances: instances(0),
         checks,
+        business: BTreeMap::new(),
+        invariants: Vec::new(),
         assertions: vec![
             AssertionResult {
                 that: "p99(latency) < 300ms".to_string(),
@@ -294,6 +297,83 @@ fn webhook_run(seed: u64, slower: f64) -> Summary {
         passed: false,
         traces: Vec::new(),
     }
+}
+
+/// The webhook run as its services report it: deliveries counted (fewer while an instance is
+/// slow), payload sizes as a histogram, and two invariants of which `no_lost_writes` fails.
+fn webhook_run_with_business(seed: u64) -> Summary {
+    let mut run = webhook_run(seed, 1.0);
+    let delivered: Vec<i64> = (0..60)
+        .map(|t| if (20..40).contains(&t) { 150 } else { 195 })
+        .collect();
+    run.business.insert(
+        "webhooks.delivered".to_string(),
+        BusinessSummary {
+            kind: "counter".to_string(),
+            total: delivered.iter().sum(),
+            records: delivered.iter().sum::<i64>() as u64,
+            timeline: delivered,
+            values: None,
+        },
+    );
+    let bytes: Vec<i64> = (0..60).map(|t| 195 * (900 + t % 7 * 40)).collect();
+    run.business.insert(
+        "webhook.payload_bytes".to_string(),
+        BusinessSummary {
+            kind: "histogram".to_string(),
+            total: bytes.iter().sum(),
+            records: 60 * 195,
+            timeline: bytes,
+            values: Some(ValueStats {
+                p50: 1_020,
+                p90: 1_140,
+                p99: 1_180,
+                max: 1_203,
+                mean: 1_019.6,
+            }),
+        },
+    );
+    let figures = |pairs: &[(&str, i64)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<BTreeMap<_, _>>()
+    };
+    run.invariants = vec![
+        Invariant {
+            name: "no_lost_writes".to_string(),
+            holds: false,
+            detail: "3 of 10800 acknowledged deliveries are not in any webhook database"
+                .to_string(),
+            figures: figures(&[("webhook_acknowledged", 10_800), ("webhook_lost", 3)]),
+        },
+        Invariant {
+            name: "no_unauthenticated_calls".to_string(),
+            holds: true,
+            detail: "no request reached a service before service.auth accepted its token"
+                .to_string(),
+            figures: figures(&[("unauthenticated_calls", 0)]),
+        },
+    ];
+    run
+}
+
+/// Measurements of a run that recorded nothing: `write_report` needs them for `.hgrm` files.
+fn no_measurements() -> Measurements {
+    let run = Duration::from_secs(60);
+    Recorder::new(RecorderConfig {
+        run,
+        bucket_width: Duration::from_secs(1),
+        hop_allowance: Duration::from_millis(2),
+        instances: Vec::new(),
+    })
+    .finish(run)
+}
+
+/// The whole report of `run` (no `.hgrm` files: nothing was measured) written into `dir`, as
+/// `windtunnel run` writes it; returns index.html's path.
+fn whole_report(run: &Summary, dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    write_report(run, &no_measurements(), dir).map_err(|e| -> Box<dyn std::error::Error> { e })
 }
 
 /// A run that sent nothing: no loads, no instances.
@@ -526,6 +606,32 @@ fn a_trace_with_missing_times_and_many_spans_draws_without_panicking() -> TestRe
     Ok(())
 }
 
+#[test]
+fn business_counters_far_apart_or_silent_plot_without_panicking() -> TestResult {
+    // Goal: counters of very different sizes (pence next to payments) and a counter that never
+    // moved still give a business.png. Method: add both to the fixture and check the PNG.
+    let dir = scratch("plots-business-scales")?;
+    let mut run = webhook_run_with_business(7);
+    let counter = |timeline: Vec<i64>| BusinessSummary {
+        kind: "counter".to_string(),
+        total: timeline.iter().sum(),
+        records: timeline.len() as u64,
+        timeline,
+        values: None,
+    };
+    run.business.insert(
+        "money.moved".to_string(),
+        counter((0..60).map(|t| 240_000 + t * 1_000).collect()),
+    );
+    run.business
+        .insert("refunds.issued".to_string(), counter(vec![0; 60]));
+    let files = plots::write_plots(&run, &dir)?;
+    let business =
+        plot_named(&files, "business.png").ok_or("write_plots returned no business.png")?;
+    assert_png(business, 15_000)?;
+    Ok(())
+}
+
 /// The `href` and `src` attribute values of an HTML text.
 fn links(page: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -538,6 +644,20 @@ fn links(page: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Fails unless every link is relative and names a file in `dir`.
+fn assert_links_exist(dir: &Path, linked: &[String]) {
+    for l in linked {
+        assert!(
+            !l.contains("://") && !l.starts_with('/'),
+            "{l} is not a relative link"
+        );
+        assert!(
+            dir.join(l).is_file(),
+            "index.html links {l}, which does not exist"
+        );
+    }
 }
 
 #[test]
@@ -560,16 +680,7 @@ fn index_links_only_files_that_exist() -> TestResult {
     assert_eq!(index, dir.join("index.html"));
     let page = std::fs::read_to_string(&index)?;
     let linked = links(&page);
-    for l in &linked {
-        assert!(
-            !l.contains("://") && !l.starts_with('/'),
-            "{l} is not a relative link"
-        );
-        assert!(
-            dir.join(l).is_file(),
-            "index.html links {l}, which does not exist"
-        );
-    }
+    assert_links_exist(&dir, &linked);
     for expected in [
         "latency.png",
         "instances.png",
@@ -593,6 +704,91 @@ fn index_links_only_files_that_exist() -> TestResult {
     ] {
         assert!(page.contains(fact), "index.html does not say {fact}");
     }
+    Ok(())
+}
+
+/// The table row of `page` that mentions `needle`.
+fn row_with<'a>(page: &'a str, needle: &str) -> Option<&'a str> {
+    let at = page.find(needle)?;
+    let start = page[..at].rfind("<tr>")?;
+    let end = at + page[at..].find("</tr>")?;
+    Some(&page[start..end])
+}
+
+#[test]
+fn business_metrics_and_invariants_reach_the_report() -> TestResult {
+    // Goal: a run whose services record business metrics and whose invariants were checked
+    // gets business.png and both sections on index.html, with a failing invariant marked as
+    // such. Method: write the whole report from the webhook fixture with one counter, one
+    // histogram and two invariants, then read the files back.
+    let dir = scratch("report-business")?;
+    let run = webhook_run_with_business(10);
+    let index = whole_report(&run, &dir)?;
+    assert_png(&dir.join("business.png"), 15_000)?;
+    let page = std::fs::read_to_string(index)?;
+    let linked = links(&page);
+    assert_links_exist(&dir, &linked);
+    assert!(
+        linked.iter().any(|l| l == "business.png"),
+        "index.html does not show business.png"
+    );
+    for section in ["<h2>Invariants</h2>", "<h2>Business metrics</h2>"] {
+        assert!(page.contains(section), "index.html has no {section}");
+    }
+    let invariants_at = page.find("<h2>Invariants</h2>").unwrap_or(usize::MAX);
+    let assertions_at = page.find("<h2>Assertions</h2>").unwrap_or(0);
+    assert!(
+        invariants_at < assertions_at,
+        "the invariants come after the assertions"
+    );
+    let lost = row_with(&page, "no_lost_writes").ok_or("no row for no_lost_writes")?;
+    assert!(
+        lost.contains("class=\"fail\"") && lost.contains("FAIL") && !lost.contains("PASS"),
+        "the failing invariant is not marked as failing: {lost}"
+    );
+    assert!(lost.contains("webhook_lost=3"), "figures missing: {lost}");
+    let auth = row_with(&page, "no_unauthenticated_calls").ok_or("no row for the holding one")?;
+    assert!(
+        auth.contains("PASS") && !auth.contains("FAIL"),
+        "the holding invariant is not marked as holding: {auth}"
+    );
+    let delivered = row_with(&page, "webhooks.delivered").ok_or("no row for the counter")?;
+    assert!(
+        delivered.contains(">counter<") && delivered.contains(">10800<"),
+        "the counter's total is missing: {delivered}"
+    );
+    assert!(
+        delivered.contains(">180<"),
+        "the counter's rate (10800 over 60 s) is missing: {delivered}"
+    );
+    let bytes = row_with(&page, "webhook.payload_bytes").ok_or("no row for the histogram")?;
+    assert!(
+        bytes.contains(">histogram<") && bytes.contains(">1140<") && bytes.contains(">1203<"),
+        "the histogram's percentiles are missing: {bytes}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_run_without_business_metrics_has_no_business_plot_or_sections() -> TestResult {
+    // Goal: the business plot and sections are there only when there is something to show.
+    // Method: write the whole report of the plain webhook fixture (no business metrics, no
+    // invariants) and check that no business.png exists nor is linked, and no section is empty.
+    let dir = scratch("report-no-business")?;
+    let index = whole_report(&webhook_run(11, 1.0), &dir)?;
+    assert!(
+        !dir.join("business.png").exists(),
+        "business.png was written for a run without business metrics"
+    );
+    let page = std::fs::read_to_string(index)?;
+    assert_links_exist(&dir, &links(&page));
+    assert!(
+        !page.contains("business.png"),
+        "index.html names business.png"
+    );
+    assert!(!page.contains("<h2>Business metrics</h2>"));
+    assert!(!page.contains("<h2>Invariants</h2>"));
+    assert_png(&dir.join("latency.png"), 20_000)?;
     Ok(())
 }
 
@@ -723,6 +919,57 @@ fn compare_writes_its_files_and_tells_both_runs_apart() -> TestResult {
         );
     }
     assert_eq!(report.routes.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn compare_shows_business_totals_and_invariants_of_both_runs() -> TestResult {
+    // Goal: when both runs recorded business metrics and invariants, compare says how the
+    // totals moved and which invariant stopped or started holding. Method: B delivers fewer
+    // webhooks and loses none; compare and read the table and the page.
+    let root = scratch("compare-business")?;
+    let (a_dir, b_dir, out) = (root.join("before"), root.join("after"), root.join("out"));
+    let a = webhook_run_with_business(12);
+    let mut b = webhook_run_with_business(13);
+    if let Some(d) = b.business.get_mut("webhooks.delivered") {
+        d.total = 9_720;
+    }
+    b.invariants[0].holds = true;
+    b.business.remove("webhook.payload_bytes");
+    for (dir, run) in [(&a_dir, &a), (&b_dir, &b)] {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("summary.json"), serde_json::to_string(run)?)?;
+    }
+    let report = compare::compare(&a_dir, &b_dir, &out)?;
+    println!("{}", report.table);
+    let table = &report.table;
+    let delivered = table
+        .lines()
+        .find(|l| l.contains("webhooks.delivered"))
+        .ok_or("no line for webhooks.delivered")?;
+    for figure in ["10800", "9720", "-10.0%"] {
+        assert!(delivered.contains(figure), "{figure} missing: {delivered}");
+    }
+    assert!(
+        !table.contains("webhook.payload_bytes"),
+        "a metric only A recorded is compared:\n{table}"
+    );
+    let lost = table
+        .lines()
+        .find(|l| l.contains("no_lost_writes"))
+        .ok_or("no line for no_lost_writes")?;
+    assert!(
+        lost.contains("FAILS") && lost.contains("holds") && lost.contains("now holds"),
+        "{lost}"
+    );
+    let page = std::fs::read_to_string(&report.html)?;
+    for needle in [
+        "business metrics (totals)",
+        "webhooks.delivered",
+        "no_lost_writes",
+    ] {
+        assert!(page.contains(needle), "compare.html does not say {needle}");
+    }
     Ok(())
 }
 

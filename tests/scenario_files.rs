@@ -443,6 +443,41 @@ instances = 2
     }
 
     #[test]
+    fn a_load_token_must_be_known_and_only_on_routes() {
+        assert_error(
+            "[[route]]\nroute = \"GET /a\"\nto = \"service.a.get\"\n[[load]]\nroute = \"GET /a\"\nrate = \"1/s\"\ntoken = \"maybe\"\n",
+            7,
+            9,
+            &["`token`: expected \"valid\", \"none\" or \"invalid\"", "found \"maybe\""],
+        );
+        assert_error(
+            "[[load]]\nrpc = \"service.a.get\"\nrate = \"1/s\"\ntoken = \"none\"\n",
+            4,
+            9,
+            &["`token` applies to route loads only"],
+        );
+    }
+
+    #[test]
+    fn a_builtin_needs_the_services_it_calls() {
+        let text =
+            format!("{HEAD}[[service]]\nname = \"api.webhook\"\nbuiltin = \"webhook-api\"\n");
+        let error = parse_str(&text, "t.toml", &windtunnel::services::Builtins)
+            .expect_err("service.auth and service.webhook are missing");
+        let rendered = error.to_string();
+        let line = HEAD.lines().count() + 3;
+        for missing in ["service.auth", "service.webhook"] {
+            let expected = format!(
+                "t.toml:{line}:11: error: builtin \"webhook-api\" calls \"{missing}\", which this scenario does not declare"
+            );
+            assert!(
+                rendered.contains(&expected),
+                "{expected:?} not in:\n{rendered}"
+            );
+        }
+    }
+
+    #[test]
     fn toml_syntax_error_is_located() {
         assert_error("[[load]\n", 1, 7, &["invalid table header"]);
     }

@@ -56,6 +56,9 @@ enum Command {
         /// The first seed.
         #[arg(long, default_value_t = 1)]
         first: u64,
+        /// Seeds run at once, each on its own thread (default: the machine's cores).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+        jobs: Option<u64>,
         /// Write sweep.json here (default: reports/<scenario name>-sweep/).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -112,9 +115,16 @@ pub fn main() -> ExitCode {
             file,
             seeds,
             first,
+            jobs,
             out,
             quiet,
-        } => sweep::sweep(&file, first, seeds, out, quiet),
+        } => {
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
+            sweep::sweep(&file, first, seeds, jobs, out, quiet)
+        }
         Command::Serve {
             file,
             listen,

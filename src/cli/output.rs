@@ -140,6 +140,21 @@ fn print_summary(s: &Summary, out: &Path, quiet: bool) {
         }
         let checks: Vec<String> = s.checks.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("  checks: {}", checks.join(", "));
+        if !s.business.is_empty() {
+            let metrics: Vec<String> = s
+                .business
+                .iter()
+                .map(|(k, b)| match &b.values {
+                    Some(v) => format!("{k} p50 {} p99 {}", v.p50, v.p99),
+                    None => format!("{k} {}", b.total),
+                })
+                .collect();
+            println!("  business: {}", metrics.join(", "));
+        }
+    }
+    for i in &s.invariants {
+        let mark = if i.holds { "HOLDS" } else { "BROKEN" };
+        println!("  {mark} {}: {}", i.name, i.detail);
     }
     for a in &s.assertions {
         let mark = if a.passed { "PASS" } else { "FAIL" };

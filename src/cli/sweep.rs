@@ -1,16 +1,22 @@
 //! `windtunnel sweep`: one scenario at many seeds, to find the seed that breaks it.
 //!
 //! Each seed is a full run; only its verdicts and headline figures are kept (sweep.json), so a
-//! sweep of thousands of seeds stays small. A failing seed is replayed bit for bit with
-//! `windtunnel run FILE --seed N`.
+//! sweep of thousands of seeds stays small. Seeds run on `--jobs` threads at once, each its own
+//! simulation; the results are ordered by seed, so sweep.json does not depend on the threads.
+//! A failing seed is replayed bit for bit with `windtunnel run FILE --seed N`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
 use serde::Serialize;
 
 use super::{load, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+use crate::lock::lock;
 use crate::report::summary;
+use crate::scenario::Scenario;
 use crate::sim::{self, NoProgress};
 
 /// One seed's outcome.
@@ -23,7 +29,7 @@ struct SeedResult {
     p99_ms: BTreeMap<String, f64>,
     /// Error rate per load.
     error_rate: BTreeMap<String, f64>,
-    /// Verdicts of the assertions that failed.
+    /// Verdicts of the assertions that failed and details of the invariants broken.
     failed: Vec<String>,
 }
 
@@ -38,53 +44,60 @@ struct SweepReport {
     results: Vec<SeedResult>,
 }
 
-/// Runs `file` at seeds `first..first + seeds`; exit 1 if any seed fails an assertion.
-pub fn sweep(file: &Path, first: u64, seeds: u64, out: Option<PathBuf>, quiet: bool) -> u8 {
-    let mut scenario = match load(file) {
+/// Runs `file` at seeds `first..first + seeds` on `jobs` threads; exit 1 if any seed fails an
+/// assertion or breaks an invariant.
+pub fn sweep(
+    file: &Path,
+    first: u64,
+    seeds: u64,
+    jobs: usize,
+    out: Option<PathBuf>,
+    quiet: bool,
+) -> u8 {
+    let scenario = match load(file) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let next = AtomicU64::new(first);
+    let end = first.saturating_add(seeds);
+    let done = AtomicU64::new(0);
+    let outcomes: Mutex<Vec<Result<SeedResult, String>>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, 64) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                let outcome = run_seed(&scenario, seed);
+                let failed = outcome.is_err();
+                if !quiet {
+                    let mark = match &outcome {
+                        Ok(r) if r.passed => "pass",
+                        Ok(_) => "FAIL",
+                        Err(_) => "error",
+                    };
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    eprintln!("  seed {seed}: {mark} ({n} of {seeds} done)");
+                }
+                lock(&outcomes).push(outcome);
+                if failed {
+                    next.store(end, Ordering::Relaxed); // an error is the same at every seed
+                }
+            });
+        }
+    });
     let mut results = Vec::new();
-    for seed in first..first.saturating_add(seeds) {
-        scenario.seed = seed;
-        let output = match sim::run(&scenario, &mut NoProgress) {
-            Ok(o) => o,
+    for outcome in std::mem::take(&mut *lock(&outcomes)) {
+        match outcome {
+            Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {e}");
                 return EXIT_INVALID;
             }
-        };
-        let s = summary::build(&scenario, &output.measurements, output.wall);
-        let result = SeedResult {
-            seed,
-            passed: s.passed,
-            fingerprint: s.fingerprint.clone(),
-            p99_ms: s
-                .routes
-                .iter()
-                .map(|(k, r)| (k.clone(), r.latency_ms.p99))
-                .collect(),
-            error_rate: s
-                .routes
-                .iter()
-                .map(|(k, r)| (k.clone(), r.error_rate))
-                .collect(),
-            failed: s
-                .assertions
-                .iter()
-                .filter(|a| !a.passed)
-                .map(|a| a.verdict.clone())
-                .collect(),
-        };
-        if !quiet {
-            let mark = if result.passed { "pass" } else { "FAIL" };
-            eprintln!(
-                "  seed {seed}: {mark} ({} of {seeds} done)",
-                seed - first + 1
-            );
         }
-        results.push(result);
     }
+    results.sort_by_key(|r| r.seed);
     let failed_seeds: Vec<u64> = results
         .iter()
         .filter(|r| !r.passed)
@@ -112,6 +125,41 @@ pub fn sweep(file: &Path, first: u64, seeds: u64, out: Option<PathBuf>, quiet: b
     } else {
         EXIT_FAILED
     }
+}
+
+/// One seed's run, judged.
+fn run_seed(scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
+    let mut scenario = scenario.clone();
+    scenario.seed = seed;
+    let output = sim::run(&scenario, &mut NoProgress).map_err(|e| e.to_string())?;
+    let s = summary::build(&scenario, &output.measurements, output.wall);
+    Ok(SeedResult {
+        seed,
+        passed: s.passed,
+        fingerprint: s.fingerprint.clone(),
+        p99_ms: s
+            .routes
+            .iter()
+            .map(|(k, r)| (k.clone(), r.latency_ms.p99))
+            .collect(),
+        error_rate: s
+            .routes
+            .iter()
+            .map(|(k, r)| (k.clone(), r.error_rate))
+            .collect(),
+        failed: s
+            .assertions
+            .iter()
+            .filter(|a| !a.passed)
+            .map(|a| a.verdict.clone())
+            .chain(
+                s.invariants
+                    .iter()
+                    .filter(|i| !i.holds)
+                    .map(|i| format!("invariant {} broken: {}", i.name, i.detail)),
+            )
+            .collect(),
+    })
 }
 
 fn write(dir: &Path, report: &SweepReport) -> Result<(), Box<dyn std::error::Error>> {

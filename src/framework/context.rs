@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::framework::ids::{RequestId, SpanId, TraceId};
+use crate::framework::metrics::Metrics;
 
 /// Request-scoped state. Cheap to clone (an `Arc`).
 #[derive(Debug, Clone)]
@@ -26,6 +27,7 @@ struct Inner {
     request: Option<RequestInfo>,
     trace_id: Option<TraceId>,
     meta: BTreeMap<String, String>,
+    metrics: Option<Metrics>,
 }
 
 /// Where a request sits in the tree of calls, as seen by its handler.
@@ -65,6 +67,7 @@ impl Context {
                 request: None,
                 trace_id: None,
                 meta: BTreeMap::new(),
+                metrics: None,
             }),
         }
     }
@@ -76,6 +79,7 @@ impl Context {
         request: RequestInfo,
         trace_id: TraceId,
         meta: BTreeMap<String, String>,
+        metrics: Option<Metrics>,
     ) -> Context {
         Context {
             inner: Arc::new(Inner {
@@ -84,6 +88,7 @@ impl Context {
                 request: Some(request),
                 trace_id: Some(trace_id),
                 meta,
+                metrics,
             }),
         }
     }
@@ -189,6 +194,27 @@ impl Context {
     /// A piece of metadata carried from upstream.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.inner.meta.get(key).map(String::as_str)
+    }
+
+    /// A child that records business metrics to `metrics` (background work that is not a
+    /// handler, such as an event consumer, uses its server's handle this way).
+    pub fn with_metrics(&self, metrics: Metrics) -> Context {
+        self.derive(|i| i.metrics = Some(metrics))
+    }
+
+    /// Adds `by` to the business counter `name` of the service handling this request; does
+    /// nothing outside a server.
+    pub fn count(&self, name: &str, by: i64) {
+        if let Some(m) = &self.inner.metrics {
+            m.count(name, by);
+        }
+    }
+
+    /// Records `value` in the business histogram `name`; does nothing outside a server.
+    pub fn observe(&self, name: &str, value: i64) {
+        if let Some(m) = &self.inner.metrics {
+            m.observe(name, value);
+        }
     }
 
     /// All metadata, ordered by key.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::framework::ids::{RequestId, SpanId, TraceId};
+use crate::framework::metrics::MetricKind;
 use crate::lock::lock;
 
 /// What happened.
@@ -52,6 +53,15 @@ pub enum EventKind {
         /// Whether every check passed.
         healthy: bool,
     },
+    /// A service recorded a business metric.
+    Metric {
+        /// The metric's name, e.g. `webhooks.delivered`.
+        name: Arc<str>,
+        /// Counter or histogram.
+        kind: MetricKind,
+        /// The amount added (counter) or the value observed (histogram).
+        value: i64,
+    },
 }
 
 impl EventKind {
@@ -72,6 +82,7 @@ impl EventKind {
             EventKind::CancelReceived => "cancel_received",
             EventKind::HealthChecked { healthy: true } => "healthy",
             EventKind::HealthChecked { healthy: false } => "unhealthy",
+            EventKind::Metric { .. } => "metric",
         }
     }
 

@@ -24,6 +24,7 @@ use crate::framework::discovery::Registry;
 use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::health::{self, CheckResult, Checker, HealthReport, HEALTH_ENDPOINT};
+use crate::framework::metrics::Metrics;
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
 use crate::lock::{lock, read, write};
@@ -129,6 +130,7 @@ struct Inner {
     waiting: AtomicUsize,
     running: Mutex<Option<Running>>,
     checkers: RwLock<BTreeMap<String, Checker>>,
+    metrics: RwLock<Option<Metrics>>,
 }
 
 /// A service: its endpoints and middleware, and once started, its listener and handlers.
@@ -176,6 +178,7 @@ impl Server {
                 waiting: AtomicUsize::new(0),
                 running: Mutex::new(None),
                 checkers: RwLock::new(BTreeMap::new()),
+                metrics: RwLock::new(None),
             }),
         }
     }
@@ -292,6 +295,11 @@ impl Server {
         )
     }
 
+    /// Where this instance records business metrics, once started (`None` before).
+    pub fn metrics(&self) -> Option<Metrics> {
+        read(&self.inner.metrics).clone()
+    }
+
     /// Starts listening and serving; returns the advertised address once the listener is bound.
     pub async fn start(
         &self,
@@ -303,6 +311,15 @@ impl Server {
             return Err(StartError::AlreadyRunning(self.inner.instance.to_string()));
         }
         transport.ready().await;
+        let zero = Instant::now()
+            .checked_sub(transport.elapsed())
+            .unwrap_or_else(Instant::now);
+        *write(&self.inner.metrics) = Some(Metrics::new(
+            self.inner.events.clone(),
+            &self.inner.name,
+            &self.inner.instance,
+            zero,
+        ));
         let bound = transport.listen(&listen.bind, tx).await?;
         let advertised = listen.advertise.clone().unwrap_or_else(|| bound.clone());
         let running = Running {
@@ -547,6 +564,7 @@ impl RequestTask {
             self.ev.info.clone(),
             self.ev.trace_id,
             self.inbound.request.headers.meta.clone(),
+            read(&self.inner.metrics).clone(),
         );
         let req = ServerRequest {
             service: self.ev.service.clone(),

@@ -55,24 +55,32 @@ impl HttpPool {
         }
     }
 
-    /// Sends one request and reads the whole answer. A 2xx is ok; anything else is the error
-    /// code of the gateway's JSON error body, or `http_<status>` without one.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+    /// Sends one request and reads the whole answer. A 2xx is ok (with its body); anything
+    /// else is the error code of the gateway's JSON error body, or `http_<status>` without one.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> (Outcome, Option<Bytes>) {
+        let lost = || {
+            (
+                Outcome::Error("unavailable.connection_lost".to_string()),
+                None,
+            )
+        };
         let mut sender = match self.sender().await {
             Ok(s) => s,
-            Err(_) => return Outcome::Error("unavailable.unreachable".to_string()),
+            Err(_) => return (Outcome::Error("unavailable.unreachable".to_string()), None),
         };
         let response = match sender.send_request(request).await {
             Ok(r) => r,
-            Err(_) => return Outcome::Error("unavailable.connection_lost".to_string()),
+            Err(_) => return lost(),
         };
         let status = response.status();
         let body = match response.into_body().collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return Outcome::Error("unavailable.connection_lost".to_string()),
+            Err(_) => return lost(),
         };
         lock(&self.idle).push(sender);
-        outcome(status, &body)
+        let outcome = outcome(status, &body);
+        let body = (outcome == Outcome::Ok).then_some(body);
+        (outcome, body)
     }
 }
 

@@ -5,6 +5,7 @@
 //! as it happens, into bounded state (histograms, per-bucket counters, maps of requests still in
 //! flight), and into a stable hash of the whole event log. Nothing here reaches into a service.
 
+pub mod business;
 pub mod series;
 pub mod traces;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use crate::framework::ids::Fnv1a;
 use crate::framework::{Event, EventKind, EventSink};
 use crate::lock::lock;
+pub use business::BusinessMetric;
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
 
@@ -60,7 +62,17 @@ pub struct Checks {
     pub late_work: u64,
     /// Load requests answered ok after their deadline.
     pub late_ok: u64,
+    /// Calls the gateway made to a service other than auth for an edge request whose token
+    /// had not been accepted by the auth service first.
+    pub unauthenticated_calls: u64,
 }
+
+/// The service the gateway asks about tokens, and the gateway's own name in events.
+const AUTH_SERVICE: &str = "service.auth";
+const GATEWAY: &str = "gateway";
+/// How long an accepted token is remembered for its trace (longer than any edge deadline
+/// a scenario uses in practice).
+const AUTH_HORIZON: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 struct ServerRequest {
@@ -89,6 +101,11 @@ struct State {
     instances: BTreeMap<Arc<str>, InstanceTrack>,
     checks: Checks,
     traces: TraceStore,
+    business: BTreeMap<Arc<str>, BusinessMetric>,
+    /// Edge traces whose token the auth service accepted, and when; kept for
+    /// [`AUTH_HORIZON`] so a routed call retried on another instance still finds its trace.
+    authenticated: BTreeMap<u64, Duration>,
+    auth_sweep: Duration,
 }
 
 /// Folds events and load results into metrics. Shared by every host of a run.
@@ -153,6 +170,9 @@ impl Recorder {
                 instances,
                 checks: Checks::default(),
                 traces: TraceStore::default(),
+                business: BTreeMap::new(),
+                authenticated: BTreeMap::new(),
+                auth_sweep: Duration::ZERO,
             }),
         })
     }
@@ -245,6 +265,8 @@ impl Recorder {
             instances: s.instances.clone(),
             checks: s.checks.clone(),
             traces: s.traces.kept(),
+            business: s.business.clone(),
+            invariants: Vec::new(),
         }
     }
 }
@@ -270,6 +292,10 @@ pub struct Measurements {
     pub checks: Checks,
     /// Kept traces: slowest, failed, sampled.
     pub traces: Vec<Trace>,
+    /// Business metrics, by name.
+    pub business: BTreeMap<Arc<str>, BusinessMetric>,
+    /// The example systems' invariants, checked after the run (empty when none apply).
+    pub invariants: Vec<crate::services::invariants::Invariant>,
 }
 
 fn bucket_count(run: Duration, width: Duration) -> usize {
@@ -340,6 +366,10 @@ impl State {
         h.write_u64(e.request_id.0);
         h.write_u64(e.span_id.0);
         h.write_u64(e.trace_id.0);
+        if let EventKind::Metric { name, value, .. } = &e.kind {
+            h.write(name.as_bytes());
+            h.write_u64(*value as u64);
+        }
     }
 
     /// Applies `f` to an instance's counters at `at`. The bucket's maxima are taken after every
@@ -418,10 +448,24 @@ impl State {
     fn apply(&mut self, e: &Event) {
         match &e.kind {
             EventKind::CallSent => {
+                if &*e.instance == GATEWAY && &*e.service != AUTH_SERVICE {
+                    // An edge request reaches a service only after auth accepted its token.
+                    if !self.authenticated.contains_key(&e.trace_id.0) {
+                        self.checks.unauthenticated_calls += 1;
+                    }
+                }
                 self.calls
                     .insert(e.span_id.0, (e.at, e.service.clone(), e.endpoint.clone()));
             }
             EventKind::CallAnswered { error } => {
+                if error.is_none() && &*e.instance == GATEWAY && &*e.service == AUTH_SERVICE {
+                    self.authenticated.insert(e.trace_id.0, e.at);
+                    if e.at >= self.auth_sweep + AUTH_HORIZON {
+                        self.auth_sweep = e.at;
+                        let horizon = e.at.saturating_sub(AUTH_HORIZON);
+                        self.authenticated.retain(|_, at| *at >= horizon);
+                    }
+                }
                 let outcome = error
                     .as_ref()
                     .map_or(Outcome::Ok, |c| Outcome::Error(c.to_string()));
@@ -482,6 +526,14 @@ impl State {
                     let b = &mut track.buckets[i];
                     b.healthy = Some(b.healthy.unwrap_or(true) && *healthy);
                 }
+            }
+            EventKind::Metric { name, kind, value } => {
+                let (width, buckets) = (self.bucket_width, self.buckets);
+                let i = bucket_index(e.at, width, buckets);
+                self.business
+                    .entry(name.clone())
+                    .or_insert_with(|| BusinessMetric::new(*kind, buckets))
+                    .record(i, *value);
             }
             EventKind::CancelSent | EventKind::CancelReceived => {}
         }

@@ -2,8 +2,10 @@
 //!
 //! Works from the two report folders' `summary.json` alone, so it can compare runs made at
 //! different times, seeds or versions. It answers "what changed": per load, the counts, error
-//! rate and tail latencies of A and B with the change, as a plain-text table (for the terminal
-//! and CI logs), `compare.html` and `compare.png` (the two percentile spectra overlaid).
+//! rate and tail latencies of A and B with the change; the totals of the business metrics both
+//! runs recorded; and whether each invariant held in A and in B. It writes them as a plain-text
+//! table (for the terminal and CI logs), `compare.html` and `compare.png` (the two percentile
+//! spectra overlaid).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -168,10 +170,10 @@ fn change_points(a: f64, b: f64) -> String {
     }
 }
 
-/// One metric of one load: its name, A's and B's cells, and the change.
+/// One compared figure: its name, A's and B's cells, and the change.
 pub(crate) struct Line {
-    /// The metric, e.g. `p99 ms`.
-    pub metric: &'static str,
+    /// The figure, e.g. `p99 ms`, `money.moved` or `ledger_conserved`.
+    pub metric: String,
     /// A's value.
     pub a: String,
     /// B's value.
@@ -218,13 +220,98 @@ pub(crate) fn lines(r: &RouteComparison) -> Vec<Line> {
             };
             let show = |v: Option<f64>| v.map_or("-".to_string(), |v| cell(v, *rate, metric));
             Line {
-                metric,
+                metric: metric.to_string(),
                 a: show(a),
                 b: show(b),
                 change,
             }
         })
         .collect()
+}
+
+/// The totals of the business metrics both runs recorded, in name order.
+fn business_lines(a: &Summary, b: &Summary) -> Vec<Line> {
+    a.business
+        .iter()
+        .filter_map(|(name, in_a)| {
+            let in_b = b.business.get(name)?;
+            Some(Line {
+                metric: name.clone(),
+                a: in_a.total.to_string(),
+                b: in_b.total.to_string(),
+                change: change(in_a.total as f64, in_b.total as f64),
+            })
+        })
+        .collect()
+}
+
+/// Whether each invariant held in A and in B: A's in its order, then those only B checked.
+fn invariant_lines(a: &Summary, b: &Summary) -> Vec<Line> {
+    let holds = |s: &Summary, name: &str| {
+        s.invariants
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.holds)
+    };
+    let mut names: Vec<&str> = a.invariants.iter().map(|i| i.name.as_str()).collect();
+    for i in &b.invariants {
+        if !names.contains(&i.name.as_str()) {
+            names.push(&i.name);
+        }
+    }
+    let show = |h: Option<bool>| match h {
+        Some(true) => "holds",
+        Some(false) => "FAILS",
+        None => "-",
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let (in_a, in_b) = (holds(a, name), holds(b, name));
+            let change = match (in_a, in_b) {
+                (Some(x), Some(y)) if x == y => "same",
+                (Some(_), Some(true)) => "now holds",
+                (Some(_), Some(_)) => "now fails",
+                (Some(_), None) => "only in A",
+                (None, _) => "only in B",
+            };
+            Line {
+                metric: name.to_string(),
+                a: show(in_a).to_string(),
+                b: show(in_b).to_string(),
+                change: change.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// One titled block of the comparison.
+struct Section {
+    title: String,
+    lines: Vec<Line>,
+}
+
+/// Every block, in the order shown: each load, then business totals and invariants if any.
+fn sections(a: &Summary, b: &Summary, routes: &[RouteComparison]) -> Vec<Section> {
+    let mut out: Vec<Section> = routes
+        .iter()
+        .map(|r| Section {
+            title: format!("load {}", r.route),
+            lines: lines(r),
+        })
+        .collect();
+    for (title, lines) in [
+        ("business metrics (totals)", business_lines(a, b)),
+        ("invariants", invariant_lines(a, b)),
+    ] {
+        if !lines.is_empty() {
+            out.push(Section {
+                title: title.to_string(),
+                lines,
+            });
+        }
+    }
+    out
 }
 
 fn run_line(tag: &str, label: &str, s: &Summary) -> String {
@@ -254,17 +341,22 @@ fn text_table(
         .count()
         .max(label_b.chars().count())
         .clamp(10, 28);
-    for r in routes {
-        let _ = writeln!(out, "\nload {}", r.route);
+    for section in sections(a, b, routes) {
+        let names = section
+            .lines
+            .iter()
+            .map(|l| l.metric.chars().count())
+            .fold(12, usize::max);
+        let _ = writeln!(out, "\n{}", section.title);
         let _ = writeln!(
             out,
-            "  {:<12} {:>width$} {:>width$} {:>10}",
+            "  {:<names$} {:>width$} {:>width$} {:>10}",
             "", label_a, label_b, "change"
         );
-        for l in lines(r) {
+        for l in section.lines {
             let _ = writeln!(
                 out,
-                "  {:<12} {:>width$} {:>width$} {:>10}",
+                "  {:<names$} {:>width$} {:>width$} {:>10}",
                 l.metric, l.a, l.b, l.change
             );
         }
@@ -301,21 +393,21 @@ fn html_page(report: &CompareReport, a: &Summary, b: &Summary) -> String {
         );
     }
     body.push_str("</table>\n");
-    for r in &report.routes {
+    for section in sections(a, b, &report.routes) {
         let _ = write!(
             body,
-            "<h2>load {}</h2>\n<table>\n<tr><th></th><th>{}</th><th>{}</th><th>change</th></tr>\n",
-            e(&r.route),
+            "<h2>{}</h2>\n<table>\n<tr><th></th><th>{}</th><th>{}</th><th>change</th></tr>\n",
+            e(&section.title),
             e(&report.label_a),
             e(&report.label_b)
         );
-        for l in lines(r) {
+        for l in section.lines {
             let _ = writeln!(
                 body,
                 "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                l.metric,
-                l.a,
-                l.b,
+                e(&l.metric),
+                e(&l.a),
+                e(&l.b),
                 e(&l.change)
             );
         }

@@ -2,14 +2,18 @@
 //!
 //! Inline CSS, no script, relative links only, so the folder can be opened from disk, zipped or
 //! attached to a ticket and still read. Every text that comes from the scenario file (name,
-//! description, labels, assertion text) is HTML-escaped; a link is written only for a file that
-//! exists in the report folder, so the page never points at nothing.
+//! description, labels, assertion text) or from the services (business metric and invariant
+//! names, invariant details) is HTML-escaped; a link is written only for a file that exists in
+//! the report folder, so the page never points at nothing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
-use crate::report::summary::{RouteSummary, Summary};
+use crate::report::summary::{BusinessSummary, Invariant, RouteSummary, Summary};
+
+/// The business plot: shown in the business section rather than with the other plots.
+const BUSINESS_PNG: &str = "business.png";
 
 /// The page's style: readable tables, pass/fail colours, images scaled to the page.
 const CSS: &str = "\
@@ -185,6 +189,108 @@ fn assertions(summary: &Summary) -> String {
     out
 }
 
+/// The pass/fail cell of a verdict, styled as in the assertions table.
+fn verdict_cell(holds: bool) -> &'static str {
+    if holds {
+        "<td class=\"pass\">&#10004; PASS</td>"
+    } else {
+        "<td class=\"fail\">&#10008; FAIL</td>"
+    }
+}
+
+/// `k=v, k=v`, escaped, or nothing.
+fn figures_list(figures: &BTreeMap<String, i64>) -> String {
+    figures
+        .iter()
+        .map(|(k, v)| format!("{}={v}", escape(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn invariant_row(i: &Invariant) -> String {
+    format!(
+        "<tr>{}<td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
+        verdict_cell(i.holds),
+        escape(&i.name),
+        escape(&i.detail),
+        figures_list(&i.figures)
+    )
+}
+
+/// The invariants checked after the run; nothing when none apply.
+fn invariants(summary: &Summary) -> String {
+    if summary.invariants.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>Invariants</h2>\n<table>\n<tr><th></th><th>invariant</th><th>found</th><th>figures</th></tr>\n",
+    );
+    for i in &summary.invariants {
+        out.push_str(&invariant_row(i));
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+/// A rate per second for a table cell.
+fn per_second(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn business_row(name: &str, b: &BusinessSummary, sim_seconds: f64) -> String {
+    let mut numbers = vec![
+        b.total.to_string(),
+        per_second(b.total as f64 / sim_seconds.max(f64::MIN_POSITIVE)),
+    ];
+    match &b.values {
+        Some(v) => numbers.extend([
+            v.p50.to_string(),
+            v.p90.to_string(),
+            v.p99.to_string(),
+            v.max.to_string(),
+            format!("{:.1}", v.mean),
+        ]),
+        None => numbers.extend(std::iter::repeat_n(String::new(), 5)),
+    }
+    let cells: String = numbers
+        .iter()
+        .map(|n| format!("<td class=\"n\">{n}</td>"))
+        .collect();
+    format!(
+        "<tr><td>{}</td><td>{}</td>{cells}</tr>\n",
+        escape(name),
+        escape(&b.kind)
+    )
+}
+
+/// The business metrics table and, if it was written, their plot; nothing when there are none.
+fn business(summary: &Summary, plot: Option<&Path>) -> String {
+    if summary.business.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>Business metrics</h2>\n<table>\n<tr><th>name</th><th>kind</th><th>total</th>\
+         <th>per second</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>mean</th></tr>\n",
+    );
+    for (name, b) in &summary.business {
+        out.push_str(&business_row(name, b, summary.sim_seconds));
+    }
+    out.push_str(
+        "</table>\n<p class=\"muted\">Per second is the total over the simulated run; \
+         percentiles are of the values recorded (histograms only).</p>\n",
+    );
+    if let Some(plot) = plot {
+        out.push_str(&figure(plot));
+    }
+    out
+}
+
 fn faults(summary: &Summary) -> String {
     let mut out = String::from("<h2>Faults</h2>\n");
     if summary.faults.is_empty() {
@@ -262,19 +368,23 @@ fn checks(summary: &Summary) -> String {
     out
 }
 
-fn figures(images: &[PathBuf]) -> String {
+/// One plot, linked to itself, with its file name as caption.
+fn figure(image: &Path) -> String {
+    let name = escape(&image.to_string_lossy());
+    format!(
+        "<figure><a href=\"{url}\"><img src=\"{url}\" alt=\"{name}\" width=\"1200\" height=\"700\"></a>\
+         <figcaption>{name}</figcaption></figure>\n",
+        url = escape(&url_path(image))
+    )
+}
+
+fn figures(images: &[&PathBuf]) -> String {
     let mut out = String::from("<h2>Plots</h2>\n");
     if images.is_empty() {
         out.push_str("<p class=\"muted\">No plot was written.</p>\n");
     }
     for image in images {
-        let name = escape(&image.to_string_lossy());
-        let _ = writeln!(
-            out,
-            "<figure><a href=\"{url}\"><img src=\"{url}\" alt=\"{name}\" width=\"1200\" height=\"700\"></a>\
-             <figcaption>{name}</figcaption></figure>",
-            url = escape(&url_path(image))
-        );
+        out.push_str(&figure(image));
     }
     out
 }
@@ -313,7 +423,9 @@ fn file_list(links: &[PathBuf]) -> String {
 
 /// Writes `index.html` into `dir` and returns its path. `files` are the report's other files
 /// (plots, summary.json, .hgrm, traces), absolute or relative to `dir`: those that exist are
-/// linked, PNGs are also shown inline; the others are left out.
+/// linked, PNGs are also shown inline (`business.png` beside the business metrics table); the
+/// others are left out. The invariants and business metrics sections appear only when the
+/// summary has some.
 pub fn write_index(
     summary: &Summary,
     dir: &Path,
@@ -325,13 +437,13 @@ pub fn write_index(
             links.push(f);
         }
     }
-    let images: Vec<PathBuf> = links
+    let (business_plot, images): (Vec<&PathBuf>, Vec<&PathBuf>) = links
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-        .cloned()
-        .collect();
+        .partition(|f| f.as_path() == Path::new(BUSINESS_PNG));
     let body = [
         heading(summary),
+        invariants(summary),
         facts(summary),
         assertions(summary),
         faults(summary),
@@ -342,6 +454,7 @@ pub fn write_index(
             &summary.endpoints,
         ),
         checks(summary),
+        business(summary, business_plot.first().map(|p| p.as_path())),
         figures(&images),
         file_list(&links),
     ]

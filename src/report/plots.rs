@@ -5,13 +5,16 @@
 //! second, Gatling's page), `distribution.png` (the percentile spectrum on wrk2's and
 //! HdrHistogram's `1/(1-p)` axis), `instances.png` (per-instance utilisation and queue depth,
 //! so a slow or crashed instance stands out) and `trace.png` (the slowest request's trace as a
-//! waterfall, as Zipkin and Jaeger draw it). `compare` overlays two runs' spectra.
+//! waterfall, as Zipkin and Jaeger draw it). A sixth, `business.png` (the services' business
+//! counters per second), is drawn only for runs whose services record any. `compare` overlays
+//! two runs' spectra.
 //!
 //! Text is drawn with the bundled DejaVu Sans through plotters' `ab_glyph` backend, so no system
 //! font library is needed; the font is registered once, before the first plot. Every plot is
 //! 1200x700 and carries the scenario's name in its title; empty data gives a valid PNG with a note.
 
 mod axis;
+mod business;
 mod canvas;
 mod distribution;
 mod instances;
@@ -76,15 +79,16 @@ fn draw_one(
     }
 }
 
-/// Writes `latency.png`, `throughput.png`, `distribution.png`, `instances.png` and `trace.png`
-/// into `dir` (created if missing) and returns their paths in that order.
+/// Writes `latency.png`, `throughput.png`, `distribution.png`, `instances.png`, `trace.png` and,
+/// when the run recorded a business counter, `business.png` into `dir` (created if missing), and
+/// returns their paths in that order.
 pub fn write_plots(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     register_font()?;
     std::fs::create_dir_all(dir).map_err(|source| PlotError::Folder {
         path: dir.to_path_buf(),
         source,
     })?;
-    Ok(vec![
+    let mut written = vec![
         draw_one(dir.join("latency.png"), |p| latency::draw(summary, p))?,
         draw_one(dir.join("throughput.png"), |p| throughput::draw(summary, p))?,
         draw_one(dir.join("distribution.png"), |p| {
@@ -92,7 +96,13 @@ pub fn write_plots(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>, PlotEr
         })?,
         draw_one(dir.join("instances.png"), |p| instances::draw(summary, p))?,
         draw_one(dir.join("trace.png"), |p| trace::draw(summary, p))?,
-    ])
+    ];
+    if business::has_counters(summary) {
+        written.push(draw_one(dir.join("business.png"), |p| {
+            business::draw(summary, p)
+        })?);
+    }
+    Ok(written)
 }
 
 /// Writes the percentile spectra of two runs overlaid in one PNG at `path`: each route keeps one

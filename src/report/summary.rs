@@ -12,8 +12,10 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Checks, Measurements, Series, Trace, WindowStats};
+use crate::framework::MetricKind;
+use crate::metrics::{BusinessMetric, Checks, Measurements, Series, Trace, WindowStats};
 use crate::scenario::{Assertion, FaultKind, LatencyStat, Metric, Scenario, Scope, Window};
+pub use crate::services::invariants::Invariant;
 
 /// Latency percentiles of a set of requests, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -136,6 +138,62 @@ pub struct AssertionResult {
     pub passed: bool,
 }
 
+/// One business metric over the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusinessSummary {
+    /// `counter` or `histogram`.
+    pub kind: String,
+    /// Sum of everything recorded.
+    pub total: i64,
+    /// Number of records.
+    pub records: u64,
+    /// Sum per time bucket (a counter's rate over time).
+    pub timeline: Vec<i64>,
+    /// Percentiles of the values (histograms only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValueStats>,
+}
+
+/// Percentiles of a business histogram's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueStats {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+    /// Mean.
+    pub mean: f64,
+}
+
+fn business_summary(b: &BusinessMetric) -> BusinessSummary {
+    let values = b
+        .histogram
+        .as_ref()
+        .filter(|h| !h.is_empty())
+        .map(|h| ValueStats {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+            mean: h.mean(),
+        });
+    BusinessSummary {
+        kind: match b.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Histogram => "histogram",
+        }
+        .to_string(),
+        total: b.total,
+        records: b.records,
+        timeline: b.per_bucket.clone(),
+        values,
+    }
+}
+
 /// Everything summary.json holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -167,9 +225,15 @@ pub struct Summary {
     pub instances: BTreeMap<String, InstanceSummary>,
     /// The checks, by name.
     pub checks: BTreeMap<String, u64>,
+    /// Business metrics the services recorded, by name.
+    #[serde(default)]
+    pub business: BTreeMap<String, BusinessSummary>,
+    /// The example systems' invariants, checked after the run.
+    #[serde(default)]
+    pub invariants: Vec<Invariant>,
     /// The assertions, in file order.
     pub assertions: Vec<AssertionResult>,
-    /// Whether every assertion holds.
+    /// Whether every assertion and every invariant holds.
     pub passed: bool,
     /// Kept traces: the slowest edge requests, then failed ones, then a sample.
     #[serde(default)]
@@ -259,6 +323,7 @@ pub fn check_values(c: &Checks) -> BTreeMap<String, u64> {
         ("orphaned_work_ms", c.orphaned_work_ms),
         ("late_work", c.late_work),
         ("late_ok", c.late_ok),
+        ("unauthenticated_calls", c.unauthenticated_calls),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -358,7 +423,13 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
         endpoints,
         instances,
         checks,
-        passed: assertions.iter().all(|a| a.passed),
+        business: m
+            .business
+            .iter()
+            .map(|(k, b)| (k.to_string(), business_summary(b)))
+            .collect(),
+        invariants: m.invariants.clone(),
+        passed: assertions.iter().all(|a| a.passed) && m.invariants.iter().all(|i| i.holds),
         assertions,
         traces: m.traces.clone(),
     }
@@ -477,4 +548,10 @@ fn judge(
 }
 
 /// Check names an assertion may use.
-pub const CHECK_NAMES: [&str; 4] = ["orphaned_work", "orphaned_work_ms", "late_work", "late_ok"];
+pub const CHECK_NAMES: [&str; 5] = [
+    "orphaned_work",
+    "orphaned_work_ms",
+    "late_work",
+    "late_ok",
+    "unauthenticated_calls",
+];

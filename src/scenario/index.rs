@@ -72,6 +72,11 @@ impl Index {
         Index { services: index }
     }
 
+    /// Whether a service of this name is declared.
+    pub(crate) fn has(&self, service: &str) -> bool {
+        self.services.contains_key(service)
+    }
+
     /// The instance count of a service, if it is known and valid.
     pub(crate) fn instances(&self, service: &ServiceName) -> Option<u32> {
         self.services

@@ -30,7 +30,7 @@ pub use assertion::{Assertion, Bound, LatencyStat, Metric, MetricUnit, Op, Scope
 pub use error::{Diagnostic, ScenarioError};
 pub use model::{
     limits, Arrival, Balancer, Call, Endpoint, Fanout, Fault, FaultKind, Link, Load, LoadTarget,
-    Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage, Wait,
+    Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage, TokenUse, Wait,
 };
 pub use names::{
     BuiltinName, EndpointName, EndpointRef, ErrorCode, LoadName, Method, RouteKey, ScenarioName,
@@ -46,6 +46,12 @@ use error::Locator;
 pub trait Catalog {
     /// The endpoints of a built-in service, or `None` if there is no such builtin.
     fn builtin_endpoints(&self, builtin: &str) -> Option<Vec<String>>;
+
+    /// The services a built-in service calls, which a scenario using it must declare (by
+    /// name). None by default.
+    fn builtin_calls(&self, _builtin: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A catalog with no builtins: every `builtin = "..."` is an error. For tests and tools that only

@@ -314,6 +314,19 @@ pub struct Load {
     pub body_bytes: u32,
     /// Client hosts the load is spread over, 1 to 16.
     pub clients: u32,
+    /// The bearer token a route load sends, when the gateway checks tokens.
+    pub token: TokenUse,
+}
+
+/// Which bearer token a route load's requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// A token the auth service accepts (the default).
+    Valid,
+    /// No `Authorization` header at all.
+    Missing,
+    /// A token the auth service does not know.
+    Invalid,
 }
 
 impl Load {
@@ -487,6 +500,7 @@ mod tests {
             stop: Duration::from_secs(60),
             body_bytes: 64,
             clients: 1,
+            token: TokenUse::Valid,
         };
         assert_eq!(load.rate_at(Duration::ZERO), rate(200.0));
         assert_eq!(load.rate_at(Duration::from_secs(5)), rate(300.0));

@@ -119,6 +119,7 @@ pub(crate) struct RawLoad {
     pub stop: Option<Value>,
     pub body_bytes: Option<Int>,
     pub clients: Option<Int>,
+    pub token: Option<Text>,
 }
 
 /// One entry of a load's `stages`.

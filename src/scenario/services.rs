@@ -99,7 +99,7 @@ fn validate_service(
         .as_ref()
         .map_or(Some(Balancer::RoundRobin), |text| balancer(ctx, text));
     let body = match &raw.builtin {
-        Some(builtin) => builtin_body(ctx, raw, builtin, catalog),
+        Some(builtin) => builtin_body(ctx, raw, builtin, catalog, index),
         None => synthetic_body(ctx, &raw.endpoint, index),
     };
     Some(Service {
@@ -152,6 +152,7 @@ fn builtin_body(
     raw: &RawService,
     builtin: &Text,
     catalog: &dyn Catalog,
+    index: &Index,
 ) -> Option<ServiceBody> {
     if let Some(endpoint) = raw.endpoint.first() {
         let message = format!(
@@ -169,6 +170,17 @@ fn builtin_body(
         );
         return None;
     };
+    for needed in catalog.builtin_calls(name.as_str()) {
+        if !index.has(&needed) {
+            let message = format!(
+                "builtin {} calls {}, which this scenario does not declare: add a [[service]] named {}",
+                quote(name.as_str()),
+                quote(&needed),
+                quote(&needed)
+            );
+            ctx.error(builtin.span(), message);
+        }
+    }
     let endpoints: Result<Vec<EndpointName>, String> =
         endpoints.iter().map(|e| EndpointName::parse(e)).collect();
     let endpoints = ctx.ok(builtin.span(), "builtin", endpoints)?;

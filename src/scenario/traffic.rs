@@ -12,7 +12,7 @@ use toml::Spanned;
 use crate::units::{format_duration, quote};
 
 use super::index::Index;
-use super::model::{limits, Arrival, Load, LoadTarget, Route, Stage};
+use super::model::{limits, Arrival, Load, LoadTarget, Route, Stage, TokenUse};
 use super::names::{LoadName, RouteKey};
 use super::raw::{RawLoad, RawRoute, RawStage, Text};
 use super::services::positive_deadline;
@@ -172,6 +172,7 @@ fn load_of(
         DEFAULT_BODY_BYTES,
     );
     let clients = ctx.count("clients", raw.clients.as_ref(), 1..=limits::MAX_CLIENTS, 1);
+    let token = token_use(ctx, raw, target.as_ref());
     let (start, stop) = window?;
     let stages = stages?;
     if !stages_fit(ctx, spanned, &stages, stop - start) {
@@ -188,7 +189,37 @@ fn load_of(
         stop,
         body_bytes: body_bytes?,
         clients: clients?,
+        token: token?,
     })
+}
+
+/// `token`: "valid" (default), "none" or "invalid"; only for route loads.
+fn token_use(ctx: &mut Ctx<'_>, raw: &RawLoad, target: Option<&LoadTarget>) -> Option<TokenUse> {
+    let Some(text) = &raw.token else {
+        return Some(TokenUse::Valid);
+    };
+    if matches!(target, Some(LoadTarget::Rpc(_))) {
+        ctx.error(
+            text.span(),
+            "`token` applies to route loads only: an rpc load does not pass the gateway",
+        );
+        return None;
+    }
+    match text.get_ref().as_str() {
+        "valid" => Some(TokenUse::Valid),
+        "none" => Some(TokenUse::Missing),
+        "invalid" => Some(TokenUse::Invalid),
+        other => {
+            ctx.error(
+                text.span(),
+                format!(
+                    "`token`: expected \"valid\", \"none\" or \"invalid\", found {}",
+                    quote(other)
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Exactly one of `rpc` (an endpoint) and `route` (a declared gateway route).

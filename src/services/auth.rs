@@ -17,6 +17,9 @@ pub const NAME: &str = "service.auth";
 /// The endpoint that checks a token.
 pub const CHECK: &str = "check";
 
+/// The endpoint that says whether a user holds a scope.
+pub const AUTHORIZE: &str = "authorize";
+
 /// Who holds a token, and the scopes it grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -52,6 +55,15 @@ impl std::fmt::Debug for CheckRequest {
     }
 }
 
+/// `authorize` request: may `user` do what `scope` covers?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// The user, as the gateway authenticated them.
+    pub user: String,
+    /// The scope needed.
+    pub scope: String,
+}
+
 /// `check` response: the token's identity.
 pub type CheckResponse = Identity;
 
@@ -61,13 +73,40 @@ pub type Tokens = BTreeMap<String, Identity>;
 /// The service's endpoints over the token table `tokens`.
 pub fn endpoints(tokens: Tokens) -> Vec<Endpoint> {
     let tokens = Arc::new(tokens);
-    vec![Endpoint::new(
-        CHECK,
-        move |_ctx: Context, req: CheckRequest| {
+    let t2 = tokens.clone();
+    vec![
+        Endpoint::new(CHECK, move |_ctx: Context, req: CheckRequest| {
             let tokens = tokens.clone();
             async move { check(&tokens, &req) }
-        },
-    )]
+        }),
+        Endpoint::new(AUTHORIZE, move |_ctx: Context, req: AuthorizeRequest| {
+            let tokens = t2.clone();
+            async move { authorize(&tokens, &req).map(|()| serde_json::Value::Null) }
+        }),
+    ]
+}
+
+fn authorize(tokens: &Tokens, req: &AuthorizeRequest) -> Result<(), Error> {
+    if req.user.is_empty() {
+        return Err(Error::of(
+            ErrorKind::Unauthorized,
+            "no_user",
+            "the request carries no authenticated user",
+        ));
+    }
+    let granted = tokens
+        .values()
+        .any(|id| id.user == req.user && id.scopes.contains(&req.scope));
+    if granted {
+        Ok(())
+    } else {
+        Err(Error::of(
+            ErrorKind::Forbidden,
+            "scope",
+            format!("{} may not use {}", req.user, req.scope),
+        )
+        .with_param("scope", req.scope.as_str()))
+    }
 }
 
 fn check(tokens: &Tokens, req: &CheckRequest) -> Result<CheckResponse, Error> {

@@ -21,7 +21,8 @@ use std::time::Duration;
 use crate::framework::Registry;
 use crate::load::Generator;
 use crate::metrics::{Measurements, Recorder, RecorderConfig};
-use crate::scenario::{FaultKind, Scenario, Target};
+use crate::scenario::{FaultKind, Scenario, Target, TokenUse};
+use crate::services::invariants::{self, Invariant, Systems};
 use crate::sim::faults::FaultBoard;
 use crate::sim::netmodel::{NetModel, Party};
 use crate::sim::world::{Placement, Shared};
@@ -93,8 +94,8 @@ fn schedule(scenario: &Scenario) -> Vec<(Duration, Action)> {
     out
 }
 
-/// How long after the last instance of a load may a run go on draining in-flight requests.
-fn drain(scenario: &Scenario) -> Duration {
+/// How long after the end of the load the last request may still be in flight.
+fn settle(scenario: &Scenario) -> Duration {
     let longest = scenario
         .loads
         .iter()
@@ -102,6 +103,29 @@ fn drain(scenario: &Scenario) -> Duration {
         .max()
         .unwrap_or_default();
     longest + Duration::from_secs(1)
+}
+
+/// Time the verifier may take after the load settled: waiting for the system to go quiet,
+/// then reading it back.
+const VERIFY_BUDGET: Duration = Duration::from_secs(60);
+
+/// How long after the end of the load a run may go on: draining in-flight requests, then
+/// verifying the invariants when the topology has example systems.
+fn drain(scenario: &Scenario, systems: Systems) -> Duration {
+    let verify = if systems.any() {
+        invariants::QUIESCE_LIMIT + VERIFY_BUDGET
+    } else {
+        Duration::ZERO
+    };
+    settle(scenario) + verify
+}
+
+/// The example systems a scenario runs, by its builtins.
+pub fn systems(scenario: &Scenario) -> Systems {
+    Systems::of(scenario.services.iter().filter_map(|s| match &s.body {
+        crate::scenario::ServiceBody::Builtin { builtin, .. } => Some(builtin.as_str()),
+        _ => None,
+    }))
 }
 
 /// The one-way latency a message may take before its lateness counts against a handler: the
@@ -153,11 +177,15 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
         recorder: recorder.clone(),
         model: NetModel::new(scenario.network.clone(), scenario.tick),
         faults: FaultBoard::new(),
+        disks: crate::services::disk::Disks::new(),
+        sizes: world::sizes(scenario),
+        acknowledged: Arc::default(),
     };
+    let systems = systems(scenario);
     for p in &placements {
         shared.model.place(&p.addr(), p.party());
     }
-    let drain = drain(scenario);
+    let drain = drain(scenario, systems);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(scenario.duration + drain + Duration::from_secs(1))
         .tick_duration(scenario.tick)
@@ -173,10 +201,36 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
         add_gateway(&mut sim, &shared)?;
     }
     add_clients(&mut sim, &shared);
+    let verdicts: Arc<std::sync::Mutex<Option<Vec<Invariant>>>> = Arc::default();
+    if systems.any() {
+        add_verifier(&mut sim, &shared, systems, verdicts.clone());
+    }
     let start = std::time::Instant::now(); // wall clock, for the speed report only
     step_loop(&mut sim, &shared, &placements, drain, progress)?;
     let end = sim.elapsed().min(scenario.duration + drain);
-    let measurements = recorder.finish(end);
+    let mut measurements = recorder.finish(end);
+    if systems.any() {
+        let found = crate::lock::lock(&verdicts).take();
+        measurements.invariants = found.unwrap_or_else(|| {
+            vec![Invariant::unreadable(
+                "verification",
+                "the verifier did not finish within the run's time limit",
+            )]
+        });
+    }
+    if !scenario.routes.is_empty() && crate::serve::has_auth(scenario) {
+        let n = measurements.checks.unauthenticated_calls;
+        measurements.invariants.push(Invariant {
+            name: "no_unauthenticated_calls".to_string(),
+            holds: n == 0,
+            detail: if n == 0 {
+                "no request reached a service before service.auth accepted its token".to_string()
+            } else {
+                format!("the gateway called services {n} time(s) for requests whose token was not accepted")
+            },
+            figures: [("unauthenticated_calls".to_string(), n as i64)].into_iter().collect(),
+        });
+    }
     Ok(RunOutput {
         measurements,
         wall: start.elapsed(),
@@ -240,6 +294,61 @@ fn add_gateway(sim: &mut turmoil::Sim<'_>, shared: &Shared) -> Result<(), RunErr
     Ok(())
 }
 
+/// Places the verifier: once the load has stopped and settled, it waits for the system to go
+/// quiet and checks the invariants, through its own client.
+fn add_verifier(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    systems: Systems,
+    verdicts: Arc<std::sync::Mutex<Option<Vec<Invariant>>>>,
+) {
+    let shared = shared.clone();
+    sim.client("verifier", async move {
+        let (client, _transport) = shared.client(Party::Client, "verifier");
+        let scenario = &shared.scenario;
+        let clock = crate::load::RunClock::current();
+        tokio::time::sleep_until(clock.at(scenario.duration + settle(scenario))).await;
+        let dbs = shared
+            .sizes
+            .get(crate::services::webhook::DB)
+            .copied()
+            .unwrap_or(0);
+        let found = invariants::verify(&client, systems, dbs, &shared.acknowledged).await;
+        *crate::lock::lock(&verdicts) = Some(found);
+        Ok(())
+    });
+}
+
+/// The built-in endpoint a load ends up at, if it is one.
+fn workload(shared: &Shared, load: &crate::scenario::Load) -> Option<crate::load::Workload> {
+    let scenario = &shared.scenario;
+    let target = match &load.target {
+        crate::scenario::LoadTarget::Rpc(to) => to.clone(),
+        crate::scenario::LoadTarget::Route(key) => scenario.route(key)?.to.clone(),
+    };
+    let service = scenario.service(&target.service)?;
+    match &service.body {
+        crate::scenario::ServiceBody::Builtin { builtin, .. } => Some(crate::load::Workload {
+            builtin: builtin.as_str().to_string(),
+            endpoint: target.endpoint.as_str().to_string(),
+            acknowledged: shared.acknowledged.clone(),
+        }),
+        crate::scenario::ServiceBody::Synthetic { .. } => None,
+    }
+}
+
+/// The bearer token a load sends, given whether the gateway checks tokens.
+fn token(scenario: &Scenario, load: &crate::scenario::Load) -> Option<String> {
+    if !crate::serve::has_auth(scenario) {
+        return None;
+    }
+    match load.token {
+        TokenUse::Valid => Some("token-alice".to_string()),
+        TokenUse::Missing => None,
+        TokenUse::Invalid => Some("token-nobody".to_string()),
+    }
+}
+
 fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
     let hosts = shared
         .scenario
@@ -264,9 +373,9 @@ fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
                     seed: shared.scenario.seed,
                     gateway: Some(crate::load::Gateway {
                         pool: crate::load::HttpPool::new(&format!("{}:{}", GATEWAY.0, GATEWAY.1)),
-                        token: crate::serve::has_auth(&shared.scenario)
-                            .then(|| "token-alice".to_string()),
+                        token: token(&shared.scenario, load),
                     }),
+                    workload: workload(&shared, load),
                 };
                 tasks.push(tokio::task::spawn_local(gen.run()));
             }
@@ -319,6 +428,8 @@ fn apply(
         for p in down {
             if starting {
                 shared.registry.deregister(&p.service, &p.id);
+                // What the instance had not synced is gone with it.
+                shared.disks.crash(&p.id);
             }
             shared.recorder.set_up(&p.id, !starting, now);
         }

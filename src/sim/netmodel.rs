@@ -42,6 +42,14 @@ pub enum Party {
 }
 
 impl Party {
+    /// The instance index, for an instance.
+    pub fn index(&self) -> Option<u32> {
+        match self {
+            Party::Client => None,
+            Party::Instance { index, .. } => Some(*index),
+        }
+    }
+
     /// Whether `target` names this party.
     pub fn is(&self, target: &Target) -> bool {
         match (self, target) {

@@ -10,9 +10,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use crate::framework::ids;
-use crate::framework::{Balance, Client, ClientConfig, Listen, Registry, Server, ServiceConfig};
+use crate::framework::{
+    Balance, Client, ClientConfig, Context, Listen, Registry, Server, ServiceConfig,
+};
 use crate::metrics::Recorder;
 use crate::scenario::{Balancer, Scenario, Service, ServiceBody};
+use crate::services::disk::Disks;
+use crate::services::kit::{Background, Kit};
 use crate::sim::faults::{FaultBoard, InjectErrors};
 use crate::sim::netmodel::{ModelTransport, NetModel, Party};
 use crate::sim::synthetic::{self, InstanceKit};
@@ -106,6 +110,12 @@ pub struct Shared {
     pub model: Arc<NetModel>,
     /// In-instance faults.
     pub faults: Arc<FaultBoard>,
+    /// The disks of built-in databases; they outlive crashes.
+    pub disks: Arc<Disks>,
+    /// Instances per service.
+    pub sizes: Arc<BTreeMap<String, u32>>,
+    /// Writes acknowledged to the load, for the invariants.
+    pub acknowledged: Arc<crate::services::workload::Acknowledged>,
 }
 
 impl Shared {
@@ -157,13 +167,13 @@ impl Shared {
             rng: Arc::new(Mutex::new(ids::stream(seed, &format!("{}/time", p.id)))),
             rotation: Arc::new(AtomicUsize::new(0)),
         };
-        let server = instance_server(
-            spec,
-            &p.id,
-            kit,
-            self.recorder.clone(),
-            self.registry.clone(),
-        )?;
+        let host = InstanceHost {
+            events: self.recorder.clone(),
+            registry: self.registry.clone(),
+            disks: self.disks.clone(),
+            sizes: self.sizes.clone(),
+        };
+        let (server, background) = instance_server(spec, &p.id, kit, &host)?;
         server.add_middleware(Arc::new(InjectErrors {
             board: self.faults.clone(),
             party: p.party(),
@@ -172,31 +182,82 @@ impl Shared {
         server
             .start(transport, &Listen::host(&p.node, p.port))
             .await?;
+        spawn_background(&server, background);
         Ok(())
     }
 }
 
+/// Instances per service, by name.
+pub fn sizes(scenario: &Scenario) -> Arc<BTreeMap<String, u32>> {
+    Arc::new(
+        scenario
+            .services
+            .iter()
+            .map(|s| (s.name.as_str().to_string(), s.instances))
+            .collect(),
+    )
+}
+
+/// What every instance of a topology is assembled with, in the simulation or for real.
+#[derive(Clone)]
+pub struct InstanceHost {
+    /// Where events go.
+    pub events: Arc<dyn crate::framework::EventSink>,
+    /// Discovery.
+    pub registry: Arc<Registry>,
+    /// The disks of built-in databases.
+    pub disks: Arc<Disks>,
+    /// Instances per service.
+    pub sizes: Arc<BTreeMap<String, u32>>,
+}
+
+/// Starts an instance's background work (consumers, relays) once its server is up, with a
+/// context that records the server's business metrics.
+pub fn spawn_background(server: &Server, background: Vec<Background>) {
+    let ctx = match server.metrics() {
+        Some(m) => Context::background().with_metrics(m),
+        None => Context::background(),
+    };
+    for work in background {
+        tokio::spawn(work(ctx.clone()));
+    }
+}
+
 /// The server of one instance of `spec`, with its endpoints (built in or synthetic), its
-/// workers and its queue, not yet started: shared by the simulation and `windtunnel serve`.
+/// workers and its queue, not yet started, and the background work to spawn once it is:
+/// shared by the simulation and `windtunnel serve`.
 pub fn instance_server(
     spec: &Service,
     id: &str,
     kit: InstanceKit,
-    events: Arc<dyn crate::framework::EventSink>,
-    registry: Arc<Registry>,
-) -> Result<Server, &'static str> {
+    host: &InstanceHost,
+) -> Result<(Server, Vec<Background>), &'static str> {
     let mut config = ServiceConfig::new(spec.name.as_str(), "scenario service");
     config.instance = Some(id.to_string());
     config.workers = Some(spec.workers.max(1) as usize);
     config.queue = spec.queue as usize;
     config.health_interval = Some(std::time::Duration::from_secs(1));
-    let server = Server::with(config, events, Some(registry));
+    let server = Server::with(config, host.events.clone(), Some(host.registry.clone()));
     server.add_queue_checker();
+    let mut background = Vec::new();
     match &spec.body {
         ServiceBody::Builtin { builtin, .. } => {
-            let endpoints = crate::services::builtin_endpoints(builtin.as_str())
+            let services_kit = Kit {
+                client: kit.client.clone(),
+                instance: id.to_string(),
+                index: kit.party.index().unwrap_or(0),
+                disks: host.disks.clone(),
+                sizes: host.sizes.clone(),
+                rng: kit.rng.clone(),
+                slow: {
+                    let (faults, party) = (kit.faults.clone(), kit.party.clone());
+                    Arc::new(move || faults.slow_factor(&party))
+                },
+            };
+            let built = crate::services::build(builtin.as_str(), &services_kit)
                 .ok_or("the scenario names a builtin this build does not have")?;
-            server.add_endpoints(endpoints);
+            server.add_endpoints(built.endpoints);
+            background = built.background;
         }
         ServiceBody::Synthetic { endpoints } => {
             server.add_endpoints(
@@ -206,5 +267,5 @@ pub fn instance_server(
             );
         }
     }
-    Ok(server)
+    Ok((server, background))
 }

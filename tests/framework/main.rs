@@ -7,4 +7,5 @@ mod deadline;
 mod determinism;
 mod failures;
 mod fanout;
+mod storage;
 mod support;

@@ -308,6 +308,27 @@ fn sweep_runs_each_seed_and_names_the_seeds_that_fail() {
     );
     let bad = windtunnel(&["sweep", &file, "--seeds", "0"]);
     assert_eq!(bad.status.code(), Some(2), "zero seeds is a usage error");
+    // The same sweep one seed at a time writes the same results: threads change nothing.
+    let serial = temp_dir("sweep-serial");
+    windtunnel(&[
+        "sweep",
+        &file,
+        "--seeds",
+        "4",
+        "--jobs",
+        "1",
+        "--out",
+        &serial.display().to_string(),
+        "-q",
+    ]);
+    let one: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(serial.join("sweep.json")).expect("sweep.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        one["results"], report["results"],
+        "--jobs 1 and the default agree"
+    );
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
@@ -410,4 +431,139 @@ fn serve_answers_http_on_loopback_with_auth_and_typed_errors() {
         someone_else.1.contains("forbidden.not_owner"),
         "{someone_else:?}"
     );
+}
+
+/// Starts `windtunnel serve FILE` on a free loopback port; returns the child and the address.
+fn start_serve(file: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_windtunnel"))
+        .args([
+            "serve",
+            &path.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--for",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a first line");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+#[test]
+fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
+    // Goal: the card pipeline, its database, bus and consumers run on real TCP too. Method:
+    // serve the shipped scenario and authorise payments over HTTP, retrying one.
+    let (mut child, addr) = start_serve("scenarios/card-steady.toml");
+    let pay = |key: &str, card: &str, amount: i64| {
+        format!(
+            r#"{{"idempotency_key":"{key}","card":"{card}","merchant":"merchant-2","amount":{amount}}}"#
+        )
+    };
+    let path = "/cards/authorisations";
+    // The balance service opens its accounts in the background as it starts: 503 until then.
+    let mut first = (0, String::new());
+    for _ in 0..100 {
+        first = http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-alice"),
+                &pay("pay-1", "card-3", 1250),
+            ),
+        );
+        if first.0 != 503 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let results = [
+        http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-alice"),
+                &pay("pay-1", "card-3", 1250),
+            ),
+        ),
+        http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-eve"),
+                &pay("pay-2", "card-3", 100),
+            ),
+        ),
+        http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-alice"),
+                &pay("pay-3", "card-24", 100),
+            ),
+        ),
+        http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-alice"),
+                &pay("pay-4", "card-999", 100),
+            ),
+        ),
+        http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-alice"),
+                &pay("pay-5", "card-3", 0),
+            ),
+        ),
+        http(
+            &addr,
+            &request("POST", path, None, &pay("pay-6", "card-3", 100)),
+        ),
+    ];
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(first.0, 200, "{first:?}");
+    assert!(
+        first.1.contains(r#""approved":true"#) && first.1.contains(r#""transaction":"pay-1""#),
+        "{first:?}"
+    );
+    let [retried, no_scope, frozen, unknown, zero, anonymous] = results;
+    assert_eq!(
+        retried.0, 200,
+        "a retry with the same key is answered again: {retried:?}"
+    );
+    assert!(
+        retried.1.contains(r#""transaction":"pay-1""#),
+        "{retried:?}"
+    );
+    assert_eq!(no_scope.0, 403, "eve lacks the cards scope: {no_scope:?}");
+    assert!(no_scope.1.contains("forbidden.scope"), "{no_scope:?}");
+    assert_eq!(frozen.0, 200, "{frozen:?}");
+    assert!(frozen.1.contains("card_frozen"), "{frozen:?}");
+    assert_eq!(unknown.0, 404, "{unknown:?}");
+    assert!(unknown.1.contains("not_found.card"), "{unknown:?}");
+    assert_eq!(zero.0, 400, "{zero:?}");
+    assert_eq!(anonymous.0, 401, "{anonymous:?}");
 }

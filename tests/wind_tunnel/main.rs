@@ -3,6 +3,7 @@
 mod cli;
 mod determinism;
 mod faults;
+mod invariants;
 mod queueing;
 mod scenarios;
 mod support;

@@ -1,4 +1,5 @@
-//! Every shipped scenario runs at its own seed and every assertion in it holds.
+//! Every shipped scenario runs at its own seed, every assertion in it holds, and so does every
+//! invariant of the example services it runs.
 
 use std::path::Path;
 
@@ -33,6 +34,18 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
         );
         assert!(!s.assertions.is_empty(), "{} asserts nothing", f.display());
         let summary = run(&s);
+        let uses_examples = text.contains("builtin = \"store\"");
+        if uses_examples && summary.invariants.is_empty() {
+            failures.push(format!("{}: no invariants were checked", f.display()));
+        }
+        for i in summary.invariants.iter().filter(|i| !i.holds) {
+            failures.push(format!(
+                "{}: invariant {} broken: {}",
+                f.display(),
+                i.name,
+                i.detail
+            ));
+        }
         for a in summary.assertions.iter().filter(|a| !a.passed) {
             failures.push(format!(
                 "{}: {} [{}, {}]",
@@ -45,7 +58,7 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
     }
     assert!(
         failures.is_empty(),
-        "assertions failed:\n{}",
+        "assertions failed or invariants broke:\n{}",
         failures.join("\n")
     );
 }

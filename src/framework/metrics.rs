@@ -1,0 +1,92 @@
+//! Business metrics: what a service counts about its own work ("monitor your business logic",
+//! as the talk says), next to the latency the framework measures by itself.
+//!
+//! A handler records through its [`Context`](crate::framework::Context) (`ctx.count(..)`,
+//! `ctx.observe(..)`); background work records through the [`Metrics`] handle of its server.
+//! Each record is an [`EventKind::Metric`] event on the server's sink, so the wind tunnel folds
+//! them into summary.json and the report, and a real deployment can forward them anywhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::framework::event::{Event, EventKind, EventSink};
+
+/// Whether a metric is a running total or a distribution of values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MetricKind {
+    /// Values are added up: webhooks delivered, authorisations declined, pence moved.
+    Counter,
+    /// Each value is one observation: an authorisation's amount, a batch's size.
+    Histogram,
+}
+
+/// Where one service instance records its business metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    sink: Arc<dyn EventSink>,
+    service: Arc<str>,
+    instance: Arc<str>,
+    zero: Instant,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// Metrics of `instance` (of `service`) going to `sink`, timed from `zero` (the instant the
+    /// run, or the process, started).
+    pub fn new(sink: Arc<dyn EventSink>, service: &str, instance: &str, zero: Instant) -> Metrics {
+        Metrics {
+            sink,
+            service: service.into(),
+            instance: instance.into(),
+            zero,
+        }
+    }
+
+    /// Adds `by` to counter `name`.
+    pub fn count(&self, name: &str, by: i64) {
+        self.record(name, MetricKind::Counter, by);
+    }
+
+    /// Records one observation `value` of histogram `name` (negative values count as zero).
+    pub fn observe(&self, name: &str, value: i64) {
+        self.record(name, MetricKind::Histogram, value);
+    }
+
+    fn record(&self, name: &str, kind: MetricKind, value: i64) {
+        if !self.sink.enabled() {
+            return;
+        }
+        self.sink.emit(Event {
+            at: Instant::now().saturating_duration_since(self.zero),
+            kind: EventKind::Metric {
+                name: name.into(),
+                kind,
+                value,
+            },
+            instance: self.instance.clone(),
+            peer: Arc::from(""),
+            service: self.service.clone(),
+            endpoint: Arc::from(""),
+            request_id: Default::default(),
+            parent_request_id: None,
+            trace_id: Default::default(),
+            span_id: Default::default(),
+            parent_span_id: None,
+            deadline: None,
+        });
+    }
+
+    /// Time since this handle's zero.
+    pub fn elapsed(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.zero)
+    }
+}

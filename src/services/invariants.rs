@@ -1,0 +1,535 @@
+//! What must hold at the end of every run that uses the example services, checked Jepsen-style:
+//! once the load has stopped and the faults have healed, a verifier waits for the system to go
+//! quiet, then reads the databases and the bus through the same client and transport as any
+//! service, and compares them with what the load was told.
+//!
+//! - `no_lost_writes`: every webhook delivery and every payment acknowledged to a caller is in
+//!   the database (a webhook in at least one of the webhook databases).
+//! - `ledger_conserved`: the balances add up to the opening funds, and every account holds
+//!   exactly its opening balance plus the transactions applied to it (none twice, none
+//!   unknown); transactions recorded but not yet applied are reported as money in flight.
+//! - `events_consumed`: every recorded transaction was published, every consumer group
+//!   acknowledged every event, and each transaction reached the balances and the feed.
+//! - `no_unauthenticated_calls` is judged from the gateway's events (see
+//!   [`crate::metrics::Checks`]), not here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::framework::{Client, Context, Error};
+use crate::services::bus::{StatsRequest, StatsResponse};
+use crate::services::card::{self, feed, ledger, Transaction};
+use crate::services::store::StoreClient;
+use crate::services::webhook;
+use crate::services::workload::{Acknowledged, WriteKind};
+
+/// How long the verifier waits for consumers and relays to catch up before it judges.
+pub const QUIESCE_LIMIT: Duration = Duration::from_secs(30);
+/// Attempts at each read before the verifier gives up on it.
+const READ_ATTEMPTS: u32 = 5;
+
+/// One invariant's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invariant {
+    /// Its name, e.g. `ledger_conserved`.
+    pub name: String,
+    /// Whether it holds.
+    pub holds: bool,
+    /// What was found, in a sentence.
+    pub detail: String,
+    /// The figures behind the verdict.
+    pub figures: BTreeMap<String, i64>,
+}
+
+impl Invariant {
+    fn new(name: &str, holds: bool, detail: String, figures: &[(&str, i64)]) -> Invariant {
+        Invariant {
+            name: name.to_string(),
+            holds,
+            detail,
+            figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    /// The invariant `name` failed because the verifier could not read what it needs.
+    pub fn unreadable(name: &str, why: &str) -> Invariant {
+        Invariant::new(name, false, format!("could not be checked: {why}"), &[])
+    }
+}
+
+/// Which example systems a topology runs, by the builtins it declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Systems {
+    /// Webhook instances with their databases.
+    pub webhooks: bool,
+    /// Transactions (with their database and the bus).
+    pub transactions: bool,
+    /// Balances consuming transactions.
+    pub balances: bool,
+    /// The feed generator consuming transactions.
+    pub feed: bool,
+}
+
+impl Systems {
+    /// The systems of a topology given its builtins' catalog names.
+    pub fn of<'a>(builtins: impl IntoIterator<Item = &'a str>) -> Systems {
+        let names: BTreeSet<&str> = builtins.into_iter().collect();
+        Systems {
+            webhooks: names.contains("webhook"),
+            transactions: names.contains("transactions"),
+            balances: names.contains("balance") && names.contains("transactions"),
+            feed: names.contains("feed-generator") && names.contains("transactions"),
+        }
+    }
+
+    /// Whether there is anything to verify.
+    pub fn any(&self) -> bool {
+        self.webhooks || self.transactions
+    }
+}
+
+/// Waits (up to [`QUIESCE_LIMIT`]) until the outbox is empty and every consumer group has
+/// acknowledged everything, then checks every invariant that applies.
+pub async fn verify(
+    client: &Client,
+    systems: Systems,
+    webhook_dbs: u32,
+    acked: &Acknowledged,
+) -> Vec<Invariant> {
+    let ctx = Context::background();
+    if systems.transactions {
+        quiesce(client, &ctx, systems).await;
+    }
+    let mut out = Vec::new();
+    let mut lost = Vec::new();
+    if systems.webhooks {
+        lost.push(webhooks_kept(client, &ctx, webhook_dbs, &acked.of(WriteKind::Webhook)).await);
+    }
+    if systems.transactions {
+        match CardState::read(client, &ctx, systems).await {
+            Ok(state) => {
+                lost.push(Ok(state.lost(&acked.of(WriteKind::Transaction))));
+                if systems.balances {
+                    out.push(state.ledger());
+                }
+                out.push(state.consumed(systems));
+            }
+            Err(e) => {
+                let why = e.to_string();
+                lost.push(Err(why.clone()));
+                if systems.balances {
+                    out.push(Invariant::unreadable("ledger_conserved", &why));
+                }
+                out.push(Invariant::unreadable("events_consumed", &why));
+            }
+        }
+    }
+    out.insert(0, merge_lost(lost));
+    out
+}
+
+/// Acknowledged and lost writes of one kind, or why they could not be read.
+type Lost = Result<LostPart, String>;
+
+/// Acknowledged and lost writes of one kind.
+struct LostPart {
+    kind: WriteKind,
+    acked: u64,
+    lost: Vec<String>,
+    /// More figures to report (e.g. databases that could not be read).
+    notes: Vec<(String, i64)>,
+}
+
+fn merge_lost(parts: Vec<Lost>) -> Invariant {
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+    let mut holds = true;
+    for part in parts {
+        match part {
+            Ok(LostPart {
+                kind,
+                acked,
+                lost,
+                notes,
+            }) => {
+                figures.push((format!("{}_acknowledged", kind.name()), acked as i64));
+                figures.push((format!("{}_lost", kind.name()), lost.len() as i64));
+                figures.extend(notes);
+                if !lost.is_empty() {
+                    holds = false;
+                    let shown: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
+                    problems.push(format!(
+                        "{} acknowledged {} write(s) missing, e.g. {}",
+                        lost.len(),
+                        kind.name(),
+                        shown.join(", ")
+                    ));
+                }
+            }
+            Err(why) => {
+                holds = false;
+                problems.push(format!("could not be checked: {why}"));
+            }
+        }
+    }
+    let detail = if holds {
+        let total: i64 = figures
+            .iter()
+            .filter(|(k, _)| k.ends_with("_acknowledged"))
+            .map(|(_, v)| *v)
+            .sum();
+        format!("all {total} acknowledged writes are readable")
+    } else {
+        problems.join("; ")
+    };
+    Invariant {
+        name: "no_lost_writes".to_string(),
+        holds,
+        detail,
+        figures: figures.into_iter().collect(),
+    }
+}
+
+/// Reads every key under `prefix`, retrying a failed read a few times.
+async fn scan(
+    db: &StoreClient,
+    ctx: &Context,
+    prefix: &str,
+) -> Result<Vec<(String, Value)>, Error> {
+    let mut last = None;
+    for _ in 0..READ_ATTEMPTS {
+        let call = ctx.with_timeout(Duration::from_secs(5));
+        match db.scan_all(&call, prefix).await {
+            Ok(items) => return Ok(items),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last.unwrap_or_else(|| Error::unavailable("unread", "no attempt made")))
+}
+
+async fn bus_stats(
+    client: &Client,
+    ctx: &Context,
+    groups: Vec<String>,
+) -> Result<StatsResponse, Error> {
+    let req = StatsRequest {
+        topic: card::TOPIC.to_string(),
+        groups,
+    };
+    let call = ctx.with_timeout(Duration::from_secs(5));
+    client.call(&call, card::BUS, "stats", &req).await
+}
+
+fn groups(systems: Systems) -> Vec<String> {
+    let mut g = Vec::new();
+    if systems.balances {
+        g.push(ledger::BALANCE_GROUP.to_string());
+    }
+    if systems.feed {
+        g.push(feed::FEED_GROUP.to_string());
+    }
+    g
+}
+
+async fn quiesce(client: &Client, ctx: &Context, systems: Systems) {
+    let start = tokio::time::Instant::now();
+    let outbox = StoreClient::new(client.clone(), card::TX_DB);
+    while start.elapsed() < QUIESCE_LIMIT {
+        let call = ctx.with_timeout(Duration::from_secs(2));
+        let pending_outbox = outbox
+            .scan(&call, ledger::OUTBOX_PREFIX, None)
+            .await
+            .map(|p| p.items.len())
+            .unwrap_or(1);
+        let unacked: u64 = bus_stats(client, ctx, groups(systems))
+            .await
+            .map(|s| s.unacked.values().sum())
+            .unwrap_or(1);
+        if pending_outbox == 0 && unacked == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every acknowledged delivery must be in at least one webhook database that can be read. A
+/// database that cannot be read (it crashed for good) is counted, not fatal: the majority
+/// that acknowledged each delivery is meant to outlive it. None readable is fatal.
+async fn webhooks_kept(client: &Client, ctx: &Context, dbs: u32, acked: &[String]) -> Lost {
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    let mut unreadable = Vec::new();
+    for i in 0..dbs {
+        let id = format!("{}[{i}]", webhook::DB);
+        let db = StoreClient::new(client.clone(), webhook::DB).pinned(&id);
+        match scan(&db, ctx, webhook::PREFIX).await {
+            Ok(items) => found.extend(
+                items
+                    .into_iter()
+                    .map(|(k, _)| k.trim_start_matches(webhook::PREFIX).to_string()),
+            ),
+            Err(e) => unreadable.push(format!("{id}: {e}")),
+        }
+    }
+    if dbs > 0 && unreadable.len() == dbs as usize {
+        return Err(unreadable.join("; "));
+    }
+    let lost = acked
+        .iter()
+        .filter(|id| !found.contains(*id))
+        .cloned()
+        .collect();
+    Ok(LostPart {
+        kind: WriteKind::Webhook,
+        acked: acked.len() as u64,
+        lost,
+        notes: vec![(
+            "webhook_databases_unreadable".to_string(),
+            unreadable.len() as i64,
+        )],
+    })
+}
+
+/// The card pipeline's durable state, as read after the run.
+struct CardState {
+    transactions: BTreeMap<String, Transaction>,
+    balances: BTreeMap<String, i64>,
+    applied: BTreeSet<String>,
+    in_feed: BTreeSet<String>,
+    outbox: usize,
+    bus: Option<StatsResponse>,
+}
+
+impl CardState {
+    async fn read(client: &Client, ctx: &Context, systems: Systems) -> Result<CardState, Error> {
+        let txdb = StoreClient::new(client.clone(), card::TX_DB);
+        let transactions = scan(&txdb, ctx, ledger::TX_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_value::<Transaction>(v).ok())
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let outbox = scan(&txdb, ctx, ledger::OUTBOX_PREFIX).await?.len();
+        let (mut balances, mut applied) = (BTreeMap::new(), BTreeSet::new());
+        if systems.balances {
+            let db = StoreClient::new(client.clone(), card::BALANCE_DB);
+            balances = scan(&db, ctx, ledger::ACCOUNT_PREFIX)
+                .await?
+                .into_iter()
+                .map(|(k, v)| {
+                    let account = k.trim_start_matches(ledger::ACCOUNT_PREFIX).to_string();
+                    (account, v.as_i64().unwrap_or(i64::MIN))
+                })
+                .collect();
+            applied = scan(&db, ctx, ledger::APPLIED_PREFIX)
+                .await?
+                .into_iter()
+                .map(|(k, _)| k.trim_start_matches(ledger::APPLIED_PREFIX).to_string())
+                .collect();
+        }
+        let mut in_feed = BTreeSet::new();
+        if systems.feed {
+            let db = StoreClient::new(client.clone(), card::FEED_DB);
+            in_feed = scan(&db, ctx, feed::FEED_PREFIX)
+                .await?
+                .into_iter()
+                .filter_map(|(k, _)| k.rsplit('/').next().map(str::to_string))
+                .collect();
+        }
+        let wanted = groups(systems);
+        let bus = if wanted.is_empty() {
+            None
+        } else {
+            Some(bus_stats(client, ctx, wanted).await?)
+        };
+        Ok(CardState {
+            transactions,
+            balances,
+            applied,
+            in_feed,
+            outbox,
+            bus,
+        })
+    }
+
+    fn lost(&self, acked: &[String]) -> LostPart {
+        let lost = acked
+            .iter()
+            .filter(|id| !self.transactions.contains_key(*id))
+            .cloned()
+            .collect();
+        LostPart {
+            kind: WriteKind::Transaction,
+            acked: acked.len() as u64,
+            lost,
+            notes: Vec::new(),
+        }
+    }
+
+    fn ledger(&self) -> Invariant {
+        let mut expected: BTreeMap<String, i64> = card::opening_balances().into_iter().collect();
+        let mut in_flight = (0i64, 0i64);
+        for (id, tx) in &self.transactions {
+            if self.applied.contains(id) {
+                *expected.entry(tx.account.clone()).or_default() -= tx.amount;
+                *expected.entry(tx.merchant_account.clone()).or_default() += tx.amount;
+            } else {
+                in_flight.0 += 1;
+                in_flight.1 += tx.amount;
+            }
+        }
+        let unknown = self
+            .applied
+            .iter()
+            .filter(|id| !self.transactions.contains_key(*id))
+            .count() as i64;
+        let accounts: BTreeSet<&String> = expected.keys().chain(self.balances.keys()).collect();
+        let mismatched: Vec<&String> = accounts
+            .into_iter()
+            .filter(|a| expected.get(*a) != self.balances.get(*a))
+            .collect();
+        let total: i64 = self.balances.values().sum();
+        let initial = card::initial_funds();
+        let holds = total == initial && mismatched.is_empty() && unknown == 0;
+        let detail = if holds {
+            format!(
+                "balances total {total}p, the opening funds; {} transactions applied once each, {} in flight ({}p)",
+                self.applied.len(),
+                in_flight.0,
+                in_flight.1
+            )
+        } else {
+            let shown: Vec<&str> = mismatched.iter().take(5).map(|s| s.as_str()).collect();
+            format!(
+                "balances total {total}p against opening funds of {initial}p; {} account(s) differ from their transactions (e.g. {}); {unknown} applied transaction(s) unknown",
+                mismatched.len(),
+                shown.join(", ")
+            )
+        };
+        Invariant::new(
+            "ledger_conserved",
+            holds,
+            detail,
+            &[
+                ("initial_funds", initial),
+                ("balances_total", total),
+                ("transactions", self.transactions.len() as i64),
+                ("applied", self.applied.len() as i64),
+                ("in_flight_count", in_flight.0),
+                ("in_flight_amount", in_flight.1),
+                ("mismatched_accounts", mismatched.len() as i64),
+                ("unknown_applied", unknown),
+            ],
+        )
+    }
+
+    fn consumed(&self, systems: Systems) -> Invariant {
+        let n = self.transactions.len() as i64;
+        let published = self.bus.as_ref().map_or(n, |b| b.published as i64);
+        let unacked: i64 = self
+            .bus
+            .as_ref()
+            .map_or(0, |b| b.unacked.values().sum::<u64>() as i64);
+        let missing = |seen: &BTreeSet<String>| {
+            self.transactions
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .count() as i64
+        };
+        let not_applied = if systems.balances {
+            missing(&self.applied)
+        } else {
+            0
+        };
+        let not_in_feed = if systems.feed {
+            missing(&self.in_feed)
+        } else {
+            0
+        };
+        let outbox = self.outbox as i64;
+        let holds =
+            outbox == 0 && published >= n && unacked == 0 && not_applied == 0 && not_in_feed == 0;
+        let detail = if holds {
+            format!("all {n} transactions published and consumed by every group")
+        } else {
+            format!(
+                "{outbox} unpublished in the outbox, {published} of {n} published, {unacked} unacknowledged deliveries, {not_applied} not applied to balances, {not_in_feed} missing from the feed"
+            )
+        };
+        Invariant::new(
+            "events_consumed",
+            holds,
+            detail,
+            &[
+                ("transactions", n),
+                ("published", published),
+                ("outbox", outbox),
+                ("unacknowledged", unacked),
+                ("not_applied", not_applied),
+                ("not_in_feed", not_in_feed),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(id: &str, amount: i64) -> Transaction {
+        Transaction {
+            id: id.into(),
+            card: "card-0".into(),
+            account: "acct-0".into(),
+            merchant: "merchant-0".into(),
+            merchant_account: "merchant-0".into(),
+            amount,
+        }
+    }
+
+    fn state(applied_twice: bool) -> CardState {
+        let mut balances: BTreeMap<String, i64> = card::opening_balances().into_iter().collect();
+        let times = if applied_twice { 2 } else { 1 };
+        *balances.entry("acct-0".into()).or_default() -= 500 * times;
+        *balances.entry("merchant-0".into()).or_default() += 500 * times;
+        CardState {
+            transactions: [
+                ("t1".to_string(), tx("t1", 500)),
+                ("t2".to_string(), tx("t2", 70)),
+            ]
+            .into_iter()
+            .collect(),
+            balances,
+            applied: ["t1".to_string()].into_iter().collect(),
+            in_feed: ["t1".to_string(), "t2".to_string()].into_iter().collect(),
+            outbox: 0,
+            bus: None,
+        }
+    }
+
+    #[test]
+    fn the_ledger_holds_with_money_in_flight_and_fails_on_a_double_application() {
+        let ok = state(false).ledger();
+        assert!(ok.holds, "{}", ok.detail);
+        assert_eq!(ok.figures.get("in_flight_amount"), Some(&70));
+        let twice = state(true).ledger();
+        assert!(!twice.holds, "applying t1 twice must be caught");
+        assert_eq!(twice.figures.get("mismatched_accounts"), Some(&2));
+        let systems = Systems::of(["transactions", "balance", "feed-generator"]);
+        let consumed = state(false).consumed(systems);
+        assert!(!consumed.holds, "t2 was never applied");
+        assert_eq!(consumed.figures.get("not_applied"), Some(&1));
+    }
+
+    #[test]
+    fn lost_writes_name_what_is_missing() {
+        let s = state(false);
+        let inv = merge_lost(vec![Ok(s.lost(&["t1".into(), "t9".into()]))]);
+        assert!(!inv.holds);
+        assert!(inv.detail.contains("t9"), "{}", inv.detail);
+        assert_eq!(inv.figures.get("transaction_lost"), Some(&1));
+    }
+}

@@ -1,0 +1,141 @@
+//! The example services' invariants: checked after every run that uses them, and able to fail.
+
+use crate::support::{route, run, scenario};
+
+/// The webhook stack behind the gateway, with `extra` appended.
+fn webhooks(extra: &str) -> String {
+    format!(
+        r#"
+name = "webhooks"
+description = "test"
+seed = 2
+duration = "10s"
+[network]
+latency = {{ dist = "lognormal", p50 = "1ms", p99 = "4ms" }}
+[[service]]
+name = "service.auth"
+builtin = "auth"
+[[service]]
+name = "api.webhook"
+builtin = "webhook-api"
+[[service]]
+name = "service.webhook"
+builtin = "webhook"
+instances = 3
+[[service]]
+name = "store.webhook"
+builtin = "store"
+instances = 3
+[[route]]
+route = "POST /webhooks"
+to = "api.webhook.deliver"
+status = 202
+[[load]]
+name = "deliveries"
+route = "POST /webhooks"
+rate = "100/s"
+deadline = "300ms"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn deliveries_survive_a_minority_of_databases_crashing_for_good() {
+    // Goal: an acknowledged delivery is on a majority of databases, so losing one database for
+    // good loses nothing. Method: crash store.webhook[0] at 3 s and never restart it.
+    let s = scenario(&webhooks(
+        r#"
+[[fault]]
+at = "3s"
+crash = { target = "store.webhook[0]" }
+"#,
+    ));
+    let summary = run(&s);
+    let lost = summary
+        .invariants
+        .iter()
+        .find(|i| i.name == "no_lost_writes")
+        .expect("the webhook stack is verified");
+    assert!(lost.holds, "{}", lost.detail);
+    let acked = lost
+        .figures
+        .get("webhook_acknowledged")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        acked > 800,
+        "most of the 1,000 deliveries were acknowledged: {acked}"
+    );
+    assert_eq!(route(&summary, "deliveries").error_rate, 0.0);
+    let delivered = summary.business.get("webhooks.delivered").map(|b| b.total);
+    assert_eq!(
+        delivered,
+        Some(acked),
+        "the business counter agrees with the acknowledgements"
+    );
+}
+
+#[test]
+fn losing_every_database_for_good_breaks_no_lost_writes_and_fails_the_run() {
+    // Goal: the invariant can fail. Method: every webhook database crashes at 5 s for good, so
+    // the deliveries acknowledged before cannot be found afterwards.
+    let s = scenario(&webhooks(
+        r#"
+[[fault]]
+at = "5s"
+crash = { target = "store.webhook" }
+"#,
+    ));
+    let summary = run(&s);
+    let lost = summary
+        .invariants
+        .iter()
+        .find(|i| i.name == "no_lost_writes")
+        .expect("the webhook stack is verified");
+    assert!(!lost.holds, "the databases are gone: {}", lost.detail);
+    assert!(!summary.passed, "a broken invariant fails the run");
+}
+
+#[test]
+fn the_card_pipeline_keeps_its_books_and_reports_its_business() {
+    // Goal: every approved payment is recorded, moves its money exactly once, and reaches the
+    // feed; the business metrics agree with what the load saw. Method: the shipped steady
+    // scenario, shortened, then its invariants' figures against its metrics.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/card-steady.toml");
+    let text = std::fs::read_to_string(path).expect("shipped scenario");
+    let s = scenario(&text.replace("duration = \"30s\"", "duration = \"8s\""));
+    let summary = run(&s);
+    for i in &summary.invariants {
+        assert!(i.holds, "{}: {}", i.name, i.detail);
+    }
+    let names: Vec<&str> = summary.invariants.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "no_lost_writes",
+            "ledger_conserved",
+            "events_consumed",
+            "no_unauthenticated_calls"
+        ]
+    );
+    let total = |name: &str| summary.business.get(name).map_or(0, |b| b.total);
+    let ok = route(&summary, "authorisations").ok as i64;
+    assert_eq!(
+        total("authorisations.approved") + total("authorisations.declined"),
+        ok,
+        "every answered authorisation was approved or declined"
+    );
+    let ledger = &summary.invariants[1];
+    assert_eq!(
+        ledger.figures.get("applied"),
+        Some(&total("authorisations.approved"))
+    );
+    assert!(total("money.moved") > 0);
+    let amounts = summary
+        .business
+        .get("authorisation.amount")
+        .and_then(|b| b.values.clone())
+        .expect("amounts are a histogram");
+    assert!((100..=5_000).contains(&amounts.p50), "p50 {}", amounts.p50);
+}
