@@ -184,10 +184,11 @@ fn serve(file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 
     };
     let result = runtime.block_on(async {
         let serving = crate::serve::serve(&scenario, listen, |addr| {
+            let (services, routes) = (scenario.services.len(), scenario.routes.len());
             println!(
-                "listening on http://{addr} ({} services, {} routes)",
-                scenario.services.len(),
-                scenario.routes.len()
+                "listening on http://{addr} ({services} service{}, {routes} route{})",
+                if services == 1 { "" } else { "s" },
+                if routes == 1 { "" } else { "s" },
             );
         });
         match run_for {

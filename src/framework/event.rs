@@ -128,6 +128,33 @@ pub struct Event {
     pub deadline: Option<Duration>,
 }
 
+impl Event {
+    /// An event that belongs to no call (a health round, a business metric): ids and deadline
+    /// empty.
+    pub fn outside_calls(
+        at: Duration,
+        kind: EventKind,
+        instance: Arc<str>,
+        service: Arc<str>,
+        endpoint: Arc<str>,
+    ) -> Event {
+        Event {
+            at,
+            kind,
+            instance,
+            peer: Arc::from(""),
+            service,
+            endpoint,
+            request_id: RequestId::default(),
+            parent_request_id: None,
+            trace_id: TraceId::default(),
+            span_id: SpanId::default(),
+            parent_span_id: None,
+            deadline: None,
+        }
+    }
+}
+
 /// Where events go. Implementations must be cheap: they sit on every message's path.
 pub trait EventSink: Send + Sync {
     /// Records one event.

@@ -65,24 +65,17 @@ impl Metrics {
         if !self.sink.enabled() {
             return;
         }
-        self.sink.emit(Event {
-            at: Instant::now().saturating_duration_since(self.zero),
-            kind: EventKind::Metric {
+        self.sink.emit(Event::outside_calls(
+            Instant::now().saturating_duration_since(self.zero),
+            EventKind::Metric {
                 name: name.into(),
                 kind,
                 value,
             },
-            instance: self.instance.clone(),
-            peer: Arc::from(""),
-            service: self.service.clone(),
-            endpoint: Arc::from(""),
-            request_id: Default::default(),
-            parent_request_id: None,
-            trace_id: Default::default(),
-            span_id: Default::default(),
-            parent_span_id: None,
-            deadline: None,
-        });
+            self.instance.clone(),
+            self.service.clone(),
+            Arc::from(""),
+        ));
     }
 
     /// Time since this handle's zero.

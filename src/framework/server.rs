@@ -670,22 +670,15 @@ async fn out_of_band_health(
             continue;
         }
         let report = health::report(&inner.instance, &read(&inner.checkers));
-        inner.events.emit(Event {
-            at: clock.elapsed(),
-            kind: EventKind::HealthChecked {
+        inner.events.emit(Event::outside_calls(
+            clock.elapsed(),
+            EventKind::HealthChecked {
                 healthy: report.healthy,
             },
-            instance: inner.instance.clone(),
-            peer: Arc::from(""),
-            service: inner.name.clone(),
-            endpoint: Arc::from(HEALTH_ENDPOINT),
-            request_id: Default::default(),
-            parent_request_id: None,
-            trace_id: Default::default(),
-            span_id: Default::default(),
-            parent_span_id: None,
-            deadline: None,
-        });
+            inner.instance.clone(),
+            inner.name.clone(),
+            Arc::from(HEALTH_ENDPOINT),
+        ));
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::framework::{Client, Context, Endpoint, Error};
+use crate::framework::{Client, Context, Endpoint, Error, ErrorKind};
 use crate::lock::lock;
 use crate::services::disk::Disk;
 use crate::services::store::FSYNC;
@@ -369,7 +369,8 @@ fn stats(s: &State, req: &StatsRequest) -> StatsResponse {
 }
 
 /// A consuming service's loop: poll a topic for a group, handle each batch's events at once,
-/// acknowledge those handled; failed ones come back after [`VISIBILITY`].
+/// acknowledge those handled; failed ones come back after [`VISIBILITY`], except those refused
+/// as bad requests, which no retry would fix (counted as `events.rejected`).
 #[derive(Debug, Clone)]
 pub struct Consumer {
     /// The client it calls the bus with.
@@ -414,11 +415,20 @@ impl Consumer {
                 async move { (seq, fut.await) }
             }))
             .await;
-            let seqs: Vec<u64> = results
-                .into_iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(s, _)| s)
-                .collect();
+            // Handled events are settled; so are events no retry can help (a malformed
+            // payload is refused as a bad request): they are counted and dropped rather than
+            // redelivered forever.
+            let mut seqs = Vec::new();
+            for (seq, result) in results {
+                match result {
+                    Ok(()) => seqs.push(seq),
+                    Err(e) if e.kind() == ErrorKind::BadRequest => {
+                        ctx.count("events.rejected", 1);
+                        seqs.push(seq);
+                    }
+                    Err(_) => {}
+                }
+            }
             if seqs.is_empty() {
                 tokio::time::sleep(self.idle).await;
                 continue;

@@ -237,3 +237,83 @@ fn the_bus_stores_an_event_once_and_redelivers_it_until_acknowledged() {
     });
     sim.run().expect("the bus behaves");
 }
+
+#[test]
+fn a_consumer_settles_what_it_handled_and_drops_what_no_retry_can_fix() {
+    // Goal: the consumer loop acknowledges handled events, retries failed ones, and does not
+    // loop forever on a malformed one. Method: three events, one of which the handler refuses
+    // as a bad request and one of which fails once.
+    let world = World::new();
+    let disks = Disks::new();
+    let mut sim = sim(6);
+    let (w, d) = (world.clone(), disks.clone());
+    sim.host("bus", move || {
+        let (w, d) = (w.clone(), d.clone());
+        async move {
+            w.serve(
+                "bus",
+                "service.bus",
+                0,
+                bus::endpoints(d.open("service.bus[0]/log")),
+            )
+            .await
+        }
+    });
+    sim.client("app", async move {
+        let client = world.client("app");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for id in ["ok", "poison", "flaky"] {
+            let req = PublishRequest {
+                topic: "t".into(),
+                id: id.into(),
+                payload: Value::from(id),
+            };
+            let _: PublishResponse = client.call(&ctx(), "service.bus", "publish", &req).await?;
+        }
+        let attempts = Arc::new(AtomicU32::new(0));
+        let consumer = bus::Consumer {
+            client: client.clone(),
+            bus: "service.bus".into(),
+            topic: "t".into(),
+            group: "g".into(),
+            idle: Duration::from_millis(20),
+        };
+        let seen = attempts.clone();
+        let running = tokio::spawn(consumer.run(Context::background(), move |_ctx, event| {
+            let seen = seen.clone();
+            async move {
+                match event.id.as_str() {
+                    "poison" => Err(windtunnel::framework::Error::bad_request(
+                        "invalid_event",
+                        "bad",
+                    )),
+                    "flaky" if seen.fetch_add(1, Ordering::SeqCst) == 0 => Err(
+                        windtunnel::framework::Error::unavailable("down", "try later"),
+                    ),
+                    _ => Ok(()),
+                }
+            }
+        }));
+        tokio::time::sleep(bus::VISIBILITY * 2).await;
+        running.abort();
+        let stats: StatsResponse = client
+            .call(
+                &ctx(),
+                "service.bus",
+                "stats",
+                &StatsRequest {
+                    topic: "t".into(),
+                    groups: vec!["g".into()],
+                },
+            )
+            .await?;
+        assert_eq!(stats.unacked.get("g"), Some(&0), "everything settled");
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            2,
+            "the flaky event was retried once"
+        );
+        Ok(())
+    });
+    sim.run().expect("the consumer settles every event");
+}

@@ -363,31 +363,7 @@ fn request(method: &str, path: &str, token: Option<&str>, body: &str) -> String 
 fn serve_answers_http_on_loopback_with_auth_and_typed_errors() {
     // Goal: the same services run for real behind the gateway. Method: start `serve` on a free
     // port of 127.0.0.1 for a bounded time and talk HTTP/1.1 to it.
-    use std::io::BufRead;
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/accounts.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_windtunnel"))
-        .args([
-            "serve",
-            &example.display().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--for",
-            "60s",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("a first line");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut child, addr) = start_serve("examples/accounts.toml");
     let create = r#"{"id":"acc-7","owner":"alice","name":"Savings"}"#;
     let results = [
         http(

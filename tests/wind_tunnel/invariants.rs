@@ -1,6 +1,17 @@
 //! The example services' invariants: checked after every run that uses them, and able to fail.
 
+use windtunnel::report::summary::{Invariant, Summary};
+
 use crate::support::{route, run, scenario};
+
+/// The invariant `name` of a run.
+fn invariant<'a>(summary: &'a Summary, name: &str) -> &'a Invariant {
+    summary
+        .invariants
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("no invariant {name} in {:?}", summary.invariants))
+}
 
 /// The webhook stack behind the gateway, with `extra` appended.
 fn webhooks(extra: &str) -> String {
@@ -52,11 +63,7 @@ crash = { target = "store.webhook[0]" }
 "#,
     ));
     let summary = run(&s);
-    let lost = summary
-        .invariants
-        .iter()
-        .find(|i| i.name == "no_lost_writes")
-        .expect("the webhook stack is verified");
+    let lost = invariant(&summary, "no_lost_writes");
     assert!(lost.holds, "{}", lost.detail);
     let acked = lost
         .figures
@@ -88,11 +95,7 @@ crash = { target = "store.webhook" }
 "#,
     ));
     let summary = run(&s);
-    let lost = summary
-        .invariants
-        .iter()
-        .find(|i| i.name == "no_lost_writes")
-        .expect("the webhook stack is verified");
+    let lost = invariant(&summary, "no_lost_writes");
     assert!(!lost.holds, "the databases are gone: {}", lost.detail);
     assert!(!summary.passed, "a broken invariant fails the run");
 }

@@ -233,6 +233,7 @@ async fn apply(db: &StoreClient, ctx: &Context, event: Delivery) -> Result<(), E
     let written = db.write(ctx, ops, Some(format!("apply/{}", tx.id))).await?;
     if written.applied {
         ctx.count("ledger.applied", 1);
+        ctx.count("money.moved", tx.amount);
     } else {
         ctx.count("ledger.duplicates_skipped", 1);
     }

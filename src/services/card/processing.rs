@@ -4,8 +4,8 @@
 //!
 //! Processing records an approved payment with `service.transactions` and retries that call
 //! on a timeout or an unavailable instance with the same idempotency key, so a retry never
-//! records the payment twice. It counts its decisions and the money moved as business
-//! metrics.
+//! records the payment twice. It counts its decisions and the amounts approved as business
+//! metrics (the money actually moved is counted by `service.balance`, once per transaction).
 
 use std::time::Duration;
 
@@ -151,7 +151,6 @@ async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decis
     };
     record(kit, ctx, &tx).await?;
     ctx.count("authorisations.approved", 1);
-    ctx.count("money.moved", tx.amount);
     ctx.observe("authorisation.amount", tx.amount);
     Ok(Decision {
         approved: true,
