@@ -70,9 +70,11 @@ pub struct Checks {
 /// The service the gateway asks about tokens, and the gateway's own name in events.
 const AUTH_SERVICE: &str = "service.auth";
 const GATEWAY: &str = "gateway";
-/// How long an accepted token is remembered for its trace (longer than any edge deadline
-/// a scenario uses in practice).
+/// How long an accepted token is remembered for its trace when the request has no deadline;
+/// with one, it is remembered until the deadline.
 const AUTH_HORIZON: Duration = Duration::from_secs(60);
+/// How often remembered tokens past their time are forgotten.
+const AUTH_SWEEP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 struct ServerRequest {
@@ -102,8 +104,9 @@ struct State {
     checks: Checks,
     traces: TraceStore,
     business: BTreeMap<Arc<str>, BusinessMetric>,
-    /// Edge traces whose token the auth service accepted, and when; kept for
-    /// [`AUTH_HORIZON`] so a routed call retried on another instance still finds its trace.
+    /// Edge traces whose token the auth service accepted, and until when they may still make
+    /// calls (the request's deadline), so a routed call retried on another instance still
+    /// finds its trace.
     authenticated: BTreeMap<u64, Duration>,
     auth_sweep: Duration,
 }
@@ -459,11 +462,12 @@ impl State {
             }
             EventKind::CallAnswered { error } => {
                 if error.is_none() && &*e.instance == GATEWAY && &*e.service == AUTH_SERVICE {
-                    self.authenticated.insert(e.trace_id.0, e.at);
-                    if e.at >= self.auth_sweep + AUTH_HORIZON {
+                    let until = e.deadline.unwrap_or(e.at + AUTH_HORIZON).max(e.at);
+                    self.authenticated.insert(e.trace_id.0, until);
+                    if e.at >= self.auth_sweep + AUTH_SWEEP {
                         self.auth_sweep = e.at;
-                        let horizon = e.at.saturating_sub(AUTH_HORIZON);
-                        self.authenticated.retain(|_, at| *at >= horizon);
+                        let now = e.at;
+                        self.authenticated.retain(|_, until| *until >= now);
                     }
                 }
                 let outcome = error
@@ -692,5 +696,40 @@ mod tests {
             t.buckets[0].max_inflight, 2,
             "the third was only held at the instant it arrived"
         );
+    }
+
+    /// A gateway event of trace `trace` calling `service`.
+    fn gateway(at_ms: u64, kind: EventKind, service: &str, trace: u64) -> Event {
+        Event {
+            service: service.into(),
+            trace_id: TraceId(trace),
+            ..ev(at_ms, kind, "gateway", trace * 10 + at_ms, Some(500))
+        }
+    }
+
+    #[test]
+    fn a_gateway_call_past_a_token_auth_did_not_accept_is_counted() {
+        let r = recorder();
+        // Trace 1: auth accepts, then the routed call (and its retry elsewhere): fine.
+        r.emit(gateway(0, EventKind::CallSent, "service.auth", 1));
+        r.emit(gateway(
+            2,
+            EventKind::CallAnswered { error: None },
+            "service.auth",
+            1,
+        ));
+        r.emit(gateway(3, EventKind::CallSent, "api.card", 1));
+        r.emit(gateway(9, EventKind::CallSent, "api.card", 1));
+        // Trace 2: auth refuses, the gateway calls anyway: counted.
+        r.emit(gateway(0, EventKind::CallSent, "service.auth", 2));
+        let refused = EventKind::CallAnswered {
+            error: Some("unauthorized.invalid_token".into()),
+        };
+        r.emit(gateway(2, refused, "service.auth", 2));
+        r.emit(gateway(3, EventKind::CallSent, "api.card", 2));
+        // Trace 3: no auth at all: counted.
+        r.emit(gateway(4, EventKind::CallSent, "api.card", 3));
+        let m = r.finish(Duration::from_secs(1));
+        assert_eq!(m.checks.unauthenticated_calls, 2);
     }
 }
