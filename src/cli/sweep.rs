@@ -31,6 +31,8 @@ struct SeedResult {
     error_rate: BTreeMap<String, f64>,
     /// Verdicts of the assertions that failed and details of the invariants broken.
     failed: Vec<String>,
+    /// Names of the invariants that did not hold.
+    broken_invariants: Vec<String>,
 }
 
 /// What sweep.json holds.
@@ -158,6 +160,12 @@ fn run_seed(scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
                     .filter(|i| !i.holds)
                     .map(|i| format!("invariant {} broken: {}", i.name, i.detail)),
             )
+            .collect(),
+        broken_invariants: s
+            .invariants
+            .iter()
+            .filter(|i| !i.holds)
+            .map(|i| i.name.clone())
             .collect(),
     })
 }

@@ -543,3 +543,32 @@ fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
     assert_eq!(zero.0, 400, "{zero:?}");
     assert_eq!(anonymous.0, 401, "{anonymous:?}");
 }
+
+#[test]
+fn sweep_names_the_invariants_a_seed_breaks() {
+    let dir = temp_dir("sweep-invariants");
+    let lost_for_good = "[[fault]]\nat = \"5s\"\ncrash = { target = \"store.webhook\" }\n";
+    let file = write(&dir, "s.toml", &crate::invariants::webhooks(lost_for_good));
+    let out = windtunnel(&[
+        "sweep",
+        &file,
+        "--seeds",
+        "1",
+        "--out",
+        &dir.display().to_string(),
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).expect("sweep.json"))
+            .expect("json");
+    assert_eq!(
+        report["results"][0]["broken_invariants"],
+        serde_json::json!(["no_lost_writes"])
+    );
+    assert!(
+        text(&out).contains("invariant no_lost_writes broken"),
+        "{}",
+        text(&out)
+    );
+}

@@ -14,7 +14,7 @@ fn invariant<'a>(summary: &'a Summary, name: &str) -> &'a Invariant {
 }
 
 /// The webhook stack behind the gateway, with `extra` appended.
-fn webhooks(extra: &str) -> String {
+pub fn webhooks(extra: &str) -> String {
     format!(
         r#"
 name = "webhooks"
