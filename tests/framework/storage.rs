@@ -158,12 +158,9 @@ async fn poll(client: &Client, group: &str) -> Result<PollResponse, windtunnel::
     client.call(&ctx(), "service.bus", "poll", &req).await
 }
 
-#[test]
-fn the_bus_stores_an_event_once_and_redelivers_it_until_acknowledged() {
-    let world = World::new();
-    let disks = Disks::new();
-    let mut sim = sim(5);
-    let (w, d) = (world.clone(), disks.clone());
+/// Serves the event bus on host "bus", on a disk of its own.
+fn serve_bus(sim: &mut turmoil::Sim<'_>, world: &World) {
+    let (w, d) = (world.clone(), Disks::new());
     sim.host("bus", move || {
         let (w, d) = (w.clone(), d.clone());
         async move {
@@ -171,6 +168,13 @@ fn the_bus_stores_an_event_once_and_redelivers_it_until_acknowledged() {
             w.serve("bus", "service.bus", 0, endpoints).await
         }
     });
+}
+
+#[test]
+fn the_bus_stores_an_event_once_and_redelivers_it_until_acknowledged() {
+    let world = World::new();
+    let mut sim = sim(5);
+    serve_bus(&mut sim, &world);
     sim.client("app", async move {
         let client = world.client("app");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -244,21 +248,8 @@ fn a_consumer_settles_what_it_handled_and_drops_what_no_retry_can_fix() {
     // loop forever on a malformed one. Method: three events, one of which the handler refuses
     // as a bad request and one of which fails once.
     let world = World::new();
-    let disks = Disks::new();
     let mut sim = sim(6);
-    let (w, d) = (world.clone(), disks.clone());
-    sim.host("bus", move || {
-        let (w, d) = (w.clone(), d.clone());
-        async move {
-            w.serve(
-                "bus",
-                "service.bus",
-                0,
-                bus::endpoints(d.open("service.bus[0]/log")),
-            )
-            .await
-        }
-    });
+    serve_bus(&mut sim, &world);
     sim.client("app", async move {
         let client = world.client("app");
         tokio::time::sleep(Duration::from_millis(50)).await;
