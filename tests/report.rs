@@ -774,7 +774,10 @@ fn a_run_without_business_metrics_has_no_business_plot_or_sections() -> TestResu
     // Goal: the business plot and sections are there only when there is something to show.
     // Method: write the whole report of the plain webhook fixture (no business metrics, no
     // invariants) and check that no business.png exists nor is linked, and no section is empty.
+    // The folder held a report with business metrics first: its plot must not linger.
     let dir = scratch("report-no-business")?;
+    whole_report(&webhook_run_with_business(11), &dir)?;
+    assert!(dir.join("business.png").exists());
     let index = whole_report(&webhook_run(11, 1.0), &dir)?;
     assert!(
         !dir.join("business.png").exists(),

@@ -51,5 +51,34 @@ pub fn write_report(
     std::fs::write(&path, serde_json::to_string(&traces)? + "\n")?;
     files.push(path);
     files.extend(plots::write_plots(summary, dir)?);
+    remove_stale(dir, &files)?;
     Ok(html::write_index(summary, dir, &files)?)
+}
+
+/// The plots a report may hold; one of them this run did not draw is left from an earlier run.
+const PLOT_FILES: [&str; 6] = [
+    "latency.png",
+    "throughput.png",
+    "distribution.png",
+    "instances.png",
+    "trace.png",
+    "business.png",
+];
+
+/// Removes what an earlier report in the same folder left that this one did not write (a
+/// plot it had no data for, the `.hgrm` of a load it does not have), so the folder shows one
+/// run. Other files are not touched.
+fn remove_stale(dir: &Path, written: &[PathBuf]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let ours = PLOT_FILES.contains(&name) || name.ends_with(".hgrm");
+        if ours && !written.contains(&path) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
