@@ -7,7 +7,6 @@
 //! them into summary.json and the report, and a real deployment can forward them anywhere.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -22,9 +21,14 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// Where one service instance records its business metrics. Cheap to clone.
+/// Where one service instance records its business metrics. Cheap to clone (one `Arc`): every
+/// request's context carries a clone.
 #[derive(Clone)]
 pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     sink: Arc<dyn EventSink>,
     service: Arc<str>,
     instance: Arc<str>,
@@ -34,7 +38,7 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("instance", &self.instance)
+            .field("instance", &self.inner.instance)
             .finish()
     }
 }
@@ -44,10 +48,12 @@ impl Metrics {
     /// run, or the process, started).
     pub fn new(sink: Arc<dyn EventSink>, service: &str, instance: &str, zero: Instant) -> Metrics {
         Metrics {
-            sink,
-            service: service.into(),
-            instance: instance.into(),
-            zero,
+            inner: Arc::new(Inner {
+                sink,
+                service: service.into(),
+                instance: instance.into(),
+                zero,
+            }),
         }
     }
 
@@ -62,24 +68,20 @@ impl Metrics {
     }
 
     fn record(&self, name: &str, kind: MetricKind, value: i64) {
-        if !self.sink.enabled() {
+        let m = &self.inner;
+        if !m.sink.enabled() {
             return;
         }
-        self.sink.emit(Event::outside_calls(
-            Instant::now().saturating_duration_since(self.zero),
+        m.sink.emit(Event::outside_calls(
+            Instant::now().saturating_duration_since(m.zero),
             EventKind::Metric {
                 name: name.into(),
                 kind,
                 value,
             },
-            self.instance.clone(),
-            self.service.clone(),
+            m.instance.clone(),
+            m.service.clone(),
             Arc::from(""),
         ));
-    }
-
-    /// Time since this handle's zero.
-    pub fn elapsed(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.zero)
     }
 }

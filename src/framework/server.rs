@@ -332,6 +332,13 @@ impl Server {
         };
         let dispatch = Dispatch {
             inner: self.inner.clone(),
+            // Handlers record business metrics only when someone listens for events.
+            metrics: self
+                .inner
+                .events
+                .enabled()
+                .then(|| self.metrics())
+                .flatten(),
             transport,
             draining: running.draining.clone(),
             abort: running.abort.clone(),
@@ -399,6 +406,7 @@ impl Server {
 /// The loop that takes requests from the transport and starts their tasks.
 struct Dispatch {
     inner: Arc<Inner>,
+    metrics: Option<Metrics>,
     transport: Arc<dyn Transport>,
     draining: CancellationToken,
     abort: CancellationToken,
@@ -421,6 +429,7 @@ impl Dispatch {
             }
             let task = RequestTask {
                 inner: self.inner.clone(),
+                metrics: self.metrics.clone(),
                 transport: self.transport.clone(),
                 abort: self.abort.clone(),
                 ev: EventBase::new(&self.inner, &inbound),
@@ -498,6 +507,7 @@ enum Admission {
 /// One request, from arrival to answer.
 struct RequestTask {
     inner: Arc<Inner>,
+    metrics: Option<Metrics>,
     transport: Arc<dyn Transport>,
     abort: CancellationToken,
     ev: EventBase,
@@ -564,7 +574,7 @@ impl RequestTask {
             self.ev.info.clone(),
             self.ev.trace_id,
             self.inbound.request.headers.meta.clone(),
-            read(&self.inner.metrics).clone(),
+            self.metrics.clone(),
         );
         let req = ServerRequest {
             service: self.ev.service.clone(),

@@ -11,7 +11,7 @@
 //! - `events_consumed`: every recorded transaction was published, every consumer group
 //!   acknowledged every event, and each transaction reached the balances and the feed.
 //! - `no_unauthenticated_calls` is judged from the gateway's events (see
-//!   [`crate::metrics::Checks`]), not here.
+//!   [`crate::metrics::Checks`]); [`no_unauthenticated_calls`] only words the verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -58,6 +58,23 @@ impl Invariant {
     pub fn unreadable(name: &str, why: &str) -> Invariant {
         Invariant::new(name, false, format!("could not be checked: {why}"), &[])
     }
+}
+
+/// The verdict on the gateway's `unauthenticated_calls` check (see [`crate::metrics::Checks`]).
+pub fn no_unauthenticated_calls(calls: u64) -> Invariant {
+    let detail = if calls == 0 {
+        "no request reached a service before service.auth accepted its token".to_string()
+    } else {
+        format!(
+            "the gateway called services {calls} time(s) for requests whose token was not accepted"
+        )
+    };
+    Invariant::new(
+        "no_unauthenticated_calls",
+        calls == 0,
+        detail,
+        &[("unauthenticated_calls", calls as i64)],
+    )
 }
 
 /// Which example systems a topology runs, by the builtins it declares.

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::dist::Dist;
 use crate::framework::{Client, Context, Endpoint};
 use crate::lock::lock;
 use crate::services::disk::{Disk, Disks};
@@ -53,22 +53,14 @@ impl Kit {
         self.sizes.get(service).copied().unwrap_or(0)
     }
 
-    /// Simulated work: sleeps for an exponential time of mean `mean`, times any slowdown.
+    /// Simulated work: sleeps for an exponential time of mean `mean`, times any slowdown (as
+    /// a synthetic endpoint's service time is).
     pub async fn work(&self, mean: Duration) {
-        let secs = {
-            let mut rng = lock(&self.rng);
-            -mean.as_secs_f64() * (1.0 - rng.random::<f64>()).ln()
-        };
-        let factor = (self.slow)();
-        let d = Duration::from_secs_f64((secs * factor).clamp(0.0, 3600.0));
+        let drawn = Dist::Exponential { mean }.sample(&mut *lock(&self.rng));
+        let d = drawn.mul_f64((self.slow)());
         if !d.is_zero() {
             tokio::time::sleep(d).await;
         }
-    }
-
-    /// A uniform draw in `0..n` from the instance's stream.
-    pub fn pick(&self, n: u64) -> u64 {
-        lock(&self.rng).random_range(0..n.max(1))
     }
 }
 

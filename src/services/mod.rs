@@ -138,11 +138,6 @@ fn find(builtin: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == builtin)
 }
 
-/// The names of every built-in service, in catalog order.
-pub fn builtin_names() -> Vec<&'static str> {
-    BUILTINS.iter().map(|b| b.name).collect()
-}
-
 /// The built-in services of this crate, for scenario files.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Builtins;

@@ -220,16 +220,9 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
     }
     if !scenario.routes.is_empty() && crate::serve::has_auth(scenario) {
         let n = measurements.checks.unauthenticated_calls;
-        measurements.invariants.push(Invariant {
-            name: "no_unauthenticated_calls".to_string(),
-            holds: n == 0,
-            detail: if n == 0 {
-                "no request reached a service before service.auth accepted its token".to_string()
-            } else {
-                format!("the gateway called services {n} time(s) for requests whose token was not accepted")
-            },
-            figures: [("unauthenticated_calls".to_string(), n as i64)].into_iter().collect(),
-        });
+        measurements
+            .invariants
+            .push(invariants::no_unauthenticated_calls(n));
     }
     Ok(RunOutput {
         measurements,
