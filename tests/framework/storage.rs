@@ -158,6 +158,19 @@ async fn poll(client: &Client, group: &str) -> Result<PollResponse, windtunnel::
     client.call(&ctx(), "service.bus", "poll", &req).await
 }
 
+/// Publishes event `id` (its payload is its id) on topic `t`.
+async fn publish(
+    client: &Client,
+    id: &str,
+) -> Result<PublishResponse, windtunnel::framework::Error> {
+    let req = PublishRequest {
+        topic: "t".into(),
+        id: id.into(),
+        payload: Value::from(id),
+    };
+    client.call(&ctx(), "service.bus", "publish", &req).await
+}
+
 /// Serves the event bus on host "bus", on a disk of its own.
 fn serve_bus(sim: &mut turmoil::Sim<'_>, world: &World) {
     let (w, d) = (world.clone(), Disks::new());
@@ -180,13 +193,7 @@ fn the_bus_stores_an_event_once_and_redelivers_it_until_acknowledged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut stored = Vec::new();
         for id in ["e1", "e2", "e1"] {
-            let req = PublishRequest {
-                topic: "t".into(),
-                id: id.into(),
-                payload: Value::from(id),
-            };
-            let r: PublishResponse = client.call(&ctx(), "service.bus", "publish", &req).await?;
-            stored.push(r.stored);
+            stored.push(publish(&client, id).await?.stored);
         }
         assert_eq!(
             stored,
@@ -254,12 +261,7 @@ fn a_consumer_settles_what_it_handled_and_drops_what_no_retry_can_fix() {
         let client = world.client("app");
         tokio::time::sleep(Duration::from_millis(50)).await;
         for id in ["ok", "poison", "flaky"] {
-            let req = PublishRequest {
-                topic: "t".into(),
-                id: id.into(),
-                payload: Value::from(id),
-            };
-            let _: PublishResponse = client.call(&ctx(), "service.bus", "publish", &req).await?;
+            publish(&client, id).await?;
         }
         let attempts = Arc::new(AtomicU32::new(0));
         let consumer = bus::Consumer {
