@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use windtunnel::framework::transport::{TcpTransport, Turmoil};
 use windtunnel::framework::{
     Call, Client, ClientConfig, Context, Endpoint, Event, EventSink, Listen, NullSink, Registry,
     Server, ServiceConfig,
 };
-use windtunnel::transport::{TcpTransport, Turmoil};
 
 const CALLERS: usize = 50;
 const BODY: [u8; 64] = [7u8; 64];

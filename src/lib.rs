@@ -4,20 +4,30 @@
 //!
 //! # Layout
 //!
-//! In the order data flows:
+//! In the order data flows (each layer imports only the ones listed before it; a test,
+//! `tests/layers.rs`, fails on an import that runs back up):
 //!
-//! - [`scenario`]: scenario files, parsed into raw TOML and validated into a [`scenario::Scenario`]
-//!   ([`units`] and [`dist`] are its quantities and distributions).
-//! - [`sim`]: the simulated world built from a scenario: turmoil hosts, placement, the network
-//!   model, the fault schedule, synthetic services, and the step loop.
-//! - [`load`]: open-loop load generators.
-//! - [`framework`], [`transport`], [`services`]: the system under test: services, client,
-//!   context, errors, events, the TCP transport over turmoil or tokio, and example services.
+//! - [`framework`]: the system under test's building blocks: server, client, context, typed
+//!   errors, fanout, discovery, middleware, events, identity, and the [`framework::transport`]
+//!   (TCP over turmoil or tokio). [`gateway`]: HTTP in front of it.
+//! - [`scenario`]: scenario files, parsed into raw TOML and validated into a
+//!   [`scenario::Scenario`] ([`units`] and [`dist`] are its quantities and distributions).
+//! - [`system`]: how services enter a run: [`system::System`], [`system::ServiceDef`], the
+//!   per-instance [`system::Env`], the [`system::Catalog`] scenario files are checked against.
+//! - [`topology`]: a scenario's services assembled into instances and a gateway, the same in
+//!   the simulation and on the real network.
+//! - [`sim`]: the simulated world: placement on turmoil hosts, the network model, faults, the
+//!   step loop. [`load`]: open-loop load generators.
 //! - [`metrics`]: events and load results folded into histograms, series and checks.
-//! - [`report`]: summary.json, assertions and the terminal summary.
-//! - [`cli`]: the `windtunnel` command.
+//! - [`report`]: summary.json, assertions, plots, the terminal summary.
+//! - [`tunnel`]: the public way to run a scenario from Rust (builder -> run -> [`tunnel::Outcome`]).
+//! - [`serve`]: a scenario's services on the real network.
+//! - [`services`]: the example systems (accounts, webhooks, card payments), written against the
+//!   public API only, as a user's own are.
+//! - `cli`: the `windtunnel` command (feature `cli`).
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod dist;
 pub mod framework;
@@ -30,5 +40,10 @@ pub mod scenario;
 pub mod serve;
 pub mod services;
 pub mod sim;
-pub mod transport;
+pub mod system;
+pub mod topology;
+pub mod tunnel;
 pub mod units;
+
+pub use system::{Env, ServiceDef, System};
+pub use tunnel::{Outcome, Tunnel};

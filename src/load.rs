@@ -18,44 +18,18 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::framework::ids;
 mod http;
 
 pub use self::http::HttpPool;
 
+use crate::framework::ids;
 use crate::framework::{Call, Client, Context};
 use crate::metrics::{Outcome, Recorder};
 use crate::scenario::{Arrival, Load, LoadTarget};
-use crate::services::workload::{acknowledged, request_body, Acknowledged};
+use crate::system::{Clock, LoadEnd, Notes, System};
 
 /// Requests one generator may hold in flight; beyond it new arrivals are dropped.
 pub const MAX_INFLIGHT: usize = 100_000;
-
-/// Simulated time on the current host, as time since the start of the run.
-#[derive(Debug, Clone, Copy)]
-pub struct RunClock {
-    zero: Instant,
-}
-
-impl RunClock {
-    /// The clock of the current turmoil host.
-    pub fn current() -> RunClock {
-        let since_start = turmoil::sim_elapsed().unwrap_or_default();
-        RunClock {
-            zero: Instant::now() - since_start,
-        }
-    }
-
-    /// Time since the start of the run.
-    pub fn now(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.zero)
-    }
-
-    /// The host instant of run time `t`.
-    pub fn at(&self, t: Duration) -> Instant {
-        self.zero + t
-    }
-}
 
 /// One generator: a share of one load, on one client host.
 pub struct Generator {
@@ -78,15 +52,28 @@ pub struct Generator {
     pub workload: Option<Workload>,
 }
 
-/// The built-in endpoint a load's requests end up at, and where acknowledged writes go.
+/// The builtin endpoint a load's requests end up at, the system that serves it (it shapes
+/// the bodies and reads the answers), and where it notes what was acknowledged.
 #[derive(Clone)]
 pub struct Workload {
-    /// The builtin's catalog name.
+    /// The system.
+    pub system: Arc<dyn System>,
+    /// The builtin's name.
     pub builtin: String,
     /// The endpoint.
     pub endpoint: String,
     /// Where acknowledged writes are noted.
-    pub acknowledged: Arc<Acknowledged>,
+    pub notes: Arc<Notes>,
+}
+
+impl Workload {
+    fn end<'a>(&'a self, load: &'a str) -> LoadEnd<'a> {
+        LoadEnd {
+            load,
+            builtin: &self.builtin,
+            endpoint: &self.endpoint,
+        }
+    }
 }
 
 /// Where route loads enter, and how they authenticate.
@@ -222,7 +209,7 @@ impl Generator {
         };
         let sender = Arc::new(sender);
         let padding = self.padding();
-        let clock = RunClock::current();
+        let clock = Clock::current();
         let name: Arc<str> = self.load.name.as_str().into();
         let mut rng = ids::stream(self.seed, &format!("load/{name}/{}", self.index));
         let mut body_rng = ids::stream(self.seed, &format!("load/{name}/{}/body", self.index));
@@ -268,14 +255,12 @@ impl Generator {
             let n = seq * u64::from(self.share.max(1)) + u64::from(self.index);
             let body = workload
                 .as_ref()
-                .and_then(|w| request_body(&w.builtin, &w.endpoint, &name, n, &mut body_rng))
+                .and_then(|w| w.system.request(w.end(&name), n, &mut body_rng))
                 .unwrap_or_else(|| padding.clone());
             tasks.spawn(async move {
                 let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
                 if let (Some(w), Some(answer)) = (&workload, &answer) {
-                    if let Some((kind, id)) = acknowledged(&w.builtin, &w.endpoint, answer) {
-                        w.acknowledged.add(kind, id);
-                    }
+                    w.system.answered(w.end(&name), answer, &w.notes);
                 }
                 recorder.record_load(&name, t, clock.now(), outcome, deadline);
                 inflight.fetch_sub(1, Ordering::Relaxed);

@@ -19,12 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use windtunnel::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
+use windtunnel::framework::transport::{BoxFuture, TcpTransport, Tokio, Transport};
 use windtunnel::framework::{
     Client, ClientConfig, Context, Endpoint, Error, Listen, NullSink, Registry, Server,
 };
 use windtunnel::gateway::{serve, Gateway, GatewayConfig, Route, Routes};
 use windtunnel::services::{account, auth};
-use windtunnel::transport::{BoxFuture, TcpTransport, Tokio, Transport};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -113,7 +113,9 @@ async fn start() -> Result<System, Box<dyn std::error::Error + Send + Sync>> {
     let mut config = ClientConfig::new("gateway");
     config.seed = 1;
     let client = Client::new(config, transport(), registry);
-    let gateway = Gateway::new(GatewayConfig::new("gateway"), routes()?, client)?;
+    let mut config = GatewayConfig::new("gateway");
+    config.auth_service = Some(auth::NAME.to_string());
+    let gateway = Gateway::new(config, routes()?, client)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve(listener, Arc::new(gateway)));

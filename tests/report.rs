@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use windtunnel::metrics::{Measurements, Recorder, RecorderConfig, Span, Trace};
 use windtunnel::report::summary::{
     AssertionResult, BucketSummary, BusinessSummary, FaultWindow, InstancePoint, InstanceSummary,
-    Invariant, LatencyMs, RouteSummary, SpectrumPoint, Summary, ValueStats,
+    Invariant, LatencyMs, SpectrumPoint, Summary, TrafficSummary, ValueStats,
 };
 use windtunnel::report::{compare, hgrm, html, plots, write_report};
 
@@ -93,9 +93,9 @@ struct LoadShape {
 
 /// One load over 60 one-second buckets: slow between 20 s and 40 s (deadline errors), some
 /// `unavailable` errors while an instance is down (45 s..55 s), a few dropped at the peak.
-fn load(rng: &mut Rng, shape: &LoadShape) -> RouteSummary {
+fn load(rng: &mut Rng, shape: &LoadShape) -> TrafficSummary {
     let mut overall = histogram();
-    let mut route = RouteSummary::default();
+    let mut route = TrafficSummary::default();
     for t in 0..60u64 {
         let slow = (20..40).contains(&t);
         let mut h = histogram();
@@ -270,7 +270,7 @@ fn webhook_run(seed: u64, slower: f64) -> Summary {
                 end_s: 55.0,
             },
         ],
-        routes,
+        loads: routes,
         endpoints,
         instances: instances(0),
         checks,
@@ -366,6 +366,7 @@ fn no_measurements() -> Measurements {
         bucket_width: Duration::from_secs(1),
         hop_allowance: Duration::from_millis(2),
         instances: Vec::new(),
+        authenticator: None,
     })
     .finish(run)
 }
@@ -379,7 +380,7 @@ fn whole_report(run: &Summary, dir: &Path) -> Result<PathBuf, Box<dyn std::error
 /// A run that sent nothing: no loads, no instances.
 fn empty_run() -> Summary {
     Summary {
-        routes: BTreeMap::new(),
+        loads: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         instances: BTreeMap::new(),
         faults: Vec::new(),
@@ -439,7 +440,7 @@ fn plots_are_pngs_named_as_documented() -> TestResult {
 fn a_single_load_run_plots_too() -> TestResult {
     let dir = scratch("plots-single")?;
     let mut run = webhook_run(2, 1.0);
-    run.routes.remove("accounts");
+    run.loads.remove("accounts");
     for f in plots::write_plots(&run, &dir)? {
         assert_png(&f, 20_000)?;
     }
@@ -461,7 +462,7 @@ fn an_empty_run_still_gives_valid_pngs() -> TestResult {
 fn a_run_with_no_answers_plots_without_panicking() -> TestResult {
     let dir = scratch("plots-no-answers")?;
     let mut run = webhook_run(3, 1.0);
-    for r in run.routes.values_mut() {
+    for r in run.loads.values_mut() {
         r.ok = 0;
         r.spectrum.clear();
         r.latency_ms = LatencyMs::default();
@@ -921,7 +922,7 @@ fn compare_writes_its_files_and_tells_both_runs_apart() -> TestResult {
             report.table
         );
     }
-    assert_eq!(report.routes.len(), 2);
+    assert_eq!(report.loads.len(), 2);
     Ok(())
 }
 

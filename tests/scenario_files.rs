@@ -462,7 +462,7 @@ instances = 2
     fn a_builtin_needs_the_services_it_calls() {
         let text =
             format!("{HEAD}[[service]]\nname = \"api.webhook\"\nbuiltin = \"webhook-api\"\n");
-        let error = parse_str(&text, "t.toml", &windtunnel::services::Builtins)
+        let error = parse_str(&text, "t.toml", &windtunnel::services::catalog())
             .expect_err("service.auth and service.webhook are missing");
         let rendered = error.to_string();
         let line = HEAD.lines().count() + 3;

@@ -9,11 +9,12 @@ mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use crate::scenario::{self, Scenario};
-use crate::services::Builtins;
+use crate::system::{Catalog, System};
 
 /// Exit code: every assertion holds.
 pub const EXIT_OK: u8 = 0;
@@ -101,16 +102,29 @@ enum Command {
     },
 }
 
-/// Parses the command line and runs the command.
+/// The `windtunnel` command with the example systems registered.
 pub fn main() -> ExitCode {
+    main_with(crate::services::systems())
+}
+
+/// The `windtunnel` command with `systems` registered: a crate with services of its own makes
+/// its own `windtunnel` binary with this one line (see `examples/quorum/main.rs`).
+pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
     let args = Args::parse();
+    let mut catalog = Catalog::new();
+    for system in systems {
+        if let Err(e) = catalog.add(system) {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
     ExitCode::from(match args.command {
         Command::Run {
             file,
             seed,
             out,
             quiet,
-        } => run(&file, seed, out, quiet),
+        } => run(&catalog, &file, seed, out, quiet),
         Command::Sweep {
             file,
             seeds,
@@ -123,29 +137,29 @@ pub fn main() -> ExitCode {
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |j| j as usize,
             );
-            sweep::sweep(&file, first, seeds, jobs, out, quiet)
+            sweep::sweep(&catalog, &file, first, seeds, jobs, out, quiet)
         }
         Command::Serve {
             file,
             listen,
             run_for,
-        } => serve(&file, &listen, run_for),
-        Command::Check { files } => check(&files),
-        Command::List { dir } => list(&dir),
+        } => serve(&catalog, &file, &listen, run_for),
+        Command::Check { files } => check(&catalog, &files),
+        Command::List { dir } => list(&catalog, &dir),
         Command::Compare { a, b, out } => compare(&a, &b, out),
     })
 }
 
-/// Loads and validates a scenario, printing diagnostics on failure.
-pub fn load(path: &Path) -> Result<Scenario, u8> {
-    scenario::load_file(path, &Builtins).map_err(|e| {
+/// Loads and validates a scenario against `catalog`, printing diagnostics on failure.
+fn load(catalog: &Catalog, path: &Path) -> Result<Scenario, u8> {
+    scenario::load_file(path, catalog).map_err(|e| {
         eprintln!("{e}");
         EXIT_INVALID
     })
 }
 
-fn run(file: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 {
-    let mut scenario = match load(file) {
+fn run(catalog: &Catalog, file: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 {
+    let mut scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -153,7 +167,7 @@ fn run(file: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 
         scenario.seed = seed;
     }
     let out = out.unwrap_or_else(|| Path::new("reports").join(scenario.name.as_str()));
-    match output::run_and_report(&scenario, &out, quiet) {
+    match output::run_and_report(catalog, file, &scenario, &out, quiet) {
         Ok(summary) if summary.passed => EXIT_OK,
         Ok(_) => EXIT_FAILED,
         Err(e) => {
@@ -167,8 +181,8 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
-fn serve(file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 {
-    let scenario = match load(file) {
+fn serve(catalog: &Catalog, file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 {
+    let scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -183,7 +197,7 @@ fn serve(file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 
         }
     };
     let result = runtime.block_on(async {
-        let serving = crate::serve::serve(&scenario, listen, |addr| {
+        let serving = crate::serve::serve(&scenario, catalog, listen, |addr| {
             let (services, routes) = (scenario.services.len(), scenario.routes.len());
             println!(
                 "listening on http://{addr} ({services} service{}, {routes} route{})",
@@ -205,10 +219,10 @@ fn serve(file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 
     }
 }
 
-fn check(files: &[PathBuf]) -> u8 {
+fn check(catalog: &Catalog, files: &[PathBuf]) -> u8 {
     let mut worst = EXIT_OK;
     for f in files {
-        match load(f) {
+        match load(catalog, f) {
             Ok(s) => println!(
                 "{}: ok ({}, {} services, {} loads, {} faults, {} assertions)",
                 f.display(),
@@ -224,7 +238,7 @@ fn check(files: &[PathBuf]) -> u8 {
     worst
 }
 
-fn list(dir: &Path) -> u8 {
+fn list(catalog: &Catalog, dir: &Path) -> u8 {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -239,7 +253,7 @@ fn list(dir: &Path) -> u8 {
     files.sort();
     let mut worst = EXIT_OK;
     for f in files {
-        match scenario::load_file(&f, &Builtins) {
+        match scenario::load_file(&f, catalog) {
             Ok(s) => println!("{:<40} {}", f.display(), s.description),
             Err(e) => {
                 println!(

@@ -4,24 +4,20 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::report::summary::{self, Summary};
+use crate::report::summary::Summary;
 use crate::scenario::Scenario;
-use crate::sim::{self, Progress, Status};
+use crate::system::Catalog;
+use crate::tunnel::{Progress, ReportError, Status, Tunnel, TunnelError};
 
 /// Why a run produced no report.
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// The simulation could not run.
+pub enum RunReportError {
+    /// The run could not be carried out.
     #[error(transparent)]
-    Run(#[from] sim::RunError),
+    Run(#[from] TunnelError),
     /// The report could not be written.
-    #[error("cannot write the report in {dir}: {source}")]
-    Write {
-        /// The folder.
-        dir: String,
-        /// The cause.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Write(#[from] ReportError),
 }
 
 /// Progress: a bar on a terminal, plain lines (every tenth of the run) when not a terminal,
@@ -83,12 +79,15 @@ impl Drop for Bar {
     }
 }
 
-/// Runs `scenario`, writes its report into `out`, prints the terminal summary.
+/// Runs `scenario` (read from `file`) with `catalog`'s systems, writes its report into `out`,
+/// prints the terminal summary.
 pub fn run_and_report(
+    catalog: &Catalog,
+    file: &Path,
     scenario: &Scenario,
     out: &Path,
     quiet: bool,
-) -> Result<Summary, ReportError> {
+) -> Result<Summary, RunReportError> {
     if !quiet {
         eprintln!(
             "running {} (seed {}, {} s simulated)",
@@ -97,19 +96,23 @@ pub fn run_and_report(
             scenario.duration.as_secs_f64()
         );
     }
-    let output = {
+    let outcome = {
         let mut bar = Bar::new(scenario.duration, quiet);
-        sim::run(scenario, &mut bar)?
+        Tunnel::scenario(scenario.clone())
+            .systems(catalog.systems().iter().cloned())
+            .seed_from_env(false)
+            .run_with(&mut bar)?
     };
-    let summary = summary::build(scenario, &output.measurements, output.wall);
-    crate::report::write_report(&summary, &output.measurements, out).map_err(|source| {
-        ReportError::Write {
-            dir: out.display().to_string(),
-            source,
-        }
-    })?;
-    print_summary(&summary, out, quiet);
-    Ok(summary)
+    outcome.write_report(out)?;
+    print_summary(outcome.summary(), out, quiet);
+    if !outcome.passed() {
+        println!(
+            "  replay: windtunnel run {} --seed {}",
+            file.display(),
+            outcome.seed()
+        );
+    }
+    Ok(outcome.summary().clone())
 }
 
 fn print_summary(s: &Summary, out: &Path, quiet: bool) {
@@ -118,7 +121,7 @@ fn print_summary(s: &Summary, out: &Path, quiet: bool) {
             "{} (seed {}): {:.0} s simulated in {:.2} s wall, {:.1}x real time, fingerprint {}",
             s.scenario, s.seed, s.sim_seconds, s.wall_seconds, s.speedup, s.fingerprint
         );
-        for (name, r) in &s.routes {
+        for (name, r) in &s.loads {
             let errors: Vec<String> = r.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
             println!(
                 "  {name}: sent {}, ok {}, dropped {}, errors {}{}",

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use super::{load, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::lock::lock;
-use crate::report::summary;
 use crate::scenario::Scenario;
-use crate::sim::{self, NoProgress};
+use crate::system::Catalog;
+use crate::tunnel::Tunnel;
 
 /// One seed's outcome.
 #[derive(Debug, Serialize)]
@@ -49,6 +49,7 @@ struct SweepReport {
 /// Runs `file` at seeds `first..first + seeds` on `jobs` threads; exit 1 if any seed fails an
 /// assertion or breaks an invariant.
 pub fn sweep(
+    catalog: &Catalog,
     file: &Path,
     first: u64,
     seeds: u64,
@@ -56,7 +57,7 @@ pub fn sweep(
     out: Option<PathBuf>,
     quiet: bool,
 ) -> u8 {
-    let scenario = match load(file) {
+    let scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -71,7 +72,7 @@ pub fn sweep(
                 if seed >= end {
                     return;
                 }
-                let outcome = run_seed(&scenario, seed);
+                let outcome = run_seed(catalog, &scenario, seed);
                 let failed = outcome.is_err();
                 if !quiet {
                     let mark = match &outcome {
@@ -130,22 +131,25 @@ pub fn sweep(
 }
 
 /// One seed's run, judged.
-fn run_seed(scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
-    let mut scenario = scenario.clone();
-    scenario.seed = seed;
-    let output = sim::run(&scenario, &mut NoProgress).map_err(|e| e.to_string())?;
-    let s = summary::build(&scenario, &output.measurements, output.wall);
+fn run_seed(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
+    let outcome = Tunnel::scenario(scenario.clone())
+        .systems(catalog.systems().iter().cloned())
+        .seed_from_env(false)
+        .seed(seed)
+        .run()
+        .map_err(|e| e.to_string())?;
+    let s = outcome.summary();
     Ok(SeedResult {
         seed,
         passed: s.passed,
         fingerprint: s.fingerprint.clone(),
         p99_ms: s
-            .routes
+            .loads
             .iter()
             .map(|(k, r)| (k.clone(), r.latency_ms.p99))
             .collect(),
         error_rate: s
-            .routes
+            .loads
             .iter()
             .map(|(k, r)| (k.clone(), r.error_rate))
             .collect(),

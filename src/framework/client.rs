@@ -23,8 +23,8 @@ use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
 use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
+use crate::framework::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
 use crate::lock::lock;
-use crate::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
 
 /// How a client picks one instance of a service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

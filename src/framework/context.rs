@@ -196,6 +196,13 @@ impl Context {
         self.inner.meta.get(key).map(String::as_str)
     }
 
+    /// The user the gateway authenticated for this request, carried under
+    /// [`META_USER`](crate::framework::identity::META_USER); `None` for a call made on no
+    /// user's behalf.
+    pub fn user(&self) -> Option<&str> {
+        self.meta(crate::framework::identity::META_USER)
+    }
+
     /// A child that records business metrics to `metrics` (background work that is not a
     /// handler, such as an event consumer, uses its server's handle this way).
     pub fn with_metrics(&self, metrics: Metrics) -> Context {

@@ -1,7 +1,7 @@
 //! Identifiers (request, trace, span) and the seeded streams that make them.
 //!
 //! Ids come from a `rand_chacha` stream seeded by (root seed, stable name), never from the OS,
-//! so a simulated run names every request the same way each time (DESIGN.md, determinism).
+//! so a simulated run names every request the same way each time (docs/design.md, determinism).
 
 use std::fmt;
 use std::sync::Mutex;

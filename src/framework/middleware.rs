@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::framework::context::Context;
 use crate::framework::error::Error;
 use crate::framework::service::Endpoint;
-use crate::transport::BoxFuture;
+use crate::framework::transport::BoxFuture;
 
 /// A request as server middleware sees it.
 #[derive(Debug, Clone)]

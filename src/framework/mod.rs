@@ -1,7 +1,7 @@
 //! The microservice framework: services, endpoints, context, client, errors, events.
 //!
 //! It never depends on the simulation: it is generic over the network through
-//! [`crate::transport::Transport`], and reports what it does through [`event::EventSink`].
+//! [`crate::framework::transport::Transport`], and reports what it does through [`event::EventSink`].
 
 pub mod client;
 pub mod context;
@@ -10,11 +10,13 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod health;
+pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod middleware;
 pub mod server;
 pub mod service;
+pub mod transport;
 
 pub use client::{Balance, Call, Client, ClientConfig, Reply};
 pub use context::Context;

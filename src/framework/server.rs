@@ -27,8 +27,8 @@ use crate::framework::health::{self, CheckResult, Checker, HealthReport, HEALTH_
 use crate::framework::metrics::Metrics;
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
+use crate::framework::transport::{Inbound, ListenError, Transport};
 use crate::lock::{lock, read, write};
-use crate::transport::{Inbound, ListenError, Transport};
 
 /// How a service is set up (the talk's `service.Config`).
 #[derive(Debug, Clone)]
@@ -553,7 +553,7 @@ impl RequestTask {
             .request
             .headers
             .meta
-            .get("scopes")
+            .get(crate::framework::identity::META_SCOPES)
             .map(String::as_str);
         if let Err(refused) = endpoint.access().check(origin, scopes) {
             self.answer(Err(refused));

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::framework::context::Context;
 use crate::framework::error::Error;
-use crate::transport::BoxFuture;
+use crate::framework::transport::BoxFuture;
 
 type ErasedHandler =
     dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, Error>> + Send + Sync;

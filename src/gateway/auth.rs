@@ -7,15 +7,10 @@
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
+pub use crate::framework::identity::{with_identity, META_SCOPES, META_USER};
+use crate::framework::identity::{CheckRequest, Identity, CHECK};
 use crate::framework::{Client, Context};
 use crate::gateway::errors::GatewayError;
-use crate::services::auth::{CheckRequest, Identity, CHECK};
-
-/// The metadata key carrying the authenticated user to every service.
-pub const META_USER: &str = "user";
-
-/// The metadata key carrying the user's scopes, space-separated (OAuth 2.0's `scope` form).
-pub const META_SCOPES: &str = "scopes";
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, GatewayError> {
@@ -43,12 +38,6 @@ pub async fn check(
         token: token.to_string(),
     };
     Ok(client.call(ctx, auth_service, CHECK, &req).await?)
-}
-
-/// `ctx` carrying `identity` to every callee, under [`META_USER`] and [`META_SCOPES`].
-pub fn with_identity(ctx: &Context, identity: &Identity) -> Context {
-    ctx.with_meta(META_USER, identity.user.as_str())
-        .with_meta(META_SCOPES, identity.scopes.join(" "))
 }
 
 #[cfg(test)]

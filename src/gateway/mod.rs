@@ -47,8 +47,9 @@ pub struct GatewayConfig {
     pub seed: u64,
     /// The gateway's name: names its id stream.
     pub name: String,
-    /// The service that checks bearer tokens before any routing; `None` lets every request
-    /// through unauthenticated (a scenario with no auth service). Default `service.auth`.
+    /// The service that checks bearer tokens before any routing (it answers the framework's
+    /// [`crate::framework::identity::CHECK`]); `None` lets every request through
+    /// unauthenticated. Default `None`: which service authenticates is the deployment's choice.
     pub auth_service: Option<String>,
     /// The largest body accepted. Default 1 MiB.
     pub max_body_bytes: usize,
@@ -68,7 +69,7 @@ impl GatewayConfig {
         GatewayConfig {
             seed: 0,
             name: name.to_string(),
-            auth_service: Some(crate::services::auth::NAME.to_string()),
+            auth_service: None,
             max_body_bytes: 1 << 20,
             deadline_default: Duration::from_secs(5),
             deadline_max: Duration::from_secs(30),

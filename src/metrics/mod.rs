@@ -62,13 +62,30 @@ pub struct Checks {
     pub late_work: u64,
     /// Load requests answered ok after their deadline.
     pub late_ok: u64,
-    /// Calls the gateway made to a service other than auth for an edge request whose token
-    /// had not been accepted by the auth service first.
+    /// Calls the gateway made to a service other than the authenticator for an edge request
+    /// whose token the authenticator had not accepted first.
     pub unauthenticated_calls: u64,
 }
 
-/// The service the gateway asks about tokens, and the gateway's own name in events.
-const AUTH_SERVICE: &str = "service.auth";
+/// The verdict on the gateway's `unauthenticated_calls` check, for a topology whose gateway
+/// asks `authenticator` about tokens.
+pub fn no_unauthenticated_calls(calls: u64, authenticator: &str) -> crate::system::Invariant {
+    let detail = if calls == 0 {
+        format!("no request reached a service before {authenticator} accepted its token")
+    } else {
+        format!(
+            "the gateway called services {calls} time(s) for requests whose token {authenticator} had not accepted"
+        )
+    };
+    crate::system::Invariant::new(
+        "no_unauthenticated_calls",
+        calls == 0,
+        detail,
+        &[("unauthenticated_calls", calls as i64)],
+    )
+}
+
+/// The gateway's own name in events (the harness names its gateway so).
 const GATEWAY: &str = "gateway";
 /// How long an accepted token is remembered for its trace when the request has no deadline;
 /// with one, it is remembered until the deadline.
@@ -91,6 +108,7 @@ struct State {
     bucket_width: Duration,
     buckets: usize,
     hop_allowance: Duration,
+    authenticator: Option<Arc<str>>,
     fingerprint: Fnv1a,
     events: u64,
     loads: BTreeMap<String, Series>,
@@ -129,6 +147,9 @@ pub struct RecorderConfig {
     pub hop_allowance: Duration,
     /// Every instance, with its worker count.
     pub instances: Vec<(String, u32)>,
+    /// The service the gateway asks about bearer tokens, if it asks one: calls to any other
+    /// service before it accepted the trace's token count as unauthenticated calls.
+    pub authenticator: Option<String>,
 }
 
 impl Recorder {
@@ -162,6 +183,7 @@ impl Recorder {
                 bucket_width: config.bucket_width,
                 buckets,
                 hop_allowance: config.hop_allowance,
+                authenticator: config.authenticator.map(Arc::from),
                 fingerprint: Fnv1a::default(),
                 events: 0,
                 loads: BTreeMap::new(),
@@ -298,7 +320,7 @@ pub struct Measurements {
     /// Business metrics, by name.
     pub business: BTreeMap<Arc<str>, BusinessMetric>,
     /// The example systems' invariants, checked after the run (empty when none apply).
-    pub invariants: Vec<crate::services::invariants::Invariant>,
+    pub invariants: Vec<crate::system::Invariant>,
 }
 
 fn bucket_count(run: Duration, width: Duration) -> usize {
@@ -448,10 +470,14 @@ impl State {
             .retain(|span, at| *at >= horizon || server.contains_key(span));
     }
 
+    fn is_authenticator(&self, service: &str) -> bool {
+        self.authenticator.as_deref() == Some(service)
+    }
+
     fn apply(&mut self, e: &Event) {
         match &e.kind {
             EventKind::CallSent => {
-                if &*e.instance == GATEWAY && &*e.service != AUTH_SERVICE {
+                if &*e.instance == GATEWAY && !self.is_authenticator(&e.service) {
                     // An edge request reaches a service only after auth accepted its token.
                     if !self.authenticated.contains_key(&e.trace_id.0) {
                         self.checks.unauthenticated_calls += 1;
@@ -461,7 +487,7 @@ impl State {
                     .insert(e.span_id.0, (e.at, e.service.clone(), e.endpoint.clone()));
             }
             EventKind::CallAnswered { error } => {
-                if error.is_none() && &*e.instance == GATEWAY && &*e.service == AUTH_SERVICE {
+                if error.is_none() && &*e.instance == GATEWAY && self.is_authenticator(&e.service) {
                     let until = e.deadline.unwrap_or(e.at + AUTH_HORIZON).max(e.at);
                     self.authenticated.insert(e.trace_id.0, until);
                     if e.at >= self.auth_sweep + AUTH_SWEEP {
@@ -588,6 +614,7 @@ mod tests {
             bucket_width: Duration::from_secs(1),
             hop_allowance: Duration::from_millis(5),
             instances: vec![("svc.a[0]".to_string(), 2)],
+            authenticator: Some("svc.login".to_string()),
         })
     }
 
@@ -711,24 +738,24 @@ mod tests {
     fn a_gateway_call_past_a_token_auth_did_not_accept_is_counted() {
         let r = recorder();
         // Trace 1: auth accepts, then the routed call (and its retry elsewhere): fine.
-        r.emit(gateway(0, EventKind::CallSent, "service.auth", 1));
+        r.emit(gateway(0, EventKind::CallSent, "svc.login", 1));
         r.emit(gateway(
             2,
             EventKind::CallAnswered { error: None },
-            "service.auth",
+            "svc.login",
             1,
         ));
-        r.emit(gateway(3, EventKind::CallSent, "api.card", 1));
-        r.emit(gateway(9, EventKind::CallSent, "api.card", 1));
+        r.emit(gateway(3, EventKind::CallSent, "api.pay", 1));
+        r.emit(gateway(9, EventKind::CallSent, "api.pay", 1));
         // Trace 2: auth refuses, the gateway calls anyway: counted.
-        r.emit(gateway(0, EventKind::CallSent, "service.auth", 2));
+        r.emit(gateway(0, EventKind::CallSent, "svc.login", 2));
         let refused = EventKind::CallAnswered {
             error: Some("unauthorized.invalid_token".into()),
         };
-        r.emit(gateway(2, refused, "service.auth", 2));
-        r.emit(gateway(3, EventKind::CallSent, "api.card", 2));
+        r.emit(gateway(2, refused, "svc.login", 2));
+        r.emit(gateway(3, EventKind::CallSent, "api.pay", 2));
         // Trace 3: no auth at all: counted.
-        r.emit(gateway(4, EventKind::CallSent, "api.card", 3));
+        r.emit(gateway(4, EventKind::CallSent, "api.pay", 3));
         let m = r.finish(Duration::from_secs(1));
         assert_eq!(m.checks.unauthenticated_calls, 2);
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::report::html;
 use crate::report::plots::{self, PlotError};
-use crate::report::summary::{RouteSummary, Summary};
+use crate::report::summary::{Summary, TrafficSummary};
 
 /// Why two runs could not be compared.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +72,8 @@ pub struct Figures {
     pub max_ms: f64,
 }
 
-impl From<&RouteSummary> for Figures {
-    fn from(r: &RouteSummary) -> Figures {
+impl From<&TrafficSummary> for Figures {
+    fn from(r: &TrafficSummary) -> Figures {
         Figures {
             sent: r.sent,
             ok: r.ok,
@@ -88,7 +88,7 @@ impl From<&RouteSummary> for Figures {
 
 /// One load in both runs; `None` where a run has no such load.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RouteComparison {
+pub struct LoadComparison {
     /// The load's name.
     pub route: String,
     /// Run A's figures.
@@ -105,7 +105,7 @@ pub struct CompareReport {
     /// How run B is named.
     pub label_b: String,
     /// Per load, in name order.
-    pub routes: Vec<RouteComparison>,
+    pub loads: Vec<LoadComparison>,
     /// The side-by-side table, plain text, for the terminal.
     pub table: String,
     /// The overlaid spectra, `compare.png`.
@@ -138,14 +138,14 @@ fn labels(a_dir: &Path, b_dir: &Path) -> (String, String) {
     }
 }
 
-fn route_comparisons(a: &Summary, b: &Summary) -> Vec<RouteComparison> {
-    let names: BTreeSet<&String> = a.routes.keys().chain(b.routes.keys()).collect();
+fn load_comparisons(a: &Summary, b: &Summary) -> Vec<LoadComparison> {
+    let names: BTreeSet<&String> = a.loads.keys().chain(b.loads.keys()).collect();
     names
         .into_iter()
-        .map(|name| RouteComparison {
+        .map(|name| LoadComparison {
             route: name.clone(),
-            a: a.routes.get(name).map(Figures::from),
-            b: b.routes.get(name).map(Figures::from),
+            a: a.loads.get(name).map(Figures::from),
+            b: b.loads.get(name).map(Figures::from),
         })
         .collect()
 }
@@ -206,7 +206,7 @@ fn cell(v: f64, rate: bool, metric: &str) -> String {
 }
 
 /// The lines of one load's comparison.
-pub(crate) fn lines(r: &RouteComparison) -> Vec<Line> {
+pub(crate) fn lines(r: &LoadComparison) -> Vec<Line> {
     METRICS
         .iter()
         .map(|(metric, value, rate)| {
@@ -292,8 +292,8 @@ struct Section {
 }
 
 /// Every block, in the order shown: each load, then business totals and invariants if any.
-fn sections(a: &Summary, b: &Summary, routes: &[RouteComparison]) -> Vec<Section> {
-    let mut out: Vec<Section> = routes
+fn sections(a: &Summary, b: &Summary, loads: &[LoadComparison]) -> Vec<Section> {
+    let mut out: Vec<Section> = loads
         .iter()
         .map(|r| Section {
             title: format!("load {}", r.route),
@@ -330,7 +330,7 @@ fn text_table(
     label_b: &str,
     a: &Summary,
     b: &Summary,
-    routes: &[RouteComparison],
+    loads: &[LoadComparison],
 ) -> String {
     let mut out = run_line("A", label_a, a) + &run_line("B", label_b, b);
     if a.fingerprint == b.fingerprint {
@@ -341,7 +341,7 @@ fn text_table(
         .count()
         .max(label_b.chars().count())
         .clamp(10, 28);
-    for section in sections(a, b, routes) {
+    for section in sections(a, b, loads) {
         let names = section
             .lines
             .iter()
@@ -361,7 +361,7 @@ fn text_table(
             );
         }
     }
-    if routes.is_empty() {
+    if loads.is_empty() {
         out.push_str("\nneither run has a load to compare\n");
     }
     out
@@ -393,7 +393,7 @@ fn html_page(report: &CompareReport, a: &Summary, b: &Summary) -> String {
         );
     }
     body.push_str("</table>\n");
-    for section in sections(a, b, &report.routes) {
+    for section in sections(a, b, &report.loads) {
         let _ = write!(
             body,
             "<h2>{}</h2>\n<table>\n<tr><th></th><th>{}</th><th>{}</th><th>change</th></tr>\n",
@@ -435,13 +435,13 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<CompareRepo
     })?;
     let png = out_dir.join("compare.png");
     plots::write_overlay(&a, &b, &label_a, &label_b, &png)?;
-    let routes = route_comparisons(&a, &b);
-    let table = text_table(&label_a, &label_b, &a, &b, &routes);
+    let loads = load_comparisons(&a, &b);
+    let table = text_table(&label_a, &label_b, &a, &b, &loads);
     let html_path = out_dir.join("compare.html");
     let report = CompareReport {
         label_a,
         label_b,
-        routes,
+        loads,
         table,
         png,
         html: html_path.clone(),

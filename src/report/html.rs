@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
-use crate::report::summary::{BusinessSummary, Invariant, RouteSummary, Summary};
+use crate::report::summary::{BusinessSummary, Invariant, Summary, TrafficSummary};
 
 /// The business plot: shown in the business section rather than with the other plots.
 const BUSINESS_PNG: &str = "business.png";
@@ -311,7 +311,7 @@ fn faults(summary: &Summary) -> String {
     out
 }
 
-fn route_row(name: &str, r: &RouteSummary) -> String {
+fn route_row(name: &str, r: &TrafficSummary) -> String {
     let l = &r.latency_ms;
     let numbers = [
         r.sent.to_string(),
@@ -337,7 +337,7 @@ fn route_row(name: &str, r: &RouteSummary) -> String {
     )
 }
 
-fn route_table(title: &str, what: &str, routes: &BTreeMap<String, RouteSummary>) -> String {
+fn route_table(title: &str, what: &str, routes: &BTreeMap<String, TrafficSummary>) -> String {
     let mut out = format!("<h2>{title}</h2>\n");
     if routes.is_empty() {
         let _ = writeln!(out, "<p class=\"muted\">No {what} in this run.</p>");
@@ -447,7 +447,7 @@ pub fn write_index(
         facts(summary),
         assertions(summary),
         faults(summary),
-        route_table("Loads", "load", &summary.routes),
+        route_table("Loads", "load", &summary.loads),
         route_table(
             "Endpoints (as their callers saw them)",
             "endpoint",

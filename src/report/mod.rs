@@ -3,9 +3,11 @@
 //! Everything is drawn from the [`summary::Summary`] (and, for `.hgrm` files, the histograms it
 //! was built from), never from the running system.
 
+#[cfg(feature = "plots")]
 pub mod compare;
 pub mod hgrm;
 pub mod html;
+#[cfg(feature = "plots")]
 pub mod plots;
 pub mod summary;
 
@@ -28,8 +30,9 @@ pub fn file_stem(name: &str) -> String {
         .collect()
 }
 
-/// Writes a run's report into `dir`: summary.json, plots, a percentile spectrum per load
-/// (`<load>.hgrm`), traces (`trace.json`) and index.html. Returns index.html's path.
+/// Writes a run's report into `dir`: summary.json, plots (with feature `plots`), a percentile
+/// spectrum per load (`<load>.hgrm`), traces (`trace.json`) and index.html. Returns
+/// index.html's path.
 pub fn write_report(
     summary: &Summary,
     measurements: &Measurements,
@@ -50,6 +53,7 @@ pub fn write_report(
     let traces = crate::metrics::traces::chrome_trace_json(&summary.traces);
     std::fs::write(&path, serde_json::to_string(&traces)? + "\n")?;
     files.push(path);
+    #[cfg(feature = "plots")]
     files.extend(plots::write_plots(summary, dir)?);
     remove_stale(dir, &files)?;
     Ok(html::write_index(summary, dir, &files)?)

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::framework::MetricKind;
 use crate::metrics::{BusinessMetric, Checks, Measurements, Series, Trace, WindowStats};
 use crate::scenario::{Assertion, FaultKind, LatencyStat, Metric, Scenario, Scope, Window};
-pub use crate::services::invariants::Invariant;
+pub use crate::system::Invariant;
 
 /// Latency percentiles of a set of requests, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ pub struct BucketSummary {
 
 /// A load (route) or endpoint over the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RouteSummary {
+pub struct TrafficSummary {
     /// Requests issued.
     pub sent: u64,
     /// Answered ok.
@@ -217,10 +217,10 @@ pub struct Summary {
     pub bucket_seconds: f64,
     /// The fault windows.
     pub faults: Vec<FaultWindow>,
-    /// Per load, by name.
-    pub routes: BTreeMap<String, RouteSummary>,
+    /// Per load (RPC or HTTP route), by load name.
+    pub loads: BTreeMap<String, TrafficSummary>,
     /// Per service endpoint, as its callers saw it.
-    pub endpoints: BTreeMap<String, RouteSummary>,
+    pub endpoints: BTreeMap<String, TrafficSummary>,
     /// Per instance.
     pub instances: BTreeMap<String, InstanceSummary>,
     /// The checks, by name.
@@ -279,7 +279,7 @@ fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
     points
 }
 
-fn route_summary(series: &Series, run: Duration) -> RouteSummary {
+fn route_summary(series: &Series, run: Duration) -> TrafficSummary {
     let totals = series.totals();
     let width = series.bucket_width().as_secs_f64();
     let timeline = series
@@ -295,7 +295,7 @@ fn route_summary(series: &Series, run: Duration) -> RouteSummary {
             latency_ms: h.filter(|h| !h.is_empty()).map(latency_of),
         })
         .collect();
-    RouteSummary {
+    TrafficSummary {
         sent: totals.sent,
         ok: totals.ok,
         dropped: totals.dropped,
@@ -354,7 +354,7 @@ pub fn fault_label(kind: &FaultKind) -> String {
 /// Builds the summary of a finished run and judges its assertions.
 pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
     let run = m.run;
-    let routes: BTreeMap<String, RouteSummary> = m
+    let loads: BTreeMap<String, TrafficSummary> = m
         .loads
         .iter()
         .map(|(k, s)| (k.clone(), route_summary(s, run)))
@@ -419,7 +419,7 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
         events: m.events,
         bucket_seconds: width.as_secs_f64(),
         faults,
-        routes,
+        loads,
         endpoints,
         instances,
         checks,
@@ -547,11 +547,4 @@ fn judge(
     }
 }
 
-/// Check names an assertion may use.
-pub const CHECK_NAMES: [&str; 5] = [
-    "orphaned_work",
-    "orphaned_work_ms",
-    "late_work",
-    "late_ok",
-    "unauthenticated_calls",
-];
+pub use crate::scenario::assertion::CHECK_NAMES;

@@ -117,7 +117,7 @@ impl Metric {
         }
     }
 
-    /// Reads a metric name; anything else made of a-z and `_` is a check.
+    /// Reads a metric name: a statistic, a count, or one of [`CHECK_NAMES`].
     fn parse(text: &str) -> Result<Metric, String> {
         if let Some((stat, _)) = LatencyStat::ALL.iter().find(|(_, name)| *name == text) {
             return Ok(Metric::Latency(*stat));
@@ -132,8 +132,9 @@ impl Metric {
             check if is_check_name(check) => Metric::Check(check.to_string()),
             other => {
                 return Err(format!(
-                    "unknown metric {}; expected p50(latency), p90(latency), p99(latency), p999(latency), max(latency), mean(latency), error_rate, goodput, sent, ok, dropped, errors, or a check name made of a-z and _",
-                    quote(other)
+                    "unknown metric {}; expected p50(latency), p90(latency), p99(latency), p999(latency), max(latency), mean(latency), error_rate, goodput, sent, ok, dropped, errors, or a check: {}",
+                    quote(other),
+                    CHECK_NAMES.join(", ")
                 ))
             }
         };
@@ -141,11 +142,19 @@ impl Metric {
     }
 }
 
-/// Whether `text` can name a check: 1 to 64 of a-z and `_`.
+/// The checks every run computes, by the name an assertion uses: the one list `check`, `run`
+/// and the report share.
+pub const CHECK_NAMES: [&str; 5] = [
+    "orphaned_work",
+    "orphaned_work_ms",
+    "late_work",
+    "late_ok",
+    "unauthenticated_calls",
+];
+
+/// Whether `text` names a check a run computes.
 fn is_check_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    CHECK_NAMES.contains(&text)
 }
 
 impl fmt::Display for Metric {

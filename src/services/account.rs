@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::framework::{Context, Endpoint, Error, Server, ServiceConfig};
-use crate::lock::lock;
+use crate::services::lock;
 
 /// The service's name.
 pub const NAME: &str = "service.account";
@@ -105,7 +105,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 /// A user (carried from the gateway) may touch only their own accounts; calls made without a
 /// user (service to service) are not restricted here.
 fn owned_by_caller(ctx: &Context, owner: &str) -> Result<(), Error> {
-    match ctx.meta("user") {
+    match ctx.user() {
         Some(user) if user != owner => Err(Error::of(
             crate::framework::ErrorKind::Forbidden,
             "not_owner",

@@ -14,46 +14,13 @@ use crate::framework::{Context, Endpoint, Error, ErrorKind, Server, ServiceConfi
 /// The service's name.
 pub const NAME: &str = "service.auth";
 
-/// The endpoint that checks a token.
-pub const CHECK: &str = "check";
+/// The endpoint that checks a token (the framework's authenticator protocol).
+pub use crate::framework::identity::CHECK;
 
 /// The endpoint that says whether a user holds a scope.
 pub const AUTHORIZE: &str = "authorize";
 
-/// Who holds a token, and the scopes it grants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The user the token belongs to.
-    pub user: String,
-    /// What the token allows, e.g. `accounts:write`.
-    pub scopes: Vec<String>,
-}
-
-impl Identity {
-    /// An identity for `user` with `scopes`.
-    pub fn new(user: &str, scopes: &[&str]) -> Identity {
-        Identity {
-            user: user.to_string(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
-
-/// `check` request.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct CheckRequest {
-    /// The bearer token to check.
-    pub token: String,
-}
-
-impl std::fmt::Debug for CheckRequest {
-    // A token is a secret: it must not end up in logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckRequest")
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
+pub use crate::framework::identity::{CheckRequest, Identity};
 
 /// `authorize` request: may `user` do what `scope` covers?
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +88,27 @@ fn check(tokens: &Tokens, req: &CheckRequest) -> Result<CheckResponse, Error> {
         .get(&req.token)
         .cloned()
         .ok_or_else(|| Error::of(ErrorKind::Unauthorized, "invalid_token", "unknown token"))
+}
+
+/// The token loads send when they send a valid one: alice's, which holds every scope.
+pub const DEMO_TOKEN: &str = "token-alice";
+
+/// The user [`DEMO_TOKEN`] names.
+pub const DEMO_USER: &str = "alice";
+
+/// The tokens the example auth service accepts: `token-alice` (user alice) and `token-bob`
+/// (user bob), with the `accounts`, `webhooks` and `cards` scopes, and `token-eve` (user eve)
+/// with `accounts` only. For examples and tests, not for production.
+pub fn demo_tokens() -> Tokens {
+    let all: &[&str] = &["accounts", super::webhook::SCOPE, super::card::SCOPE];
+    [
+        (DEMO_TOKEN, DEMO_USER, all),
+        ("token-bob", "bob", all),
+        ("token-eve", "eve", &["accounts"][..]),
+    ]
+    .into_iter()
+    .map(|(token, user, scopes)| (token.to_string(), Identity::new(user, scopes)))
+    .collect()
 }
 
 /// The service's config.

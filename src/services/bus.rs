@@ -20,9 +20,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::framework::{Client, Context, Endpoint, Error, ErrorKind};
-use crate::lock::lock;
-use crate::services::disk::Disk;
+use crate::services::lock;
 use crate::services::store::FSYNC;
+use crate::system::Disk;
 
 /// How long a polled event stays leased before it is handed out again.
 pub const VISIBILITY: Duration = Duration::from_secs(2);

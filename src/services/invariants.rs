@@ -10,72 +10,27 @@
 //!   unknown); transactions recorded but not yet applied are reported as money in flight.
 //! - `events_consumed`: every recorded transaction was published, every consumer group
 //!   acknowledged every event, and each transaction reached the balances and the feed.
-//! - `no_unauthenticated_calls` is judged from the gateway's events (see
-//!   [`crate::metrics::Checks`]); [`no_unauthenticated_calls`] only words the verdict.
+//!
+//! Each system's [`Verifier`] checks what applies to the run's topology: the webhook stack its
+//! deliveries, the card pipeline its payments, ledger and events.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::framework::{Client, Context, Error};
 use crate::services::bus::{StatsRequest, StatsResponse};
 use crate::services::card::{self, feed, ledger, Transaction};
 use crate::services::store::StoreClient;
+use crate::services::systems::{TRANSACTION_WRITES, WEBHOOK_WRITES};
 use crate::services::webhook;
-use crate::services::workload::{Acknowledged, WriteKind};
+use crate::system::{Invariant, Topology, Verifier, Verify};
 
 /// How long the verifier waits for consumers and relays to catch up before it judges.
 pub const QUIESCE_LIMIT: Duration = Duration::from_secs(30);
 /// Attempts at each read before the verifier gives up on it.
 const READ_ATTEMPTS: u32 = 5;
-
-/// One invariant's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Invariant {
-    /// Its name, e.g. `ledger_conserved`.
-    pub name: String,
-    /// Whether it holds.
-    pub holds: bool,
-    /// What was found, in a sentence.
-    pub detail: String,
-    /// The figures behind the verdict.
-    pub figures: BTreeMap<String, i64>,
-}
-
-impl Invariant {
-    fn new(name: &str, holds: bool, detail: String, figures: &[(&str, i64)]) -> Invariant {
-        Invariant {
-            name: name.to_string(),
-            holds,
-            detail,
-            figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        }
-    }
-
-    /// The invariant `name` failed because the verifier could not read what it needs.
-    pub fn unreadable(name: &str, why: &str) -> Invariant {
-        Invariant::new(name, false, format!("could not be checked: {why}"), &[])
-    }
-}
-
-/// The verdict on the gateway's `unauthenticated_calls` check (see [`crate::metrics::Checks`]).
-pub fn no_unauthenticated_calls(calls: u64) -> Invariant {
-    let detail = if calls == 0 {
-        "no request reached a service before service.auth accepted its token".to_string()
-    } else {
-        format!(
-            "the gateway called services {calls} time(s) for requests whose token was not accepted"
-        )
-    };
-    Invariant::new(
-        "no_unauthenticated_calls",
-        calls == 0,
-        detail,
-        &[("unauthenticated_calls", calls as i64)],
-    )
-}
 
 /// Which example systems a topology runs, by the builtins it declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,61 +46,70 @@ pub struct Systems {
 }
 
 impl Systems {
-    /// The systems of a topology given its builtins' catalog names.
-    pub fn of<'a>(builtins: impl IntoIterator<Item = &'a str>) -> Systems {
-        let names: BTreeSet<&str> = builtins.into_iter().collect();
+    /// The systems of `topology`, by the builtins it runs.
+    pub fn of(topology: &Topology) -> Systems {
+        let has = |b: &str| topology.has_builtin(b);
         Systems {
-            webhooks: names.contains("webhook"),
-            transactions: names.contains("transactions"),
-            balances: names.contains("balance") && names.contains("transactions"),
-            feed: names.contains("feed-generator") && names.contains("transactions"),
+            webhooks: has("webhook"),
+            transactions: has("transactions"),
+            balances: has("balance") && has("transactions"),
+            feed: has("feed-generator") && has("transactions"),
         }
-    }
-
-    /// Whether there is anything to verify.
-    pub fn any(&self) -> bool {
-        self.webhooks || self.transactions
     }
 }
 
+/// The webhook stack's check, when the topology has webhook instances: `no_lost_writes` over
+/// the acknowledged deliveries.
+pub fn webhook_verifier(topology: &Topology) -> Option<Verifier> {
+    Systems::of(topology).webhooks.then(|| {
+        Verifier::new(|v: Verify| async move {
+            let ctx = Context::background();
+            let dbs = v.topology.instances(webhook::DB);
+            let acked = v.notes.of(WEBHOOK_WRITES);
+            vec![merge_lost(vec![
+                webhooks_kept(&v.client, &ctx, dbs, &acked).await,
+            ])]
+        })
+    })
+}
+
+/// The card pipeline's checks, when the topology records transactions: once the outbox and
+/// the bus have drained, `no_lost_writes` over approved payments, `ledger_conserved` (with
+/// balances) and `events_consumed`.
+pub fn card_verifier(topology: &Topology) -> Option<Verifier> {
+    let systems = Systems::of(topology);
+    systems.transactions.then(|| {
+        Verifier::new(move |v: Verify| async move {
+            let acked = v.notes.of(TRANSACTION_WRITES);
+            verify_cards(&v.client, systems, &acked).await
+        })
+    })
+}
+
 /// Waits (up to [`QUIESCE_LIMIT`]) until the outbox is empty and every consumer group has
-/// acknowledged everything, then checks every invariant that applies.
-pub async fn verify(
-    client: &Client,
-    systems: Systems,
-    webhook_dbs: u32,
-    acked: &Acknowledged,
-) -> Vec<Invariant> {
+/// acknowledged everything, then checks the card pipeline's invariants.
+async fn verify_cards(client: &Client, systems: Systems, acked: &[String]) -> Vec<Invariant> {
     let ctx = Context::background();
-    if systems.transactions {
-        quiesce(client, &ctx, systems).await;
-    }
-    let mut out = Vec::new();
-    let mut lost = Vec::new();
-    if systems.webhooks {
-        lost.push(webhooks_kept(client, &ctx, webhook_dbs, &acked.of(WriteKind::Webhook)).await);
-    }
-    if systems.transactions {
-        match CardState::read(client, &ctx, systems).await {
-            Ok(state) => {
-                lost.push(Ok(state.lost(&acked.of(WriteKind::Transaction))));
-                if systems.balances {
-                    out.push(state.ledger());
-                }
-                out.push(state.consumed(systems));
+    quiesce(client, &ctx, systems).await;
+    match CardState::read(client, &ctx, systems).await {
+        Ok(state) => {
+            let mut out = vec![merge_lost(vec![Ok(state.lost(acked))])];
+            if systems.balances {
+                out.push(state.ledger());
             }
-            Err(e) => {
-                let why = e.to_string();
-                lost.push(Err(why.clone()));
-                if systems.balances {
-                    out.push(Invariant::unreadable("ledger_conserved", &why));
-                }
-                out.push(Invariant::unreadable("events_consumed", &why));
+            out.push(state.consumed(systems));
+            out
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let mut out = vec![merge_lost(vec![Err(why.clone())])];
+            if systems.balances {
+                out.push(Invariant::unreadable("ledger_conserved", &why));
             }
+            out.push(Invariant::unreadable("events_consumed", &why));
+            out
         }
     }
-    out.insert(0, merge_lost(lost));
-    out
 }
 
 /// Acknowledged and lost writes of one kind, or why they could not be read.
@@ -153,7 +117,7 @@ type Lost = Result<LostPart, String>;
 
 /// Acknowledged and lost writes of one kind.
 struct LostPart {
-    kind: WriteKind,
+    kind: &'static str,
     acked: u64,
     lost: Vec<String>,
     /// More figures to report (e.g. databases that could not be read).
@@ -172,8 +136,8 @@ fn merge_lost(parts: Vec<Lost>) -> Invariant {
                 lost,
                 notes,
             }) => {
-                figures.push((format!("{}_acknowledged", kind.name()), acked as i64));
-                figures.push((format!("{}_lost", kind.name()), lost.len() as i64));
+                figures.push((format!("{kind}_acknowledged"), acked as i64));
+                figures.push((format!("{kind}_lost"), lost.len() as i64));
                 figures.extend(notes);
                 if !lost.is_empty() {
                     holds = false;
@@ -181,7 +145,7 @@ fn merge_lost(parts: Vec<Lost>) -> Invariant {
                     problems.push(format!(
                         "{} acknowledged {} write(s) missing, e.g. {}",
                         lost.len(),
-                        kind.name(),
+                        kind,
                         shown.join(", ")
                     ));
                 }
@@ -202,12 +166,8 @@ fn merge_lost(parts: Vec<Lost>) -> Invariant {
     } else {
         problems.join("; ")
     };
-    Invariant {
-        name: "no_lost_writes".to_string(),
-        holds,
-        detail,
-        figures: figures.into_iter().collect(),
-    }
+    let figures: Vec<(&str, i64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    Invariant::new("no_lost_writes", holds, detail, &figures)
 }
 
 /// Reads every key under `prefix`, retrying a failed read a few times.
@@ -300,7 +260,7 @@ async fn webhooks_kept(client: &Client, ctx: &Context, dbs: u32, acked: &[String
         .cloned()
         .collect();
     Ok(LostPart {
-        kind: WriteKind::Webhook,
+        kind: WEBHOOK_WRITES,
         acked: acked.len() as u64,
         lost,
         notes: vec![(
@@ -379,7 +339,7 @@ impl CardState {
             .cloned()
             .collect();
         LostPart {
-            kind: WriteKind::Transaction,
+            kind: TRANSACTION_WRITES,
             acked: acked.len() as u64,
             lost,
             notes: Vec::new(),
@@ -535,7 +495,12 @@ mod tests {
         let twice = state(true).ledger();
         assert!(!twice.holds, "applying t1 twice must be caught");
         assert_eq!(twice.figures.get("mismatched_accounts"), Some(&2));
-        let systems = Systems::of(["transactions", "balance", "feed-generator"]);
+        let systems = Systems {
+            webhooks: false,
+            transactions: true,
+            balances: true,
+            feed: true,
+        };
         let consumed = state(false).consumed(systems);
         assert!(!consumed.holds, "t2 was never applied");
         assert_eq!(consumed.figures.get("not_applied"), Some(&1));

@@ -19,8 +19,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::framework::{Call, Client, Context, Endpoint, Error, ErrorKind};
-use crate::lock::lock;
-use crate::services::disk::Disk;
+use crate::services::lock;
+use crate::system::{background, Built, Disk};
 
 /// Time one sync of the log takes.
 pub const FSYNC: Duration = Duration::from_millis(1);
@@ -221,14 +221,28 @@ impl Data {
 
 type Pending = (WriteRequest, oneshot::Sender<Result<WriteResponse, Error>>);
 
-/// The store's endpoints over `disk`, replaying what it holds; spawns the writer task, which
-/// ends when the endpoints are dropped.
+/// One store instance over `disk`, replaying what it holds: its endpoints, and its writer as
+/// background work (it ends when the endpoints are dropped).
+pub fn service(disk: Arc<Disk>) -> Built {
+    let (endpoints, writer) = parts(disk);
+    Built::endpoints(endpoints).with_background(background(move |_ctx| writer))
+}
+
+/// The store's endpoints over `disk`, replaying what it holds; spawns the writer task on the
+/// current runtime, which ends when the endpoints are dropped.
 pub fn endpoints(disk: Arc<Disk>) -> Vec<Endpoint> {
+    let (endpoints, writer) = parts(disk);
+    tokio::spawn(writer);
+    endpoints
+}
+
+/// The endpoints over `disk`, and the writer that must run for writes to be answered.
+fn parts(disk: Arc<Disk>) -> (Vec<Endpoint>, impl std::future::Future<Output = ()> + Send) {
     let data = Arc::new(Mutex::new(Data::replay(&disk)));
     let (tx, rx) = mpsc::unbounded_channel::<Pending>();
-    tokio::spawn(writer(disk, data.clone(), rx));
+    let writer = writer(disk, data.clone(), rx);
     let (d1, d2) = (data.clone(), data);
-    vec![
+    let endpoints = vec![
         Endpoint::new("write", move |_ctx: Context, req: WriteRequest| {
             let tx = tx.clone();
             async move {
@@ -248,7 +262,8 @@ pub fn endpoints(disk: Arc<Disk>) -> Vec<Endpoint> {
             let page = scan(&lock(&d2), &req);
             async move { Ok(page) }
         }),
-    ]
+    ];
+    (endpoints, writer)
 }
 
 fn scan(data: &Data, req: &ScanRequest) -> ScanResponse {

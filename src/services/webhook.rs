@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::framework::{Call, Context, Endpoint, Error, ErrorKind, FanoutPolicy};
 use crate::services::auth::{AuthorizeRequest, AUTHORIZE};
-use crate::services::kit::{Built, Kit};
 use crate::services::store::{Op, StoreClient};
+use crate::system::{Built, Env};
 
 /// The edge service.
 pub const API: &str = "api.webhook";
@@ -58,19 +58,19 @@ pub struct ReadRequest {
 }
 
 /// `api.webhook`'s endpoints: `deliver` and `read`.
-pub fn api(kit: &Kit) -> Built {
-    let (k1, k2) = (kit.clone(), kit.clone());
+pub fn api(env: &Env) -> Built {
+    let (k1, k2) = (env.clone(), env.clone());
     Built::endpoints(vec![
         Endpoint::new("deliver", move |ctx: Context, hook: Webhook| {
-            let kit = k1.clone();
-            async move { api_deliver(&kit, &ctx, hook).await }
+            let env = k1.clone();
+            async move { api_deliver(&env, &ctx, hook).await }
         }),
         Endpoint::new("read", move |ctx: Context, req: ReadRequest| {
-            let kit = k2.clone();
+            let env = k2.clone();
             async move {
                 let call = Call::new(SERVICE, "read").json(&req)?;
-                let result = kit
-                    .client
+                let result = env
+                    .client()
                     .fanout(FanoutPolicy::FirstSuccess)
                     .to_each_instance(call)
                     .execute(&ctx)
@@ -87,7 +87,7 @@ pub fn api(kit: &Kit) -> Built {
     ])
 }
 
-async fn api_deliver(kit: &Kit, ctx: &Context, hook: Webhook) -> Result<Delivered, Error> {
+async fn api_deliver(env: &Env, ctx: &Context, hook: Webhook) -> Result<Delivered, Error> {
     for (field, value) in [("id", &hook.id), ("url", &hook.url)] {
         if value.is_empty() {
             return Err(
@@ -96,21 +96,19 @@ async fn api_deliver(kit: &Kit, ctx: &Context, hook: Webhook) -> Result<Delivere
             );
         }
     }
-    let user = ctx
-        .meta(crate::gateway::auth::META_USER)
-        .unwrap_or_default();
+    let user = ctx.user().unwrap_or_default();
     let authorize = AuthorizeRequest {
         user: user.to_string(),
         scope: SCOPE.to_string(),
     };
-    let _: Value = kit
-        .client
+    let _: Value = env
+        .client()
         .call(ctx, crate::services::auth::NAME, AUTHORIZE, &authorize)
         .await?;
-    let majority = (kit.instances_of(SERVICE) / 2 + 1) as usize;
+    let majority = (env.instances_of(SERVICE) / 2 + 1) as usize;
     let call = Call::new(SERVICE, "deliver").json(&hook)?;
-    let result = kit
-        .client
+    let result = env
+        .client()
         .fanout(FanoutPolicy::Quorum(majority))
         .to_each_instance(call)
         .execute(ctx)
@@ -127,15 +125,15 @@ async fn api_deliver(kit: &Kit, ctx: &Context, hook: Webhook) -> Result<Delivere
 }
 
 /// `service.webhook`'s endpoints: `deliver` (send the callback, record it) and `read`.
-pub fn service(kit: &Kit) -> Built {
-    let db = db_of(kit);
-    let (k1, db1, db2) = (kit.clone(), db.clone(), db);
+pub fn service(env: &Env) -> Built {
+    let db = db_of(env);
+    let (k1, db1, db2) = (env.clone(), db.clone(), db);
     Built::endpoints(vec![
         Endpoint::new("deliver", move |ctx: Context, hook: Webhook| {
-            let (kit, db) = (k1.clone(), db1.clone());
+            let (env, db) = (k1.clone(), db1.clone());
             async move {
                 // The callback to the customer's URL: simulated work.
-                kit.work(Duration::from_millis(2)).await;
+                env.work_mean(Duration::from_millis(2)).await;
                 let key = format!("{PREFIX}{}", hook.id);
                 let value = serde_json::to_value(&hook)
                     .map_err(|e| Error::internal("encode", e.to_string()))?;
@@ -164,7 +162,7 @@ pub fn service(kit: &Kit) -> Built {
 }
 
 /// The database of this webhook instance: instance `index % n` of [`DB`].
-fn db_of(kit: &Kit) -> StoreClient {
-    let n = kit.instances_of(DB).max(1);
-    StoreClient::new(kit.client.clone(), DB).pinned(&format!("{DB}[{}]", kit.index % n))
+fn db_of(env: &Env) -> StoreClient {
+    let n = env.instances_of(DB).max(1);
+    StoreClient::new(env.client().clone(), DB).pinned(&format!("{DB}[{}]", env.index() % n))
 }

@@ -13,11 +13,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
+use crate::framework::transport::BoxFuture;
 use crate::framework::{Context, Error};
 use crate::lock::lock;
 use crate::scenario::{FaultKind, Target};
 use crate::sim::netmodel::Party;
-use crate::transport::BoxFuture;
 use crate::units::Ratio;
 
 #[derive(Debug, Clone)]

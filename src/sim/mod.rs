@@ -1,10 +1,11 @@
 //! The simulated world: a scenario turned into turmoil hosts, stepped by windtunnel itself with
 //! the fault schedule applied between steps.
 //!
-//! Layout: [`world`] places instances on hosts and assembles each one; [`netmodel`] is the
-//! network layer (latency, loss, partitions, holds); [`faults`] holds the faults that act inside
-//! instances (slow, errors); [`synthetic`] builds the endpoints a file describes. [`run`] drives
-//! the whole run and returns what it measured.
+//! Layout: [`world`] places instances on hosts and starts each one through the deployment
+//! ([`crate::topology`], shared with `serve`); [`netmodel`] is the network layer (latency, loss,
+//! partitions, holds); [`faults`] holds the faults that act inside instances (slow, errors).
+//! [`run`] drives the whole run and returns what it measured; the public way in is
+//! [`crate::tunnel`].
 //!
 //! The one thing to know: a run is a pure function of (scenario, seed, crate version). Every
 //! random draw comes from a stream named after its consumer, time is turmoil's, and faults take
@@ -12,20 +13,19 @@
 
 pub mod faults;
 pub mod netmodel;
-pub mod synthetic;
 pub mod world;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::framework::Registry;
 use crate::load::Generator;
 use crate::metrics::{Measurements, Recorder, RecorderConfig};
-use crate::scenario::{FaultKind, Scenario, Target, TokenUse};
-use crate::services::invariants::{self, Invariant, Systems};
+use crate::scenario::{FaultKind, Scenario, ServiceBody, Target, TokenUse};
 use crate::sim::faults::FaultBoard;
 use crate::sim::netmodel::{NetModel, Party};
-use crate::sim::world::{Placement, Shared};
+use crate::sim::world::{Placement, World};
+use crate::system::{Catalog, Clock, Invariant, Verifier, Verify, VERIFY_BUDGET};
+use crate::topology::Deployment;
 
 /// Why a run could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -105,27 +105,25 @@ fn settle(scenario: &Scenario) -> Duration {
     longest + Duration::from_secs(1)
 }
 
-/// Time the verifier may take after the load settled: waiting for the system to go quiet,
-/// then reading it back.
-const VERIFY_BUDGET: Duration = Duration::from_secs(60);
-
 /// How long after the end of the load a run may go on: draining in-flight requests, then
-/// verifying the invariants when the topology has example systems.
-fn drain(scenario: &Scenario, systems: Systems) -> Duration {
-    let verify = if systems.any() {
-        invariants::QUIESCE_LIMIT + VERIFY_BUDGET
+/// verifying the invariants when some system checks any.
+fn drain(scenario: &Scenario, verifying: bool) -> Duration {
+    let verify = if verifying {
+        VERIFY_BUDGET
     } else {
         Duration::ZERO
     };
     settle(scenario) + verify
 }
 
-/// The example systems a scenario runs, by its builtins.
-pub fn systems(scenario: &Scenario) -> Systems {
-    Systems::of(scenario.services.iter().filter_map(|s| match &s.body {
-        crate::scenario::ServiceBody::Builtin { builtin, .. } => Some(builtin.as_str()),
-        _ => None,
-    }))
+/// The verifiers of the registered systems that have something to check in this run, in
+/// registration order.
+fn verifiers(catalog: &Catalog, deployment: &Deployment) -> Vec<Verifier> {
+    catalog
+        .systems()
+        .iter()
+        .filter_map(|system| system.verifier(&deployment.topology))
+        .collect()
 }
 
 /// The one-way latency a message may take before its lateness counts against a handler: the
@@ -140,25 +138,21 @@ fn hop_allowance(scenario: &Scenario) -> Duration {
     p999 + scenario.tick * 2
 }
 
-/// Runs `scenario` (with its own seed) and returns what was measured.
-pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput, RunError> {
-    for a in &scenario.assertions {
-        if let crate::scenario::Metric::Check(name) = &a.metric {
-            if !crate::report::summary::CHECK_NAMES.contains(&name.as_str()) {
-                return Err(RunError::Unsupported(format!(
-                    "assertion {:?} names the check {name:?}, which this version does not compute; \
-                     known checks: {}",
-                    a.text,
-                    crate::report::summary::CHECK_NAMES.join(", ")
-                )));
-            }
-        }
-    }
+/// Runs `scenario` (with its own seed), its builtin services built from `catalog`, and returns
+/// what was measured.
+pub fn run(
+    scenario: &Scenario,
+    catalog: &Catalog,
+    progress: &mut dyn Progress,
+) -> Result<RunOutput, RunError> {
     let placements = world::place(scenario);
+    let authenticator =
+        crate::topology::authenticator(scenario, catalog).map(|(name, _)| name.to_string());
+    let scenario = Arc::new(scenario.clone());
     let recorder = Recorder::new(RecorderConfig {
         run: scenario.duration,
         bucket_width: bucket_width(scenario.duration),
-        hop_allowance: hop_allowance(scenario),
+        hop_allowance: hop_allowance(&scenario),
         instances: placements
             .iter()
             .map(|p| {
@@ -170,22 +164,22 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
                 (p.id.clone(), workers)
             })
             .collect(),
+        authenticator: authenticator.clone(),
     });
-    let shared = Shared {
-        scenario: Arc::new(scenario.clone()),
-        registry: Registry::new(),
+    let deployment = Deployment::new(scenario.clone(), catalog.clone(), recorder.clone());
+    let world = World {
+        deployment,
         recorder: recorder.clone(),
         model: NetModel::new(scenario.network.clone(), scenario.tick),
         faults: FaultBoard::new(),
-        disks: crate::services::disk::Disks::new(),
-        sizes: world::sizes(scenario),
-        acknowledged: Arc::default(),
+        notes: Arc::default(),
     };
-    let systems = systems(scenario);
     for p in &placements {
-        shared.model.place(&p.addr(), p.party());
+        world.model.place(&p.addr(), p.party());
     }
-    let drain = drain(scenario, systems);
+    let verifiers = verifiers(catalog, &world.deployment);
+    let verifying = !verifiers.is_empty();
+    let drain = drain(&scenario, verifying);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(scenario.duration + drain + Duration::from_secs(1))
         .tick_duration(scenario.tick)
@@ -193,23 +187,22 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
         .max_message_latency(Duration::ZERO)
         .rng_seed(scenario.seed)
         .build();
-    let nodes = world::by_node(&placements);
-    for (node, group) in &nodes {
-        add_node(&mut sim, &shared, node, group.clone());
+    for (node, group) in &world::by_node(&placements) {
+        add_node(&mut sim, &world, node, group.clone());
     }
     if !scenario.routes.is_empty() {
-        add_gateway(&mut sim, &shared)?;
+        add_gateway(&mut sim, &world)?;
     }
-    add_clients(&mut sim, &shared);
+    add_clients(&mut sim, &world);
     let verdicts: Arc<std::sync::Mutex<Option<Vec<Invariant>>>> = Arc::default();
-    if systems.any() {
-        add_verifier(&mut sim, &shared, systems, verdicts.clone());
+    if verifying {
+        add_verifier(&mut sim, &world, verifiers, verdicts.clone());
     }
     let start = std::time::Instant::now(); // wall clock, for the speed report only
-    step_loop(&mut sim, &shared, &placements, drain, progress)?;
+    step_loop(&mut sim, &world, &placements, drain, progress)?;
     let end = sim.elapsed().min(scenario.duration + drain);
     let mut measurements = recorder.finish(end);
-    if systems.any() {
+    if verifying {
         let found = crate::lock::lock(&verdicts).take();
         measurements.invariants = found.unwrap_or_else(|| {
             vec![Invariant::unreadable(
@@ -218,11 +211,11 @@ pub fn run(scenario: &Scenario, progress: &mut dyn Progress) -> Result<RunOutput
             )]
         });
     }
-    if !scenario.routes.is_empty() && crate::serve::has_auth(scenario) {
+    if let (false, Some(auth)) = (scenario.routes.is_empty(), &authenticator) {
         let n = measurements.checks.unauthenticated_calls;
         measurements
             .invariants
-            .push(invariants::no_unauthenticated_calls(n));
+            .push(crate::metrics::no_unauthenticated_calls(n, auth));
     }
     Ok(RunOutput {
         measurements,
@@ -236,13 +229,13 @@ fn bucket_width(run: Duration) -> Duration {
     Duration::from_secs(secs)
 }
 
-fn add_node(sim: &mut turmoil::Sim<'_>, shared: &Shared, node: &str, group: Vec<Placement>) {
-    let shared = shared.clone();
+fn add_node(sim: &mut turmoil::Sim<'_>, world: &World, node: &str, group: Vec<Placement>) {
+    let world = world.clone();
     sim.host(node, move || {
-        let (shared, group) = (shared.clone(), group.clone());
+        let (world, group) = (world.clone(), group.clone());
         async move {
             for p in &group {
-                shared.start_instance(p).await?;
+                world.start_instance(p).await?;
             }
             std::future::pending::<()>().await;
             Ok(())
@@ -254,29 +247,22 @@ fn add_node(sim: &mut turmoil::Sim<'_>, shared: &Shared, node: &str, group: Vec<
 const GATEWAY: (&str, u16) = ("gateway", 8080);
 
 /// Places the HTTP gateway on its own host: the talk's routing layer, in front of the services.
-fn add_gateway(sim: &mut turmoil::Sim<'_>, shared: &Shared) -> Result<(), RunError> {
+fn add_gateway(sim: &mut turmoil::Sim<'_>, world: &World) -> Result<(), RunError> {
+    let party = || Party::Instance {
+        service: GATEWAY.0.into(),
+        index: 0,
+    };
     // Built once up front so a bad route is reported before the run starts.
-    let probe = shared
-        .client(
-            Party::Instance {
-                service: "gateway".into(),
-                index: 0,
-            },
-            "gateway",
-        )
-        .0;
-    crate::serve::gateway(&shared.scenario, probe)
+    world
+        .deployment
+        .gateway(world.client(party(), GATEWAY.0))
         .map_err(|e| RunError::Unsupported(e.to_string()))?;
-    let shared = shared.clone();
+    let world = world.clone();
     sim.host(GATEWAY.0, move || {
-        let shared = shared.clone();
+        let world = world.clone();
         async move {
-            let party = Party::Instance {
-                service: "gateway".into(),
-                index: 0,
-            };
-            let (client, _transport) = shared.client(party, "gateway");
-            let gateway = Arc::new(crate::serve::gateway(&shared.scenario, client)?);
+            let client = world.client(party(), GATEWAY.0);
+            let gateway = Arc::new(world.deployment.gateway(client)?);
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", GATEWAY.1)).await?;
             loop {
                 let (stream, _) = listener.accept().await?;
@@ -287,88 +273,91 @@ fn add_gateway(sim: &mut turmoil::Sim<'_>, shared: &Shared) -> Result<(), RunErr
     Ok(())
 }
 
-/// Places the verifier: once the load has stopped and settled, it waits for the system to go
-/// quiet and checks the invariants, through its own client.
+/// Places the verifier: once the load has stopped and settled, it runs each system's
+/// verifier in turn through its own client.
 fn add_verifier(
     sim: &mut turmoil::Sim<'_>,
-    shared: &Shared,
-    systems: Systems,
+    world: &World,
+    verifiers: Vec<Verifier>,
     verdicts: Arc<std::sync::Mutex<Option<Vec<Invariant>>>>,
 ) {
-    let shared = shared.clone();
+    let world = world.clone();
     sim.client("verifier", async move {
-        let (client, _transport) = shared.client(Party::Client, "verifier");
-        let scenario = &shared.scenario;
-        let clock = crate::load::RunClock::current();
+        let client = world.client(Party::Client, "verifier");
+        let scenario = world.scenario();
+        let clock = Clock::current();
         tokio::time::sleep_until(clock.at(scenario.duration + settle(scenario))).await;
-        let dbs = shared
-            .sizes
-            .get(crate::services::webhook::DB)
-            .copied()
-            .unwrap_or(0);
-        let found = invariants::verify(&client, systems, dbs, &shared.acknowledged).await;
+        let mut found = Vec::new();
+        for verifier in verifiers {
+            let with = Verify {
+                client: client.clone(),
+                topology: world.deployment.topology.clone(),
+                notes: world.notes.clone(),
+            };
+            found.extend(verifier.verify(with).await);
+        }
         *crate::lock::lock(&verdicts) = Some(found);
         Ok(())
     });
 }
 
-/// The built-in endpoint a load ends up at, if it is one.
-fn workload(shared: &Shared, load: &crate::scenario::Load) -> Option<crate::load::Workload> {
-    let scenario = &shared.scenario;
+/// The builtin endpoint a load ends up at, if it is one, with the system that serves it.
+fn workload(world: &World, load: &crate::scenario::Load) -> Option<crate::load::Workload> {
+    let scenario = world.scenario();
     let target = match &load.target {
         crate::scenario::LoadTarget::Rpc(to) => to.clone(),
         crate::scenario::LoadTarget::Route(key) => scenario.route(key)?.to.clone(),
     };
     let service = scenario.service(&target.service)?;
-    match &service.body {
-        crate::scenario::ServiceBody::Builtin { builtin, .. } => Some(crate::load::Workload {
-            builtin: builtin.as_str().to_string(),
-            endpoint: target.endpoint.as_str().to_string(),
-            acknowledged: shared.acknowledged.clone(),
-        }),
-        crate::scenario::ServiceBody::Synthetic { .. } => None,
-    }
+    let ServiceBody::Builtin { builtin, .. } = &service.body else {
+        return None;
+    };
+    let system = world.deployment.catalog.system_of(builtin.as_str())?;
+    Some(crate::load::Workload {
+        system: system.clone(),
+        builtin: builtin.as_str().to_string(),
+        endpoint: target.endpoint.as_str().to_string(),
+        notes: world.notes.clone(),
+    })
 }
 
 /// The bearer token a load sends, given whether the gateway checks tokens.
-fn token(scenario: &Scenario, load: &crate::scenario::Load) -> Option<String> {
-    if !crate::serve::has_auth(scenario) {
-        return None;
-    }
+fn token(world: &World, load: &crate::scenario::Load) -> Option<String> {
+    let (_, tokens) = world.deployment.authenticator()?;
     match load.token {
-        TokenUse::Valid => Some("token-alice".to_string()),
+        TokenUse::Valid => Some(tokens.valid.clone()),
         TokenUse::Missing => None,
-        TokenUse::Invalid => Some("token-nobody".to_string()),
+        TokenUse::Invalid => Some(tokens.invalid.clone()),
     }
 }
 
-fn add_clients(sim: &mut turmoil::Sim<'_>, shared: &Shared) {
-    let hosts = shared
-        .scenario
+fn add_clients(sim: &mut turmoil::Sim<'_>, world: &World) {
+    let hosts = world
+        .scenario()
         .loads
         .iter()
         .map(|l| l.clients)
         .max()
         .unwrap_or(0);
     for h in 0..hosts {
-        let shared = shared.clone();
+        let world = world.clone();
         let name = format!("client-{h}");
         sim.client(name.clone(), async move {
-            let (client, _transport) = shared.client(Party::Client, &name);
+            let client = world.client(Party::Client, &name);
             let mut tasks = Vec::new();
-            for load in shared.scenario.loads.iter().filter(|l| l.clients > h) {
+            for load in world.scenario().loads.iter().filter(|l| l.clients > h) {
                 let gen = Generator {
                     load: load.clone(),
                     share: load.clients,
                     index: h,
                     client: client.clone(),
-                    recorder: shared.recorder.clone(),
-                    seed: shared.scenario.seed,
+                    recorder: world.recorder.clone(),
+                    seed: world.scenario().seed,
                     gateway: Some(crate::load::Gateway {
                         pool: crate::load::HttpPool::new(&format!("{}:{}", GATEWAY.0, GATEWAY.1)),
-                        token: token(&shared.scenario, load),
+                        token: token(&world, load),
                     }),
-                    workload: workload(&shared, load),
+                    workload: workload(&world, load),
                 };
                 tasks.push(tokio::task::spawn_local(gen.run()));
             }
@@ -387,7 +376,7 @@ fn nodes_of<'a>(target: &Target, placements: &'a [Placement]) -> Vec<&'a Placeme
 
 fn apply(
     sim: &mut turmoil::Sim<'_>,
-    shared: &Shared,
+    world: &World,
     placements: &[Placement],
     action: &Action,
     now: Duration,
@@ -396,7 +385,7 @@ fn apply(
         Action::Start(i) => (*i, true),
         Action::End(i) => (*i, false),
     };
-    let Some(fault) = shared.scenario.faults.get(id) else {
+    let Some(fault) = world.scenario().faults.get(id) else {
         return;
     };
     if let FaultKind::Crash { target } = &fault.kind {
@@ -420,32 +409,32 @@ fn apply(
         }
         for p in down {
             if starting {
-                shared.registry.deregister(&p.service, &p.id);
+                world.deployment.registry.deregister(&p.service, &p.id);
                 // What the instance had not synced is gone with it.
-                shared.disks.crash(&p.id);
+                world.deployment.disks.crash(&p.id);
             }
-            shared.recorder.set_up(&p.id, !starting, now);
+            world.recorder.set_up(&p.id, !starting, now);
         }
         return;
     }
     if starting {
-        shared.model.start_fault(id, &fault.kind);
-        shared.faults.start_fault(id, &fault.kind);
+        world.model.start_fault(id, &fault.kind);
+        world.faults.start_fault(id, &fault.kind);
     } else {
-        shared.model.end_fault(id);
-        shared.faults.end_fault(id);
+        world.model.end_fault(id);
+        world.faults.end_fault(id);
     }
 }
 
 fn step_loop(
     sim: &mut turmoil::Sim<'_>,
-    shared: &Shared,
+    world: &World,
     placements: &[Placement],
     drain: Duration,
     progress: &mut dyn Progress,
 ) -> Result<(), RunError> {
-    let duration = shared.scenario.duration;
-    let actions = schedule(&shared.scenario);
+    let duration = world.scenario().duration;
+    let actions = schedule(world.scenario());
     let mut next = 0;
     let mut reported = Duration::ZERO;
     loop {
@@ -454,7 +443,7 @@ fn step_loop(
             if *at > now {
                 break;
             }
-            apply(sim, shared, placements, action, now);
+            apply(sim, world, placements, action, now);
             next += 1;
         }
         let clients_done = sim
@@ -464,7 +453,7 @@ fn step_loop(
         let over = (clients_done && now >= duration) || now >= duration + drain;
         if over || now >= reported + Duration::from_secs(1) {
             reported = now;
-            let (requests, failed) = shared.recorder.load_progress();
+            let (requests, failed) = world.recorder.load_progress();
             let done = if over { duration } else { now.min(duration) };
             progress.tick(Status {
                 done,

@@ -2,7 +2,7 @@
 //! frames in the transport of every simulated instance.
 //!
 //! turmoil's latency is a fixed shape in whole ticks, and its message loss stalls a TCP stream for
-//! good (it never retransmits), so richer behaviour lives here (DESIGN.md). A call's request leg
+//! good (it never retransmits), so richer behaviour lives here (docs/design.md). A call's request leg
 //! is planned when it is sent and its response leg when the answer comes back: each leg is
 //! delivered after a drawn latency, held until a hold ends, or lost (the caller then waits for its
 //! deadline, as it would for a lost packet). Every draw comes from the caller's own seeded stream.
@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dist::Dist;
 use crate::framework::ids;
-use crate::lock::lock;
-use crate::scenario::{Network, Target};
-use crate::transport::{
+use crate::framework::transport::{
     BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport,
     Transport, TransportConfig, Turmoil,
 };
+use crate::lock::lock;
+use crate::scenario::{Network, Target};
 use crate::units::Ratio;
 
 /// One end of a message: an instance, or the load generators.

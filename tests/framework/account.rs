@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use windtunnel::framework::transport::{TcpTransport, Tokio};
 use windtunnel::framework::{Client, ClientConfig, Context, ErrorKind, Listen, Registry, Server};
 use windtunnel::services::account::{
     self, Account, CreateRequest, ListRequest, ListResponse, ReadRequest,
 };
-use windtunnel::transport::{TcpTransport, Tokio};
 
 use crate::support::{sim, World};
 

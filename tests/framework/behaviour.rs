@@ -8,10 +8,10 @@ use bytes::Bytes;
 use windtunnel::framework::middleware::{
     ClientMiddleware, ClientNext, OutboundCall, ServerMiddleware, ServerNext, ServerRequest,
 };
+use windtunnel::framework::transport::BoxFuture;
 use windtunnel::framework::{
     Balance, Call, Client, ClientConfig, Context, Endpoint, Error, Listen, Server, ServiceConfig,
 };
-use windtunnel::transport::BoxFuture;
 
 use crate::support::{sim, transport, World, PORT};
 

@@ -12,8 +12,8 @@ use windtunnel::services::bus::{
     self, AckRequest, PollRequest, PollResponse, PublishRequest, PublishResponse, StatsRequest,
     StatsResponse,
 };
-use windtunnel::services::disk::Disks;
 use windtunnel::services::store::{self, Op, StoreClient};
+use windtunnel::system::Disks;
 
 use crate::support::{sim, World};
 

@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use windtunnel::framework::transport::{TcpTransport, Transport, Turmoil};
 use windtunnel::framework::{
     Client, ClientConfig, Endpoint, Event, Listen, MemorySink, Registry, Server, ServiceConfig,
 };
-use windtunnel::transport::{TcpTransport, Transport, Turmoil};
 
 pub const PORT: u16 = 7000;
 

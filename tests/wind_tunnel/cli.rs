@@ -89,18 +89,14 @@ fn broken_files_exit_2_with_a_location_and_never_panic() {
         "unknown-check.toml",
         &crate::support::one_service("[[assert]]\nthat = \"lost_writes == 0\""),
     );
-    let out = windtunnel(&[
-        "run",
-        &unknown_check,
-        "--out",
-        &dir.join("uc").display().to_string(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("known checks: orphaned_work"),
-        "{}",
-        text(&out)
-    );
+    // A check no run computes is refused by `check` as by `run`, where it is written.
+    for cmd in ["check", "run"] {
+        let out = windtunnel(&[cmd, &unknown_check]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {t}");
+        assert!(t.contains("unknown-check.toml:"), "{cmd}: {t}");
+        assert!(t.contains("a check: orphaned_work"), "{cmd}: {t}");
+    }
     let missing = windtunnel(&["run", "/no/such/file.toml"]);
     assert_eq!(missing.status.code(), Some(2));
     let bad_args = windtunnel(&["run", "--seed", "minus-one", "x.toml"]);
@@ -203,7 +199,7 @@ fn a_run_report_links_only_files_that_exist_and_its_hgrm_agrees_with_the_summary
             .map(|(v, _, _)| *v)
             .expect("row")
     };
-    let l = &summary.routes["gets"].latency_ms;
+    let l = &summary.loads["gets"].latency_ms;
     for (p, want) in [(0.5, l.p50), (0.99, l.p99)] {
         assert!(
             (at(p) - want).abs() <= want * 0.01 + 0.01,

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use windtunnel::scenario;
-use windtunnel::services::Builtins;
 
 use crate::support::run;
 
@@ -25,7 +24,8 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
     );
     let mut failures = Vec::new();
     for f in &files {
-        let s = scenario::load_file(f, &Builtins).unwrap_or_else(|e| panic!("{e}"));
+        let s = scenario::load_file(f, &windtunnel::services::catalog())
+            .unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(f).expect("readable");
         assert!(
             text.starts_with('#'),

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use windtunnel::report::summary::{self, RouteSummary, Summary};
+use windtunnel::report::summary::{self, Summary, TrafficSummary};
 use windtunnel::scenario::{self, Scenario};
-use windtunnel::services::Builtins;
+
 use windtunnel::sim::{self, NoProgress};
 
 /// Parses a scenario, panicking with its diagnostics if it is invalid.
 pub fn scenario(text: &str) -> Scenario {
-    match scenario::parse_str(text, "test.toml", &Builtins) {
+    match scenario::parse_str(text, "test.toml", &windtunnel::services::catalog()) {
         Ok(s) => s,
         Err(e) => panic!("test scenario is invalid:\n{e}"),
     }
@@ -17,15 +17,16 @@ pub fn scenario(text: &str) -> Scenario {
 
 /// Runs a scenario and builds its summary (wall time fixed at 1 s so summaries compare).
 pub fn run(s: &Scenario) -> Summary {
-    let out = sim::run(s, &mut NoProgress).expect("the scenario runs");
+    let out =
+        sim::run(s, &windtunnel::services::catalog(), &mut NoProgress).expect("the scenario runs");
     summary::build(s, &out.measurements, Duration::from_secs(1))
 }
 
 /// The summary of one load.
-pub fn route<'a>(s: &'a Summary, name: &str) -> &'a RouteSummary {
-    s.routes
+pub fn route<'a>(s: &'a Summary, name: &str) -> &'a TrafficSummary {
+    s.loads
         .get(name)
-        .unwrap_or_else(|| panic!("no load {name} in {:?}", s.routes.keys()))
+        .unwrap_or_else(|| panic!("no load {name} in {:?}", s.loads.keys()))
 }
 
 /// One synthetic service with one endpoint, called by one load: the smallest system.

@@ -11,7 +11,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::canvas::{self, Axis, Chart, DrawResult, Entry, Stroke};
-use crate::report::summary::{RouteSummary, Summary};
+use crate::report::summary::{Summary, TrafficSummary};
 
 /// One run to draw, with the name it goes by in the legend.
 pub(super) struct Run<'a> {
@@ -29,12 +29,12 @@ struct Curve {
 }
 
 /// Requests whose latency was measured: the answered ones.
-fn answered(r: &RouteSummary) -> u64 {
+fn answered(r: &TrafficSummary) -> u64 {
     r.ok + r.errors.values().sum::<u64>()
 }
 
 /// The spectrum as `(1/(1-p), ms)`, cut where the run runs out of requests, ending at the max.
-fn spectrum_points(r: &RouteSummary) -> Vec<(f64, f64)> {
+fn spectrum_points(r: &TrafficSummary) -> Vec<(f64, f64)> {
     let Some(last) = r.spectrum.last() else {
         return Vec::new();
     };
@@ -116,7 +116,7 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     let title = format!("{}: latency percentile spectrum per load", summary.scenario);
     let mut curves = Vec::new();
     let mut legend = vec![Entry::Heading("loads (requests)".to_string())];
-    for (i, (name, r)) in summary.routes.iter().enumerate() {
+    for (i, (name, r)) in summary.loads.iter().enumerate() {
         let points = spectrum_points(r);
         if points.is_empty() {
             continue;
@@ -150,7 +150,7 @@ pub(super) fn draw_overlay(runs: &[Run], path: &Path) -> DrawResult {
         "compare {}: latency percentile spectra",
         labels.join(" vs ")
     );
-    let names: BTreeSet<&String> = runs.iter().flat_map(|r| r.summary.routes.keys()).collect();
+    let names: BTreeSet<&String> = runs.iter().flat_map(|r| r.summary.loads.keys()).collect();
     let mut curves = Vec::new();
     let mut legend = Vec::new();
     for (k, run) in runs.iter().enumerate() {
@@ -162,7 +162,7 @@ pub(super) fn draw_overlay(runs: &[Run], path: &Path) -> DrawResult {
         let kind = if k == 0 { "solid" } else { "dashed" };
         legend.push(Entry::Heading(format!("{} ({kind})", run.label)));
         for (i, name) in names.iter().enumerate() {
-            let Some(r) = run.summary.routes.get(*name) else {
+            let Some(r) = run.summary.loads.get(*name) else {
                 continue;
             };
             let points = spectrum_points(r);

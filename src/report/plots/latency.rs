@@ -9,7 +9,7 @@ use std::path::Path;
 use plotters::style::RGBColor;
 
 use super::canvas::{self, Axis, Chart, DrawResult, Entry, Stroke};
-use crate::report::summary::{LatencyMs, RouteSummary, Summary};
+use crate::report::summary::{LatencyMs, Summary, TrafficSummary};
 
 /// The percentiles drawn, in legend order.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,7 +72,7 @@ struct Curve {
 fn curves(summary: &Summary) -> Vec<Curve> {
     let half = summary.bucket_seconds / 2.0;
     let mut out = Vec::new();
-    for (route, r) in summary.routes.values().enumerate() {
+    for (route, r) in summary.loads.values().enumerate() {
         for pct in PCTS {
             let points = r
                 .timeline
@@ -93,7 +93,7 @@ fn y_axis(summary: &Summary, curves: &[Curve]) -> Axis {
         (if v > 0.0 { lo.min(v) } else { lo }, hi.max(v))
     });
     let typical = summary
-        .routes
+        .loads
         .values()
         .map(|r| r.latency_ms.p50)
         .filter(|v| *v > 0.0)
@@ -111,7 +111,7 @@ fn style(single: bool, c: &Curve) -> (RGBColor, Stroke) {
 }
 
 fn legend(summary: &Summary) -> Vec<Entry> {
-    let names: Vec<&String> = summary.routes.keys().collect();
+    let names: Vec<&String> = summary.loads.keys().collect();
     let mut entries = Vec::new();
     if let [only] = names.as_slice() {
         entries.push(Entry::Heading(format!("load {only}")));
@@ -148,7 +148,7 @@ fn legend(summary: &Summary) -> Vec<Entry> {
     entries
 }
 
-fn has_answers(r: &RouteSummary) -> bool {
+fn has_answers(r: &TrafficSummary) -> bool {
     r.timeline.iter().any(|b| b.latency_ms.is_some())
 }
 
@@ -177,7 +177,7 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
         canvas::number(summary.bucket_seconds)
     );
     let page = canvas::page(path, &title)?;
-    if !summary.routes.values().any(has_answers) {
+    if !summary.loads.values().any(has_answers) {
         page.note("no request was answered in this run: no latency to plot")?;
         return page.finish();
     }
@@ -192,7 +192,7 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
     };
     let mut chart = canvas::chart(&page.plot, &x, &y, "time since start (s)", y_desc)?;
     canvas::shade_faults(&mut chart, &summary.faults, &x, &y)?;
-    draw_curves(&mut chart, &curves, summary.routes.len() == 1, &x, &y)?;
+    draw_curves(&mut chart, &curves, summary.loads.len() == 1, &x, &y)?;
     canvas::label_faults(&mut chart, &summary.faults, &x, &y)?;
     canvas::legend(&page.legend, &legend(summary))?;
     page.finish()
@@ -201,7 +201,7 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
 /// The end of the time axis: the run, or the last bucket if it reaches further.
 pub(super) fn end_seconds(summary: &Summary) -> f64 {
     let last_bucket = summary
-        .routes
+        .loads
         .values()
         .filter_map(|r| r.timeline.last())
         .map(|b| b.t_s + summary.bucket_seconds)

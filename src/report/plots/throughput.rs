@@ -34,7 +34,7 @@ fn totals(summary: &Summary) -> BTreeMap<String, BTreeMap<u64, u64>> {
             .entry(bucket)
             .or_default() += n;
     };
-    for r in summary.routes.values() {
+    for r in summary.loads.values() {
         for b in &r.timeline {
             let i = (b.t_s / width).round().max(0.0) as u64;
             add("sent", i, b.sent);

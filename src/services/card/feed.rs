@@ -14,8 +14,8 @@ use crate::services::card::processing::MerchantRequest;
 use crate::services::card::{
     Merchant, Transaction, APNS, BUS, ENRICHMENT, FEED, FEED_DB, MERCHANT, TOPIC,
 };
-use crate::services::kit::{background, Built, Kit};
 use crate::services::store::{Op, StoreClient};
+use crate::system::{background, Built, Env};
 
 /// Key prefix of a feed item in `store.feed`: `feed/<account>/<transaction>`.
 pub const FEED_PREFIX: &str = "feed/";
@@ -52,15 +52,15 @@ pub struct Push {
 }
 
 /// `service.transaction-enrichment`: `enrich` a transaction into a feed item.
-pub fn enrichment(kit: &Kit) -> Built {
-    let kit = kit.clone();
+pub fn enrichment(env: &Env) -> Built {
+    let env = env.clone();
     Built::endpoints(vec![Endpoint::new(
         "enrich",
         move |ctx: Context, tx: Transaction| {
-            let kit = kit.clone();
+            let env = env.clone();
             async move {
-                let m: Merchant = kit
-                    .client
+                let m: Merchant = env
+                    .client()
                     .call(
                         &ctx,
                         MERCHANT,
@@ -70,7 +70,7 @@ pub fn enrichment(kit: &Kit) -> Built {
                         },
                     )
                     .await?;
-                kit.work(Duration::from_micros(500)).await;
+                env.work_mean(Duration::from_micros(500)).await;
                 Ok(FeedItem {
                     account: tx.account,
                     text: format!("£{}.{:02} at {}", tx.amount / 100, tx.amount % 100, m.name),
@@ -83,8 +83,8 @@ pub fn enrichment(kit: &Kit) -> Built {
 }
 
 /// `service.feed`: `add` and `list`.
-pub fn feed(kit: &Kit) -> Built {
-    let db = StoreClient::new(kit.client.clone(), FEED_DB);
+pub fn feed(env: &Env) -> Built {
+    let db = StoreClient::new(env.client().clone(), FEED_DB);
     let db2 = db.clone();
     Built::endpoints(vec![
         Endpoint::new("add", move |ctx: Context, item: FeedItem| {
@@ -113,14 +113,14 @@ pub fn feed(kit: &Kit) -> Built {
 }
 
 /// `service.apns`: `push` a notification (simulated work).
-pub fn apns(kit: &Kit) -> Built {
-    let kit = kit.clone();
+pub fn apns(env: &Env) -> Built {
+    let env = env.clone();
     Built::endpoints(vec![Endpoint::new(
         "push",
         move |ctx: Context, push: Push| {
-            let kit = kit.clone();
+            let env = env.clone();
             async move {
-                kit.work(Duration::from_millis(3)).await;
+                env.work_mean(Duration::from_millis(3)).await;
                 ctx.count("notifications.sent", 1);
                 Ok(push)
             }
@@ -129,15 +129,15 @@ pub fn apns(kit: &Kit) -> Built {
 }
 
 /// `service.feed-generator`: no endpoints of its own, a consumer of `transaction.created`.
-pub fn generator(kit: &Kit) -> Built {
+pub fn generator(env: &Env) -> Built {
     let consumer = Consumer {
-        client: kit.client.clone(),
+        client: env.client().clone(),
         bus: BUS.to_string(),
         topic: TOPIC.to_string(),
         group: FEED_GROUP.to_string(),
         idle: Duration::from_millis(20),
     };
-    let client = kit.client.clone();
+    let client = env.client().clone();
     Built {
         endpoints: Vec::new(),
         background: vec![background(move |ctx| {

@@ -16,8 +16,8 @@ use serde_json::Value;
 use crate::framework::{Context, Endpoint, Error};
 use crate::services::bus::{Consumer, Delivery, PublishRequest, PublishResponse};
 use crate::services::card::{self, Transaction, BALANCE_DB, BUS, TOPIC, TX_DB};
-use crate::services::kit::{background, Built, Kit};
 use crate::services::store::{Op, StoreClient};
+use crate::system::{background, Built, Env};
 
 /// Key prefix of a transaction in `store.transactions`.
 pub const TX_PREFIX: &str = "tx/";
@@ -58,10 +58,10 @@ pub struct TransactionRequest {
 }
 
 /// `service.transactions`: `create` (only for card-processing) and `read`, plus the outbox relay.
-pub fn transactions(kit: &Kit) -> Built {
-    let db = StoreClient::new(kit.client.clone(), TX_DB);
+pub fn transactions(env: &Env) -> Built {
+    let db = StoreClient::new(env.client().clone(), TX_DB);
     let (db1, db2, db3) = (db.clone(), db.clone(), db);
-    let client = kit.client.clone();
+    let client = env.client().clone();
     Built {
         endpoints: vec![
             Endpoint::new("create", move |ctx: Context, tx: Transaction| {
@@ -141,11 +141,11 @@ async fn relay(client: crate::framework::Client, db: StoreClient, ctx: Context) 
 }
 
 /// `service.balance`: `read`, plus opening the accounts and consuming `transaction.created`.
-pub fn balance(kit: &Kit) -> Built {
-    let db = StoreClient::new(kit.client.clone(), BALANCE_DB);
+pub fn balance(env: &Env) -> Built {
+    let db = StoreClient::new(env.client().clone(), BALANCE_DB);
     let db1 = db.clone();
     let consumer = Consumer {
-        client: kit.client.clone(),
+        client: env.client().clone(),
         bus: BUS.to_string(),
         topic: TOPIC.to_string(),
         group: BALANCE_GROUP.to_string(),

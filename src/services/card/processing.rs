@@ -19,7 +19,7 @@ use crate::services::card::{
     self, Authorisation, Card, Decision, Merchant, Transaction, BALANCE, CARDS, MERCHANT,
     PROCESSING, TRANSACTIONS,
 };
-use crate::services::kit::{Built, Kit};
+use crate::system::{Built, Env};
 
 /// Attempts at recording a transaction before processing gives up.
 const RECORD_ATTEMPTS: u32 = 3;
@@ -41,26 +41,26 @@ pub struct MerchantRequest {
 }
 
 /// `api.card`: `authorise`, for authenticated users with the `cards` scope.
-pub fn api(kit: &Kit) -> Built {
-    let kit = kit.clone();
+pub fn api(env: &Env) -> Built {
+    let env = env.clone();
     Built::endpoints(vec![Endpoint::new(
         "authorise",
         move |ctx: Context, req: Authorisation| {
-            let kit = kit.clone();
+            let env = env.clone();
             async move {
-                let user = ctx
-                    .meta(crate::gateway::auth::META_USER)
-                    .unwrap_or_default();
+                let user = ctx.user().unwrap_or_default();
                 let authorize = AuthorizeRequest {
                     user: user.to_string(),
                     scope: card::SCOPE.to_string(),
                 };
-                let _: Value = kit
-                    .client
+                let _: Value = env
+                    .client()
                     .call(&ctx, crate::services::auth::NAME, AUTHORIZE, &authorize)
                     .await?;
-                let decision: Decision =
-                    kit.client.call(&ctx, PROCESSING, "authorise", &req).await?;
+                let decision: Decision = env
+                    .client()
+                    .call(&ctx, PROCESSING, "authorise", &req)
+                    .await?;
                 Ok(decision)
             }
         },
@@ -68,13 +68,13 @@ pub fn api(kit: &Kit) -> Built {
 }
 
 /// `service.card-processing`: `authorise`, callable only by `api.card`.
-pub fn processing(kit: &Kit) -> Built {
-    let kit = kit.clone();
+pub fn processing(env: &Env) -> Built {
+    let env = env.clone();
     Built::endpoints(vec![Endpoint::new(
         "authorise",
         move |ctx: Context, req: Authorisation| {
-            let kit = kit.clone();
-            async move { authorise(&kit, &ctx, req).await }
+            let env = env.clone();
+            async move { authorise(&env, &ctx, req).await }
         },
     )
     .allow_services(&[card::API])])
@@ -89,7 +89,7 @@ fn declined(ctx: &Context, reason: &str) -> Decision {
     }
 }
 
-async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decision, Error> {
+async fn authorise(env: &Env, ctx: &Context, req: Authorisation) -> Result<Decision, Error> {
     if req.idempotency_key.is_empty() {
         return Err(
             Error::bad_request("missing_param", "idempotency_key is required")
@@ -102,8 +102,8 @@ async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decis
             format!("amount must be 1 to {} pence", card::MAX_AMOUNT),
         ));
     }
-    let card: Card = kit
-        .client
+    let card: Card = env
+        .client()
         .call(
             ctx,
             CARDS,
@@ -116,8 +116,8 @@ async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decis
     if card.frozen {
         return Ok(declined(ctx, "card_frozen"));
     }
-    let merchant: Merchant = kit
-        .client
+    let merchant: Merchant = env
+        .client()
         .call(
             ctx,
             MERCHANT,
@@ -127,8 +127,8 @@ async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decis
             },
         )
         .await?;
-    let balance: BalanceResponse = kit
-        .client
+    let balance: BalanceResponse = env
+        .client()
         .call(
             ctx,
             BALANCE,
@@ -149,7 +149,7 @@ async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decis
         merchant_account: merchant.account,
         amount: req.amount,
     };
-    record(kit, ctx, &tx).await?;
+    record(env, ctx, &tx).await?;
     ctx.count("authorisations.approved", 1);
     ctx.observe("authorisation.amount", tx.amount);
     Ok(Decision {
@@ -160,13 +160,13 @@ async fn authorise(kit: &Kit, ctx: &Context, req: Authorisation) -> Result<Decis
 }
 
 /// Records `tx`, retrying a lost or refused attempt: the idempotency key makes it apply once.
-async fn record(kit: &Kit, ctx: &Context, tx: &Transaction) -> Result<(), Error> {
+async fn record(env: &Env, ctx: &Context, tx: &Transaction) -> Result<(), Error> {
     let mut last = Error::unavailable("not_tried", "no attempt made");
     for attempt in 1..=RECORD_ATTEMPTS {
         let call = Call::new(TRANSACTIONS, "create")
             .json(tx)?
             .timeout(RECORD_TIMEOUT);
-        match kit.client.send(ctx, call).await {
+        match env.client().send(ctx, call).await {
             Ok(_) => return Ok(()),
             Err(e) if retryable(&e) && attempt < RECORD_ATTEMPTS && !ctx.is_cancelled() => {
                 ctx.count("transactions.retried", 1);
@@ -183,14 +183,14 @@ fn retryable(e: &Error) -> bool {
 }
 
 /// `service.cards`: `read`.
-pub fn cards(kit: &Kit) -> Built {
-    let kit = kit.clone();
+pub fn cards(env: &Env) -> Built {
+    let env = env.clone();
     Built::endpoints(vec![Endpoint::new(
         "read",
         move |_ctx: Context, req: CardRequest| {
-            let kit = kit.clone();
+            let env = env.clone();
             async move {
-                kit.work(Duration::from_micros(500)).await;
+                env.work_mean(Duration::from_micros(500)).await;
                 card::card(&req.card)
                     .ok_or_else(|| Error::not_found("card", format!("no card {}", req.card)))
             }
@@ -199,14 +199,14 @@ pub fn cards(kit: &Kit) -> Built {
 }
 
 /// `service.merchant`: `read`.
-pub fn merchants(kit: &Kit) -> Built {
-    let kit = kit.clone();
+pub fn merchants(env: &Env) -> Built {
+    let env = env.clone();
     Built::endpoints(vec![Endpoint::new(
         "read",
         move |_ctx: Context, req: MerchantRequest| {
-            let kit = kit.clone();
+            let env = env.clone();
             async move {
-                kit.work(Duration::from_micros(500)).await;
+                env.work_mean(Duration::from_micros(500)).await;
                 card::merchant(&req.merchant).ok_or_else(|| {
                     Error::not_found("merchant", format!("no merchant {}", req.merchant))
                 })

@@ -6,50 +6,31 @@
 //! endpoint unless the file says to ignore it (graceful degradation).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rand_chacha::ChaCha8Rng;
 
-use crate::framework::{Call as RpcCall, Client, Context, Endpoint, Error, FanoutPolicy};
-use crate::lock::lock;
+use crate::framework::{Call as RpcCall, Context, Endpoint, Error, FanoutPolicy};
 use crate::scenario::{Call, Endpoint as EndpointSpec, Fanout, OnError, Wait};
-use crate::sim::faults::FaultBoard;
-use crate::sim::netmodel::Party;
+use crate::system::Env;
 
-/// What every synthetic endpoint of one instance shares.
-#[derive(Clone)]
-pub struct InstanceKit {
-    /// The instance's client, for downstream calls.
-    pub client: Client,
-    /// The instance, for slow faults.
-    pub party: Party,
-    /// Active faults.
-    pub faults: Arc<FaultBoard>,
-    /// The instance's service-time stream.
-    pub rng: Arc<Mutex<ChaCha8Rng>>,
-    /// Moves the starting instance of partial fanouts on with every call.
-    pub rotation: Arc<AtomicUsize>,
-}
-
-/// The endpoint `spec` as run by one instance.
-pub fn endpoint(spec: &EndpointSpec, kit: InstanceKit) -> Endpoint {
+/// The endpoint `spec` as run by the instance `env`; `rotation` (shared by the instance's
+/// endpoints) moves the starting instance of partial fanouts on with every call.
+pub fn endpoint(spec: &EndpointSpec, env: Env, rotation: Arc<AtomicUsize>) -> Endpoint {
     let name = spec.name.as_str().to_string();
     let spec = Arc::new(spec.clone());
     let body = Bytes::from(vec![b'.'; spec.response_bytes as usize]);
     Endpoint::raw(&name, move |ctx: Context, _req: Bytes| {
-        let work = {
-            let mut rng = lock(&kit.rng);
-            spec.time.sample(&mut *rng)
-        };
-        let factor = kit.faults.slow_factor(&kit.party);
-        let (spec, kit, body) = (spec.clone(), kit.clone(), body.clone());
+        let work = env.draw(&spec.time);
+        let factor = env.slowdown();
+        let (spec, env, rotation, body) =
+            (spec.clone(), env.clone(), rotation.clone(), body.clone());
         async move {
             if !work.is_zero() {
                 tokio::time::sleep(work.mul_f64(factor)).await;
             }
             for call in &spec.calls {
-                if let Err(e) = make_call(&kit, &ctx, call).await {
+                if let Err(e) = make_call(&env, &rotation, &ctx, call).await {
                     if spec.on_error == OnError::Fail {
                         return Err(e);
                     }
@@ -68,8 +49,13 @@ fn policy(wait: Wait) -> FanoutPolicy {
     }
 }
 
-async fn make_call(kit: &InstanceKit, ctx: &Context, call: &Call) -> Result<(), Error> {
-    let client = &kit.client;
+async fn make_call(
+    env: &Env,
+    rotation: &AtomicUsize,
+    ctx: &Context,
+    call: &Call,
+) -> Result<(), Error> {
+    let client = env.client();
     let mut rpc = RpcCall::new(call.to.service.as_str(), call.to.endpoint.as_str());
     if let Some(t) = call.timeout {
         rpc = rpc.timeout(t);
@@ -81,7 +67,7 @@ async fn make_call(kit: &InstanceKit, ctx: &Context, call: &Call) -> Result<(), 
             let instances = client.registry().instances(call.to.service.as_str());
             let mut f = client.fanout(policy(call.wait));
             // n distinct instances, starting from one picked by rotating through the list.
-            let start = kit.rotation.fetch_add(1, Ordering::Relaxed) % instances.len().max(1);
+            let start = rotation.fetch_add(1, Ordering::Relaxed) % instances.len().max(1);
             for k in 0..(n as usize).min(instances.len()) {
                 let inst = &instances[(start + k) % instances.len()];
                 f = f.add(rpc.clone().instance(&inst.id));

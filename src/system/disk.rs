@@ -1,10 +1,11 @@
 //! Simulated disks: append-only logs whose unsynced tail a crash throws away.
 //!
-//! The storage and event-bus services keep their state in a [`Disk`]. A record is durable only
-//! once synced: the services acknowledge a write after the sync that covers it, so a crash
-//! (which truncates the log to its last sync) never loses an acknowledged write. Disks outlive
-//! the instances that use them: the wind tunnel holds them in a [`Disks`] table, crashes the
-//! disks of a node it crashes, and a restarted instance replays what survived.
+//! An instance keeps state that must outlive it in a [`Disk`], opened through its
+//! [`Env`](crate::system::Env). A record is durable only once synced: a service acknowledges a
+//! write after the sync that covers it, so a crash (which truncates the log to its last sync)
+//! never loses an acknowledged write. Disks outlive the instances that use them: the run holds
+//! them in a [`Disks`] table, crashes the disks of a node it crashes, and a restarted instance
+//! replays what survived.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

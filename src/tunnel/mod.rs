@@ -1,0 +1,205 @@
+//! The wind tunnel as a library: build a run from a scenario, register the systems it flies,
+//! run it, read the [`Outcome`].
+//!
+//! In the shape of turmoil's `Builder` -> `Sim`: a [`Tunnel`] collects the scenario (a file, TOML
+//! written in Rust, or a parsed [`Scenario`]), the seed and the [`System`]s; [`Tunnel::run`]
+//! validates the scenario against exactly those systems (so what `check` accepts, `run`
+//! accepts), runs it deterministically, and returns the verdict with everything measured. A
+//! user's test reads: load, register, run, assert.
+//!
+//! ```no_run
+//! use windtunnel::services::Platform;
+//! use windtunnel::tunnel::Tunnel;
+//!
+//! let outcome = Tunnel::file("scenarios/webhook-steady.toml")
+//!     .systems(windtunnel::services::systems())
+//!     .run()
+//!     .expect("the scenario is valid and runs");
+//! outcome.assert_passed(); // on failure: what broke, and the command that replays it
+//! # let _ = Platform;
+//! ```
+//!
+//! The seed is the file's, unless [`Tunnel::seed`] sets one, unless the environment variable
+//! [`SEED_VAR`] (`WINDTUNNEL_SEED`) is set: that is how a failure's replay command reruns the
+//! failing seed bit for bit.
+
+mod outcome;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::report::summary;
+use crate::scenario::{self, Scenario, ScenarioError};
+use crate::sim::{self, NoProgress};
+use crate::system::{Catalog, CatalogError, ServiceDef, System};
+
+pub use crate::sim::{Progress, RunError, Status};
+pub use outcome::{Outcome, ReportError};
+
+/// The environment variable that overrides every other seed: set it to replay a failure.
+pub const SEED_VAR: &str = "WINDTUNNEL_SEED";
+
+/// Why a run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// A system could not be registered.
+    #[error(transparent)]
+    Registration(#[from] CatalogError),
+    /// The scenario is invalid; the diagnostics say where and what.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// `WINDTUNNEL_SEED` is set but is not a seed.
+    #[error("{SEED_VAR}={value:?} is not a seed: expected a whole number from 0 to 18446744073709551615")]
+    BadSeed {
+        /// What it held.
+        value: String,
+    },
+    /// The simulation could not run.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Where the scenario comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Text { text: String, name: String },
+    Parsed(Box<Scenario>),
+}
+
+/// A run being put together. Nothing happens until [`Tunnel::run`].
+#[derive(Debug)]
+pub struct Tunnel {
+    source: Source,
+    seed: Option<u64>,
+    env_seed: bool,
+    catalog: Catalog,
+    problems: Vec<CatalogError>,
+}
+
+impl Tunnel {
+    fn from(source: Source) -> Tunnel {
+        Tunnel {
+            source,
+            seed: None,
+            env_seed: true,
+            catalog: Catalog::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// A run of the scenario file at `path`.
+    pub fn file(path: impl AsRef<Path>) -> Tunnel {
+        Tunnel::from(Source::File(path.as_ref().to_path_buf()))
+    }
+
+    /// A run of a scenario written as TOML text in Rust; `name` stands for the file in
+    /// diagnostics (e.g. `"my_test.toml"`).
+    pub fn toml(text: &str, name: &str) -> Tunnel {
+        Tunnel::from(Source::Text {
+            text: text.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// A run of a scenario already parsed (its builtins are checked again at run time against
+    /// the registered systems).
+    pub fn scenario(scenario: Scenario) -> Tunnel {
+        Tunnel::from(Source::Parsed(Box::new(scenario)))
+    }
+
+    /// Runs with `seed` instead of the scenario's (`WINDTUNNEL_SEED` still wins when set).
+    pub fn seed(mut self, seed: u64) -> Tunnel {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Whether `WINDTUNNEL_SEED` may override the seed (default true; the command line turns it
+    /// off, since its `--seed` says what it means).
+    pub fn seed_from_env(mut self, read: bool) -> Tunnel {
+        self.env_seed = read;
+        self
+    }
+
+    /// Registers `system`: its services become builtins the scenario may name.
+    pub fn system(self, system: impl System) -> Tunnel {
+        self.register(Arc::new(system))
+    }
+
+    /// Registers every system of `systems`, in order.
+    pub fn systems(self, systems: impl IntoIterator<Item = Arc<dyn System>>) -> Tunnel {
+        systems.into_iter().fold(self, Tunnel::register)
+    }
+
+    /// Registers one service on its own (a system of one, named after its builtin).
+    pub fn service(self, def: ServiceDef) -> Tunnel {
+        self.register(Arc::new(Lone(def)))
+    }
+
+    fn register(mut self, system: Arc<dyn System>) -> Tunnel {
+        if let Err(e) = self.catalog.add(system) {
+            self.problems.push(e);
+        }
+        self
+    }
+
+    /// The registered systems.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Reads and validates the scenario against the registered systems, with the seed this run
+    /// would use, without running it.
+    pub fn check(&self) -> Result<Scenario, TunnelError> {
+        if let Some(problem) = self.problems.first() {
+            return Err(problem.clone().into());
+        }
+        let mut scenario = match &self.source {
+            Source::File(path) => scenario::load_file(path, &self.catalog)?,
+            Source::Text { text, name } => scenario::parse_str(text, name, &self.catalog)?,
+            Source::Parsed(s) => (**s).clone(),
+        };
+        if let Some(seed) = self.seed {
+            scenario.seed = seed;
+        }
+        if self.env_seed {
+            if let Ok(value) = std::env::var(SEED_VAR) {
+                scenario.seed = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| TunnelError::BadSeed { value })?;
+            }
+        }
+        Ok(scenario)
+    }
+
+    /// Runs the scenario and judges it.
+    pub fn run(self) -> Result<Outcome, TunnelError> {
+        self.run_with(&mut NoProgress)
+    }
+
+    /// Runs the scenario, reporting progress about every simulated second.
+    pub fn run_with(self, progress: &mut dyn Progress) -> Result<Outcome, TunnelError> {
+        let scenario = self.check()?;
+        let output = sim::run(&scenario, &self.catalog, progress)?;
+        let summary = summary::build(&scenario, &output.measurements, output.wall);
+        let file = match &self.source {
+            Source::File(path) => Some(path.clone()),
+            _ => None,
+        };
+        Ok(Outcome::new(scenario, summary, output.measurements, file))
+    }
+}
+
+/// One service registered on its own.
+struct Lone(ServiceDef);
+
+impl System for Lone {
+    fn name(&self) -> &str {
+        self.0.builtin()
+    }
+
+    fn services(&self) -> Vec<ServiceDef> {
+        vec![self.0.clone()]
+    }
+}
