@@ -113,8 +113,7 @@ async fn start() -> Result<System, Box<dyn std::error::Error + Send + Sync>> {
     let mut config = ClientConfig::new("gateway");
     config.seed = 1;
     let client = Client::new(config, transport(), registry);
-    let mut config = GatewayConfig::new("gateway");
-    config.auth_service = Some(auth::NAME.to_string());
+    let config = GatewayConfig::new("gateway", Some(auth::NAME));
     let gateway = Gateway::new(config, routes()?, client)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tunnel", &["sim", "report", "metrics", "system", "scenario", "topology", "framework", "lock",
                  "units", "dist"]),
     // The example systems, written against the public API only.
-    ("services", &["framework", "system", "gateway", "units", "dist"]),
+    ("services", &["framework", "system"]),
     ("cli", &["tunnel", "services", "serve", "report", "scenario", "system", "units", "lock", "sim"]),
 ];
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use windtunnel::dist::Dist;
 use windtunnel::scenario::{
-    load_file, parse_str, Arrival, Assertion, Balancer, Bound, Catalog, Fanout, FaultKind,
+    load_file, parse_str, Arrival, Assertion, Balancer, Bound, Builtins, Fanout, FaultKind,
     LatencyStat, LoadTarget, Metric, NoBuiltins, OnError, Op, Scenario, ScenarioError, Scope,
     ServiceBody, Target, Wait, Window,
 };
@@ -16,7 +16,7 @@ use windtunnel::units::{Rate, Ratio};
 /// The builtins the webhook scenarios use.
 struct WebhookCatalog;
 
-impl Catalog for WebhookCatalog {
+impl Builtins for WebhookCatalog {
     fn builtin_endpoints(&self, builtin: &str) -> Option<Vec<String>> {
         (builtin == "webhook-api").then(|| vec!["deliver".to_string()])
     }

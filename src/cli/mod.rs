@@ -150,6 +150,14 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
     })
 }
 
+/// This very program, as it was started: `windtunnel`, or a binary of a user's own with their
+/// systems registered (the one that can replay their scenarios).
+fn program() -> String {
+    std::env::args()
+        .next()
+        .unwrap_or_else(|| "windtunnel".to_string())
+}
+
 /// Loads and validates a scenario against `catalog`, printing diagnostics on failure.
 fn load(catalog: &Catalog, path: &Path) -> Result<Scenario, u8> {
     scenario::load_file(path, catalog).map_err(|e| {

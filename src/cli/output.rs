@@ -99,7 +99,7 @@ pub fn run_and_report(
     let outcome = {
         let mut bar = Bar::new(scenario.duration, quiet);
         Tunnel::scenario(scenario.clone())
-            .systems(catalog.systems().iter().cloned())
+            .with_catalog(catalog.clone())
             .seed_from_env(false)
             .run_with(&mut bar)?
     };
@@ -107,7 +107,8 @@ pub fn run_and_report(
     print_summary(outcome.summary(), out, quiet);
     if !outcome.passed() {
         println!(
-            "  replay: windtunnel run {} --seed {}",
+            "  replay: {} run {} --seed {}",
+            super::program(),
             file.display(),
             outcome.seed()
         );

@@ -133,7 +133,7 @@ pub fn sweep(
 /// One seed's run, judged.
 fn run_seed(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
     let outcome = Tunnel::scenario(scenario.clone())
-        .systems(catalog.systems().iter().cloned())
+        .with_catalog(catalog.clone())
         .seed_from_env(false)
         .seed(seed)
         .run()
@@ -197,7 +197,8 @@ fn print_report(report: &SweepReport, file: &Path, dir: &Path) {
             println!("  FAIL seed {}: {v}", r.seed);
         }
         println!(
-            "    replay: windtunnel run {} --seed {}",
+            "    replay: {} run {} --seed {}",
+            super::program(),
             file.display(),
             r.seed
         );

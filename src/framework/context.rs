@@ -196,6 +196,15 @@ impl Context {
         self.inner.meta.get(key).map(String::as_str)
     }
 
+    /// A child carrying `identity` to every callee, under
+    /// [`META_USER`](crate::framework::identity::META_USER) and
+    /// [`META_SCOPES`](crate::framework::identity::META_SCOPES).
+    pub fn with_identity(&self, identity: &crate::framework::identity::Identity) -> Context {
+        use crate::framework::identity::{META_SCOPES, META_USER};
+        self.with_meta(META_USER, identity.user.as_str())
+            .with_meta(META_SCOPES, identity.scopes.join(" "))
+    }
+
     /// The user the gateway authenticated for this request, carried under
     /// [`META_USER`](crate::framework::identity::META_USER); `None` for a call made on no
     /// user's behalf.

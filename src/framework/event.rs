@@ -8,8 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::framework::ids::{RequestId, SpanId, TraceId};
-use crate::framework::metrics::MetricKind;
 use crate::lock::lock;
+
+/// Whether a metric is a running total or a distribution of values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MetricKind {
+    /// Values are added up: webhooks delivered, authorisations declined, pence moved.
+    Counter,
+    /// Each value is one observation: an authorisation's amount, a batch's size.
+    Histogram,
+}
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]

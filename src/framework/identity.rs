@@ -2,12 +2,11 @@
 //! context to every hop, and the protocol the gateway uses to learn them from a bearer token.
 //!
 //! This is framework vocabulary, not the gateway's or an example service's: the gateway writes
-//! it, any service reads it ([`Context::user`]), and an authenticator service answers
-//! [`CHECK`] with an [`Identity`]. Which service authenticates is configuration.
+//! it ([`Context::with_identity`](crate::framework::Context::with_identity)), any service reads
+//! it ([`Context::user`](crate::framework::Context::user)), and an authenticator service
+//! answers [`CHECK`] with an [`Identity`]. Which service authenticates is configuration.
 
 use serde::{Deserialize, Serialize};
-
-use crate::framework::context::Context;
 
 /// The metadata key carrying the authenticated user to every service.
 pub const META_USER: &str = "user";
@@ -51,10 +50,4 @@ impl std::fmt::Debug for CheckRequest {
             .field("token", &"<redacted>")
             .finish()
     }
-}
-
-/// `ctx` carrying `identity` to every callee, under [`META_USER`] and [`META_SCOPES`].
-pub fn with_identity(ctx: &Context, identity: &Identity) -> Context {
-    ctx.with_meta(META_USER, identity.user.as_str())
-        .with_meta(META_SCOPES, identity.scopes.join(" "))
 }

@@ -10,16 +10,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+pub use crate::framework::event::MetricKind;
 use crate::framework::event::{Event, EventKind, EventSink};
-
-/// Whether a metric is a running total or a distribution of values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum MetricKind {
-    /// Values are added up: webhooks delivered, authorisations declined, pence moved.
-    Counter,
-    /// Each value is one observation: an authorisation's amount, a batch's size.
-    Histogram,
-}
 
 /// Where one service instance records its business metrics. Cheap to clone (one `Arc`): every
 /// request's context carries a clone.

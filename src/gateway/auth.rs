@@ -1,4 +1,4 @@
-//! Authentication at the edge: the bearer token, checked by `service.auth`, before routing.
+//! Authentication at the edge: the bearer token, checked by the authenticator service (`GatewayConfig::auth_service`), before routing.
 //!
 //! A request without a well-formed `Authorization: Bearer <token>` header is refused without
 //! any RPC; one whose token the auth service rejects is refused with its error. Only then does
@@ -7,7 +7,6 @@
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
-pub use crate::framework::identity::{with_identity, META_SCOPES, META_USER};
 use crate::framework::identity::{CheckRequest, Identity, CHECK};
 use crate::framework::{Client, Context};
 use crate::gateway::errors::GatewayError;

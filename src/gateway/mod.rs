@@ -1,7 +1,7 @@
 //! The gateway: the talk's "HTTP API & routing layer", where HTTP becomes RPC.
 //!
 //! Each edge request is handled in one fixed order: start a trace and a deadline, authenticate
-//! (`service.auth`), resolve the route, read the body under a limit, merge it with the path
+//! (with the configured authenticator), resolve the route, read the body under a limit, merge it with the path
 //! parameters, and make the route's RPC with a context that carries the deadline, the trace and
 //! the user. Whatever fails along the way answers a JSON error whose status follows the error's
 //! kind ([`errors`]); every answer carries `X-Request-Id` and `X-Trace-Id`. The gateway is
@@ -49,7 +49,7 @@ pub struct GatewayConfig {
     pub name: String,
     /// The service that checks bearer tokens before any routing (it answers the framework's
     /// [`crate::framework::identity::CHECK`]); `None` lets every request through
-    /// unauthenticated. Default `None`: which service authenticates is the deployment's choice.
+    /// unauthenticated. No default: [`GatewayConfig::new`] makes the caller say which.
     pub auth_service: Option<String>,
     /// The largest body accepted. Default 1 MiB.
     pub max_body_bytes: usize,
@@ -64,12 +64,13 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// A config named `name` with the defaults above.
-    pub fn new(name: &str) -> GatewayConfig {
+    /// A config named `name` whose bearer tokens `auth_service` checks (`None`: nobody does, and
+    /// every request goes through unauthenticated), with the defaults above.
+    pub fn new(name: &str, auth_service: Option<&str>) -> GatewayConfig {
         GatewayConfig {
             seed: 0,
             name: name.to_string(),
-            auth_service: None,
+            auth_service: auth_service.map(str::to_string),
             max_body_bytes: 1 << 20,
             deadline_default: Duration::from_secs(5),
             deadline_max: Duration::from_secs(30),
@@ -191,7 +192,7 @@ impl Gateway {
             Some(auth_service) => {
                 let token = auth::bearer_token(&parts.headers)?;
                 let identity = auth::check(&self.client, &ctx, auth_service, token).await?;
-                auth::with_identity(&ctx, &identity)
+                ctx.with_identity(&identity)
             }
             None => ctx,
         };

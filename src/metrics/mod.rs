@@ -319,7 +319,7 @@ pub struct Measurements {
     pub traces: Vec<Trace>,
     /// Business metrics, by name.
     pub business: BTreeMap<Arc<str>, BusinessMetric>,
-    /// The example systems' invariants, checked after the run (empty when none apply).
+    /// The registered systems' invariants, checked after the run (empty when none apply).
     pub invariants: Vec<crate::system::Invariant>,
 }
 

@@ -90,7 +90,7 @@ impl From<&TrafficSummary> for Figures {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadComparison {
     /// The load's name.
-    pub route: String,
+    pub load: String,
     /// Run A's figures.
     pub a: Option<Figures>,
     /// Run B's figures.
@@ -143,7 +143,7 @@ fn load_comparisons(a: &Summary, b: &Summary) -> Vec<LoadComparison> {
     names
         .into_iter()
         .map(|name| LoadComparison {
-            route: name.clone(),
+            load: name.clone(),
             a: a.loads.get(name).map(Figures::from),
             b: b.loads.get(name).map(Figures::from),
         })
@@ -296,7 +296,7 @@ fn sections(a: &Summary, b: &Summary, loads: &[LoadComparison]) -> Vec<Section> 
     let mut out: Vec<Section> = loads
         .iter()
         .map(|r| Section {
-            title: format!("load {}", r.route),
+            title: format!("load {}", r.load),
             lines: lines(r),
         })
         .collect();

@@ -337,7 +337,7 @@ fn route_row(name: &str, r: &TrafficSummary) -> String {
     )
 }
 
-fn route_table(title: &str, what: &str, routes: &BTreeMap<String, TrafficSummary>) -> String {
+fn traffic_table(title: &str, what: &str, routes: &BTreeMap<String, TrafficSummary>) -> String {
     let mut out = format!("<h2>{title}</h2>\n");
     if routes.is_empty() {
         let _ = writeln!(out, "<p class=\"muted\">No {what} in this run.</p>");
@@ -447,8 +447,8 @@ pub fn write_index(
         facts(summary),
         assertions(summary),
         faults(summary),
-        route_table("Loads", "load", &summary.loads),
-        route_table(
+        traffic_table("Loads", "load", &summary.loads),
+        traffic_table(
             "Endpoints (as their callers saw them)",
             "endpoint",
             &summary.endpoints,

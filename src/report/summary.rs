@@ -217,7 +217,9 @@ pub struct Summary {
     pub bucket_seconds: f64,
     /// The fault windows.
     pub faults: Vec<FaultWindow>,
-    /// Per load (RPC or HTTP route), by load name.
+    /// Per load (RPC or HTTP route), by load name. (Reports written before the field's rename
+    /// call it `routes`; they still load.)
+    #[serde(alias = "routes")]
     pub loads: BTreeMap<String, TrafficSummary>,
     /// Per service endpoint, as its callers saw it.
     pub endpoints: BTreeMap<String, TrafficSummary>,
@@ -228,7 +230,7 @@ pub struct Summary {
     /// Business metrics the services recorded, by name.
     #[serde(default)]
     pub business: BTreeMap<String, BusinessSummary>,
-    /// The example systems' invariants, checked after the run.
+    /// The registered systems' invariants, checked after the run.
     #[serde(default)]
     pub invariants: Vec<Invariant>,
     /// The assertions, in file order.
@@ -279,7 +281,7 @@ fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
     points
 }
 
-fn route_summary(series: &Series, run: Duration) -> TrafficSummary {
+fn traffic_summary(series: &Series, run: Duration) -> TrafficSummary {
     let totals = series.totals();
     let width = series.bucket_width().as_secs_f64();
     let timeline = series
@@ -357,12 +359,12 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
     let loads: BTreeMap<String, TrafficSummary> = m
         .loads
         .iter()
-        .map(|(k, s)| (k.clone(), route_summary(s, run)))
+        .map(|(k, s)| (k.clone(), traffic_summary(s, run)))
         .collect();
     let endpoints = m
         .endpoints
         .iter()
-        .map(|(k, s)| (k.clone(), route_summary(s, run)))
+        .map(|(k, s)| (k.clone(), traffic_summary(s, run)))
         .collect();
     let width = m.bucket_width;
     let instances = m

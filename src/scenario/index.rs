@@ -13,7 +13,7 @@ use crate::units::quote;
 
 use super::names::{EndpointName, EndpointRef, ServiceName, Target};
 use super::raw::RawService;
-use super::Catalog;
+use super::Builtins;
 
 /// How many names an "expected one of" list shows before "...".
 const MAX_LISTED: usize = 20;
@@ -35,7 +35,7 @@ pub(crate) struct Index {
 
 impl Index {
     /// Indexes the first service of each well-formed name.
-    pub(crate) fn build(services: &[Spanned<RawService>], catalog: &dyn Catalog) -> Index {
+    pub(crate) fn build(services: &[Spanned<RawService>], builtins: &dyn Builtins) -> Index {
         let mut index = BTreeMap::new();
         for service in services {
             let service = service.get_ref();
@@ -50,7 +50,7 @@ impl Index {
                     .filter(|count| *count >= 1),
             };
             let endpoints = match &service.builtin {
-                Some(builtin) => catalog
+                Some(builtin) => builtins
                     .builtin_endpoints(builtin.get_ref())
                     .map(|endpoints| endpoints.into_iter().collect()),
                 None => Some(

@@ -1,6 +1,6 @@
 //! Scenario files: the wind tunnel's input, read in two steps like ripgrep's flags.
 //!
-//! First serde reads the TOML into raw structs that mirror the file ([`raw`], the "low args"), which
+//! First serde reads the TOML into raw structs that mirror the file (`raw`, the "low args"), which
 //! catches syntax errors, wrong types and unknown keys with their location. Then validation turns
 //! them into a [`Scenario`] ([`model`], the "high args") that cannot be invalid: every reference
 //! resolves, every window fits the run, every quantity is typed. All the problems found are
@@ -41,9 +41,10 @@ use error::Locator;
 
 /// The built-in (Rust) services a scenario may name with `builtin = "..."`.
 ///
-/// The harness implements it over its registry of example services; parsing only needs each
-/// builtin's endpoint names, to check the calls, routes and loads that reach it.
-pub trait Catalog {
+/// [`crate::system::Catalog`] implements it over the registered systems; parsing only needs each
+/// builtin's endpoint names, to check the calls, routes and loads that reach it, and the
+/// services it calls.
+pub trait Builtins {
     /// The endpoints of a built-in service, or `None` if there is no such builtin.
     fn builtin_endpoints(&self, builtin: &str) -> Option<Vec<String>>;
 
@@ -54,12 +55,12 @@ pub trait Catalog {
     }
 }
 
-/// A catalog with no builtins: every `builtin = "..."` is an error. For tests and tools that only
+/// No builtins at all: every `builtin = "..."` is an error. For tests and tools that only
 /// read synthetic scenarios.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBuiltins;
 
-impl Catalog for NoBuiltins {
+impl Builtins for NoBuiltins {
     fn builtin_endpoints(&self, _builtin: &str) -> Option<Vec<String>> {
         None
     }
@@ -69,7 +70,7 @@ impl Catalog for NoBuiltins {
 pub fn parse_str(
     text: &str,
     file_name: &str,
-    catalog: &dyn Catalog,
+    builtins: &dyn Builtins,
 ) -> Result<Scenario, ScenarioError> {
     let locator = Locator::new(text, file_name);
     let raw: raw::RawScenario = toml::from_str(text).map_err(|error| ScenarioError::Invalid {
@@ -77,15 +78,15 @@ pub fn parse_str(
             locator.diagnostic(error.span().unwrap_or(0..0), error.message().to_string())
         ],
     })?;
-    validate::scenario(&raw, locator, catalog)
+    validate::scenario(&raw, locator, builtins)
 }
 
 /// Reads, parses and validates a scenario file; diagnostics name the path as given.
-pub fn load_file(path: &Path, catalog: &dyn Catalog) -> Result<Scenario, ScenarioError> {
+pub fn load_file(path: &Path, builtins: &dyn Builtins) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
         file: file.clone(),
         source,
     })?;
-    parse_str(&text, &file, catalog)
+    parse_str(&text, &file, builtins)
 }

@@ -93,7 +93,7 @@ fn is_lower_word_byte(byte: u8) -> bool {
     byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_'
 }
 
-/// One endpoint of one service, written "<service>.<endpoint>" ("service.auth.check").
+/// One endpoint of one service, written `<service>.<endpoint>` (`service.auth.check`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointRef {
     /// The service.
@@ -115,7 +115,7 @@ pub enum Target {
     Client,
     /// Every instance of a service: "service.webhook".
     Service(ServiceName),
-    /// One instance of a service, counted from 0: "service.webhook[2]".
+    /// One instance of a service, counted from 0: `service.webhook[2]`.
     Instance {
         /// The service.
         service: ServiceName,

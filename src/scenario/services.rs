@@ -1,7 +1,7 @@
 //! Validation of `[[service]]` tables: placement, capacity, endpoints and their downstream calls.
 //!
 //! Besides each field, this checks what only the whole set of services can tell: names are unique,
-//! builtins exist in the catalog, calls reach endpoints that exist with a fanout the callee can
+//! builtins are registered, calls reach endpoints that exist with a fanout the callee can
 //! serve, and the calls between synthetic endpoints form no cycle (a cycle would recurse until
 //! every request's deadline ran out, which is a mistake in the file, not a behaviour to measure).
 
@@ -19,7 +19,7 @@ use super::model::{limits, Balancer, Call, Endpoint, Fanout, OnError, Service, S
 use super::names::{BuiltinName, EndpointName, ServiceName};
 use super::raw::{RawCall, RawEndpoint, RawService, Text, Value};
 use super::validate::Ctx;
-use super::Catalog;
+use super::Builtins;
 
 /// Handlers per instance when the file gives none.
 const DEFAULT_WORKERS: u32 = 16;
@@ -33,7 +33,7 @@ pub(crate) fn validate(
     ctx: &mut Ctx<'_>,
     raw: &[Spanned<RawService>],
     index: &Index,
-    catalog: &dyn Catalog,
+    builtins: &dyn Builtins,
 ) -> Option<Vec<Service>> {
     if !ctx.at_most(raw, limits::MAX_SERVICES, "services") {
         return None;
@@ -49,7 +49,7 @@ pub(crate) fn validate(
             name,
             service.get_ref().name.span(),
         );
-        let validated = validate_service(ctx, service.get_ref(), index, catalog);
+        let validated = validate_service(ctx, service.get_ref(), index, builtins);
         if let Some(validated) = &validated {
             total_instances = total_instances.saturating_add(u64::from(validated.instances));
             if total_instances > limits::MAX_TOTAL_INSTANCES {
@@ -72,7 +72,7 @@ fn validate_service(
     ctx: &mut Ctx<'_>,
     raw: &RawService,
     index: &Index,
-    catalog: &dyn Catalog,
+    builtins: &dyn Builtins,
 ) -> Option<Service> {
     let name = ctx.name("name", &raw.name, ServiceName::parse);
     let instances = ctx.count(
@@ -99,7 +99,7 @@ fn validate_service(
         .as_ref()
         .map_or(Some(Balancer::RoundRobin), |text| balancer(ctx, text));
     let body = match &raw.builtin {
-        Some(builtin) => builtin_body(ctx, raw, builtin, catalog, index),
+        Some(builtin) => builtin_body(ctx, raw, builtin, builtins, index),
         None => synthetic_body(ctx, &raw.endpoint, index),
     };
     Some(Service {
@@ -146,12 +146,12 @@ fn balancer(ctx: &mut Ctx<'_>, text: &Text) -> Option<Balancer> {
     }
 }
 
-/// A builtin service: it must be in the catalog and may not declare endpoints of its own.
+/// A builtin service: it must be registered and may not declare endpoints of its own.
 fn builtin_body(
     ctx: &mut Ctx<'_>,
     raw: &RawService,
     builtin: &Text,
-    catalog: &dyn Catalog,
+    builtins: &dyn Builtins,
     index: &Index,
 ) -> Option<ServiceBody> {
     if let Some(endpoint) = raw.endpoint.first() {
@@ -163,14 +163,14 @@ fn builtin_body(
         ctx.error(endpoint.span(), message);
     }
     let name = ctx.name("builtin", builtin, BuiltinName::parse)?;
-    let Some(endpoints) = catalog.builtin_endpoints(name.as_str()) else {
+    let Some(endpoints) = builtins.builtin_endpoints(name.as_str()) else {
         ctx.error(
             builtin.span(),
             format!("unknown builtin {}", quote(name.as_str())),
         );
         return None;
     };
-    for needed in catalog.builtin_calls(name.as_str()) {
+    for needed in builtins.builtin_calls(name.as_str()) {
         if !index.has(&needed) {
             let message = format!(
                 "builtin {} calls {}, which this scenario does not declare: add a [[service]] named {}",

@@ -18,7 +18,7 @@ use super::index::Index;
 use super::model::{limits, Network, Scenario};
 use super::names::ScenarioName;
 use super::raw::{Int, RawNetwork, RawScenario, Text, Value};
-use super::{asserts, faults, services, traffic, Catalog};
+use super::{asserts, faults, services, traffic, Builtins};
 
 /// The seed used when the file gives none.
 const DEFAULT_SEED: u64 = 1;
@@ -29,15 +29,15 @@ const DEFAULT_TICK: Duration = Duration::from_millis(1);
 pub(crate) fn scenario(
     raw: &RawScenario,
     locator: Locator<'_>,
-    catalog: &dyn Catalog,
+    builtins: &dyn Builtins,
 ) -> Result<Scenario, ScenarioError> {
     let mut ctx = Ctx::new(locator);
-    let built = build(&mut ctx, raw, catalog);
+    let built = build(&mut ctx, raw, builtins);
     ctx.finish(built)
 }
 
 /// Validates every part, then assembles the scenario if nothing was reported.
-fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, catalog: &dyn Catalog) -> Option<Scenario> {
+fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Option<Scenario> {
     let name = ctx
         .required(
             raw.name.as_ref(),
@@ -59,9 +59,9 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, catalog: &dyn Catalog) -> Option<
         DEFAULT_TICK,
         limits::MIN_TICK..=limits::MAX_TICK,
     );
-    let index = Index::build(&raw.service, catalog);
+    let index = Index::build(&raw.service, builtins);
     let network = network(ctx, raw.network.as_ref(), &index);
-    let services = services::validate(ctx, &raw.service, &index, catalog);
+    let services = services::validate(ctx, &raw.service, &index, builtins);
     let routes = traffic::routes(ctx, &raw.route, &index);
     let loads = traffic::loads(ctx, &raw.load, &raw.route, &index, duration);
     let faults = faults::validate(ctx, &raw.fault, &index, duration);

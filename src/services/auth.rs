@@ -90,27 +90,6 @@ fn check(tokens: &Tokens, req: &CheckRequest) -> Result<CheckResponse, Error> {
         .ok_or_else(|| Error::of(ErrorKind::Unauthorized, "invalid_token", "unknown token"))
 }
 
-/// The token loads send when they send a valid one: alice's, which holds every scope.
-pub const DEMO_TOKEN: &str = "token-alice";
-
-/// The user [`DEMO_TOKEN`] names.
-pub const DEMO_USER: &str = "alice";
-
-/// The tokens the example auth service accepts: `token-alice` (user alice) and `token-bob`
-/// (user bob), with the `accounts`, `webhooks` and `cards` scopes, and `token-eve` (user eve)
-/// with `accounts` only. For examples and tests, not for production.
-pub fn demo_tokens() -> Tokens {
-    let all: &[&str] = &["accounts", super::webhook::SCOPE, super::card::SCOPE];
-    [
-        (DEMO_TOKEN, DEMO_USER, all),
-        ("token-bob", "bob", all),
-        ("token-eve", "eve", &["accounts"][..]),
-    ]
-    .into_iter()
-    .map(|(token, user, scopes)| (token.to_string(), Identity::new(user, scopes)))
-    .collect()
-}
-
 /// The service's config.
 pub fn config() -> ServiceConfig {
     ServiceConfig::new(NAME, "Check bearer tokens")

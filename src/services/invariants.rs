@@ -23,9 +23,13 @@ use crate::framework::{Client, Context, Error};
 use crate::services::bus::{StatsRequest, StatsResponse};
 use crate::services::card::{self, feed, ledger, Transaction};
 use crate::services::store::StoreClient;
-use crate::services::systems::{TRANSACTION_WRITES, WEBHOOK_WRITES};
 use crate::services::webhook;
 use crate::system::{Invariant, Topology, Verifier, Verify};
+
+/// The kind under which acknowledged webhook deliveries are noted (their ids).
+pub const WEBHOOK_WRITES: &str = "webhook";
+/// The kind under which approved card payments are noted (their transaction ids).
+pub const TRANSACTION_WRITES: &str = "transaction";
 
 /// How long the verifier waits for consumers and relays to catch up before it judges.
 pub const QUIESCE_LIMIT: Duration = Duration::from_secs(30);

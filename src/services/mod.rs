@@ -1,7 +1,7 @@
 //! The example systems: the system the talk builds, written on the framework and entered into
 //! runs through the public [`System`] API exactly as a user's own services are.
 //!
-//! Layout: [`systems`] defines the four systems a scenario can name builtins from
+//! Layout: [`systems`](mod@systems) defines the four systems a scenario can name builtins from
 //! ([`Platform`]: auth, store, bus; [`Accounts`]; [`Webhooks`]; [`Cards`]), what their loads
 //! send and what must hold after a run ([`invariants`]). The services: [`account`] (the talk's
 //! `main`), [`auth`] (bearer tokens and scopes), [`store`] (the key-value database), [`bus`]

@@ -14,12 +14,29 @@ use crate::system::{
     Built, Env, LoadEnd, LoadTokens, Notes, ServiceDef, System, Topology, Verifier,
 };
 
-use super::{account, auth, bus, card, invariants, store, webhook};
+use super::invariants::{self, TRANSACTION_WRITES, WEBHOOK_WRITES};
+use super::{account, auth, bus, card, store, webhook};
 
-/// The kind under which acknowledged webhook deliveries are noted (their ids).
-pub const WEBHOOK_WRITES: &str = "webhook";
-/// The kind under which approved card payments are noted (their transaction ids).
-pub const TRANSACTION_WRITES: &str = "transaction";
+/// The token loads send when they send a valid one: alice's, which holds every scope.
+pub const DEMO_TOKEN: &str = "token-alice";
+
+/// The user [`DEMO_TOKEN`] names.
+pub const DEMO_USER: &str = "alice";
+
+/// The tokens the example auth service accepts: `token-alice` (user alice) and `token-bob`
+/// (user bob), with the `accounts`, `webhooks` and `cards` scopes, and `token-eve` (user eve)
+/// with `accounts` only. For examples and tests, not for production.
+pub fn demo_tokens() -> auth::Tokens {
+    let all: &[&str] = &["accounts", webhook::SCOPE, card::SCOPE];
+    [
+        (DEMO_TOKEN, DEMO_USER, all),
+        ("token-bob", "bob", all),
+        ("token-eve", "eve", &["accounts"][..]),
+    ]
+    .into_iter()
+    .map(|(token, user, scopes)| (token.to_string(), auth::Identity::new(user, scopes)))
+    .collect()
+}
 
 /// Serialises a JSON body.
 fn body(value: serde_json::Value) -> Option<Bytes> {
@@ -39,10 +56,10 @@ impl System for Platform {
     fn services(&self) -> Vec<ServiceDef> {
         vec![
             ServiceDef::new("auth", |_env: &Env| {
-                Built::endpoints(auth::endpoints(auth::demo_tokens()))
+                Built::endpoints(auth::endpoints(demo_tokens()))
             })
             .authenticates(LoadTokens {
-                valid: auth::DEMO_TOKEN.to_string(),
+                valid: DEMO_TOKEN.to_string(),
                 invalid: "token-nobody".to_string(),
             }),
             ServiceDef::new("store", |env: &Env| store::service(env.disk("data"))),
@@ -73,11 +90,11 @@ impl System for Accounts {
         match to.endpoint {
             "create" => body(json!({
                 "id": format!("{load}-{n}"),
-                "owner": auth::DEMO_USER,
+                "owner": DEMO_USER,
                 "name": format!("Account {n}"),
             })),
             "read" => body(json!({ "id": format!("{load}-{n}") })),
-            "list" => body(json!({ "owner": auth::DEMO_USER })),
+            "list" => body(json!({ "owner": DEMO_USER })),
             _ => None,
         }
     }

@@ -18,6 +18,8 @@ pub mod world;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use crate::load::Generator;
 use crate::metrics::{Measurements, Recorder, RecorderConfig};
 use crate::scenario::{FaultKind, Scenario, ServiceBody, Target, TokenUse};
@@ -116,14 +118,61 @@ fn drain(scenario: &Scenario, verifying: bool) -> Duration {
     settle(scenario) + verify
 }
 
-/// The verifiers of the registered systems that have something to check in this run, in
-/// registration order.
-fn verifiers(catalog: &Catalog, deployment: &Deployment) -> Vec<Verifier> {
-    catalog
+/// The verifiers of the registered systems that have something to check in this run, each
+/// with its system's name, ordered by name: the order systems were registered in must not
+/// change a run.
+fn verifiers(catalog: &Catalog, deployment: &Deployment) -> Vec<(String, Verifier)> {
+    let mut found: Vec<(String, Verifier)> = catalog
         .systems()
         .iter()
-        .filter_map(|system| system.verifier(&deployment.topology))
-        .collect()
+        .filter_map(|system| {
+            let verifier = system.verifier(&deployment.topology)?;
+            Some((system.name().to_string(), verifier))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// What the verifier host found, kept as each system finishes so a verifier that runs out of
+/// time loses only its own verdicts.
+#[derive(Default)]
+struct Verdicts {
+    /// Each finished system's name and verdicts, in the order they ran.
+    done: Vec<(String, Vec<Invariant>)>,
+    /// The system whose verifier is running.
+    running: Option<String>,
+}
+
+impl Verdicts {
+    /// Every verdict; a name two systems both checked is qualified with each system's name
+    /// (`webhooks/no_lost_writes`), so every invariant in a summary has a name of its own.
+    fn into_invariants(self) -> Vec<Invariant> {
+        let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, found) in &self.done {
+            for i in found {
+                *count.entry(i.name.clone()).or_default() += 1;
+            }
+        }
+        let mut out = Vec::new();
+        for (system, found) in self.done {
+            for mut i in found {
+                if count.get(&i.name).copied().unwrap_or(0) > 1 {
+                    i.name = format!("{system}/{}", i.name);
+                }
+                out.push(i);
+            }
+        }
+        if let Some(system) = self.running {
+            out.push(Invariant::unreadable(
+                "verification",
+                &format!(
+                    "the verifier of system {system} did not finish within the run's time limit"
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// The one-way latency a message may take before its lateness counts against a handler: the
@@ -194,7 +243,7 @@ pub fn run(
         add_gateway(&mut sim, &world)?;
     }
     add_clients(&mut sim, &world);
-    let verdicts: Arc<std::sync::Mutex<Option<Vec<Invariant>>>> = Arc::default();
+    let verdicts: Arc<std::sync::Mutex<Verdicts>> = Arc::default();
     if verifying {
         add_verifier(&mut sim, &world, verifiers, verdicts.clone());
     }
@@ -203,13 +252,8 @@ pub fn run(
     let end = sim.elapsed().min(scenario.duration + drain);
     let mut measurements = recorder.finish(end);
     if verifying {
-        let found = crate::lock::lock(&verdicts).take();
-        measurements.invariants = found.unwrap_or_else(|| {
-            vec![Invariant::unreadable(
-                "verification",
-                "the verifier did not finish within the run's time limit",
-            )]
-        });
+        let found = std::mem::take(&mut *crate::lock::lock(&verdicts));
+        measurements.invariants = found.into_invariants();
     }
     if let (false, Some(auth)) = (scenario.routes.is_empty(), &authenticator) {
         let n = measurements.checks.unauthenticated_calls;
@@ -278,8 +322,8 @@ fn add_gateway(sim: &mut turmoil::Sim<'_>, world: &World) -> Result<(), RunError
 fn add_verifier(
     sim: &mut turmoil::Sim<'_>,
     world: &World,
-    verifiers: Vec<Verifier>,
-    verdicts: Arc<std::sync::Mutex<Option<Vec<Invariant>>>>,
+    verifiers: Vec<(String, Verifier)>,
+    verdicts: Arc<std::sync::Mutex<Verdicts>>,
 ) {
     let world = world.clone();
     sim.client("verifier", async move {
@@ -287,16 +331,27 @@ fn add_verifier(
         let scenario = world.scenario();
         let clock = Clock::current();
         tokio::time::sleep_until(clock.at(scenario.duration + settle(scenario))).await;
-        let mut found = Vec::new();
-        for verifier in verifiers {
+        for (system, verifier) in verifiers {
+            crate::lock::lock(&verdicts).running = Some(system.clone());
             let with = Verify {
                 client: client.clone(),
                 topology: world.deployment.topology.clone(),
                 notes: world.notes.clone(),
             };
-            found.extend(verifier.verify(with).await);
+            // A verifier that panics is a verdict on that system, not the end of the run.
+            let found = std::panic::AssertUnwindSafe(verifier.verify(with))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    vec![Invariant::unreadable(
+                        "verification",
+                        &format!("the verifier of system {system} panicked"),
+                    )]
+                });
+            let mut v = crate::lock::lock(&verdicts);
+            v.running = None;
+            v.done.push((system, found));
         }
-        *crate::lock::lock(&verdicts) = Some(found);
         Ok(())
     });
 }
@@ -465,5 +520,36 @@ fn step_loop(
         if over {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_keep_every_name_distinct_and_name_a_verifier_that_did_not_finish() {
+        let holds = |name: &str| Invariant::new(name, true, "ok".into(), &[]);
+        let verdicts = Verdicts {
+            done: vec![
+                ("cards".into(), vec![holds("no_lost_writes"), holds("ledger")]),
+                ("webhooks".into(), vec![holds("no_lost_writes")]),
+            ],
+            running: Some("slowpoke".into()),
+        };
+        let names: Vec<String> = verdicts
+            .into_invariants()
+            .into_iter()
+            .map(|i| format!("{} {}", i.name, i.holds))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cards/no_lost_writes true",
+                "ledger true",
+                "webhooks/no_lost_writes true",
+                "verification false",
+            ]
+        );
     }
 }

@@ -103,7 +103,9 @@ impl std::fmt::Debug for Env {
 }
 
 impl Env {
-    /// The environment of instance `parts.index` of `parts.service`.
+    /// The environment of instance `parts.index` of `parts.service`. The harness makes these
+    /// (in the simulation and under `serve`); a user needs it only to build an instance by hand,
+    /// outside a run.
     pub fn new(parts: EnvParts) -> Env {
         let id = instance_id(&parts.service, parts.index);
         Env {
@@ -162,9 +164,10 @@ impl Env {
     }
 
     /// A random stream of this instance's own, named `purpose`: the same for the same seed,
-    /// instance and purpose, and independent of every other stream.
+    /// instance and purpose, and independent of every other stream (the harness's own streams
+    /// are named apart: `<id>/env/<purpose>` is the service's).
     pub fn stream(&self, purpose: &str) -> ChaCha8Rng {
-        ids::stream(self.inner.seed, &format!("{}/{purpose}", self.inner.id))
+        ids::stream(self.inner.seed, &format!("{}/env/{purpose}", self.inner.id))
     }
 
     /// The instance's disk for `purpose` (e.g. `data`): it outlives the instance, and a crash

@@ -161,7 +161,9 @@ pub struct LoadEnd<'a> {
 /// A set of services that belong together, as the wind tunnel sees it.
 ///
 /// Only [`System::name`] and [`System::services`] are required; the rest shape loads and check
-/// the outcome.
+/// the outcome. A system holds no state of a run: one value serves every run of a sweep, on
+/// several threads at once. What a run must remember goes in its [`Env`]s (per instance) or its
+/// [`Notes`] (what loads were told).
 pub trait System: Send + Sync + 'static {
     /// A short name, e.g. `webhooks`, used in messages.
     fn name(&self) -> &str;
@@ -342,14 +344,30 @@ pub enum CatalogError {
     },
     /// Building a service to list its endpoints panicked.
     #[error(
-        "building builtin {builtin:?} (system {system:?}) to list its endpoints panicked: a \
-         builder must only build endpoints and background work (spawn nothing, do no I/O)"
+        "building builtin {builtin:?} (system {system:?}) to list its endpoints panicked \
+         ({reason}): a builder must only build endpoints and background work (spawn nothing, \
+         do no I/O; put running work in Built::background)"
     )]
     BuilderPanicked {
         /// The builtin.
         builtin: String,
         /// Its system.
         system: String,
+        /// The panic's message.
+        reason: String,
+    },
+    /// A service marked as the authenticator does not answer the authenticator protocol.
+    #[error(
+        "builtin {builtin:?} (system {system:?}) is marked as the authenticator but has no \
+         {endpoint:?} endpoint"
+    )]
+    NotAnAuthenticator {
+        /// The builtin.
+        builtin: String,
+        /// Its system.
+        system: String,
+        /// The endpoint it lacks.
+        endpoint: &'static str,
     },
 }
 
@@ -396,10 +414,20 @@ impl Catalog {
                     second: system.name().to_string(),
                 });
             }
-            let endpoints = endpoint_names(&def).ok_or_else(|| CatalogError::BuilderPanicked {
-                builtin: builtin.clone(),
-                system: system.name().to_string(),
-            })?;
+            let endpoints =
+                endpoint_names(&def).map_err(|reason| CatalogError::BuilderPanicked {
+                    builtin: builtin.clone(),
+                    system: system.name().to_string(),
+                    reason,
+                })?;
+            let check = crate::framework::identity::CHECK;
+            if def.authenticator().is_some() && !endpoints.iter().any(|e| e == check) {
+                return Err(CatalogError::NotAnAuthenticator {
+                    builtin,
+                    system: system.name().to_string(),
+                    endpoint: check,
+                });
+            }
             added.insert(
                 builtin,
                 Arc::new(Entry {
@@ -442,7 +470,7 @@ impl Catalog {
     }
 }
 
-impl crate::scenario::Catalog for Catalog {
+impl crate::scenario::Builtins for Catalog {
     fn builtin_endpoints(&self, builtin: &str) -> Option<Vec<String>> {
         self.entries.get(builtin).map(|e| e.endpoints.clone())
     }
@@ -454,17 +482,26 @@ impl crate::scenario::Catalog for Catalog {
     }
 }
 
-/// The endpoint names `def` builds, from one detached instance; `None` if building panicked.
-fn endpoint_names(def: &ServiceDef) -> Option<Vec<String>> {
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        def.build(&Env::detached(def.builtin()))
-    }))
-    .ok()?;
-    let mut names: Vec<String> = built
-        .endpoints
-        .iter()
-        .map(|e| e.name().to_string())
-        .collect();
-    names.sort();
-    Some(names)
+/// The endpoint names `def` builds, from one detached instance built on a thread of its own
+/// (outside any runtime, so a builder that spawns fails here, wherever the catalog is made);
+/// the panic's message if building panicked.
+fn endpoint_names(def: &ServiceDef) -> Result<Vec<String>, String> {
+    let def = def.clone();
+    let probe = std::thread::spawn(move || {
+        let built = def.build(&Env::detached(def.builtin()));
+        let mut names: Vec<String> = built
+            .endpoints
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect();
+        names.sort();
+        names
+    });
+    probe.join().map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string())
+    })
 }

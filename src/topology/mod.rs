@@ -227,9 +227,9 @@ impl Deployment {
             .map_err(|e| bad(e.to_string()))?;
             routes.add(route).map_err(|e| bad(e.to_string()))?;
         }
-        let mut config = GatewayConfig::new("gateway");
+        let auth_service = self.authenticator().map(|(name, _)| name);
+        let mut config = GatewayConfig::new("gateway", auth_service);
         config.seed = self.scenario.seed;
-        config.auth_service = self.authenticator().map(|(name, _)| name.to_string());
         Gateway::new(config, routes, client).map_err(|e| AssembleError::Route {
             route: "(gateway)".into(),
             reason: e.to_string(),

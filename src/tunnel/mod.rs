@@ -8,7 +8,6 @@
 //! user's test reads: load, register, run, assert.
 //!
 //! ```no_run
-//! use windtunnel::services::Platform;
 //! use windtunnel::tunnel::Tunnel;
 //!
 //! let outcome = Tunnel::file("scenarios/webhook-steady.toml")
@@ -16,7 +15,6 @@
 //!     .run()
 //!     .expect("the scenario is valid and runs");
 //! outcome.assert_passed(); // on failure: what broke, and the command that replays it
-//! # let _ = Platform;
 //! ```
 //!
 //! The seed is the file's, unless [`Tunnel::seed`] sets one, unless the environment variable
@@ -48,6 +46,15 @@ pub enum TunnelError {
     /// The scenario is invalid; the diagnostics say where and what.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// A parsed scenario names a builtin that is not registered, or registered with other
+    /// endpoints than it was parsed with.
+    #[error("service {service} is builtin {builtin:?}, which no registered system provides with the endpoints the scenario was checked against")]
+    Unregistered {
+        /// The service.
+        service: String,
+        /// Its builtin.
+        builtin: String,
+    },
     /// `WINDTUNNEL_SEED` is set but is not a seed.
     #[error("{SEED_VAR}={value:?} is not a seed: expected a whole number from 0 to 18446744073709551615")]
     BadSeed {
@@ -102,8 +109,8 @@ impl Tunnel {
         })
     }
 
-    /// A run of a scenario already parsed (its builtins are checked again at run time against
-    /// the registered systems).
+    /// A run of a scenario already parsed; its builtins are checked again against the
+    /// registered systems (that each is registered, with the endpoints it was parsed with).
     pub fn scenario(scenario: Scenario) -> Tunnel {
         Tunnel::from(Source::Parsed(Box::new(scenario)))
     }
@@ -129,6 +136,12 @@ impl Tunnel {
     /// Registers every system of `systems`, in order.
     pub fn systems(self, systems: impl IntoIterator<Item = Arc<dyn System>>) -> Tunnel {
         systems.into_iter().fold(self, Tunnel::register)
+    }
+
+    /// Uses `catalog`'s systems, as registered there (instead of registering them again).
+    pub fn with_catalog(mut self, catalog: Catalog) -> Tunnel {
+        self.catalog = catalog;
+        self
     }
 
     /// Registers one service on its own (a system of one, named after its builtin).
@@ -157,7 +170,10 @@ impl Tunnel {
         let mut scenario = match &self.source {
             Source::File(path) => scenario::load_file(path, &self.catalog)?,
             Source::Text { text, name } => scenario::parse_str(text, name, &self.catalog)?,
-            Source::Parsed(s) => (**s).clone(),
+            Source::Parsed(s) => {
+                registered(s, &self.catalog)?;
+                (**s).clone()
+            }
         };
         if let Some(seed) = self.seed {
             scenario.seed = seed;
@@ -183,12 +199,28 @@ impl Tunnel {
         let scenario = self.check()?;
         let output = sim::run(&scenario, &self.catalog, progress)?;
         let summary = summary::build(&scenario, &output.measurements, output.wall);
-        let file = match &self.source {
-            Source::File(path) => Some(path.clone()),
-            _ => None,
-        };
-        Ok(Outcome::new(scenario, summary, output.measurements, file))
+        Ok(Outcome::new(scenario, summary, output.measurements))
     }
+}
+
+/// Checks that every builtin of a parsed `scenario` is in `catalog`, with the endpoints it was
+/// parsed with.
+fn registered(scenario: &Scenario, catalog: &Catalog) -> Result<(), TunnelError> {
+    use crate::scenario::{Builtins, ServiceBody};
+    for service in &scenario.services {
+        let ServiceBody::Builtin { builtin, endpoints } = &service.body else {
+            continue;
+        };
+        let mut parsed: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+        parsed.sort();
+        if catalog.builtin_endpoints(builtin.as_str()) != Some(parsed) {
+            return Err(TunnelError::Unregistered {
+                service: service.name.to_string(),
+                builtin: builtin.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One service registered on its own.

@@ -27,21 +27,14 @@ pub struct Outcome {
     scenario: Scenario,
     summary: Summary,
     measurements: Measurements,
-    file: Option<PathBuf>,
 }
 
 impl Outcome {
-    pub(super) fn new(
-        scenario: Scenario,
-        summary: Summary,
-        measurements: Measurements,
-        file: Option<PathBuf>,
-    ) -> Outcome {
+    pub(super) fn new(scenario: Scenario, summary: Summary, measurements: Measurements) -> Outcome {
         Outcome {
             scenario,
             summary,
             measurements,
-            file,
         }
     }
 
@@ -97,26 +90,14 @@ impl Outcome {
         assertions.chain(invariants).collect()
     }
 
-    /// How to run this again, bit for bit: the environment variable for the current test, and
-    /// the command line when the scenario came from a file.
+    /// How to run this again, bit for bit: inside a test, the test with the seed in
+    /// `WINDTUNNEL_SEED` (which overrides every other seed); elsewhere, the same program with it.
     pub fn replay(&self) -> String {
         let seed = self.seed();
-        let test = std::thread::current()
-            .name()
-            .filter(|n| *n != "main")
-            .map(|n| format!(" {n}"))
-            .unwrap_or_default();
-        let mut how = format!("{SEED_VAR}={seed} cargo test{test} -- --exact");
-        if test.is_empty() {
-            how = format!("{SEED_VAR}={seed} cargo test");
+        match std::thread::current().name().filter(|n| *n != "main") {
+            Some(test) => format!("{SEED_VAR}={seed} cargo test {test} -- --exact"),
+            None => format!("{SEED_VAR}={seed} and the same command"),
         }
-        if let Some(file) = &self.file {
-            how.push_str(&format!(
-                ", or: windtunnel run {} --seed {seed}",
-                file.display()
-            ));
-        }
-        how
     }
 
     /// What broke and how to replay it, or `None` when the run passed.

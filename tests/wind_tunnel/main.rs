@@ -4,6 +4,7 @@ mod cli;
 mod determinism;
 mod faults;
 mod invariants;
+mod library;
 mod queueing;
 mod scenarios;
 mod support;
