@@ -118,52 +118,9 @@ pub fn run_and_report(
 
 fn print_summary(s: &Summary, out: &Path, quiet: bool) {
     if !quiet {
-        println!(
-            "{} (seed {}): {:.0} s simulated in {:.2} s wall, {:.1}x real time, fingerprint {}",
-            s.scenario, s.seed, s.sim_seconds, s.wall_seconds, s.speedup, s.fingerprint
-        );
-        for (name, r) in &s.loads {
-            let errors: Vec<String> = r.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
-            println!(
-                "  {name}: sent {}, ok {}, dropped {}, errors {}{}",
-                r.sent,
-                r.ok,
-                r.dropped,
-                r.errors.values().sum::<u64>(),
-                if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", errors.join(", "))
-                }
-            );
-            let l = &r.latency_ms;
-            println!(
-                "    latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
-                l.p50, l.p90, l.p99, l.p999, l.max, l.mean
-            );
-        }
-        let checks: Vec<String> = s.checks.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  checks: {}", checks.join(", "));
-        if !s.business.is_empty() {
-            let metrics: Vec<String> = s
-                .business
-                .iter()
-                .map(|(k, b)| match &b.values {
-                    Some(v) => format!("{k} p50 {} p99 {}", v.p50, v.p99),
-                    None => format!("{k} {}", b.total),
-                })
-                .collect();
-            println!("  business: {}", metrics.join(", "));
-        }
+        print!("{}", crate::report::text::figures(s));
     }
-    for i in &s.invariants {
-        let mark = if i.holds { "HOLDS" } else { "BROKEN" };
-        println!("  {mark} {}: {}", i.name, i.detail);
-    }
-    for a in &s.assertions {
-        let mark = if a.passed { "PASS" } else { "FAIL" };
-        println!("  {mark} {} [{}, {}]", a.verdict, a.scope, a.window);
-    }
+    print!("{}", crate::report::text::verdicts(s));
     if !quiet {
         println!("  report: {}", out.join("index.html").display());
     }

@@ -532,7 +532,10 @@ mod tests {
         let holds = |name: &str| Invariant::new(name, true, "ok".into(), &[]);
         let verdicts = Verdicts {
             done: vec![
-                ("cards".into(), vec![holds("no_lost_writes"), holds("ledger")]),
+                (
+                    "cards".into(),
+                    vec![holds("no_lost_writes"), holds("ledger")],
+                ),
                 ("webhooks".into(), vec![holds("no_lost_writes")]),
             ],
             running: Some("slowpoke".into()),

@@ -21,7 +21,8 @@ pub struct ReportError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// A finished run.
+/// A finished run. It displays as the command line's summary: the figures per load, the
+/// checks, and a line per invariant and assertion.
 #[derive(Debug)]
 pub struct Outcome {
     scenario: Scenario,
@@ -138,5 +139,11 @@ impl Outcome {
     /// Simulated time the run covered.
     pub fn simulated(&self) -> Duration {
         self.scenario.duration
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::report::text::render(&self.summary))
     }
 }
