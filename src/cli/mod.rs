@@ -4,6 +4,23 @@
 //! (files, directories, seeds) before doing anything. Exit codes: 0 when every assertion holds,
 //! 1 when one fails, 2 when the input is invalid (clap's own usage errors are 2 as well).
 
+/// Prints a line to standard output, ignoring a closed pipe (`windtunnel run ... | head -1`):
+/// the exit code must be the verdict's, not a panic's.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Prints text as it is to standard output, ignoring a closed pipe.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod output;
 mod sweep;
 
@@ -207,7 +224,7 @@ fn serve(catalog: &Catalog, file: &Path, listen: &str, run_for: Option<std::time
     let result = runtime.block_on(async {
         let serving = crate::serve::serve(&scenario, catalog, listen, |addr| {
             let (services, routes) = (scenario.services.len(), scenario.routes.len());
-            println!(
+            say!(
                 "listening on http://{addr} ({services} service{}, {routes} route{})",
                 if services == 1 { "" } else { "s" },
                 if routes == 1 { "" } else { "s" },
@@ -231,7 +248,7 @@ fn check(catalog: &Catalog, files: &[PathBuf]) -> u8 {
     let mut worst = EXIT_OK;
     for f in files {
         match load(catalog, f) {
-            Ok(s) => println!(
+            Ok(s) => say!(
                 "{}: ok ({}, {} services, {} loads, {} faults, {} assertions)",
                 f.display(),
                 s.name,
@@ -262,9 +279,9 @@ fn list(catalog: &Catalog, dir: &Path) -> u8 {
     let mut worst = EXIT_OK;
     for f in files {
         match scenario::load_file(&f, catalog) {
-            Ok(s) => println!("{:<40} {}", f.display(), s.description),
+            Ok(s) => say!("{:<40} {}", f.display(), s.description),
             Err(e) => {
-                println!(
+                say!(
                     "{:<40} INVALID: {}",
                     f.display(),
                     e.to_string().lines().next().unwrap_or("")
@@ -280,7 +297,7 @@ fn compare(a: &Path, b: &Path, out: Option<PathBuf>) -> u8 {
     let out = out.unwrap_or_else(|| b.to_path_buf());
     match crate::report::compare::compare(a, b, &out) {
         Ok(report) => {
-            println!("{}", report.table);
+            say!("{}", report.table);
             EXIT_OK
         }
         Err(e) => {

@@ -106,7 +106,7 @@ pub fn run_and_report(
     outcome.write_report(out)?;
     print_summary(outcome.summary(), out, quiet);
     if !outcome.passed() {
-        println!(
+        say!(
             "  replay: {} run {} --seed {}",
             super::program(),
             file.display(),
@@ -118,10 +118,10 @@ pub fn run_and_report(
 
 fn print_summary(s: &Summary, out: &Path, quiet: bool) {
     if !quiet {
-        print!("{}", crate::report::text::figures(s));
+        say_raw!("{}", crate::report::text::figures(s));
     }
-    print!("{}", crate::report::text::verdicts(s));
+    say_raw!("{}", crate::report::text::verdicts(s));
     if !quiet {
-        println!("  report: {}", out.join("index.html").display());
+        say!("  report: {}", out.join("index.html").display());
     }
 }

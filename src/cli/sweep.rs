@@ -184,7 +184,7 @@ fn write(dir: &Path, report: &SweepReport) -> Result<(), Box<dyn std::error::Err
 }
 
 fn print_report(report: &SweepReport, file: &Path, dir: &Path) {
-    println!(
+    say!(
         "{}: {} of {} seeds pass (seeds {}..{})",
         report.scenario,
         report.passed,
@@ -194,14 +194,14 @@ fn print_report(report: &SweepReport, file: &Path, dir: &Path) {
     );
     for r in report.results.iter().filter(|r| !r.passed) {
         for v in &r.failed {
-            println!("  FAIL seed {}: {v}", r.seed);
+            say!("  FAIL seed {}: {v}", r.seed);
         }
-        println!(
+        say!(
             "    replay: {} run {} --seed {}",
             super::program(),
             file.display(),
             r.seed
         );
     }
-    println!("  results: {}", dir.join("sweep.json").display());
+    say!("  results: {}", dir.join("sweep.json").display());
 }

@@ -43,6 +43,14 @@ pub enum ScenarioError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The file is larger than any scenario has reason to be (it may be a device or a log).
+    #[error("{file}: error: the file is larger than {limit_bytes} bytes; a scenario file is at most that")]
+    TooLarge {
+        /// The path as given.
+        file: String,
+        /// The most a scenario file may hold.
+        limit_bytes: u64,
+    },
     /// The file was read but is not a valid scenario: one line per diagnostic, in file order.
     #[error("{}", render(diagnostics))]
     Invalid {
@@ -52,10 +60,10 @@ pub enum ScenarioError {
 }
 
 impl ScenarioError {
-    /// The located problems (none for a read error).
+    /// The located problems (none for a file that could not be read).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
-            ScenarioError::Read { .. } => &[],
+            ScenarioError::Read { .. } | ScenarioError::TooLarge { .. } => &[],
             ScenarioError::Invalid { diagnostics } => diagnostics,
         }
     }

@@ -81,12 +81,33 @@ pub fn parse_str(
     validate::scenario(&raw, locator, builtins)
 }
 
+/// The largest scenario file read: far above any real one, and a bound on what reading a wrong
+/// path (`/dev/zero`, a log) can cost.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Reads, parses and validates a scenario file; diagnostics name the path as given.
 pub fn load_file(path: &Path, builtins: &dyn Builtins) -> Result<Scenario, ScenarioError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    let read_error = |source| ScenarioError::Read {
         file: file.clone(),
         source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ScenarioError::TooLarge {
+            file,
+            limit_bytes: MAX_FILE_BYTES,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.utf8_error(),
+        ))
     })?;
     parse_str(&text, &file, builtins)
 }

@@ -217,8 +217,7 @@ impl Env {
     /// Simulated work: sleeps for a time drawn from `dist`, times the slowdown (as a synthetic
     /// endpoint's service time is). Under `serve` it is a real sleep.
     pub async fn work(&self, dist: &Dist) {
-        let drawn = self.draw(dist);
-        let d = drawn.mul_f64(self.slowdown());
+        let d = slowed(self.draw(dist), self.slowdown());
         if !d.is_zero() {
             tokio::time::sleep(d).await;
         }
@@ -242,7 +241,38 @@ impl Env {
     }
 }
 
+/// `work` made `factor` times longer, saturating: overlapping slow faults multiply, and a
+/// product past what a `Duration` holds means "never finishes", not a panic.
+pub fn slowed(work: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(work.as_secs_f64() * factor).unwrap_or(if factor > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
+
 /// The id of instance `index` of `service`: `service[index]`.
 pub fn instance_id(service: &str, index: u32) -> String {
     format!("{service}[{index}]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowing_saturates_instead_of_overflowing() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            slowed(Duration::from_millis(2), 20.0),
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            slowed(hour, 1e16),
+            Duration::MAX,
+            "four faults of 10,000x on an hour"
+        );
+        assert_eq!(slowed(hour, f64::INFINITY), Duration::MAX);
+        assert_eq!(slowed(hour, 0.0), Duration::ZERO);
+    }
 }

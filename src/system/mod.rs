@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::framework::{Client, Context, Endpoint};
 
 pub use disk::{Disk, Disks};
-pub use env::{instance_id, Clock, Env, EnvParts, Slowdown};
+pub use env::{instance_id, slowed, Clock, Env, EnvParts, Slowdown};
 
 /// Work an instance runs beside its endpoints (an event consumer, an outbox relay, a writer),
 /// started once the server is up with a context that records the server's business metrics.

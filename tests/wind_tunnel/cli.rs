@@ -572,3 +572,40 @@ fn sweep_names_the_invariants_a_seed_breaks() {
         text(&out)
     );
 }
+
+#[test]
+fn a_closed_output_pipe_leaves_the_verdict_as_the_exit_code() {
+    // Goal: `windtunnel run ... | head -1` exits with the verdict, not a panic. Method: run with
+    // standard output a pipe whose reading end is already closed, so every write fails.
+    let dir = temp_dir("pipe");
+    let file = write(&dir, "pass.toml", &crate::support::one_service(""));
+    let out_dir = dir.join("out").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_windtunnel"))
+        .args(["run", &file, "--out", &out_dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().expect("the binary ends");
+    let t = text(&out);
+    assert!(!t.contains("panicked"), "{t}");
+    assert_eq!(out.status.code(), Some(0), "the scenario passes: {t}");
+}
+
+#[test]
+fn a_file_too_large_to_be_a_scenario_is_refused_without_reading_it_all() {
+    // Goal: `check /dev/zero` ends at once with exit 2, instead of reading until memory runs
+    // out. Method: a file one byte over the limit, and /dev/zero itself.
+    let dir = temp_dir("large");
+    let big = write(&dir, "big.toml", &"#".repeat(1 << 20 | 1));
+    for path in [big.as_str(), "/dev/zero"] {
+        let out = windtunnel(&["check", path]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{path}: {t}");
+        assert!(
+            t.contains(&format!("{path}: error: the file is larger than")),
+            "{t}"
+        );
+    }
+}

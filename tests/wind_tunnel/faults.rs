@@ -70,6 +70,39 @@ slow = { target = "svc.echo[0]", factor = 20 }
 }
 
 #[test]
+fn overlapping_slow_faults_at_the_largest_factor_stall_work_without_a_panic() {
+    // Goal: a file `check` accepts never panics a handler. Method: four overlapping slow faults
+    // of 10,000x on an endpoint of an hour (a product of 1e16 hours); every request times out,
+    // none answers `internal.panic`.
+    let text = one_service(
+        r#"
+[[fault]]
+at = "1s"
+slow = { target = "svc.echo", factor = 10000 }
+[[fault]]
+at = "1s"
+slow = { target = "svc.echo", factor = 10000 }
+[[fault]]
+at = "1s"
+slow = { target = "svc.echo", factor = 10000 }
+[[fault]]
+at = "1s"
+slow = { target = "svc.echo", factor = 10000 }
+"#,
+    )
+    .replace("time = \"2ms\"", "time = \"1h\"");
+    let s = run(&scenario(&text));
+    let gets = route(&s, "gets");
+    assert!(gets.sent > 100, "the load ran: {}", gets.sent);
+    assert!(
+        !gets.errors.contains_key("internal.panic"),
+        "{:?}",
+        gets.errors
+    );
+    assert_eq!(gets.ok, 0, "nothing finishes an hour's work in 20 s");
+}
+
+#[test]
 fn a_crashed_instance_is_down_for_its_window_then_serves_again() {
     // Goal: crash takes the node down and restart brings it back into discovery.
     let s = run(&scenario(&one_service(
