@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::framework::balance::PeakEwma;
 use crate::framework::context::Context;
 use crate::framework::discovery::{InstanceInfo, Registry};
 use crate::framework::error::Error;
@@ -34,6 +35,9 @@ pub enum Balance {
     RoundRobin,
     /// Two instances at random; the one with fewer calls in flight from this client.
     PowerOfTwo,
+    /// Two instances at random; the one with the lower peak-EWMA round-trip time times one more
+    /// than its calls in flight (see [`crate::framework::balance`]).
+    PeakEwma,
 }
 
 /// How a client is set up.
@@ -48,6 +52,12 @@ pub struct ClientConfig {
     pub unreachable_backoff: Duration,
     /// Balancing per service; others use round robin.
     pub balance: BTreeMap<String, Balance>,
+    /// How fast [`Balance::PeakEwma`] forgets a round trip: its time constant. Default 10 s
+    /// (Finagle's and Linkerd's).
+    pub ewma_decay: Duration,
+    /// The round trip [`Balance::PeakEwma`] assumes for an instance not yet heard from.
+    /// Default 10 ms.
+    pub ewma_default_rtt: Duration,
 }
 
 impl ClientConfig {
@@ -58,6 +68,8 @@ impl ClientConfig {
             seed: 0,
             unreachable_backoff: Duration::from_secs(1),
             balance: BTreeMap::new(),
+            ewma_decay: Duration::from_secs(10),
+            ewma_default_rtt: Duration::from_millis(10),
         }
     }
 }
@@ -148,6 +160,7 @@ struct Inner {
     round_robin: Mutex<BTreeMap<Arc<str>, usize>>,
     inflight: Mutex<BTreeMap<Arc<str>, usize>>,
     down_until: Mutex<BTreeMap<Arc<str>, Instant>>,
+    latency: Mutex<PeakEwma>,
     middleware: RwLock<Arc<[Arc<dyn ClientMiddleware>]>>,
 }
 
@@ -183,6 +196,7 @@ impl Client {
         events: Arc<dyn EventSink>,
     ) -> Client {
         let ids = IdGen::new(config.seed, &format!("{}/ids", config.name));
+        let latency = PeakEwma::new(config.ewma_decay, config.ewma_default_rtt);
         let rng = ids::stream(config.seed, &format!("{}/balance", config.name));
         Client {
             inner: Arc::new(Inner {
@@ -196,6 +210,7 @@ impl Client {
                 round_robin: Mutex::new(BTreeMap::new()),
                 inflight: Mutex::new(BTreeMap::new()),
                 down_until: Mutex::new(BTreeMap::new()),
+                latency: Mutex::new(latency),
                 middleware: RwLock::new(Arc::from(Vec::new())),
             }),
         }
@@ -289,26 +304,32 @@ impl Client {
                 format!("no reachable instance of {}", call.service),
             ));
         }
-        let balance = self
-            .inner
-            .config
-            .balance
-            .get(&*call.service)
-            .copied()
-            .unwrap_or_default();
-        let idx = match balance {
+        let idx = match self.balance_of(&call.service) {
             Balance::RoundRobin => {
                 let mut rr = lock(&self.inner.round_robin);
                 let n = rr.entry(call.service.clone()).or_insert(0);
                 *n = n.wrapping_add(1);
                 (*n - 1) % candidates.len()
             }
-            Balance::PowerOfTwo => self.power_of_two(&candidates),
+            Balance::PowerOfTwo => self.power_of_two(&candidates, false),
+            Balance::PeakEwma => self.power_of_two(&candidates, true),
         };
         Ok(candidates[idx].clone())
     }
 
-    fn power_of_two(&self, candidates: &[InstanceInfo]) -> usize {
+    /// How this client balances over `service`.
+    fn balance_of(&self, service: &str) -> Balance {
+        self.inner
+            .config
+            .balance
+            .get(service)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Two distinct candidates at random; the cheaper: by calls in flight, or by peak-EWMA
+    /// round trip times one more than the calls in flight when `by_latency`.
+    fn power_of_two(&self, candidates: &[InstanceInfo], by_latency: bool) -> usize {
         let n = candidates.len();
         if n == 1 {
             return 0;
@@ -321,7 +342,15 @@ impl Client {
         };
         let inflight = lock(&self.inner.inflight);
         let load = |i: usize| inflight.get(&candidates[i].id).copied().unwrap_or(0);
-        if load(b) < load(a) {
+        let b_cheaper = if by_latency {
+            let now = Instant::now();
+            let latency = lock(&self.inner.latency);
+            let cost = |i: usize| latency.cost(&candidates[i].id, load(i), now);
+            cost(b) < cost(a)
+        } else {
+            load(b) < load(a)
+        };
+        if b_cheaper {
             b
         } else {
             a
@@ -434,6 +463,8 @@ struct CallGuard<'a> {
     span_id: SpanId,
     parent_span_id: Option<SpanId>,
     deadline: Option<Duration>,
+    /// When the call went out, when its round trip feeds the peak-EWMA estimates.
+    started: Option<Instant>,
     done: bool,
 }
 
@@ -455,8 +486,11 @@ impl<'a> CallGuard<'a> {
         } else {
             None
         };
+        // Only peak-EWMA balancing reads the clock per call: other balancers pay nothing.
+        let started = (client.balance_of(&call.service) == Balance::PeakEwma).then(Instant::now);
         CallGuard {
             client,
+            started,
             instance: instance.id.clone(),
             service: call.service.clone(),
             endpoint: call.endpoint.clone(),
@@ -517,6 +551,11 @@ impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if let Some(n) = lock(&self.client.inner.inflight).get_mut(&self.instance) {
             *n = n.saturating_sub(1);
+        }
+        // Answered, failed or given up: the time it took is what the caller saw of the instance.
+        if let Some(started) = self.started {
+            let now = Instant::now();
+            lock(&self.client.inner.latency).observe(&self.instance, now - started, now);
         }
         if !self.done {
             self.emit(EventKind::CancelSent);

@@ -3,6 +3,7 @@
 //! It never depends on the simulation: it is generic over the network through
 //! [`crate::framework::transport::Transport`], and reports what it does through [`event::EventSink`].
 
+pub mod balance;
 pub mod client;
 pub mod context;
 pub mod discovery;

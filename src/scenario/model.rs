@@ -219,6 +219,9 @@ pub enum Balancer {
     RoundRobin,
     /// Two instances at random, the less loaded of them.
     PowerOfTwoChoices,
+    /// Two instances at random, the one with the lower peak-EWMA round-trip time times its
+    /// load.
+    PeakEwma,
 }
 
 /// A synthetic endpoint: sleep for a drawn service time, then make its calls in order.

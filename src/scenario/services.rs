@@ -130,14 +130,15 @@ fn nodes(ctx: &mut Ctx<'_>, raw: &RawService, instances: Option<u32>) -> Option<
     u32::try_from(count).ok()
 }
 
-/// `balancer = "round_robin" | "p2c"`.
+/// `balancer = "round_robin" | "p2c" | "peak_ewma"`.
 fn balancer(ctx: &mut Ctx<'_>, text: &Text) -> Option<Balancer> {
     match text.get_ref().as_str() {
         "round_robin" => Some(Balancer::RoundRobin),
         "p2c" => Some(Balancer::PowerOfTwoChoices),
+        "peak_ewma" => Some(Balancer::PeakEwma),
         other => {
             let message = format!(
-                "`balancer`: expected \"round_robin\" or \"p2c\", found {}",
+                "`balancer`: expected \"round_robin\", \"p2c\" or \"peak_ewma\", found {}",
                 quote(other)
             );
             ctx.error(text.span(), message);

@@ -123,6 +123,7 @@ impl Deployment {
                 let b = match s.balancer {
                     Balancer::RoundRobin => Balance::RoundRobin,
                     Balancer::PowerOfTwoChoices => Balance::PowerOfTwo,
+                    Balancer::PeakEwma => Balance::PeakEwma,
                 };
                 (s.name.as_str().to_string(), b)
             })

@@ -1,5 +1,6 @@
 //! The wind tunnel, end to end: scenario files in, verdicts and summary.json out.
 
+mod balancing;
 mod cli;
 mod determinism;
 mod faults;
