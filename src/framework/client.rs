@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::framework::balance::PeakEwma;
 use crate::framework::context::Context;
 use crate::framework::discovery::{InstanceInfo, Registry};
+use crate::framework::eject::{self, Ejection, Outliers};
 use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
@@ -58,6 +59,8 @@ pub struct ClientConfig {
     /// The round trip [`Balance::PeakEwma`] assumes for an instance not yet heard from.
     /// Default 10 ms.
     pub ewma_default_rtt: Duration,
+    /// Outlier ejection per service (see [`crate::framework::eject`]); none by default.
+    pub eject: BTreeMap<String, Ejection>,
 }
 
 impl ClientConfig {
@@ -70,6 +73,7 @@ impl ClientConfig {
             balance: BTreeMap::new(),
             ewma_decay: Duration::from_secs(10),
             ewma_default_rtt: Duration::from_millis(10),
+            eject: BTreeMap::new(),
         }
     }
 }
@@ -161,6 +165,7 @@ struct Inner {
     inflight: Mutex<BTreeMap<Arc<str>, usize>>,
     down_until: Mutex<BTreeMap<Arc<str>, Instant>>,
     latency: Mutex<PeakEwma>,
+    outliers: Mutex<Outliers>,
     middleware: RwLock<Arc<[Arc<dyn ClientMiddleware>]>>,
 }
 
@@ -211,6 +216,7 @@ impl Client {
                 inflight: Mutex::new(BTreeMap::new()),
                 down_until: Mutex::new(BTreeMap::new()),
                 latency: Mutex::new(latency),
+                outliers: Mutex::new(Outliers::default()),
                 middleware: RwLock::new(Arc::from(Vec::new())),
             }),
         }
@@ -296,6 +302,15 @@ impl Client {
                 if candidates.iter().any(is_up) {
                     candidates.retain(is_up);
                 }
+            }
+        }
+        if self.inner.config.eject.contains_key(&*call.service) {
+            let now = Instant::now();
+            let outliers = lock(&self.inner.outliers);
+            let kept = |i: &InstanceInfo| !outliers.is_ejected(&call.service, &i.id, now);
+            // Ejection only steers: with every candidate ejected, they are all still tried.
+            if candidates.iter().any(kept) {
+                candidates.retain(kept);
             }
         }
         if candidates.is_empty() {
@@ -418,10 +433,37 @@ impl Client {
             .await;
         let local = *lock(&local);
         guard.finish(&result, local);
+        self.note_outcome(&call.service, &instance.id, &result);
         result.map(|body| Reply {
             body,
             instance: instance.id.clone(),
         })
+    }
+
+    /// Feeds outlier ejection, when it is on for `service`; an ejection is reported as the
+    /// counter `client.ejections` (a business-metric event of this client).
+    fn note_outcome(&self, service: &Arc<str>, instance: &Arc<str>, result: &Result<Bytes, Error>) {
+        let Some(policy) = self.inner.config.eject.get(&**service) else {
+            return;
+        };
+        let instances = self.inner.registry.instances(service).len();
+        let failed = eject::is_failure(result);
+        let now = Instant::now();
+        let ejected =
+            lock(&self.inner.outliers).observe(policy, service, instance, instances, failed, now);
+        if ejected.is_some() && self.inner.events.enabled() {
+            self.inner.events.emit(Event::outside_calls(
+                self.inner.transport.elapsed(),
+                EventKind::Metric {
+                    name: "client.ejections".into(),
+                    kind: crate::framework::MetricKind::Counter,
+                    value: 1,
+                },
+                self.inner.name.clone(),
+                service.clone(),
+                instance.clone(),
+            ));
+        }
     }
 
     fn headers(&self, ctx: &Context) -> Headers {

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod client;
 pub mod context;
 pub mod discovery;
+pub mod eject;
 pub mod error;
 pub mod event;
 pub mod fanout;

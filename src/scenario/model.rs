@@ -169,6 +169,9 @@ pub struct Service {
     pub queue: u32,
     /// How callers pick one of this service's instances.
     pub balancer: Balancer,
+    /// Whether callers eject an instance that fails calls in a row (Envoy's outlier
+    /// detection, with its defaults).
+    pub eject: bool,
     /// What answers its requests.
     pub body: ServiceBody,
 }

@@ -67,6 +67,7 @@ pub(crate) struct RawService {
     pub workers: Option<Int>,
     pub queue: Option<Int>,
     pub balancer: Option<Text>,
+    pub eject: Option<bool>,
     pub builtin: Option<Text>,
     #[serde(default)]
     pub endpoint: Vec<Spanned<RawEndpoint>>,

@@ -109,6 +109,7 @@ fn validate_service(
         workers: workers?,
         queue: queue?,
         balancer: balancer?,
+        eject: raw.eject.unwrap_or(false),
         body: body?,
     })
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::framework::eject::Ejection;
 use crate::framework::transport::Transport;
 use crate::framework::{
     Balance, Client, ClientConfig, Context, EventSink, Listen, Registry, Server, ServiceConfig,
@@ -130,11 +131,19 @@ impl Deployment {
             .collect()
     }
 
-    /// A client named `name` over `transport`, seeded and balancing as the scenario says.
+    /// A client named `name` over `transport`, seeded, balancing and ejecting as the scenario
+    /// says.
     pub fn client(&self, name: &str, transport: Arc<dyn Transport>) -> Client {
         let mut config = ClientConfig::new(name);
         config.seed = self.scenario.seed;
         config.balance = self.balance();
+        config.eject = self
+            .scenario
+            .services
+            .iter()
+            .filter(|s| s.eject)
+            .map(|s| (s.name.as_str().to_string(), Ejection::envoy()))
+            .collect();
         Client::with_events(
             config,
             transport,
