@@ -446,8 +446,10 @@ impl Client {
         let Some(policy) = self.inner.config.eject.get(&**service) else {
             return;
         };
+        let Some(failed) = eject::is_failure(result) else {
+            return;
+        };
         let instances = self.inner.registry.instances(service).len();
-        let failed = eject::is_failure(result);
         let now = Instant::now();
         let ejected =
             lock(&self.inner.outliers).observe(policy, service, instance, instances, failed, now);

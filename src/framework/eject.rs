@@ -42,14 +42,17 @@ impl Ejection {
     }
 }
 
-/// Whether an answer counts against the instance that gave it.
-pub fn is_failure(result: &Result<impl Sized, Error>) -> bool {
+/// Whether an answer counts against the instance that gave it (`Some(true)`), for it
+/// (`Some(false)`), or says nothing of it (`None`: the caller cancelled the call itself, as a
+/// fanout does with the calls it no longer needs).
+pub fn is_failure(result: &Result<impl Sized, Error>) -> Option<bool> {
     match result {
-        Ok(_) => false,
-        Err(e) => matches!(
+        Ok(_) => Some(false),
+        Err(e) if e.kind() == ErrorKind::Cancelled => None,
+        Err(e) => Some(matches!(
             e.kind(),
             ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::Internal
-        ),
+        )),
     }
 }
 
@@ -115,6 +118,16 @@ impl Outliers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_instances_own_failures_count_and_a_cancel_says_nothing() {
+        let of = |e: Error| is_failure(&Err::<(), Error>(e));
+        assert_eq!(is_failure(&Ok::<(), Error>(())), Some(false));
+        assert_eq!(of(Error::timeout("", "late")), Some(true));
+        assert_eq!(of(Error::unavailable("x", "down")), Some(true));
+        assert_eq!(of(Error::not_found("x", "no")), Some(false));
+        assert_eq!(of(Error::cancelled("", "by caller")), None);
+    }
 
     #[test]
     fn five_failures_in_a_row_eject_for_longer_each_time_within_the_share() {
