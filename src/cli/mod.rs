@@ -84,6 +84,15 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// (Internal) Run one seed of a scenario and print its result as JSON: how `sweep` runs
+    /// each seed in a process of its own.
+    #[command(name = "sweep-seed", hide = true)]
+    SweepSeed {
+        /// The scenario file (TOML).
+        file: PathBuf,
+        /// The seed.
+        seed: u64,
+    },
     /// Serve a scenario's services and gateway on this machine's real network (127.0.0.1).
     Serve {
         /// The scenario file (TOML): its services and routes are served; loads and faults are not.
@@ -156,6 +165,7 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             );
             sweep::sweep(&catalog, &file, first, seeds, jobs, out, quiet)
         }
+        Command::SweepSeed { file, seed } => sweep::sweep_seed(&catalog, &file, seed),
         Command::Serve {
             file,
             listen,

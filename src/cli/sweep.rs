@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{load, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::lock::lock;
@@ -20,8 +20,8 @@ use crate::system::Catalog;
 use crate::tunnel::Tunnel;
 
 /// One seed's outcome.
-#[derive(Debug, Serialize)]
-struct SeedResult {
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SeedResult {
     seed: u64,
     passed: bool,
     fingerprint: String,
@@ -72,7 +72,7 @@ pub fn sweep(
                 if seed >= end {
                     return;
                 }
-                let outcome = run_seed(catalog, &scenario, seed);
+                let outcome = run_seed(file, seed);
                 let failed = outcome.is_err();
                 if !quiet {
                     let mark = match &outcome {
@@ -131,7 +131,53 @@ pub fn sweep(
 }
 
 /// One seed's run, judged.
-fn run_seed(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
+///
+/// Each seed runs in a process of its own (this program, `sweep-seed FILE SEED`): runs on
+/// threads of one process share tokio's task numbering, which decides the order a crashed
+/// host's tasks are dropped in, so only a process per run replays exactly what `run --seed`
+/// does (see `sim::run`).
+fn run_seed(file: &Path, seed: u64) -> Result<SeedResult, String> {
+    let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let out = std::process::Command::new(program)
+        .arg("sweep-seed")
+        .arg(file)
+        .arg(seed.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run seed {seed}: {e}"))?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("seed {seed}: {}", why.trim()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("seed {seed}: unreadable result: {e}"))
+}
+
+/// Runs `file` at `seed` in this process and prints its result as JSON, for `sweep`.
+pub fn sweep_seed(catalog: &Catalog, file: &Path, seed: u64) -> u8 {
+    let scenario = match load(catalog, file) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match seed_result(catalog, &scenario, seed) {
+        Ok(result) => match serde_json::to_string(&result) {
+            Ok(json) => {
+                say!("{json}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_INVALID
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+/// One seed's run, judged, in this process.
+fn seed_result(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
     let outcome = Tunnel::scenario(scenario.clone())
         .with_catalog(catalog.clone())
         .seed_from_env(false)

@@ -194,6 +194,7 @@ pub fn run(
     catalog: &Catalog,
     progress: &mut dyn Progress,
 ) -> Result<RunOutput, RunError> {
+    align_task_ids();
     let placements = world::place(scenario);
     let authenticator =
         crate::topology::authenticator(scenario, catalog).map(|(name, _)| name.to_string());
@@ -265,6 +266,33 @@ pub fn run(
         measurements,
         wall: start.elapsed(),
     })
+}
+
+/// How many lists tokio spreads a current-thread runtime's tasks over, by task id.
+const TOKIO_TASK_SHARDS: u64 = 4;
+
+/// Makes the next tokio task id one more than a multiple of [`TOKIO_TASK_SHARDS`], as in a
+/// fresh process (tokio numbers tasks from 1).
+///
+/// Why: task ids come from one counter for the whole process, and a current-thread runtime
+/// keeps its tasks in lists chosen by id. When turmoil crashes a host it drops the runtime, and
+/// the tasks are dropped list by list: the order of what they do on the way out (events, the
+/// FIN or RST each socket sends) would depend on how many tasks the process made before this
+/// run. Aligning the counter makes a run in a long-lived process (a sweep, a test binary)
+/// replay exactly as `windtunnel run` does. Runs on parallel threads of one process share the
+/// counter, so `sweep` runs its seeds in processes of their own.
+fn align_task_ids() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    for _ in 0..TOKIO_TASK_SHARDS {
+        let id = rt.spawn(async {}).id();
+        let number: u64 = id.to_string().parse().unwrap_or(0);
+        // This one took the number before the next: stop when the next is 1 modulo the shards.
+        if number % TOKIO_TASK_SHARDS == 0 {
+            return;
+        }
+    }
 }
 
 /// Buckets of one second, or wider for long runs so a series never has more than 3,600.
