@@ -203,7 +203,7 @@ fn run(catalog: &Catalog, file: &Path, seed: Option<u64>, out: Option<PathBuf>, 
     }
     let out = out.unwrap_or_else(|| Path::new("reports").join(scenario.name.as_str()));
     match output::run_and_report(catalog, file, &scenario, &out, quiet) {
-        Ok(summary) if summary.passed => EXIT_OK,
+        Ok(outcome) if outcome.passed() => EXIT_OK,
         Ok(_) => EXIT_FAILED,
         Err(e) => {
             eprintln!("error: {e}");

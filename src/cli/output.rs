@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::report::summary::Summary;
 use crate::scenario::Scenario;
 use crate::system::Catalog;
-use crate::tunnel::{Progress, ReportError, Status, Tunnel, TunnelError};
+use crate::tunnel::{Outcome, Progress, ReportError, Status, Tunnel, TunnelError};
 
 /// Why a run produced no report.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub fn run_and_report(
     scenario: &Scenario,
     out: &Path,
     quiet: bool,
-) -> Result<Summary, RunReportError> {
+) -> Result<Outcome, RunReportError> {
     if !quiet {
         eprintln!(
             "running {} (seed {}, {} s simulated)",
@@ -113,7 +113,7 @@ pub fn run_and_report(
             outcome.seed()
         );
     }
-    Ok(outcome.summary().clone())
+    Ok(outcome)
 }
 
 fn print_summary(s: &Summary, out: &Path, quiet: bool) {

@@ -169,6 +169,12 @@ struct Inner {
     middleware: RwLock<Arc<[Arc<dyn ClientMiddleware>]>>,
 }
 
+/// How a client treats calls to one service, from its config.
+struct Policy<'a> {
+    balance: Balance,
+    eject: Option<&'a Ejection>,
+}
+
 /// Makes calls to services. Cheap to clone; clones share state.
 #[derive(Clone)]
 pub struct Client {
@@ -263,10 +269,11 @@ impl Client {
             Some(t) => ctx.with_timeout(t),
             None => ctx.child(),
         };
+        let policy = self.policy(&call.service);
         let mut tried: Vec<Arc<str>> = Vec::new();
         loop {
-            let instance = self.pick(&call, &tried)?;
-            match self.send_to(&ctx, &call, &instance).await {
+            let instance = self.pick(&call, &policy, &tried)?;
+            match self.send_to(&ctx, &call, &policy, &instance).await {
                 Err(e) if e.matches("unavailable.unreachable") && call.instance.is_none() => {
                     self.mark_down(&instance.id);
                     tried.push(instance.id.clone());
@@ -282,7 +289,12 @@ impl Client {
 
     /// The instance to try: the pinned one, or a balanced pick among those not yet tried,
     /// preferring instances not marked down.
-    fn pick(&self, call: &Call, tried: &[Arc<str>]) -> Result<InstanceInfo, Error> {
+    fn pick(
+        &self,
+        call: &Call,
+        policy: &Policy<'_>,
+        tried: &[Arc<str>],
+    ) -> Result<InstanceInfo, Error> {
         let all = self.inner.registry.instances(&call.service);
         if let Some(id) = &call.instance {
             return all.into_iter().find(|i| i.id == *id).ok_or_else(|| {
@@ -304,7 +316,7 @@ impl Client {
                 }
             }
         }
-        if self.inner.config.eject.contains_key(&*call.service) {
+        if policy.eject.is_some() {
             let now = Instant::now();
             let outliers = lock(&self.inner.outliers);
             let kept = |i: &InstanceInfo| !outliers.is_ejected(&call.service, &i.id, now);
@@ -319,7 +331,7 @@ impl Client {
                 format!("no reachable instance of {}", call.service),
             ));
         }
-        let idx = match self.balance_of(&call.service) {
+        let idx = match policy.balance {
             Balance::RoundRobin => {
                 let mut rr = lock(&self.inner.round_robin);
                 let n = rr.entry(call.service.clone()).or_insert(0);
@@ -332,14 +344,14 @@ impl Client {
         Ok(candidates[idx].clone())
     }
 
-    /// How this client balances over `service`.
-    fn balance_of(&self, service: &str) -> Balance {
-        self.inner
-            .config
-            .balance
-            .get(service)
-            .copied()
-            .unwrap_or_default()
+    /// How this client balances over `service`, and whether it ejects outliers: looked up once
+    /// per call.
+    fn policy(&self, service: &str) -> Policy<'_> {
+        let config = &self.inner.config;
+        Policy {
+            balance: config.balance.get(service).copied().unwrap_or_default(),
+            eject: config.eject.get(service),
+        }
     }
 
     /// Two distinct candidates at random; the cheaper: by calls in flight, or by peak-EWMA
@@ -389,10 +401,13 @@ impl Client {
         &self,
         ctx: &Context,
         call: &Call,
+        policy: &Policy<'_>,
         instance: &InstanceInfo,
     ) -> Result<Reply, Error> {
         let headers = self.headers(ctx);
-        let mut guard = CallGuard::new(self, ctx, call, instance, &headers);
+        // Only peak-EWMA balancing reads the clock per call: other balancers pay nothing.
+        let timed = policy.balance == Balance::PeakEwma;
+        let mut guard = CallGuard::new(self, ctx, call, instance, &headers, timed);
         guard.emit(EventKind::CallSent);
         let outbound = OutboundCall {
             service: call.service.clone(),
@@ -433,19 +448,24 @@ impl Client {
             .await;
         let local = *lock(&local);
         guard.finish(&result, local);
-        self.note_outcome(&call.service, &instance.id, &result);
+        if let Some(ejection) = policy.eject {
+            self.note_outcome(ejection, &call.service, &instance.id, &result);
+        }
         result.map(|body| Reply {
             body,
             instance: instance.id.clone(),
         })
     }
 
-    /// Feeds outlier ejection, when it is on for `service`; an ejection is reported as the
-    /// counter `client.ejections` (a business-metric event of this client).
-    fn note_outcome(&self, service: &Arc<str>, instance: &Arc<str>, result: &Result<Bytes, Error>) {
-        let Some(policy) = self.inner.config.eject.get(&**service) else {
-            return;
-        };
+    /// Feeds outlier ejection under `policy`; an ejection is reported as the counter
+    /// `client.ejections` (a business-metric event of this client).
+    fn note_outcome(
+        &self,
+        policy: &Ejection,
+        service: &Arc<str>,
+        instance: &Arc<str>,
+        result: &Result<Bytes, Error>,
+    ) {
         let Some(failed) = eject::is_failure(result) else {
             return;
         };
@@ -519,6 +539,7 @@ impl<'a> CallGuard<'a> {
         call: &Call,
         instance: &InstanceInfo,
         h: &Headers,
+        timed: bool,
     ) -> CallGuard<'a> {
         *lock(&client.inner.inflight)
             .entry(instance.id.clone())
@@ -530,8 +551,7 @@ impl<'a> CallGuard<'a> {
         } else {
             None
         };
-        // Only peak-EWMA balancing reads the clock per call: other balancers pay nothing.
-        let started = (client.balance_of(&call.service) == Balance::PeakEwma).then(Instant::now);
+        let started = timed.then(Instant::now);
         CallGuard {
             client,
             started,

@@ -70,9 +70,9 @@ pub fn webhook_verifier(topology: &Topology) -> Option<Verifier> {
             let ctx = Context::background();
             let dbs = v.topology.instances(webhook::DB);
             let acked = v.notes.of(WEBHOOK_WRITES);
-            vec![merge_lost(vec![
+            vec![lost_writes(
                 webhooks_kept(&v.client, &ctx, dbs, &acked).await,
-            ])]
+            )]
         })
     })
 }
@@ -97,7 +97,7 @@ async fn verify_cards(client: &Client, systems: Systems, acked: &[String]) -> Ve
     quiesce(client, &ctx, systems).await;
     match CardState::read(client, &ctx, systems).await {
         Ok(state) => {
-            let mut out = vec![merge_lost(vec![Ok(state.lost(acked))])];
+            let mut out = vec![lost_writes(Ok(state.lost(acked)))];
             if systems.balances {
                 out.push(state.ledger());
             }
@@ -106,7 +106,7 @@ async fn verify_cards(client: &Client, systems: Systems, acked: &[String]) -> Ve
         }
         Err(e) => {
             let why = e.to_string();
-            let mut out = vec![merge_lost(vec![Err(why.clone())])];
+            let mut out = vec![lost_writes(Err(why.clone()))];
             if systems.balances {
                 out.push(Invariant::unreadable("ledger_conserved", &why));
             }
@@ -128,50 +128,34 @@ struct LostPart {
     notes: Vec<(String, i64)>,
 }
 
-fn merge_lost(parts: Vec<Lost>) -> Invariant {
-    let mut figures = Vec::new();
-    let mut problems = Vec::new();
-    let mut holds = true;
-    for part in parts {
-        match part {
-            Ok(LostPart {
-                kind,
-                acked,
-                lost,
-                notes,
-            }) => {
-                figures.push((format!("{kind}_acknowledged"), acked as i64));
-                figures.push((format!("{kind}_lost"), lost.len() as i64));
-                figures.extend(notes);
-                if !lost.is_empty() {
-                    holds = false;
-                    let shown: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
-                    problems.push(format!(
-                        "{} acknowledged {} write(s) missing, e.g. {}",
-                        lost.len(),
-                        kind,
-                        shown.join(", ")
-                    ));
-                }
-            }
-            Err(why) => {
-                holds = false;
-                problems.push(format!("could not be checked: {why}"));
-            }
-        }
-    }
-    let detail = if holds {
-        let total: i64 = figures
-            .iter()
-            .filter(|(k, _)| k.ends_with("_acknowledged"))
-            .map(|(_, v)| *v)
-            .sum();
-        format!("all {total} acknowledged writes are readable")
+/// The `no_lost_writes` verdict on one kind of write.
+fn lost_writes(part: Lost) -> Invariant {
+    let LostPart {
+        kind,
+        acked,
+        lost,
+        notes,
+    } = match part {
+        Ok(part) => part,
+        Err(why) => return Invariant::unreadable("no_lost_writes", &why),
+    };
+    let mut figures = vec![
+        (format!("{kind}_acknowledged"), acked as i64),
+        (format!("{kind}_lost"), lost.len() as i64),
+    ];
+    figures.extend(notes);
+    let detail = if lost.is_empty() {
+        format!("all {acked} acknowledged writes are readable")
     } else {
-        problems.join("; ")
+        let shown: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
+        format!(
+            "{} acknowledged {kind} write(s) missing, e.g. {}",
+            lost.len(),
+            shown.join(", ")
+        )
     };
     let figures: Vec<(&str, i64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    Invariant::new("no_lost_writes", holds, detail, &figures)
+    Invariant::new("no_lost_writes", lost.is_empty(), detail, &figures)
 }
 
 /// Reads every key under `prefix`, retrying a failed read a few times.
@@ -513,7 +497,7 @@ mod tests {
     #[test]
     fn lost_writes_name_what_is_missing() {
         let s = state(false);
-        let inv = merge_lost(vec![Ok(s.lost(&["t1".into(), "t9".into()]))]);
+        let inv = lost_writes(Ok(s.lost(&["t1".into(), "t9".into()])));
         assert!(!inv.holds);
         assert!(inv.detail.contains("t9"), "{}", inv.detail);
         assert_eq!(inv.figures.get("transaction_lost"), Some(&1));

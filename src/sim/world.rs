@@ -133,8 +133,7 @@ impl World {
             .services
             .iter()
             .find(|s| s.name.as_str() == p.service)
-            .ok_or("placement names a service the scenario does not have")?
-            .clone();
+            .ok_or("placement names a service the scenario does not have")?;
         let transport = self.transport(p.party(), &p.id);
         let client = self.deployment.client(&p.id, transport.clone());
         let slowdown = {
@@ -143,7 +142,7 @@ impl World {
         };
         let instance =
             self.deployment
-                .instance(&spec, p.index, client, slowdown, Clock::current())?;
+                .instance(spec, p.index, client, slowdown, Clock::current())?;
         let seed = self.scenario().seed;
         instance.server.add_middleware(Arc::new(InjectErrors {
             board: self.faults.clone(),

@@ -2,7 +2,6 @@
 //! that names what broke and how to replay it bit for bit.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::metrics::Measurements;
 use crate::report::summary::{Summary, TrafficSummary};
@@ -134,11 +133,6 @@ impl Outcome {
                 source,
             }
         })
-    }
-
-    /// Simulated time the run covered.
-    pub fn simulated(&self) -> Duration {
-        self.scenario.duration
     }
 }
 
