@@ -499,6 +499,7 @@ fn span(id: &str, parent: Option<&str>, name: &str, times: [Option<f64>; 4]) -> 
         sr_ms: times[1],
         ss_ms: times[2],
         cr_ms: times[3],
+        ws_ms: None,
         outcome: "ok".to_string(),
         handler: "ended".to_string(),
     }

@@ -1,16 +1,25 @@
 //! The client: one call, with discovery, balancing, deadlines and cancellation.
 //!
 //! A call derives a child context (so its deadline is never later than its caller's), picks an
-//! instance from the registry (round robin or power of two choices on in-flight calls, skipping
-//! instances that recently refused connections), and hands the request to the transport through
-//! the client middleware. A call dropped before its answer (a decided fanout, a cancelled
-//! parent) reports that it was abandoned and the transport sends a Cancel frame.
+//! instance from the registry (round robin, power of two choices on in-flight calls, or on
+//! peak-EWMA latency; skipping instances that recently refused connections, ejected outliers and
+//! open circuits), and hands the request to the transport through the client middleware. A
+//! call dropped before its answer (a decided fanout, a cancelled parent, a hedge that lost)
+//! reports that it was abandoned and the transport sends a Cancel frame.
+//!
+//! Per service, a client may also break circuits ([`crate::framework::breaker`]), eject
+//! outliers ([`crate::framework::eject`]), retry idempotent calls under a budget and hedge slow
+//! ones ([`crate::framework::retry`]). Every such mechanism is off unless configured, and each
+//! reports what it does as a counter event (see [`MECHANISM_COUNTERS`]). Retries and hedges
+//! run under the call's context, so none outlives its caller's deadline or cancellation.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::de::DeserializeOwned;
@@ -18,6 +27,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::framework::balance::PeakEwma;
+use crate::framework::breaker::{Breaker, Breakers};
 use crate::framework::context::Context;
 use crate::framework::discovery::{InstanceInfo, Registry};
 use crate::framework::eject::{self, Ejection, Outliers};
@@ -25,8 +35,27 @@ use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
 use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
+use crate::framework::retry::{self, Bucket, Hedge, HedgeDelay, LatencyWindow, Retry};
 use crate::framework::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
 use crate::lock::lock;
+
+/// The counters the client's mechanisms report, as business-metric events named so: circuits
+/// opened, probed and closed, calls failed at once because every circuit was open, instances
+/// ejected, retries sent and refused by the budget, hedges sent, won and refused by the budget.
+/// The server's concurrency limit adds `limit.refused`.
+pub const MECHANISM_COUNTERS: [&str; 11] = [
+    "breaker.opened",
+    "breaker.probes",
+    "breaker.closed",
+    "breaker.fast_failed",
+    "eject.ejected",
+    "retry.sent",
+    "retry.budget_exhausted",
+    "hedge.sent",
+    "hedge.won",
+    "hedge.budget_exhausted",
+    "limit.refused",
+];
 
 /// How a client picks one instance of a service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,6 +90,12 @@ pub struct ClientConfig {
     pub ewma_default_rtt: Duration,
     /// Outlier ejection per service (see [`crate::framework::eject`]); none by default.
     pub eject: BTreeMap<String, Ejection>,
+    /// Circuit breakers per service (see [`crate::framework::breaker`]); none by default.
+    pub breaker: BTreeMap<String, Breaker>,
+    /// Retries per service (see [`crate::framework::retry`]); none by default.
+    pub retry: BTreeMap<String, Retry>,
+    /// Hedging per service (see [`crate::framework::retry`]); none by default.
+    pub hedge: BTreeMap<String, Hedge>,
 }
 
 impl ClientConfig {
@@ -74,6 +109,9 @@ impl ClientConfig {
             ewma_decay: Duration::from_secs(10),
             ewma_default_rtt: Duration::from_millis(10),
             eject: BTreeMap::new(),
+            breaker: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            hedge: BTreeMap::new(),
         }
     }
 }
@@ -86,6 +124,7 @@ pub struct Call {
     body: Bytes,
     timeout: Option<Duration>,
     instance: Option<Arc<str>>,
+    idempotent: bool,
 }
 
 impl Call {
@@ -97,6 +136,7 @@ impl Call {
             body: Bytes::from_static(b"{}"),
             timeout: None,
             instance: None,
+            idempotent: false,
         }
     }
 
@@ -123,6 +163,13 @@ impl Call {
     /// Sends to this instance only, instead of balancing.
     pub fn instance(mut self, id: &str) -> Call {
         self.instance = Some(id.into());
+        self
+    }
+
+    /// Marks this call safe to make twice, so a retry policy may retry it even if its endpoint
+    /// is not listed as idempotent.
+    pub fn idempotent(mut self) -> Call {
+        self.idempotent = true;
         self
     }
 
@@ -166,13 +213,28 @@ struct Inner {
     down_until: Mutex<BTreeMap<Arc<str>, Instant>>,
     latency: Mutex<PeakEwma>,
     outliers: Mutex<Outliers>,
+    breakers: Mutex<Breakers>,
+    /// Retry and hedge budgets per service, made at first use.
+    budgets: Mutex<BTreeMap<Arc<str>, Budgets>>,
+    /// Observed latencies per service, for hedging at a percentile.
+    observed: Mutex<BTreeMap<Arc<str>, LatencyWindow>>,
     middleware: RwLock<Arc<[Arc<dyn ClientMiddleware>]>>,
+}
+
+/// One service's budgets.
+#[derive(Default)]
+struct Budgets {
+    retry: Option<Arc<Bucket>>,
+    hedge: Option<Arc<Bucket>>,
 }
 
 /// How a client treats calls to one service, from its config.
 struct Policy<'a> {
     balance: Balance,
     eject: Option<&'a Ejection>,
+    breaker: Option<&'a Breaker>,
+    retry: Option<&'a Retry>,
+    hedge: Option<&'a Hedge>,
 }
 
 /// Makes calls to services. Cheap to clone; clones share state.
@@ -209,6 +271,10 @@ impl Client {
         let ids = IdGen::new(config.seed, &format!("{}/ids", config.name));
         let latency = PeakEwma::new(config.ewma_decay, config.ewma_default_rtt);
         let rng = ids::stream(config.seed, &format!("{}/balance", config.name));
+        let breakers = Breakers::new(ids::stream(
+            config.seed,
+            &format!("{}/breaker", config.name),
+        ));
         Client {
             inner: Arc::new(Inner {
                 name: config.name.as_str().into(),
@@ -223,6 +289,9 @@ impl Client {
                 down_until: Mutex::new(BTreeMap::new()),
                 latency: Mutex::new(latency),
                 outliers: Mutex::new(Outliers::default()),
+                breakers: Mutex::new(breakers),
+                budgets: Mutex::new(BTreeMap::new()),
+                observed: Mutex::new(BTreeMap::new()),
                 middleware: RwLock::new(Arc::from(Vec::new())),
             }),
         }
@@ -263,26 +332,177 @@ impl Client {
         self.send(ctx, call).await?.decode()
     }
 
-    /// Makes one call.
+    /// Makes one call: with the service's retries and hedging, when it has them.
     pub async fn send(&self, ctx: &Context, call: Call) -> Result<Reply, Error> {
         let ctx = match call.timeout {
             Some(t) => ctx.with_timeout(t),
             None => ctx.child(),
         };
         let policy = self.policy(&call.service);
-        let mut tried: Vec<Arc<str>> = Vec::new();
+        let retry = policy
+            .retry
+            .filter(|r| call.idempotent || r.idempotent.contains(&*call.endpoint));
+        if retry.is_none() && policy.hedge.is_none() {
+            return self
+                .attempt(&ctx, &call, &policy, &Mutex::new(Vec::new()))
+                .await;
+        }
+        let (retry_budget, hedge_budget) = self.budgets(&call.service, retry, policy.hedge);
+        if let Some(b) = &retry_budget {
+            b.deposit();
+        }
+        if let Some(b) = &hedge_budget {
+            b.deposit();
+        }
+        // Instances already used by this call: retries and hedges go elsewhere when they can.
+        let used = Mutex::new(Vec::new());
+        let mut attempt = 1u32;
         loop {
-            let instance = self.pick(&call, &policy, &tried)?;
-            match self.send_to(&ctx, &call, &policy, &instance).await {
-                Err(e) if e.matches("unavailable.unreachable") && call.instance.is_none() => {
-                    self.mark_down(&instance.id);
-                    tried.push(instance.id.clone());
-                    let left = self.inner.registry.instances(&call.service).len();
-                    if tried.len() >= left || ctx.is_cancelled() {
-                        return Err(e);
-                    }
+            let result = match policy.hedge {
+                Some(hedge) => {
+                    self.hedged(&ctx, &call, &policy, hedge, hedge_budget.as_deref(), &used)
+                        .await
+                }
+                None => self.attempt(&ctx, &call, &policy, &used).await,
+            };
+            let error = match result {
+                Err(e)
+                    if retry.is_some_and(|r| attempt < r.attempts) && retry::is_retryable(&e) =>
+                {
+                    e
                 }
                 other => return other,
+            };
+            let Some(retry) = retry else {
+                return Err(error);
+            };
+            let ceiling = retry.ceiling(attempt);
+            let wait = ceiling.mul_f64(lock(&self.inner.rng).random_range(0.0..=1.0));
+            if ctx.is_cancelled() || ctx.remaining().is_some_and(|left| wait >= left) {
+                return Err(error);
+            }
+            if retry_budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                self.count("retry.budget_exhausted", &call.service, "");
+                return Err(error);
+            }
+            self.count("retry.sent", &call.service, "");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = ctx.token().cancelled() => return Err(error),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// The retry and hedge budgets of `service`, made at first use.
+    fn budgets(
+        &self,
+        service: &Arc<str>,
+        retry: Option<&Retry>,
+        hedge: Option<&Hedge>,
+    ) -> (Option<Arc<Bucket>>, Option<Arc<Bucket>>) {
+        let mut budgets = lock(&self.inner.budgets);
+        let entry = budgets.entry(service.clone()).or_default();
+        if let Some(budget) = retry.and_then(|r| r.budget) {
+            entry.retry.get_or_insert_with(|| Arc::new(budget.bucket()));
+        }
+        if let Some(hedge) = hedge {
+            entry.hedge.get_or_insert_with(|| Arc::new(hedge.bucket()));
+        }
+        (entry.retry.clone(), entry.hedge.clone())
+    }
+
+    /// One attempt, hedged: another copy goes out each time the delay passes without an
+    /// answer, up to the policy's copies and the hedge budget. The first success wins and the
+    /// other copies are dropped (cancelled); a failure waits for the copies still out.
+    async fn hedged(
+        &self,
+        ctx: &Context,
+        call: &Call,
+        policy: &Policy<'_>,
+        hedge: &Hedge,
+        budget: Option<&Bucket>,
+        used: &Mutex<Vec<Arc<str>>>,
+    ) -> Result<Reply, Error> {
+        let delay = match hedge.delay {
+            HedgeDelay::Fixed(d) => Some(d),
+            HedgeDelay::Percentile(q) => lock(&self.inner.observed)
+                .get(&call.service)
+                .and_then(|w| w.quantile(q)),
+        };
+        let timed = |copy: u32, fut| async move {
+            let started = Instant::now();
+            (copy, fut.await, started)
+        };
+        let mut copies = FuturesUnordered::new();
+        copies.push(timed(1, self.attempt(ctx, call, policy, used)));
+        let mut sent = 1u32;
+        let mut next = delay.map(|d| Instant::now() + d);
+        loop {
+            let may_hedge = sent < hedge.attempts && next.is_some();
+            tokio::select! {
+                biased;
+                Some((copy, result, started)) = copies.next() => {
+                    if let Ok(reply) = &result {
+                        if matches!(hedge.delay, HedgeDelay::Percentile(_)) {
+                            lock(&self.inner.observed)
+                                .entry(call.service.clone())
+                                .or_default()
+                                .observe(Instant::now() - started);
+                        }
+                        if copy > 1 {
+                            self.count("hedge.won", &call.service, &reply.instance);
+                        }
+                        return result;
+                    }
+                    if copies.is_empty() {
+                        return result;
+                    }
+                }
+                _ = sleep_until_some(next), if may_hedge => {
+                    if budget.is_some_and(|b| !b.withdraw()) {
+                        self.count("hedge.budget_exhausted", &call.service, "");
+                        next = None;
+                        continue;
+                    }
+                    sent += 1;
+                    self.count("hedge.sent", &call.service, "");
+                    copies.push(timed(sent, self.attempt(ctx, call, policy, used)));
+                    next = next.zip(delay).map(|(at, d)| at + d);
+                }
+            }
+        }
+    }
+
+    /// One attempt: a balanced (or pinned) instance, another one when an instance cannot be
+    /// reached. The instances it picks are added to `used`, and it avoids those already there
+    /// while others are left.
+    fn attempt<'a>(
+        &'a self,
+        ctx: &'a Context,
+        call: &'a Call,
+        policy: &'a Policy<'_>,
+        used: &'a Mutex<Vec<Arc<str>>>,
+    ) -> impl Future<Output = Result<Reply, Error>> + 'a {
+        async move {
+            let mut tried: Vec<Arc<str>> = Vec::new();
+            loop {
+                let instance = {
+                    let avoid = lock(used);
+                    self.pick(call, policy, &tried, &avoid)?
+                };
+                lock(used).push(instance.id.clone());
+                match self.send_to(ctx, call, policy, &instance).await {
+                    Err(e) if e.matches("unavailable.unreachable") && call.instance.is_none() => {
+                        self.mark_down(&instance.id);
+                        tried.push(instance.id.clone());
+                        let left = self.inner.registry.instances(&call.service).len();
+                        if tried.len() >= left || ctx.is_cancelled() {
+                            return Err(e);
+                        }
+                    }
+                    other => return other,
+                }
             }
         }
     }
@@ -294,18 +514,28 @@ impl Client {
         call: &Call,
         policy: &Policy<'_>,
         tried: &[Arc<str>],
+        avoid: &[Arc<str>],
     ) -> Result<InstanceInfo, Error> {
         let all = self.inner.registry.instances(&call.service);
         if let Some(id) = &call.instance {
-            return all.into_iter().find(|i| i.id == *id).ok_or_else(|| {
+            let pinned = all.into_iter().find(|i| i.id == *id).ok_or_else(|| {
                 Error::unavailable(
                     "no_instance",
                     format!("{} has no instance {id}", call.service),
                 )
-            });
+            })?;
+            if policy.breaker.is_some()
+                && !lock(&self.inner.breakers).allows(&pinned.id, Instant::now())
+            {
+                return Err(self.circuit_open(call));
+            }
+            return Ok(pinned);
         }
         let mut candidates = all;
         candidates.retain(|i| !tried.contains(&i.id));
+        if candidates.iter().any(|i| !avoid.contains(&i.id)) {
+            candidates.retain(|i| !avoid.contains(&i.id));
+        }
         {
             let down = lock(&self.inner.down_until);
             if !down.is_empty() {
@@ -331,6 +561,15 @@ impl Client {
                 format!("no reachable instance of {}", call.service),
             ));
         }
+        if policy.breaker.is_some() {
+            let now = Instant::now();
+            let breakers = lock(&self.inner.breakers);
+            candidates.retain(|i| breakers.allows(&i.id, now));
+            if candidates.is_empty() {
+                drop(breakers);
+                return Err(self.circuit_open(call));
+            }
+        }
         let idx = match policy.balance {
             Balance::RoundRobin => {
                 let mut rr = lock(&self.inner.round_robin);
@@ -344,14 +583,46 @@ impl Client {
         Ok(candidates[idx].clone())
     }
 
-    /// How this client balances over `service`, and whether it ejects outliers: looked up once
-    /// per call.
+    /// The error of a call with every circuit it could use open, counted as fast failed.
+    fn circuit_open(&self, call: &Call) -> Error {
+        self.count("breaker.fast_failed", &call.service, "");
+        Error::unavailable(
+            "circuit_open",
+            format!("every circuit to {} is open", call.service),
+        )
+    }
+
+    /// How this client balances over `service`, and which of its mechanisms apply: looked up
+    /// once per call.
     fn policy(&self, service: &str) -> Policy<'_> {
         let config = &self.inner.config;
         Policy {
             balance: config.balance.get(service).copied().unwrap_or_default(),
             eject: config.eject.get(service),
+            breaker: config.breaker.get(service),
+            retry: config.retry.get(service),
+            hedge: config.hedge.get(service),
         }
+    }
+
+    /// Reports one use of a mechanism, as the counter `name` (a business-metric event of this
+    /// client).
+    fn count(&self, name: &'static str, service: &Arc<str>, instance: &str) {
+        let events = &self.inner.events;
+        if !events.enabled() {
+            return;
+        }
+        events.emit(Event::outside_calls(
+            self.inner.transport.elapsed(),
+            EventKind::Metric {
+                name: name.into(),
+                kind: crate::framework::MetricKind::Counter,
+                value: 1,
+            },
+            self.inner.name.clone(),
+            service.clone(),
+            instance.into(),
+        ));
     }
 
     /// Two distinct candidates at random; the cheaper: by calls in flight, or by peak-EWMA
@@ -407,6 +678,12 @@ impl Client {
         let headers = self.headers(ctx);
         // Only peak-EWMA balancing reads the clock per call: other balancers pay nothing.
         let timed = policy.balance == Balance::PeakEwma;
+        if policy.breaker.is_some() {
+            let sent = lock(&self.inner.breakers).on_send(&instance.id, Instant::now());
+            if let Some(t) = sent {
+                self.count(t.metric(), &call.service, &instance.id);
+            }
+        }
         let mut guard = CallGuard::new(self, ctx, call, instance, &headers, timed);
         guard.emit(EventKind::CallSent);
         let outbound = OutboundCall {
@@ -451,6 +728,14 @@ impl Client {
         if let Some(ejection) = policy.eject {
             self.note_outcome(ejection, &call.service, &instance.id, &result);
         }
+        if let Some(breaker) = policy.breaker {
+            let failed = eject::is_failure(&result);
+            let changed =
+                lock(&self.inner.breakers).on_result(breaker, &instance.id, failed, Instant::now());
+            if let Some(t) = changed {
+                self.count(t.metric(), &call.service, &instance.id);
+            }
+        }
         result.map(|body| Reply {
             body,
             instance: instance.id.clone(),
@@ -458,7 +743,7 @@ impl Client {
     }
 
     /// Feeds outlier ejection under `policy`; an ejection is reported as the counter
-    /// `client.ejections` (a business-metric event of this client).
+    /// `eject.ejected`.
     fn note_outcome(
         &self,
         policy: &Ejection,
@@ -473,18 +758,8 @@ impl Client {
         let now = Instant::now();
         let ejected =
             lock(&self.inner.outliers).observe(policy, service, instance, instances, failed, now);
-        if ejected.is_some() && self.inner.events.enabled() {
-            self.inner.events.emit(Event::outside_calls(
-                self.inner.transport.elapsed(),
-                EventKind::Metric {
-                    name: "client.ejections".into(),
-                    kind: crate::framework::MetricKind::Counter,
-                    value: 1,
-                },
-                self.inner.name.clone(),
-                service.clone(),
-                instance.clone(),
-            ));
+        if ejected.is_some() {
+            self.count("eject.ejected", service, instance);
         }
     }
 
@@ -512,6 +787,14 @@ impl Client {
             parent_span_id,
             meta: ctx.meta_all().clone(),
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Outlier ejection: an instance that fails too many calls in a row stops being picked for a
 //! while, as Envoy's outlier detection does it.
 //!
-//! Each client keeps, per instance, its consecutive failures (a timeout, an unavailable instance
-//! or an internal error; any answer that is not a failure resets the count). At the threshold
+//! Each client keeps, per instance, its consecutive failures (a timeout, an unavailable instance,
+//! an internal error or a refusal for load; any answer that is not a failure resets the count). At the threshold
 //! the instance is ejected for the base time times the number of times it has been ejected (up
 //! to a cap), unless that would eject more than the allowed share of the service's instances
 //! (always at least one may be). Once its time is up it is picked again; it fails its way out
@@ -51,7 +51,10 @@ pub fn is_failure(result: &Result<impl Sized, Error>) -> Option<bool> {
         Err(e) if e.kind() == ErrorKind::Cancelled => None,
         Err(e) => Some(matches!(
             e.kind(),
-            ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::Internal
+            ErrorKind::Timeout
+                | ErrorKind::Unavailable
+                | ErrorKind::Internal
+                | ErrorKind::RateLimited
         )),
     }
 }
@@ -126,6 +129,10 @@ mod tests {
         assert_eq!(of(Error::timeout("", "late")), Some(true));
         assert_eq!(of(Error::unavailable("x", "down")), Some(true));
         assert_eq!(of(Error::not_found("x", "no")), Some(false));
+        assert_eq!(
+            of(Error::of(ErrorKind::RateLimited, "concurrency_limit", "")),
+            Some(true)
+        );
         assert_eq!(of(Error::cancelled("", "by caller")), None);
     }
 

@@ -4,6 +4,7 @@
 //! [`crate::framework::transport::Transport`], and reports what it does through [`event::EventSink`].
 
 pub mod balance;
+pub mod breaker;
 pub mod client;
 pub mod context;
 pub mod discovery;
@@ -14,8 +15,10 @@ pub mod fanout;
 pub mod health;
 pub mod identity;
 pub mod ids;
+pub mod limit;
 pub mod metrics;
 pub mod middleware;
+pub mod retry;
 pub mod server;
 pub mod service;
 pub mod transport;

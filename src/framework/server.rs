@@ -4,7 +4,9 @@
 //! cancellation and the request's deadline: whichever comes first wins, and a lost handler future
 //! is dropped on the spot, so a cancelled request stops doing work (and cancels its own calls).
 //! A bounded pool of workers and a bounded queue model an instance's capacity: beyond both, a
-//! request is refused with `rate_limited.queue_full`.
+//! request is refused with `rate_limited.queue_full`. A concurrency limit, fixed or adaptive
+//! (see [`crate::framework::limit`]), can shed load before the queue: a request over it is
+//! refused at once with `rate_limited.concurrency_limit`.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -24,6 +26,7 @@ use crate::framework::discovery::Registry;
 use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::health::{self, CheckResult, Checker, HealthReport, HEALTH_ENDPOINT};
+use crate::framework::limit::{Limit, Limiter};
 use crate::framework::metrics::Metrics;
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
@@ -50,6 +53,9 @@ pub struct ServiceConfig {
     /// How often to run the health checks out of band and report them as events; `None`: only
     /// in band, through the `health` endpoint.
     pub health_interval: Option<Duration>,
+    /// A limit on the requests held at once (running or queued); `None`: only workers and
+    /// queue bound them.
+    pub limit: Option<Limit>,
 }
 
 impl ServiceConfig {
@@ -64,6 +70,7 @@ impl ServiceConfig {
             grace: Duration::from_secs(5),
             inbound_buffer: 1024,
             health_interval: None,
+            limit: None,
         }
     }
 }
@@ -128,6 +135,7 @@ struct Inner {
     registry: Option<Arc<Registry>>,
     workers: Option<Arc<Semaphore>>,
     waiting: AtomicUsize,
+    limiter: Option<Mutex<Limiter>>,
     running: Mutex<Option<Running>>,
     checkers: RwLock<BTreeMap<String, Checker>>,
     metrics: RwLock<Option<Metrics>>,
@@ -165,6 +173,7 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("{}[0]", config.name));
         let workers = config.workers.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        let limiter = config.limit.map(|l| Mutex::new(Limiter::new(l)));
         Server {
             inner: Arc::new(Inner {
                 name: config.name.as_str().into(),
@@ -176,6 +185,7 @@ impl Server {
                 registry,
                 workers,
                 waiting: AtomicUsize::new(0),
+                limiter,
                 running: Mutex::new(None),
                 checkers: RwLock::new(BTreeMap::new()),
                 metrics: RwLock::new(None),
@@ -559,6 +569,13 @@ impl RequestTask {
             self.answer(Err(refused));
             return;
         }
+        let mut held = match self.hold() {
+            Ok(held) => held,
+            Err(refused) => {
+                self.answer(Err(refused));
+                return;
+            }
+        };
         let _permit = match self.admit(deadline).await {
             Admission::Admitted(p) => p,
             Admission::Refused(e) => {
@@ -568,6 +585,9 @@ impl RequestTask {
             Admission::Cancelled => return,
         };
         self.emit(EventKind::HandlerStarted);
+        if let Some(held) = &mut held {
+            held.working = Some(Instant::now());
+        }
         let ctx = Context::for_request(
             deadline,
             self.inbound.cancel.clone(),
@@ -585,7 +605,12 @@ impl RequestTask {
         let handler =
             AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
         let result = tokio::select! {
-            r = handler => r.unwrap_or_else(|panic| Err(panic_error(panic))),
+            r = handler => {
+                if let Some(held) = &mut held {
+                    held.dropped = false;
+                }
+                r.unwrap_or_else(|panic| Err(panic_error(panic)))
+            }
             _ = self.inbound.cancel.cancelled() => {
                 self.note_cancel();
                 self.emit(EventKind::HandlerCancelled);
@@ -611,6 +636,41 @@ impl RequestTask {
         if self.inbound.cancelled_by_peer.load(Ordering::Relaxed) {
             self.emit(EventKind::CancelReceived);
         }
+    }
+
+    /// Takes a place under the concurrency limit, if there is one; refuses the request at
+    /// once when the instance is at its limit.
+    fn hold(&self) -> Result<Option<Held<'_>>, Error> {
+        let Some(limiter) = &self.inner.limiter else {
+            return Ok(None);
+        };
+        if lock(limiter).try_acquire() {
+            return Ok(Some(Held {
+                limiter,
+                arrived: Instant::now(),
+                working: None,
+                dropped: true,
+            }));
+        }
+        self.emit(EventKind::RequestRejected);
+        if self.inner.events.enabled() {
+            self.inner.events.emit(Event::outside_calls(
+                self.transport.elapsed(),
+                EventKind::Metric {
+                    name: "limit.refused".into(),
+                    kind: crate::framework::MetricKind::Counter,
+                    value: 1,
+                },
+                self.inner.instance.clone(),
+                self.inner.name.clone(),
+                self.ev.endpoint.clone(),
+            ));
+        }
+        Err(Error::of(
+            crate::framework::error::ErrorKind::RateLimited,
+            "concurrency_limit",
+            format!("{} is at its concurrency limit", self.inner.instance),
+        ))
     }
 
     /// Waits for a worker, unless the queue is full, the caller gives up or the deadline passes.
@@ -649,6 +709,30 @@ impl RequestTask {
         };
         waiting.fetch_sub(1, Ordering::Relaxed);
         outcome
+    }
+}
+
+/// A request's place under the concurrency limit, given back when the request ends however it
+/// ends, with the time it spent in the instance and how much of it was work.
+struct Held<'a> {
+    limiter: &'a Mutex<Limiter>,
+    arrived: Instant,
+    /// When a worker took it, if one did.
+    working: Option<Instant>,
+    /// Whether it ended without its handler returning (deadline, cancel, refusal, stop).
+    dropped: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(self.arrived);
+        let work = self
+            .working
+            .map_or(rtt, |w| now.saturating_duration_since(w));
+        // A request refused by the queue never worked: it says nothing of the work time.
+        let dropped = self.dropped || self.working.is_none();
+        lock(self.limiter).release(rtt, work, dropped);
     }
 }
 

@@ -68,6 +68,7 @@ pub struct Endpoint {
     response_type: &'static str,
     handler: Arc<ErasedHandler>,
     access: Access,
+    idempotent: bool,
 }
 
 impl fmt::Debug for Endpoint {
@@ -107,6 +108,7 @@ impl Endpoint {
             response_type: std::any::type_name::<Resp>(),
             handler: Arc::new(erased),
             access: Access::default(),
+            idempotent: false,
         }
     }
 
@@ -122,6 +124,7 @@ impl Endpoint {
             response_type: "bytes",
             handler: Arc::new(move |ctx, body| Box::pin(handler(ctx, body))),
             access: Access::default(),
+            idempotent: false,
         }
     }
 
@@ -135,6 +138,18 @@ impl Endpoint {
     pub fn require_scope(mut self, scope: &str) -> Endpoint {
         self.access.scope = Some(scope.to_string());
         self
+    }
+
+    /// Marks it safe to call twice with the same request: callers with a retry policy for
+    /// this service may retry it (see [`crate::framework::retry`]).
+    pub fn idempotent(mut self) -> Endpoint {
+        self.idempotent = true;
+        self
+    }
+
+    /// Whether it is marked safe to call twice.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// Who may call it.

@@ -43,6 +43,10 @@ pub struct Span {
     pub cs_ms: Option<f64>,
     /// Server-recv.
     pub sr_ms: Option<f64>,
+    /// Worker-start: when a worker took the request, after any wait in the queue (absent in
+    /// reports written before it was recorded).
+    #[serde(default)]
+    pub ws_ms: Option<f64>,
     /// Server-send.
     pub ss_ms: Option<f64>,
     /// Client-recv.
@@ -184,6 +188,7 @@ fn spans(events: &[Event]) -> Vec<Span> {
             callee: String::new(),
             cs_ms: None,
             sr_ms: None,
+            ws_ms: None,
             ss_ms: None,
             cr_ms: None,
             outcome: String::new(),
@@ -209,6 +214,7 @@ fn spans(events: &[Event]) -> Vec<Span> {
                 s.callee = e.instance.to_string();
             }
             EventKind::ResponseSent => s.ss_ms = at,
+            EventKind::HandlerStarted => s.ws_ms = at,
             EventKind::HandlerEnded { .. } => s.handler = "ended".into(),
             EventKind::HandlerCancelled => {
                 s.handler = "cancelled".into();

@@ -6,8 +6,9 @@
 //! HdrHistogram's `1/(1-p)` axis), `instances.png` (per-instance utilisation and queue depth,
 //! so a slow or crashed instance stands out) and `trace.png` (the slowest request's trace as a
 //! waterfall, as Zipkin and Jaeger draw it). A sixth, `business.png` (the services' business
-//! counters per second), is drawn only for runs whose services record any. `compare` overlays
-//! two runs' spectra.
+//! counters per second), is drawn only for runs whose services record any, and a seventh,
+//! `mechanisms.png` (circuits opened, ejections, retries, hedges, refusals per second), only for
+//! runs where a degradation mechanism acted. `compare` overlays two runs' spectra.
 //!
 //! Text is drawn with the bundled DejaVu Sans through plotters' `ab_glyph` backend, so no system
 //! font library is needed; the font is registered once, before the first plot. Every plot is
@@ -21,6 +22,8 @@ mod instances;
 mod latency;
 mod throughput;
 mod trace;
+
+use business::Counters;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -79,9 +82,10 @@ fn draw_one(
     }
 }
 
-/// Writes `latency.png`, `throughput.png`, `distribution.png`, `instances.png`, `trace.png` and,
-/// when the run recorded a business counter, `business.png` into `dir` (created if missing), and
-/// returns their paths in that order.
+/// Writes `latency.png`, `throughput.png`, `distribution.png`, `instances.png`, `trace.png`,
+/// `business.png` when the run recorded a business counter and `mechanisms.png` when a
+/// degradation mechanism acted, into `dir` (created if missing), and returns their paths in
+/// that order.
 pub fn write_plots(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     register_font()?;
     std::fs::create_dir_all(dir).map_err(|source| PlotError::Folder {
@@ -97,10 +101,15 @@ pub fn write_plots(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>, PlotEr
         draw_one(dir.join("instances.png"), |p| instances::draw(summary, p))?,
         draw_one(dir.join("trace.png"), |p| trace::draw(summary, p))?,
     ];
-    if business::has_counters(summary) {
-        written.push(draw_one(dir.join("business.png"), |p| {
-            business::draw(summary, p)
-        })?);
+    for (which, file) in [
+        (Counters::Business, "business.png"),
+        (Counters::Mechanisms, "mechanisms.png"),
+    ] {
+        if business::has_counters(summary, which) {
+            written.push(draw_one(dir.join(file), |p| {
+                business::draw(summary, which, p)
+            })?);
+        }
     }
     Ok(written)
 }

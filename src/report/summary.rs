@@ -495,8 +495,37 @@ fn observe(metric: &Metric, w: &WindowStats) -> f64 {
         Metric::Ok => c.ok as f64,
         Metric::Dropped => c.dropped as f64,
         Metric::Errors => c.failed() as f64,
-        Metric::Check(_) => f64::NAN,
+        Metric::SlowerThan(d) => {
+            if h.is_empty() {
+                f64::NAN
+            } else {
+                let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                let within = h.count_between(0, us);
+                h.len().saturating_sub(within) as f64 / h.len() as f64
+            }
+        }
+        Metric::Check(_) | Metric::Count(_) => f64::NAN,
     }
+}
+
+/// The sum of counter `name` over the buckets that start in `window`; 0 when nothing recorded
+/// it (a mechanism that never acted).
+fn counted(m: &Measurements, name: &str, window: &Range<Duration>) -> f64 {
+    let Some(metric) = m.business.get(name) else {
+        return 0.0;
+    };
+    let width = m.bucket_width.as_nanos().max(1);
+    let sum: i64 = metric
+        .per_bucket
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let start = Duration::from_nanos((*i as u128 * width).min(u128::from(u64::MAX)) as u64);
+            window.contains(&start)
+        })
+        .map(|(_, v)| *v)
+        .sum();
+    sum as f64
 }
 
 fn describe_scope(scope: &Scope) -> String {
@@ -521,6 +550,7 @@ fn judge(
     let window = scenario.window_bounds(&a.window);
     let observed = match &a.metric {
         Metric::Check(name) => checks.get(name).map_or(f64::NAN, |v| *v as f64),
+        Metric::Count(name) => counted(m, name, &window),
         metric => match scoped(scenario, m, &a.scope) {
             Some(series) => observe(metric, &series.window(&window, m.run)),
             None => f64::NAN,

@@ -5,6 +5,7 @@
 //! checks and business metrics, then one line per invariant (`HOLDS`/`BROKEN`) and per
 //! assertion (`PASS`/`FAIL`). The verdict lines come last so they are what a reader sees.
 
+use crate::framework::client::MECHANISM_COUNTERS;
 use std::fmt::Write;
 
 use crate::report::summary::Summary;
@@ -47,16 +48,19 @@ pub fn figures(s: &Summary) -> String {
     }
     let checks: Vec<String> = s.checks.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "  checks: {}", checks.join(", "));
-    if !s.business.is_empty() {
+    for (label, mechanisms) in [("business", false), ("mechanisms", true)] {
         let metrics: Vec<String> = s
             .business
             .iter()
+            .filter(|(k, _)| MECHANISM_COUNTERS.contains(&k.as_str()) == mechanisms)
             .map(|(k, b)| match &b.values {
                 Some(v) => format!("{k} p50 {} p99 {}", v.p50, v.p99),
                 None => format!("{k} {}", b.total),
             })
             .collect();
-        let _ = writeln!(out, "  business: {}", metrics.join(", "));
+        if !metrics.is_empty() {
+            let _ = writeln!(out, "  {label}: {}", metrics.join(", "));
+        }
     }
     out
 }

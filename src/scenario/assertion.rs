@@ -49,6 +49,12 @@ pub enum Metric {
     /// A check the harness computes (orphaned work, late work, lost writes...), by name; which
     /// names exist is the harness's business.
     Check(String),
+    /// `count(<name>)`: the sum of a counter the run recorded (a business metric, or a
+    /// mechanism's counter such as `hedge.sent`) over the window, whatever the scope; 0 when
+    /// nothing recorded it.
+    Count(String),
+    /// `slower_than(<duration>)`: the share of answered requests that took longer.
+    SlowerThan(Duration),
 }
 
 /// Which latency statistic.
@@ -109,11 +115,14 @@ impl Metric {
     pub fn unit(&self) -> MetricUnit {
         match self {
             Metric::Latency(_) => MetricUnit::Milliseconds,
-            Metric::ErrorRate => MetricUnit::Fraction,
+            Metric::ErrorRate | Metric::SlowerThan(_) => MetricUnit::Fraction,
             Metric::Goodput => MetricUnit::PerSecond,
-            Metric::Sent | Metric::Ok | Metric::Dropped | Metric::Errors | Metric::Check(_) => {
-                MetricUnit::Count
-            }
+            Metric::Sent
+            | Metric::Ok
+            | Metric::Dropped
+            | Metric::Errors
+            | Metric::Check(_)
+            | Metric::Count(_) => MetricUnit::Count,
         }
     }
 
@@ -121,6 +130,30 @@ impl Metric {
     fn parse(text: &str) -> Result<Metric, String> {
         if let Some((stat, _)) = LatencyStat::ALL.iter().find(|(_, name)| *name == text) {
             return Ok(Metric::Latency(*stat));
+        }
+        if let Some(name) = text
+            .strip_prefix("count(")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                return Err(format!(
+                    "`count(...)` needs a counter's name (letters, digits, '.', '_', '-'), found {}",
+                    quote(name)
+                ));
+            }
+            return Ok(Metric::Count(name.to_string()));
+        }
+        if let Some(d) = text
+            .strip_prefix("slower_than(")
+            .and_then(|t| t.strip_suffix(')'))
+        {
+            return parse_duration(d)
+                .map(Metric::SlowerThan)
+                .map_err(|e| format!("`slower_than(...)`: {e}"));
         }
         let metric = match text {
             "error_rate" => Metric::ErrorRate,
@@ -132,7 +165,7 @@ impl Metric {
             check if is_check_name(check) => Metric::Check(check.to_string()),
             other => {
                 return Err(format!(
-                    "unknown metric {}; expected p50(latency), p90(latency), p99(latency), p999(latency), max(latency), mean(latency), error_rate, goodput, sent, ok, dropped, errors, or a check: {}",
+                    "unknown metric {}; expected p50(latency), p90(latency), p99(latency), p999(latency), max(latency), mean(latency), slower_than(<duration>), error_rate, goodput, sent, ok, dropped, errors, count(<counter>), or a check: {}",
                     quote(other),
                     CHECK_NAMES.join(", ")
                 ))
@@ -171,6 +204,8 @@ impl fmt::Display for Metric {
             Metric::Dropped => "dropped",
             Metric::Errors => "errors",
             Metric::Check(name) => name,
+            Metric::Count(name) => return write!(f, "count({name})"),
+            Metric::SlowerThan(d) => return write!(f, "slower_than({})", format_duration(*d)),
         };
         f.write_str(name)
     }

@@ -172,6 +172,14 @@ pub struct Service {
     /// Whether callers eject an instance that fails calls in a row (Envoy's outlier
     /// detection, with its defaults).
     pub eject: bool,
+    /// Callers' circuit breakers per instance of this service; `None`: off.
+    pub breaker: Option<BreakerSpec>,
+    /// Callers' retries of this service's idempotent endpoints; `None`: off.
+    pub retry: Option<RetrySpec>,
+    /// Callers' hedged requests to this service; `None`: off.
+    pub hedge: Option<HedgeSpec>,
+    /// Each instance's concurrency limit; `None`: only workers and queue.
+    pub limit: Option<LimitSpec>,
     /// What answers its requests.
     pub body: ServiceBody,
 }
@@ -215,6 +223,84 @@ pub enum ServiceBody {
     },
 }
 
+/// `breaker = true` or a table: when callers stop calling an instance. A field left out takes
+/// the framework's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BreakerSpec {
+    /// Failures in a row that open the circuit.
+    pub failures: Option<u32>,
+    /// The share of failed calls in the window that opens it.
+    pub rate: Option<Ratio>,
+    /// The window the rate is measured over.
+    pub window: Option<Duration>,
+    /// Calls the window needs before the rate counts.
+    pub min_requests: Option<u32>,
+    /// How long it first stays open.
+    pub open: Option<Duration>,
+    /// The longest it stays open.
+    pub max_open: Option<Duration>,
+}
+
+/// `retry = true` or a table: how callers retry idempotent endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included.
+    pub attempts: Option<u32>,
+    /// The first backoff's ceiling.
+    pub backoff: Option<Duration>,
+    /// The highest backoff ceiling.
+    pub max_backoff: Option<Duration>,
+    /// The retry budget: `Some(None)` the default one, `None` no budget.
+    pub budget: Option<Option<BudgetSpec>>,
+}
+
+/// `budget = { percent, min_per_sec, ttl }`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetSpec {
+    /// Retries per request.
+    pub percent: Option<Ratio>,
+    /// Retries per second whatever the traffic.
+    pub min_per_sec: Option<u32>,
+    /// The window requests are counted over.
+    pub ttl: Option<Duration>,
+}
+
+/// `hedge = true` or a table: when callers send another copy of a slow call.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HedgeSpec {
+    /// After how long: fixed, or a percentile of observed latency.
+    pub after: Option<HedgeAfter>,
+    /// Copies in all, the first included.
+    pub copies: Option<u32>,
+    /// The most extra copies, as a share of requests.
+    pub max_extra: Option<Ratio>,
+}
+
+/// When a hedge goes out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    /// A fixed delay.
+    Fixed(Duration),
+    /// A percentile of observed latency, as a quantile (0.95 for "p95").
+    Percentile(f64),
+}
+
+/// `limit = N`, `"adaptive"` or `{ adaptive = true, initial, min, max }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LimitSpec {
+    /// At most this many requests held at once.
+    Fixed(u32),
+    /// The gradient limit, with optional bounds.
+    Adaptive {
+        /// Limit at start.
+        initial: Option<u32>,
+        /// Lowest limit.
+        min: Option<u32>,
+        /// Highest limit.
+        max: Option<u32>,
+    },
+}
+
 /// How a caller picks one instance of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balancer {
@@ -240,6 +326,8 @@ pub struct Endpoint {
     pub calls: Vec<Call>,
     /// Whether a failed call fails this endpoint.
     pub on_error: OnError,
+    /// Whether callers may retry it (`idempotent = true`).
+    pub idempotent: bool,
 }
 
 /// One downstream call of a synthetic endpoint.

@@ -68,6 +68,10 @@ pub(crate) struct RawService {
     pub queue: Option<Int>,
     pub balancer: Option<Text>,
     pub eject: Option<bool>,
+    pub breaker: Option<Value>,
+    pub retry: Option<Value>,
+    pub hedge: Option<Value>,
+    pub limit: Option<Value>,
     pub builtin: Option<Text>,
     #[serde(default)]
     pub endpoint: Vec<Spanned<RawEndpoint>>,
@@ -83,6 +87,7 @@ pub(crate) struct RawEndpoint {
     #[serde(default)]
     pub calls: Vec<Spanned<RawCall>>,
     pub on_error: Option<Text>,
+    pub idempotent: Option<bool>,
 }
 
 /// One entry of an endpoint's `calls`.

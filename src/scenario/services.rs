@@ -15,6 +15,7 @@ use crate::dist::Dist;
 use crate::units::{describe_value, format_duration, quote};
 
 use super::index::Index;
+use super::mechanisms;
 use super::model::{limits, Balancer, Call, Endpoint, Fanout, OnError, Service, ServiceBody, Wait};
 use super::names::{BuiltinName, EndpointName, ServiceName};
 use super::raw::{RawCall, RawEndpoint, RawService, Text, Value};
@@ -98,6 +99,10 @@ fn validate_service(
         .balancer
         .as_ref()
         .map_or(Some(Balancer::RoundRobin), |text| balancer(ctx, text));
+    let breaker = mechanisms::breaker(ctx, raw.breaker.as_ref());
+    let retry = mechanisms::retry(ctx, raw.retry.as_ref());
+    let hedge = mechanisms::hedge(ctx, raw.hedge.as_ref());
+    let limit = mechanisms::limit(ctx, raw.limit.as_ref());
     let body = match &raw.builtin {
         Some(builtin) => builtin_body(ctx, raw, builtin, builtins, index),
         None => synthetic_body(ctx, &raw.endpoint, index),
@@ -110,6 +115,10 @@ fn validate_service(
         queue: queue?,
         balancer: balancer?,
         eject: raw.eject.unwrap_or(false),
+        breaker: breaker?,
+        retry: retry?,
+        hedge: hedge?,
+        limit: limit?,
         body: body?,
     })
 }
@@ -251,6 +260,7 @@ fn endpoint_of(ctx: &mut Ctx<'_>, raw: &RawEndpoint, index: &Index) -> Option<En
         response_bytes: response_bytes?,
         calls: calls?,
         on_error: on_error?,
+        idempotent: raw.idempotent.unwrap_or(false),
     })
 }
 

@@ -376,6 +376,7 @@ struct Entry {
     def: ServiceDef,
     system: usize,
     endpoints: Vec<String>,
+    idempotent: Vec<String>,
 }
 
 /// The registered systems and their services, by builtin name: the one source scenario
@@ -414,7 +415,7 @@ impl Catalog {
                     second: system.name().to_string(),
                 });
             }
-            let endpoints =
+            let (endpoints, idempotent) =
                 endpoint_names(&def).map_err(|reason| CatalogError::BuilderPanicked {
                     builtin: builtin.clone(),
                     system: system.name().to_string(),
@@ -434,6 +435,7 @@ impl Catalog {
                     def,
                     system: index,
                     endpoints,
+                    idempotent,
                 }),
             );
         }
@@ -451,6 +453,14 @@ impl Catalog {
     /// The service registered as `builtin`.
     pub fn service(&self, builtin: &str) -> Option<&ServiceDef> {
         self.entries.get(builtin).map(|e| &e.def)
+    }
+
+    /// The endpoints of `builtin` marked idempotent ([`crate::framework::Endpoint::idempotent`]),
+    /// sorted: the ones callers with a retry policy may retry.
+    pub fn idempotent(&self, builtin: &str) -> &[String] {
+        self.entries
+            .get(builtin)
+            .map_or(&[], |e| e.idempotent.as_slice())
     }
 
     /// The system that registered `builtin`.
@@ -482,20 +492,24 @@ impl crate::scenario::Builtins for Catalog {
     }
 }
 
-/// The endpoint names `def` builds, from one detached instance built on a thread of its own
-/// (outside any runtime, so a builder that spawns fails here, wherever the catalog is made);
-/// the panic's message if building panicked.
-fn endpoint_names(def: &ServiceDef) -> Result<Vec<String>, String> {
+/// The endpoint names `def` builds, and those of them marked idempotent, from one detached
+/// instance built on a thread of its own (outside any runtime, so a builder that spawns fails
+/// here, wherever the catalog is made); the panic's message if building panicked.
+fn endpoint_names(def: &ServiceDef) -> Result<(Vec<String>, Vec<String>), String> {
     let def = def.clone();
     let probe = std::thread::spawn(move || {
         let built = def.build(&Env::detached(def.builtin()));
-        let mut names: Vec<String> = built
-            .endpoints
-            .iter()
-            .map(|e| e.name().to_string())
-            .collect();
-        names.sort();
-        names
+        let names = |only_idempotent: bool| {
+            let mut names: Vec<String> = built
+                .endpoints
+                .iter()
+                .filter(|e| !only_idempotent || e.is_idempotent())
+                .map(|e| e.name().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        (names(false), names(true))
     });
     probe.join().map_err(|panic| {
         panic

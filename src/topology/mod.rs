@@ -8,9 +8,10 @@
 //! file's routes, asking the authenticator the catalog names. The network under it is the
 //! caller's: the simulation passes its modelled transport, `serve` real TCP.
 
+pub mod mechanisms;
 pub mod synthetic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,19 +132,48 @@ impl Deployment {
             .collect()
     }
 
-    /// A client named `name` over `transport`, seeded, balancing and ejecting as the scenario
-    /// says.
+    /// The endpoints of `spec` callers may retry: synthetic ones marked `idempotent`, or the
+    /// builtin's endpoints its code marks idempotent.
+    fn idempotent(&self, spec: &Service) -> BTreeSet<String> {
+        match &spec.body {
+            ServiceBody::Synthetic { endpoints } => endpoints
+                .iter()
+                .filter(|e| e.idempotent)
+                .map(|e| e.name.as_str().to_string())
+                .collect(),
+            ServiceBody::Builtin { builtin, .. } => self
+                .catalog
+                .idempotent(builtin.as_str())
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// A client named `name` over `transport`, seeded, with the balancing and the mechanisms
+    /// (ejection, breakers, retries, hedging) the scenario gives each service.
     pub fn client(&self, name: &str, transport: Arc<dyn Transport>) -> Client {
         let mut config = ClientConfig::new(name);
         config.seed = self.scenario.seed;
         config.balance = self.balance();
-        config.eject = self
-            .scenario
-            .services
-            .iter()
-            .filter(|s| s.eject)
-            .map(|s| (s.name.as_str().to_string(), Ejection::envoy()))
-            .collect();
+        for s in &self.scenario.services {
+            let name = s.name.as_str().to_string();
+            if s.eject {
+                config.eject.insert(name.clone(), Ejection::envoy());
+            }
+            if let Some(spec) = &s.breaker {
+                config
+                    .breaker
+                    .insert(name.clone(), mechanisms::breaker(spec));
+            }
+            if let Some(spec) = &s.retry {
+                let retry = mechanisms::retry(spec, self.idempotent(s));
+                config.retry.insert(name.clone(), retry);
+            }
+            if let Some(spec) = &s.hedge {
+                config.hedge.insert(name, mechanisms::hedge(spec));
+            }
+        }
         Client::with_events(
             config,
             transport,
@@ -177,6 +207,7 @@ impl Deployment {
         config.workers = Some(spec.workers.max(1) as usize);
         config.queue = spec.queue as usize;
         config.health_interval = Some(Duration::from_secs(1));
+        config.limit = spec.limit.as_ref().map(mechanisms::limit);
         let server = Server::with(config, self.events.clone(), Some(self.registry.clone()));
         server.add_queue_checker();
         let mut background = Vec::new();

@@ -7,5 +7,6 @@ mod deadline;
 mod determinism;
 mod failures;
 mod fanout;
+mod mechanisms;
 mod storage;
 mod support;

@@ -47,7 +47,7 @@ fn run(balancer: &str, eject: bool) -> (f64, f64, i64) {
     let ejections = outcome
         .summary()
         .business
-        .get("client.ejections")
+        .get("eject.ejected")
         .map_or(0, |m| m.total);
     (load.error_rate, load.latency_ms.p99, ejections)
 }

@@ -200,3 +200,86 @@ fn a_builder_that_spawns_is_refused_with_the_reason() {
     };
     assert!(e.to_string().contains("spawn nothing"), "{e}");
 }
+
+/// A user's pricing service: `price` is marked idempotent in its code, `buy` is not.
+struct Pricing;
+
+impl System for Pricing {
+    fn name(&self) -> &str {
+        "pricing"
+    }
+
+    fn services(&self) -> Vec<ServiceDef> {
+        vec![ServiceDef::new("pricing", |env: &Env| {
+            let (e1, e2) = (env.clone(), env.clone());
+            Built::endpoints(vec![
+                Endpoint::raw("price", move |_ctx: Context, body: Bytes| {
+                    let env = e1.clone();
+                    async move {
+                        env.work_mean(Duration::from_millis(2)).await;
+                        Ok(body)
+                    }
+                })
+                .idempotent(),
+                Endpoint::raw("buy", move |_ctx: Context, body: Bytes| {
+                    let env = e2.clone();
+                    async move {
+                        env.work_mean(Duration::from_millis(2)).await;
+                        Ok(body)
+                    }
+                }),
+            ])
+        })]
+    }
+}
+
+#[test]
+fn a_users_service_gets_retries_for_the_endpoints_its_code_marks_idempotent() {
+    // Goal: the degradation mechanisms act on a user's own Rust service, and idempotency comes
+    // from its code. Method: a third of its requests fail as unavailable; callers retry under
+    // the default budget. Only `price` (marked idempotent) is retried, and fewer of its
+    // requests fail.
+    let toml = r#"
+name = "pricing-retries"
+description = "a user's service, a third of its requests failing, retried where idempotent"
+seed = 3
+duration = "20s"
+[[service]]
+name = "svc.pricing"
+builtin = "pricing"
+instances = 3
+retry = true
+[[load]]
+name = "price"
+rpc = "svc.pricing.price"
+rate = "200/s"
+[[load]]
+name = "buy"
+rpc = "svc.pricing.buy"
+rate = "200/s"
+[[fault]]
+at = "0s"
+errors = { target = "svc.pricing", rate = "33%", code = "unavailable" }
+"#;
+    let outcome = Tunnel::toml(toml, "pricing.toml")
+        .system(Pricing)
+        .seed_from_env(false)
+        .run()
+        .expect("the scenario is valid");
+    let rate = |load: &str| outcome.load(load).expect("the load ran").error_rate;
+    let (price, buy) = (rate("price"), rate("buy"));
+    assert!((0.28..0.38).contains(&buy), "buy is not retried: {buy}");
+    assert!(
+        price < buy - 0.05,
+        "price is retried: {price} against {buy}"
+    );
+    let retries = outcome
+        .summary()
+        .business
+        .get("retry.sent")
+        .map_or(0, |m| m.total);
+    // The default budget: 20% of the price requests (200/s for 20 s, counted over tower's
+    // window of 10 s plus the slot being filled) plus 10/s: about 1,100.
+    assert!((600..=1300).contains(&retries), "{retries} retries");
+    assert!(outcome.to_string().contains("mechanisms: "), "{outcome}");
+}

@@ -9,11 +9,13 @@ use crate::support::run;
 
 #[test]
 fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
-    // Goal: the scenarios in scenarios/ are specifications that hold. Method: run each, and on
-    // failure name the file and every failing assertion with what was observed.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("scenarios/ exists")
+    // Goal: the scenarios in scenarios/ (and their "off" twins in scenarios/off/, which assert
+    // what goes wrong without a mechanism) are specifications that hold. Method: run each, and
+    // on failure name the file and every failing assertion with what was observed.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<_> = [root.clone(), root.join("off")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("scenarios/ and scenarios/off/ exist"))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();

@@ -1,11 +1,13 @@
-//! `business.png`: what the system did for its users, per second, fault windows shaded.
+//! `business.png`: what the system did for its users, per second, fault windows shaded; and
+//! `mechanisms.png`: what the degradation mechanisms did (circuits opened and closed, ejections,
+//! retries, hedges, requests refused by a concurrency limit), drawn the same way.
 //!
 //! One line per business *counter* (`authorisations.approved`, `money.moved`, ...): its sum per
 //! time bucket divided by the bucket width, so the axis reads per second whatever the bucket.
 //! Histograms are not drawn here (their percentiles are in index.html's table). Counters of very
 //! different sizes share the plot (pence moved next to payments made), so the y axis turns
 //! logarithmic when the largest counter's peak is over 20 times the smallest one's; a bucket with
-//! nothing recorded then sits on the axis floor. The file is written only when there is a
+//! nothing recorded then sits on the axis floor. Each file is written only when there is a
 //! counter to draw (see [`has_counters`]).
 
 use std::path::Path;
@@ -13,7 +15,23 @@ use std::path::Path;
 use plotters::style::RGBColor;
 
 use super::canvas::{self, Axis, DrawResult, Entry, Stroke};
+use crate::framework::client::MECHANISM_COUNTERS;
 use crate::report::summary::{BusinessSummary, Summary};
+
+/// Which counters a plot draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counters {
+    /// The services' own counters: `business.png`.
+    Business,
+    /// The framework's mechanisms' counters ([`MECHANISM_COUNTERS`]): `mechanisms.png`.
+    Mechanisms,
+}
+
+impl Counters {
+    fn includes(self, name: &str) -> bool {
+        MECHANISM_COUNTERS.contains(&name) == (self == Counters::Mechanisms)
+    }
+}
 
 /// The `kind` of a business metric drawn here.
 const COUNTER: &str = "counter";
@@ -37,17 +55,20 @@ fn is_counter(b: &BusinessSummary) -> bool {
     b.kind == COUNTER
 }
 
-/// Whether `summary` has a business counter, i.e. whether `business.png` is drawn.
-pub(super) fn has_counters(summary: &Summary) -> bool {
-    summary.business.values().any(is_counter)
+/// Whether `summary` has a counter of `which`, i.e. whether its plot is drawn.
+pub(super) fn has_counters(summary: &Summary, which: Counters) -> bool {
+    summary
+        .business
+        .iter()
+        .any(|(name, b)| is_counter(b) && which.includes(name))
 }
 
-fn counters(summary: &Summary) -> Vec<Counter<'_>> {
+fn counters(summary: &Summary, which: Counters) -> Vec<Counter<'_>> {
     let width = summary.bucket_seconds.max(f64::MIN_POSITIVE);
     summary
         .business
         .iter()
-        .filter(|(_, b)| is_counter(b))
+        .filter(|(name, b)| is_counter(b) && which.includes(name))
         .map(|(name, b)| Counter {
             name,
             rates: b.timeline.iter().map(|v| *v as f64 / width).collect(),
@@ -95,16 +116,17 @@ fn end_seconds(summary: &Summary, counters: &[Counter]) -> f64 {
     super::latency::end_seconds(summary).max(last_bucket)
 }
 
-/// Draws `business.png` at `path`; call only when [`has_counters`] holds.
-pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
-    let title = format!(
-        "{}: Business metrics, counters per second",
-        summary.scenario
-    );
+/// Draws the plot of `which` at `path`; call only when [`has_counters`] holds.
+pub(super) fn draw(summary: &Summary, which: Counters, path: &Path) -> DrawResult {
+    let what = match which {
+        Counters::Business => "Business metrics",
+        Counters::Mechanisms => "Degradation mechanisms",
+    };
+    let title = format!("{}: {what}, counters per second", summary.scenario);
     let page = canvas::page(path, &title)?;
-    let counters = counters(summary);
+    let counters = counters(summary, which);
     if !counters.iter().any(|c| c.peak() > 0.0) {
-        page.note("no business counter recorded anything in this run")?;
+        page.note("no counter recorded anything in this run")?;
         return page.finish();
     }
     let x = Axis::time(end_seconds(summary, &counters));

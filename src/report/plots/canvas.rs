@@ -336,48 +336,101 @@ pub(super) fn fault_entry(faults: &[FaultWindow]) -> Option<Entry> {
 }
 
 /// Draws the legend rows top-down in the panel; rows that do not fit are counted in a last row.
-pub(super) fn legend(area: &Area, entries: &[Entry]) -> DrawResult {
+/// A name too long for the panel wraps onto further lines (at a dot, underscore or space where
+/// it can), so no entry is cut off. Returns the height used, for what is drawn below.
+pub(super) fn legend(area: &Area, entries: &[Entry]) -> DrawResult<i32> {
     let (width, height) = area.dim_in_pixel();
-    let capacity = ((height as i32 - 40) / ROW).max(1) as usize;
-    let shown = if entries.len() > capacity {
-        capacity - 1
-    } else {
-        entries.len()
-    };
+    let style = legend_style();
+    let mut laid = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (x_text, text) = entry_text(e);
+        laid.push(wrap(area, text, &style, width as i32 - x_text - 8)?);
+    }
+    let rows = |lines: &[String]| ROW + (lines.len().max(1) as i32 - 1) * WRAP_LINE;
+    let bottom = height as i32 - 16;
     let mut y = 24;
-    for e in &entries[..shown] {
-        legend_row(area, e, y, width as i32)?;
-        y += ROW;
+    for (k, (e, lines)) in entries.iter().zip(&laid).enumerate() {
+        let last = k + 1 == entries.len();
+        let room_for_more = y + rows(lines) + ROW <= bottom;
+        if !(room_for_more || last && y + rows(lines) <= bottom) {
+            let more = Entry::Heading(format!("… and {} more", entries.len() - k));
+            legend_row(area, &more, y, &[entry_text(&more).1.clone()])?;
+            return Ok(y + ROW);
+        }
+        legend_row(area, e, y, lines)?;
+        y += rows(lines);
     }
-    if shown < entries.len() {
-        let more = Entry::Heading(format!("… and {} more", entries.len() - shown));
-        legend_row(area, &more, y, width as i32)?;
-    }
-    Ok(())
+    Ok(y)
 }
 
-fn legend_row(area: &Area, entry: &Entry, y: i32, width: i32) -> DrawResult {
-    let style = (FONT, 16)
+/// Extra height of each wrapped line of a legend name, pixels.
+const WRAP_LINE: i32 = 18;
+
+fn legend_style() -> TextStyle<'static> {
+    (FONT, 16)
         .into_font()
         .color(&BLACK)
-        .pos(Pos::new(HPos::Left, VPos::Center));
-    let (x_text, text) = match entry {
+        .pos(Pos::new(HPos::Left, VPos::Center))
+}
+
+/// Where an entry's name starts, and the name.
+fn entry_text(entry: &Entry) -> (i32, &String) {
+    match entry {
         Entry::Heading(t) => (6, t),
-        Entry::Line(color, stroke, t) => {
-            sample(area, *color, *stroke, y)?;
-            (52, t)
+        Entry::Line(_, _, t) | Entry::Shade(_, t) => (52, t),
+    }
+}
+
+/// `text` in lines of at most `max_px`, broken after a dot, underscore, space or slash when one
+/// is in reach, else between characters.
+fn wrap(area: &Area, text: &str, style: &TextStyle, max_px: i32) -> DrawResult<Vec<String>> {
+    let width = |s: &str| -> DrawResult<i32> { Ok(area.estimate_text_size(s, style)?.0 as i32) };
+    let mut lines = Vec::new();
+    let mut rest: Vec<char> = text.chars().collect();
+    while !rest.is_empty() {
+        let mut take = rest.len();
+        while take > 1 && width(&rest[..take].iter().collect::<String>())? > max_px {
+            take -= 1;
         }
-        Entry::Shade(fill, t) => {
+        if take < rest.len() {
+            if let Some(at) = rest[..take]
+                .iter()
+                .rposition(|c| matches!(c, '.' | '_' | ' ' | '/'))
+                .filter(|at| *at > 0)
+            {
+                take = at + 1;
+            }
+        }
+        lines.push(
+            rest[..take]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .to_string(),
+        );
+        rest.drain(..take);
+    }
+    Ok(lines)
+}
+
+fn legend_row(area: &Area, entry: &Entry, y: i32, lines: &[String]) -> DrawResult {
+    let style = legend_style();
+    let x_text = entry_text(entry).0;
+    match entry {
+        Entry::Heading(_) => {}
+        Entry::Line(color, stroke, _) => sample(area, *color, *stroke, y)?,
+        Entry::Shade(fill, _) => {
             area.draw(&Rectangle::new([(8, y - 8), (44, y + 8)], fill.filled()))?;
             area.draw(&Rectangle::new(
                 [(8, y - 8), (44, y + 8)],
                 FAULT_INK.mix(0.5),
             ))?;
-            (52, t)
         }
-    };
-    let text = fit(area, text, &style, width - x_text - 8)?;
-    area.draw(&Text::new(text, (x_text, y), style))?;
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let at = (x_text, y + i as i32 * WRAP_LINE);
+        area.draw(&Text::new(line.clone(), at, style.clone()))?;
+    }
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //! Jaeger's view).
 //!
 //! Each row shows a call twice: a thin bar from client-send to client-receive (how long the
-//! caller waited) and a thick bar from server-receive to server-send (how long the callee
-//! worked); the gap between them is the network and the queue. Times are read relative to the
+//! caller waited) and a thick bar from server-receive to server-send (the callee's time), pale
+//! until a worker took the request (time spent waiting in the queue) and solid from then on
+//! (time spent working); the gaps between the bars are the network. Times are read relative to the
 //! edge call's client-send. A trace's times may be missing (a call that never arrived, a handler
 //! that never ended): only the annotations that exist are drawn, never guessed. A trace of more
 //! than [`MAX_ROWS`] spans shows its first ones by client-send, and its title says so.
@@ -269,7 +270,13 @@ fn draw_span(chart: &mut Chart, row: &Row, k: usize, at: (&Axis, f64), g: &Geome
     let [cs, sr, ss, cr] = times(row.span).map(|t| t.map(|t| t - origin));
     let ink = if is_bad(row.span) { BAD_INK } else { ok_ink() };
     bar(chart, x, (cs, cr), yc, g.thin, ink.mix(0.8))?;
-    bar(chart, x, (sr, ss), yc, g.thick, ink.mix(0.85))?;
+    match row.span.ws_ms.map(|t| t - origin) {
+        Some(ws) => {
+            bar(chart, x, (sr, Some(ws)), yc, g.thick, ink.mix(0.25))?;
+            bar(chart, x, (Some(ws), ss), yc, g.thick, ink.mix(0.85))?;
+        }
+        None => bar(chart, x, (sr, ss), yc, g.thick, ink.mix(0.85))?,
+    }
     for t in [cs, cr] {
         mark(chart, x, t, yc, g.caller_mark)?;
     }
@@ -333,11 +340,8 @@ fn legend(rows: &[Row]) -> Vec<Entry> {
             Stroke::Solid(3),
             "caller waits: CS..CR".to_string(),
         ),
-        Entry::Line(
-            ok_ink(),
-            Stroke::Solid(14),
-            "callee works: SR..SS".to_string(),
-        ),
+        Entry::Shade(ok_ink().mix(0.25), "callee queued".to_string()),
+        Entry::Line(ok_ink(), Stroke::Solid(14), "callee works".to_string()),
     ];
     if rows.iter().any(|r| is_bad(r.span)) {
         entries.push(Entry::Line(
@@ -350,8 +354,8 @@ fn legend(rows: &[Row]) -> Vec<Entry> {
     entries
 }
 
-/// The marks' legend rows, under `first_row` rows drawn by [`canvas::legend`] (24 px each).
-fn legend_marks(area: &Area, first_row: usize) -> DrawResult {
+/// The marks' legend rows, under the `top` pixels [`canvas::legend`] used.
+fn legend_marks(area: &Area, top: i32) -> DrawResult {
     let marks = [
         (11, "CS send, CR answer (caller)"),
         (7, "SR get, SS reply (callee)"),
@@ -362,7 +366,7 @@ fn legend_marks(area: &Area, first_row: usize) -> DrawResult {
         .pos(Pos::new(HPos::Left, VPos::Center));
     let width = area.dim_in_pixel().0 as i32;
     for (i, (half, text)) in marks.into_iter().enumerate() {
-        let y = 24 + 24 * (first_row + i) as i32;
+        let y = top + 24 * i as i32;
         area.draw(&PathElement::new(
             vec![(26, y - half), (26, y + half)],
             MARK_INK.stroke_width(2),
@@ -386,9 +390,10 @@ fn rows_area<'a>(plot: &Area<'a>, rows: usize) -> (Area<'a>, Option<Area<'a>>) {
 }
 
 /// How to read the bars, under a short waterfall where there is room for it.
-const HOW_TO_READ: [&str; 2] = [
-    "Thin bar: how long the caller waited for the answer (CS to CR). Thick bar: how long the callee worked (SR to SS).",
-    "The gaps between them are time on the network and in the callee's queue.",
+const HOW_TO_READ: [&str; 3] = [
+    "Thin bar: how long the caller waited for the answer (CS to CR). Thick bar: the callee's time (SR to SS),",
+    "pale while the request waited in the callee's queue for a worker, solid while a worker ran it.",
+    "The gaps between the thin and the thick bar are time on the network.",
 ];
 
 /// Writes [`HOW_TO_READ`] in grey at the top of `area`, if it has room.
@@ -443,7 +448,7 @@ pub(super) fn draw(summary: &Summary, path: &Path) -> DrawResult {
         how_to_read(&rest)?;
     }
     let entries = legend(&rows);
-    canvas::legend(&page.legend, &entries)?;
-    legend_marks(&page.legend, entries.len())?;
+    let used = canvas::legend(&page.legend, &entries)?;
+    legend_marks(&page.legend, used)?;
     page.finish()
 }
