@@ -793,6 +793,74 @@ instances = 2
     }
 
     #[test]
+    fn degradation_mechanisms_report_the_key_and_what_was_expected() {
+        let svc = |line: &str| format!("[[service]]\nname = \"service.b\"\n{line}\n");
+        assert_error(
+            &svc("breaker = { failures = 0 }"),
+            3,
+            11,
+            &["`breaker.failures` must be a whole number from 1 to 1000000, found the integer 0"],
+        );
+        assert_error(
+            &svc("breaker = { open = \"1m\" }"),
+            3,
+            11,
+            &["`breaker.max_open` (30s) is shorter than `breaker.open` (60s)"],
+        );
+        assert_error(
+            &svc("retry = { budgett = true }"),
+            3,
+            9,
+            &[
+                "unknown key \"budgett\" in `retry`",
+                "attempts, backoff, max_backoff, budget",
+            ],
+        );
+        assert_error(
+            &svc("retry = { budget = { percent = \"120%\" } }"),
+            3,
+            9,
+            &["`retry.budget.percent`"],
+        );
+        assert_error(
+            &svc("hedge = { after = \"p100\" }"),
+            3,
+            9,
+            &["`hedge.after`: expected a percentile from \"p1\" to \"p99.9\""],
+        );
+        assert_error(
+            &svc("hedge = 3"),
+            3,
+            9,
+            &["`hedge`: expected true, false or a table of after, copies, max_extra"],
+        );
+        assert_error(
+            &svc("limit = { max = 3 }"),
+            3,
+            9,
+            &["needs `adaptive = true`"],
+        );
+        assert_error(
+            &svc("limit = { adaptive = true, max = 3 }"),
+            3,
+            9,
+            &["`limit.max` (3) is below `limit.min` (4)"],
+        );
+        assert_error(
+            &svc("limit = 0"),
+            3,
+            9,
+            &["`limit`: expected a number from 1 to 100000"],
+        );
+        assert_error(
+            "[[assert]]\nthat = \"count(hedge sent) < 3\"\n",
+            2,
+            8,
+            &["`count(...)` needs a counter's name"],
+        );
+    }
+
+    #[test]
     fn every_problem_in_a_file_is_reported_in_file_order() {
         // Goal: one run shows every mistake, not just the first. Method: three independent ones.
         let snippet = "[[load]]\nrpc = \"service.a.nope\"\nrate = \"0/s\"\n[[fault]]\nat = \"90s\"\ncrash = { target = \"service.a\" }\n";

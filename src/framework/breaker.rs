@@ -171,12 +171,24 @@ impl Breakers {
         }
     }
 
+    /// Lets the next call probe `instance` when its probe was dropped unanswered.
+    pub fn abandon_probe(&mut self, instance: &str, now: Instant) {
+        if let Some(circuit) = self.circuits.get_mut(instance) {
+            if circuit.state == State::HalfOpen {
+                circuit.state = State::Open { until: now };
+            }
+        }
+    }
+
     /// Notes how a call to `instance` ended: `Some(failed)`, or `None` when the caller gave it
-    /// up itself (a probe given up lets the next call probe).
+    /// up itself. `probe` says it was the half-open probe ([`Breakers::on_send`] opened it):
+    /// only the probe's answer decides a half-open circuit, and an answer to a call sent before
+    /// the circuit opened changes nothing.
     pub fn on_result(
         &mut self,
         policy: &Breaker,
         instance: &Arc<str>,
+        probe: bool,
         failed: Option<bool>,
         now: Instant,
     ) -> Option<Transition> {
@@ -185,12 +197,13 @@ impl Breakers {
             .entry(instance.clone())
             .or_insert_with(|| Circuit::new(now));
         let Some(failed) = failed else {
-            if circuit.state == State::HalfOpen {
+            if probe && circuit.state == State::HalfOpen {
                 circuit.state = State::Open { until: now };
             }
             return None;
         };
         match circuit.state {
+            State::HalfOpen if !probe => None,
             State::HalfOpen if failed => Some(self.open(policy, instance, now)),
             State::HalfOpen => {
                 let circuit = self.circuits.get_mut(instance)?;
@@ -265,10 +278,10 @@ mod tests {
         let mut b = Breakers::new(ids::stream(1, "test"));
         let t0 = Instant::now();
         for _ in 0..4 {
-            assert_eq!(b.on_result(&p, &a, Some(true), t0), None);
+            assert_eq!(b.on_result(&p, &a, false, Some(true), t0), None);
         }
         assert_eq!(
-            b.on_result(&p, &a, Some(true), t0),
+            b.on_result(&p, &a, false, Some(true), t0),
             Some(Transition::Opened)
         );
         assert!(!b.allows("s[0]", t0 + Duration::from_millis(700)));
@@ -281,7 +294,12 @@ mod tests {
         assert_eq!(b.on_send(&a, until), Some(Transition::HalfOpened));
         assert!(!b.allows("s[0]", until), "one probe at a time");
         assert_eq!(
-            b.on_result(&p, &a, Some(true), until),
+            b.on_result(&p, &a, false, Some(false), until),
+            None,
+            "a late answer to an older call is not the probe's"
+        );
+        assert_eq!(
+            b.on_result(&p, &a, true, Some(true), until),
             Some(Transition::Opened),
             "a failed probe opens again"
         );
@@ -290,8 +308,14 @@ mod tests {
         };
         assert!(again - until >= Duration::from_millis(1600), "for longer");
         b.on_send(&a, again);
+        b.abandon_probe("s[0]", again);
+        assert!(
+            b.allows("s[0]", again),
+            "a dropped probe lets the next call probe"
+        );
+        b.on_send(&a, again);
         assert_eq!(
-            b.on_result(&p, &a, Some(false), again),
+            b.on_result(&p, &a, true, Some(false), again),
             Some(Transition::Closed)
         );
         assert!(b.allows("s[0]", again));
@@ -307,14 +331,14 @@ mod tests {
         for i in 0..22 {
             let failed = i % 2 == 0;
             let at = t0 + Duration::from_millis(i * 10);
-            if let Some(t) = b.on_result(&p, &a, Some(failed), at) {
+            if let Some(t) = b.on_result(&p, &a, false, Some(failed), at) {
                 opened = Some((i, t));
             }
         }
         assert_eq!(opened, Some((20, Transition::Opened)), "11 of 21 failed");
         let mut c = Breakers::new(ids::stream(1, "test"));
         for _ in 0..10 {
-            assert_eq!(c.on_result(&p, &a, None, t0), None);
+            assert_eq!(c.on_result(&p, &a, false, None, t0), None);
         }
         assert_eq!(c.state("s[0]"), State::Closed);
     }

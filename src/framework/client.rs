@@ -13,7 +13,7 @@
 //! reports what it does as a counter event (see [`MECHANISM_COUNTERS`]). Retries and hedges
 //! run under the call's context, so none outlives its caller's deadline or cancellation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -96,6 +96,9 @@ pub struct ClientConfig {
     pub retry: BTreeMap<String, Retry>,
     /// Hedging per service (see [`crate::framework::retry`]); none by default.
     pub hedge: BTreeMap<String, Hedge>,
+    /// Per service, the endpoints safe to call twice: only these are retried or hedged (and
+    /// calls marked with [`Call::idempotent`]).
+    pub idempotent: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ClientConfig {
@@ -112,6 +115,7 @@ impl ClientConfig {
             breaker: BTreeMap::new(),
             retry: BTreeMap::new(),
             hedge: BTreeMap::new(),
+            idempotent: BTreeMap::new(),
         }
     }
 }
@@ -166,8 +170,8 @@ impl Call {
         self
     }
 
-    /// Marks this call safe to make twice, so a retry policy may retry it even if its endpoint
-    /// is not listed as idempotent.
+    /// Marks this call safe to make twice, so a retry or hedging policy may send it again even
+    /// if its endpoint is not listed as idempotent.
     pub fn idempotent(mut self) -> Call {
         self.idempotent = true;
         self
@@ -235,6 +239,7 @@ struct Policy<'a> {
     breaker: Option<&'a Breaker>,
     retry: Option<&'a Retry>,
     hedge: Option<&'a Hedge>,
+    idempotent: Option<&'a BTreeSet<String>>,
 }
 
 /// Makes calls to services. Cheap to clone; clones share state.
@@ -339,15 +344,18 @@ impl Client {
             None => ctx.child(),
         };
         let policy = self.policy(&call.service);
-        let retry = policy
-            .retry
-            .filter(|r| call.idempotent || r.idempotent.contains(&*call.endpoint));
-        if retry.is_none() && policy.hedge.is_none() {
+        let idempotent = call.idempotent
+            || policy
+                .idempotent
+                .is_some_and(|e| e.contains(&*call.endpoint));
+        let retry = policy.retry.filter(|_| idempotent);
+        let hedge = policy.hedge.filter(|_| idempotent);
+        if retry.is_none() && hedge.is_none() {
             return self
                 .attempt(&ctx, &call, &policy, &Mutex::new(Vec::new()))
                 .await;
         }
-        let (retry_budget, hedge_budget) = self.budgets(&call.service, retry, policy.hedge);
+        let (retry_budget, hedge_budget) = self.budgets(&call.service, retry, hedge);
         if let Some(b) = &retry_budget {
             b.deposit();
         }
@@ -358,7 +366,7 @@ impl Client {
         let used = Mutex::new(Vec::new());
         let mut attempt = 1u32;
         loop {
-            let result = match policy.hedge {
+            let result = match hedge {
                 Some(hedge) => {
                     self.hedged(&ctx, &call, &policy, hedge, hedge_budget.as_deref(), &used)
                         .await
@@ -409,7 +417,10 @@ impl Client {
         if let Some(hedge) = hedge {
             entry.hedge.get_or_insert_with(|| Arc::new(hedge.bucket()));
         }
-        (entry.retry.clone(), entry.hedge.clone())
+        (
+            retry.and(entry.retry.clone()),
+            hedge.and(entry.hedge.clone()),
+        )
     }
 
     /// One attempt, hedged: another copy goes out each time the delay passes without an
@@ -533,6 +544,22 @@ impl Client {
         }
         let mut candidates = all;
         candidates.retain(|i| !tried.contains(&i.id));
+        if candidates.is_empty() {
+            return Err(Error::unavailable(
+                "no_instances",
+                format!("no reachable instance of {}", call.service),
+            ));
+        }
+        // An open circuit is a hard no; what follows only steers among what is left.
+        if policy.breaker.is_some() {
+            let now = Instant::now();
+            let breakers = lock(&self.inner.breakers);
+            candidates.retain(|i| breakers.allows(&i.id, now));
+            if candidates.is_empty() {
+                drop(breakers);
+                return Err(self.circuit_open(call));
+            }
+        }
         if candidates.iter().any(|i| !avoid.contains(&i.id)) {
             candidates.retain(|i| !avoid.contains(&i.id));
         }
@@ -553,21 +580,6 @@ impl Client {
             // Ejection only steers: with every candidate ejected, they are all still tried.
             if candidates.iter().any(kept) {
                 candidates.retain(kept);
-            }
-        }
-        if candidates.is_empty() {
-            return Err(Error::unavailable(
-                "no_instances",
-                format!("no reachable instance of {}", call.service),
-            ));
-        }
-        if policy.breaker.is_some() {
-            let now = Instant::now();
-            let breakers = lock(&self.inner.breakers);
-            candidates.retain(|i| breakers.allows(&i.id, now));
-            if candidates.is_empty() {
-                drop(breakers);
-                return Err(self.circuit_open(call));
             }
         }
         let idx = match policy.balance {
@@ -602,6 +614,7 @@ impl Client {
             breaker: config.breaker.get(service),
             retry: config.retry.get(service),
             hedge: config.hedge.get(service),
+            idempotent: config.idempotent.get(service),
         }
     }
 
@@ -678,13 +691,16 @@ impl Client {
         let headers = self.headers(ctx);
         // Only peak-EWMA balancing reads the clock per call: other balancers pay nothing.
         let timed = policy.balance == Balance::PeakEwma;
+        let mut probe = false;
         if policy.breaker.is_some() {
             let sent = lock(&self.inner.breakers).on_send(&instance.id, Instant::now());
             if let Some(t) = sent {
+                probe = true;
                 self.count(t.metric(), &call.service, &instance.id);
             }
         }
         let mut guard = CallGuard::new(self, ctx, call, instance, &headers, timed);
+        guard.probe = probe;
         guard.emit(EventKind::CallSent);
         let outbound = OutboundCall {
             service: call.service.clone(),
@@ -730,8 +746,13 @@ impl Client {
         }
         if let Some(breaker) = policy.breaker {
             let failed = eject::is_failure(&result);
-            let changed =
-                lock(&self.inner.breakers).on_result(breaker, &instance.id, failed, Instant::now());
+            let changed = lock(&self.inner.breakers).on_result(
+                breaker,
+                &instance.id,
+                probe,
+                failed,
+                Instant::now(),
+            );
             if let Some(t) = changed {
                 self.count(t.metric(), &call.service, &instance.id);
             }
@@ -812,6 +833,8 @@ struct CallGuard<'a> {
     deadline: Option<Duration>,
     /// When the call went out, when its round trip feeds the peak-EWMA estimates.
     started: Option<Instant>,
+    /// Whether this call is its circuit's half-open probe.
+    probe: bool,
     done: bool,
 }
 
@@ -838,6 +861,7 @@ impl<'a> CallGuard<'a> {
         CallGuard {
             client,
             started,
+            probe: false,
             instance: instance.id.clone(),
             service: call.service.clone(),
             endpoint: call.endpoint.clone(),
@@ -903,6 +927,10 @@ impl Drop for CallGuard<'_> {
         if let Some(started) = self.started {
             let now = Instant::now();
             lock(&self.client.inner.latency).observe(&self.instance, now - started, now);
+        }
+        if !self.done && self.probe {
+            // A probe given up unanswered says nothing of the instance: the next call probes.
+            lock(&self.client.inner.breakers).abandon_probe(&self.instance, Instant::now());
         }
         if !self.done {
             self.emit(EventKind::CancelSent);

@@ -69,7 +69,10 @@ impl Limiter {
     pub fn new(policy: Limit) -> Limiter {
         let limit = match policy {
             Limit::Fixed(n) => f64::from(n.max(1)),
-            Limit::Adaptive(g) => f64::from(g.initial.clamp(g.min.max(1), g.max.max(1))),
+            Limit::Adaptive(g) => {
+                let lo = g.min.max(1);
+                f64::from(g.initial.clamp(lo, g.max.max(lo)))
+            }
         };
         Limiter {
             policy,
@@ -117,8 +120,13 @@ impl Limiter {
             None => work_s,
         };
         self.baseline = Some(baseline);
-        let rtt_s = rtt.as_secs_f64().max(1e-9);
-        let gradient = (g.tolerance * baseline / rtt_s).clamp(0.5, 1.0);
+        let rtt_s = rtt.as_secs_f64();
+        // No wait beyond the work (or no time at all): nothing is queueing.
+        let gradient = if rtt_s <= baseline || baseline <= 0.0 {
+            1.0
+        } else {
+            (g.tolerance * baseline / rtt_s).clamp(0.5, 1.0)
+        };
         // Growing is only earned while the limit is what holds requests back.
         let headroom = if f64::from(held) * 2.0 >= self.limit {
             self.limit.sqrt()

@@ -1,8 +1,9 @@
 //! Retries and hedged requests: which calls may go again, when, and how much extra load a
 //! client may add doing it.
 //!
-//! A call is retried only when its endpoint is idempotent (the policy lists it, or the call says
-//! so with [`crate::framework::Call::idempotent`]) and its error says the request can succeed
+//! A call is retried or hedged only when its endpoint is idempotent (the client's config lists
+//! it for the service, or the call says so with [`crate::framework::Call::idempotent`]): a copy
+//! of a write could apply it twice. A retry also needs an error that says the request can succeed
 //! elsewhere (`unavailable.*` or `rate_limited.*`: the instance was down, or refused it for load).
 //! Retries wait an exponential backoff with full jitter, go to another instance when there is
 //! one, never past the caller's deadline, and each one draws on a retry budget: tower's
@@ -15,7 +16,6 @@
 //! first success wins and the others are cancelled. Hedges draw on a budget of their own, so
 //! they add at most `max_extra` of the requests.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tower::retry::budget::{Budget, TpsBudget};
@@ -89,20 +89,16 @@ pub struct Retry {
     /// The budget retries draw on; `None` retries every failure up to `attempts` (the storm
     /// the budget exists to prevent).
     pub budget: Option<RetryBudget>,
-    /// The service's endpoints that are safe to call twice.
-    pub idempotent: BTreeSet<String>,
 }
 
 impl Default for Retry {
-    /// 3 attempts, backoff 10 ms doubling to at most 1 s, the default budget, no endpoint
-    /// idempotent until one is named.
+    /// 3 attempts, backoff 10 ms doubling to at most 1 s, the default budget.
     fn default() -> Retry {
         Retry {
             attempts: 3,
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             budget: Some(RetryBudget::default()),
-            idempotent: BTreeSet::new(),
         }
     }
 }

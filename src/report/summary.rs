@@ -557,7 +557,16 @@ fn judge(
         },
     };
     let passed = a.holds(observed);
-    let verdict = if observed.is_nan() {
+    let unrecorded = match &a.metric {
+        Metric::Count(name) => !m.business.contains_key(name.as_str()),
+        _ => false,
+    };
+    let verdict = if unrecorded {
+        format!(
+            "{} (nothing in this run recorded a counter of that name: is it spelled right?)",
+            a.describe(observed)
+        )
+    } else if observed.is_nan() {
         format!(
             "{}: nothing was measured for {}, fails",
             a.text,

@@ -20,6 +20,25 @@ const MAX_ATTEMPTS: i64 = 10;
 /// The highest concurrency limit.
 const MAX_LIMIT: i64 = 100_000;
 
+/// The framework's defaults that a key left out takes, where a key given must be checked
+/// against one left out (the topology's tests hold these to the framework's own).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `breaker.open`.
+    pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+    /// `breaker.max_open`.
+    pub const BREAKER_MAX_OPEN: Duration = Duration::from_secs(30);
+    /// `retry.backoff`.
+    pub const RETRY_BACKOFF: Duration = Duration::from_millis(10);
+    /// `retry.max_backoff`.
+    pub const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(1);
+    /// `limit.min`.
+    pub const LIMIT_MIN: u32 = 4;
+    /// `limit.max`.
+    pub const LIMIT_MAX: u32 = 1000;
+}
+
 /// `breaker = true | false | { failures, rate, window, min_requests, open, max_open }`.
 pub(crate) fn breaker(ctx: &mut Ctx<'_>, value: Option<&Value>) -> Option<Option<BreakerSpec>> {
     const KEYS: &[&str] = &[
@@ -41,15 +60,13 @@ pub(crate) fn breaker(ctx: &mut Ctx<'_>, value: Option<&Value>) -> Option<Option
         open: t.duration("open", Duration::from_millis(1)..=MAX_DURATION),
         max_open: t.duration("max_open", Duration::from_millis(1)..=MAX_DURATION),
     };
-    if let (Some(open), Some(max)) = (spec.open, spec.max_open) {
-        if max < open {
-            t.fail(format!(
-                "`breaker.max_open` ({}) is shorter than `breaker.open` ({})",
-                format_duration(max),
-                format_duration(open)
-            ));
-        }
-    }
+    t.not_shorter(
+        (
+            "max_open",
+            spec.max_open.unwrap_or(defaults::BREAKER_MAX_OPEN),
+        ),
+        ("open", spec.open.unwrap_or(defaults::BREAKER_OPEN)),
+    );
     t.finish(spec)
 }
 
@@ -89,6 +106,13 @@ pub(crate) fn retry(ctx: &mut Ctx<'_>, value: Option<&Value>) -> Option<Option<R
         max_backoff: t.duration("max_backoff", Duration::ZERO..=MAX_DURATION),
         budget,
     };
+    t.not_shorter(
+        (
+            "max_backoff",
+            spec.max_backoff.unwrap_or(defaults::RETRY_MAX_BACKOFF),
+        ),
+        ("backoff", spec.backoff.unwrap_or(defaults::RETRY_BACKOFF)),
+    );
     t.finish(spec)
 }
 
@@ -163,14 +187,15 @@ pub(crate) fn limit(ctx: &mut Ctx<'_>, value: Option<&Value>) -> Option<Option<L
                 min: t.count("min", range.clone()),
                 max: t.count("max", range),
             };
-            if let LimitSpec::Adaptive {
-                min: Some(min),
-                max: Some(max),
-                ..
-            } = spec
-            {
+            if let LimitSpec::Adaptive { min, max, .. } = spec {
+                let (min, max) = (
+                    min.unwrap_or(defaults::LIMIT_MIN),
+                    max.unwrap_or(defaults::LIMIT_MAX),
+                );
                 if max < min {
-                    t.fail(format!("`limit.max` ({max}) is below `limit.min` ({min})"));
+                    t.fail(format!(
+                        "`limit.max` ({max}) is below `limit.min` ({min}); a value left out is its default"
+                    ));
                 }
             }
             t.finish(spec)
@@ -276,6 +301,21 @@ impl<'c, 'a, 'v> Fields<'c, 'a, 'v> {
     fn fail(&mut self, message: impl Into<String>) {
         self.ok = false;
         self.ctx.error(self.span.clone(), message);
+    }
+
+    /// Reports a ceiling shorter than its base, each `(field, value)` (defaults for fields left
+    /// out).
+    fn not_shorter(&mut self, ceiling: (&str, Duration), base: (&str, Duration)) {
+        if ceiling.1 < base.1 {
+            let key = self.key.clone();
+            self.fail(format!(
+                "`{key}.{}` ({}) is shorter than `{key}.{}` ({}); a value left out is its default",
+                ceiling.0,
+                format_duration(ceiling.1),
+                base.0,
+                format_duration(base.1)
+            ));
+        }
     }
 
     /// The raw value of `field`, if given.

@@ -19,7 +19,7 @@ pub mod names;
 mod asserts;
 mod faults;
 mod index;
-mod mechanisms;
+pub mod mechanisms;
 mod raw;
 mod services;
 mod traffic;

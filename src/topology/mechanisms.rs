@@ -2,8 +2,6 @@
 //! service do (breaker, retry, hedge) and each instance's concurrency limit. A field a file
 //! leaves out takes the framework's default, so the defaults live in one place.
 
-use std::collections::BTreeSet;
-
 use crate::framework::breaker::Breaker;
 use crate::framework::limit::{Gradient, Limit};
 use crate::framework::retry::{Hedge, HedgeDelay, Retry, RetryBudget};
@@ -24,8 +22,8 @@ pub fn breaker(spec: &BreakerSpec) -> Breaker {
     }
 }
 
-/// Callers' retries of the endpoints in `idempotent`.
-pub fn retry(spec: &RetrySpec, idempotent: BTreeSet<String>) -> Retry {
+/// Callers' retries.
+pub fn retry(spec: &RetrySpec) -> Retry {
     let d = Retry::default();
     Retry {
         attempts: spec.attempts.unwrap_or(d.attempts),
@@ -36,7 +34,6 @@ pub fn retry(spec: &RetrySpec, idempotent: BTreeSet<String>) -> Retry {
             Some(None) => Some(RetryBudget::default()),
             Some(Some(b)) => Some(budget(&b)),
         },
-        idempotent,
     }
 }
 
@@ -69,14 +66,46 @@ pub fn limit(spec: &LimitSpec) -> Limit {
         LimitSpec::Fixed(n) => Limit::Fixed(n),
         LimitSpec::Adaptive { initial, min, max } => {
             let d = Gradient::default();
-            let min = min.unwrap_or(d.min);
-            let max = max.unwrap_or(d.max.max(min));
+            let min = min.unwrap_or(d.min).min(max.unwrap_or(u32::MAX));
+            let max = max.unwrap_or(d.max).max(min);
             Limit::Adaptive(Gradient {
-                initial: initial.unwrap_or(d.initial).clamp(min, max.max(min)),
+                initial: initial.unwrap_or(d.initial).clamp(min, max),
                 min,
                 max,
                 ..d
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::mechanisms::defaults;
+
+    #[test]
+    fn the_defaults_validation_assumes_are_the_frameworks() {
+        let (b, r, g) = (Breaker::default(), Retry::default(), Gradient::default());
+        assert_eq!(defaults::BREAKER_OPEN, b.open_base);
+        assert_eq!(defaults::BREAKER_MAX_OPEN, b.open_max);
+        assert_eq!(defaults::RETRY_BACKOFF, r.backoff);
+        assert_eq!(defaults::RETRY_MAX_BACKOFF, r.max_backoff);
+        assert_eq!((defaults::LIMIT_MIN, defaults::LIMIT_MAX), (g.min, g.max));
+    }
+
+    #[test]
+    fn an_adaptive_limit_keeps_its_bounds_in_order_whatever_is_left_out() {
+        let spec = LimitSpec::Adaptive {
+            initial: None,
+            min: None,
+            max: Some(3),
+        };
+        let Limit::Adaptive(g) = limit(&spec) else {
+            panic!("adaptive expected");
+        };
+        assert!(
+            g.min <= g.max && (g.min..=g.max).contains(&g.initial),
+            "{g:?}"
+        );
     }
 }

@@ -132,8 +132,8 @@ impl Deployment {
             .collect()
     }
 
-    /// The endpoints of `spec` callers may retry: synthetic ones marked `idempotent`, or the
-    /// builtin's endpoints its code marks idempotent.
+    /// The endpoints of `spec` callers may retry or hedge: synthetic ones marked `idempotent`,
+    /// or the builtin's endpoints its code marks idempotent.
     fn idempotent(&self, spec: &Service) -> BTreeSet<String> {
         match &spec.body {
             ServiceBody::Synthetic { endpoints } => endpoints
@@ -167,11 +167,14 @@ impl Deployment {
                     .insert(name.clone(), mechanisms::breaker(spec));
             }
             if let Some(spec) = &s.retry {
-                let retry = mechanisms::retry(spec, self.idempotent(s));
-                config.retry.insert(name.clone(), retry);
+                config.retry.insert(name.clone(), mechanisms::retry(spec));
             }
             if let Some(spec) = &s.hedge {
-                config.hedge.insert(name, mechanisms::hedge(spec));
+                config.hedge.insert(name.clone(), mechanisms::hedge(spec));
+            }
+            let idempotent = self.idempotent(s);
+            if !idempotent.is_empty() {
+                config.idempotent.insert(name, idempotent);
             }
         }
         Client::with_events(

@@ -78,11 +78,12 @@ fn retries_go_elsewhere_for_idempotent_endpoints_only_and_within_the_deadline() 
         tokio::time::sleep(Duration::from_millis(5)).await;
         let retry = Retry {
             budget: None,
-            idempotent: ["get".to_string()].into_iter().collect(),
             ..Retry::default()
         };
         let c = client(&w, "client", |c| {
             c.retry.insert("svc.r".into(), retry);
+            c.idempotent
+                .insert("svc.r".into(), ["get".to_string()].into());
         });
         let ctx = Context::background().with_timeout(Duration::from_secs(1));
         for _ in 0..6 {
@@ -144,11 +145,12 @@ fn a_retry_budget_holds_retries_to_its_share_of_requests() -> turmoil::Result {
                 min_per_sec: 0,
                 percent: 0.1,
             }),
-            idempotent: ["get".to_string()].into_iter().collect(),
             ..Retry::default()
         };
         let c = client(&w, "client", |c| {
             c.retry.insert("svc.b".into(), retry);
+            c.idempotent
+                .insert("svc.b".into(), ["get".to_string()].into());
         });
         let ctx = Context::background().with_timeout(Duration::from_secs(5));
         for _ in 0..200 {
@@ -195,6 +197,8 @@ fn a_hedge_goes_to_another_instance_after_the_delay_and_the_loser_is_cancelled()
         };
         let c = client(&w, "client", |c| {
             c.hedge.insert("svc.h".into(), hedge);
+            c.idempotent
+                .insert("svc.h".into(), ["get".to_string()].into());
         });
         let ctx = Context::background().with_timeout(Duration::from_secs(2));
         for _ in 0..6 {

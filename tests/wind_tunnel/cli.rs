@@ -440,6 +440,47 @@ fn start_serve(file: &str) -> (std::process::Child, String) {
 }
 
 #[test]
+fn serve_applies_a_services_concurrency_limit_on_the_real_network() {
+    // Goal: the degradation mechanisms are configuration of the same services under `serve`.
+    // Method: a service limited to 2 requests at once, 300 ms each; six requests at once get
+    // two answers and four refusals, each refusal at once with its typed error.
+    let (mut child, addr) = start_serve("tests/fixtures/serve-limit.toml");
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                let answer = http(&addr, &request("GET", "/work", None, ""));
+                (answer, start.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = calls
+        .into_iter()
+        .map(|c| c.join().expect("the request thread ends"))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let ok = answers
+        .iter()
+        .filter(|((status, _), _)| *status == 200)
+        .count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|((status, body), _)| {
+            *status == 429 && body.contains("rate_limited.concurrency_limit")
+        })
+        .collect();
+    assert_eq!((ok, refused.len()), (2, 4), "{answers:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, took)| *took < std::time::Duration::from_millis(250)),
+        "refused at once, not after the work: {answers:?}"
+    );
+}
+
+#[test]
 fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
     // Goal: the card pipeline, its database, bus and consumers run on real TCP too. Method:
     // serve the shipped scenario and authorise payments over HTTP, retrying one.
