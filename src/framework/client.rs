@@ -351,9 +351,7 @@ impl Client {
         let retry = policy.retry.filter(|_| idempotent);
         let hedge = policy.hedge.filter(|_| idempotent);
         if retry.is_none() && hedge.is_none() {
-            return self
-                .attempt(&ctx, &call, &policy, &Mutex::new(Vec::new()))
-                .await;
+            return self.attempt(&ctx, &call, &policy, None).await;
         }
         let (retry_budget, hedge_budget) = self.budgets(&call.service, retry, hedge);
         if let Some(b) = &retry_budget {
@@ -371,7 +369,7 @@ impl Client {
                     self.hedged(&ctx, &call, &policy, hedge, hedge_budget.as_deref(), &used)
                         .await
                 }
-                None => self.attempt(&ctx, &call, &policy, &used).await,
+                None => self.attempt(&ctx, &call, &policy, Some(&used)).await,
             };
             let error = match result {
                 Err(e)
@@ -446,7 +444,7 @@ impl Client {
             (copy, fut.await, started)
         };
         let mut copies = FuturesUnordered::new();
-        copies.push(timed(1, self.attempt(ctx, call, policy, used)));
+        copies.push(timed(1, self.attempt(ctx, call, policy, Some(used))));
         let mut sent = 1u32;
         let mut next = delay.map(|d| Instant::now() + d);
         loop {
@@ -478,7 +476,7 @@ impl Client {
                     }
                     sent += 1;
                     self.count("hedge.sent", &call.service, "");
-                    copies.push(timed(sent, self.attempt(ctx, call, policy, used)));
+                    copies.push(timed(sent, self.attempt(ctx, call, policy, Some(used))));
                     next = next.zip(delay).map(|(at, d)| at + d);
                 }
             }
@@ -486,23 +484,27 @@ impl Client {
     }
 
     /// One attempt: a balanced (or pinned) instance, another one when an instance cannot be
-    /// reached. The instances it picks are added to `used`, and it avoids those already there
-    /// while others are left.
+    /// reached. With `used` (a call that may retry or hedge), the instances it picks are added
+    /// to it, and it avoids those already there while others are left.
     fn attempt<'a>(
         &'a self,
         ctx: &'a Context,
         call: &'a Call,
         policy: &'a Policy<'_>,
-        used: &'a Mutex<Vec<Arc<str>>>,
+        used: Option<&'a Mutex<Vec<Arc<str>>>>,
     ) -> impl Future<Output = Result<Reply, Error>> + 'a {
         async move {
             let mut tried: Vec<Arc<str>> = Vec::new();
             loop {
-                let instance = {
-                    let avoid = lock(used);
-                    self.pick(call, policy, &tried, &avoid)?
+                let instance = match used {
+                    Some(used) => {
+                        let mut used = lock(used);
+                        let instance = self.pick(call, policy, &tried, &used)?;
+                        used.push(instance.id.clone());
+                        instance
+                    }
+                    None => self.pick(call, policy, &tried, &[])?,
                 };
-                lock(used).push(instance.id.clone());
                 match self.send_to(ctx, call, policy, &instance).await {
                     Err(e) if e.matches("unavailable.unreachable") && call.instance.is_none() => {
                         self.mark_down(&instance.id);
@@ -560,7 +562,7 @@ impl Client {
                 return Err(self.circuit_open(call));
             }
         }
-        if candidates.iter().any(|i| !avoid.contains(&i.id)) {
+        if !avoid.is_empty() && candidates.iter().any(|i| !avoid.contains(&i.id)) {
             candidates.retain(|i| !avoid.contains(&i.id));
         }
         {
