@@ -7,6 +7,7 @@ mod deadline;
 mod determinism;
 mod failures;
 mod fanout;
+mod hostile;
 mod mechanisms;
 mod storage;
 mod support;

@@ -37,6 +37,12 @@ pub enum FrameError {
     /// The payload does not decode.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
+    /// A large frame arrived while the server already buffers its budget of large frames.
+    #[error("frame of {len} bytes refused: the server is buffering its budget of large frames")]
+    Busy {
+        /// Declared length.
+        len: usize,
+    },
     /// The connection failed underneath.
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
@@ -334,16 +340,80 @@ fn get_map(src: &mut Bytes) -> Result<BTreeMap<String, String>, FrameError> {
     Ok(m)
 }
 
+/// The most a decoder reserves ahead of the bytes that have arrived.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames longer than this draw on a [`LargeFrames`] budget while they arrive.
+pub const LARGE_FRAME_BYTES: usize = 64 * 1024;
+
+/// A budget of bytes for large frames being received, shared by the connections of one
+/// transport: however many peers declare large frames and send them slowly, together they hold
+/// at most this much. A large frame that does not fit is refused and its connection closed.
+#[derive(Debug)]
+pub struct LargeFrames {
+    free: std::sync::atomic::AtomicUsize,
+}
+
+impl LargeFrames {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> std::sync::Arc<LargeFrames> {
+        std::sync::Arc::new(LargeFrames {
+            free: std::sync::atomic::AtomicUsize::new(bytes),
+        })
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.free
+            .fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Splits a byte stream into [`Frame`]s, enforcing the size limit before buffering a frame.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct FrameCodec {
     max_frame_bytes: usize,
+    /// The budget large frames draw on, and what this codec holds of it.
+    large: Option<(std::sync::Arc<LargeFrames>, usize)>,
 }
 
 impl FrameCodec {
     /// A codec that rejects frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> FrameCodec {
-        FrameCodec { max_frame_bytes }
+        FrameCodec {
+            max_frame_bytes,
+            large: None,
+        }
+    }
+
+    /// A codec that also makes each frame over [`LARGE_FRAME_BYTES`] hold its length of
+    /// `budget` until it is complete, refusing it ([`FrameError::Busy`]) when the budget is
+    /// spent.
+    pub fn with_budget(max_frame_bytes: usize, budget: std::sync::Arc<LargeFrames>) -> FrameCodec {
+        FrameCodec {
+            max_frame_bytes,
+            large: Some((budget, 0)),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some((budget, held)) = &mut self.large {
+            budget.give(std::mem::take(held));
+        }
+    }
+}
+
+impl Drop for FrameCodec {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -363,10 +433,21 @@ impl Decoder for FrameCodec {
             });
         }
         let total = 4 + len;
+        if let Some((budget, held)) = &mut self.large {
+            if len > LARGE_FRAME_BYTES && src.len() < total && *held == 0 {
+                if !budget.take(len) {
+                    return Err(FrameError::Busy { len });
+                }
+                *held = len;
+            }
+        }
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Grow with the bytes that arrive, never to what the header claims: a peer that
+            // declares 4 MiB and sends ten bytes costs ten bytes.
+            src.reserve((total - src.len()).min(READ_CHUNK));
             return Ok(None);
         }
+        self.release();
         src.advance(4);
         decode_payload(src.split_to(len).freeze()).map(Some)
     }
@@ -383,6 +464,44 @@ mod tests {
         let got = codec.decode(&mut buf).expect("decodes").expect("complete");
         assert_eq!(got, frame);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_declared_length_reserves_only_what_has_arrived_plus_a_chunk() {
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(DEFAULT_MAX_FRAME_BYTES as u32).to_be_bytes());
+        buf.extend_from_slice(b"ten bytes.");
+        assert!(codec.decode(&mut buf).expect("not an error yet").is_none());
+        assert!(
+            buf.capacity() <= 14 + READ_CHUNK,
+            "reserved {} for a frame of which 14 bytes arrived",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn large_frames_share_a_budget_while_they_arrive_and_give_it_back() {
+        let budget = LargeFrames::new(3 << 20);
+        let head = |n: usize| {
+            let mut b = BytesMut::new();
+            b.extend_from_slice(&(n as u32).to_be_bytes());
+            b.extend_from_slice(b"partial");
+            b
+        };
+        let mut a = FrameCodec::with_budget(DEFAULT_MAX_FRAME_BYTES, budget.clone());
+        let mut b = FrameCodec::with_budget(DEFAULT_MAX_FRAME_BYTES, budget.clone());
+        assert!(a.decode(&mut head(2 << 20)).expect("fits").is_none());
+        assert!(matches!(
+            b.decode(&mut head(2 << 20)),
+            Err(FrameError::Busy { .. })
+        ));
+        assert!(b
+            .decode(&mut head(1000))
+            .expect("small frames need no budget")
+            .is_none(),);
+        drop(a);
+        assert!(b.decode(&mut head(2 << 20)).expect("given back").is_none());
     }
 
     #[test]

@@ -5,6 +5,16 @@
 //! calls costs one simulated segment, not one each. A call that is dropped before its answer
 //! arrives (deadline, cancellation, a decided fanout) sends a Cancel frame from its drop guard,
 //! so cancellation reaches the callee however the caller gave up.
+//!
+//! A server's side is bounded whoever connects: at most `max_connections` connections per
+//! listener (more are closed at once), a frame that stays incomplete for `partial_frame_timeout`
+//! closes its connection, a frame's buffer grows as its bytes arrive (not to the length its
+//! header declares), at most `max_inflight_per_connection` requests per connection run at once
+//! (more are refused with `rate_limited.connection_inflight`), and while more than
+//! `max_outbox_bytes` of answers wait to be written the connection is not read (backpressure:
+//! a caller that never reads its answers stops being served, instead of filling memory). Frames
+//! over 64 KiB draw on one budget per transport while they arrive (`large_frames_budget`), so
+//! many peers each sending most of a large frame hold that budget and no more.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -14,6 +24,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 use tokio::time::Instant;
@@ -21,7 +32,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{
-    encode_frame, Frame, FrameCodec, RequestFrame, ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
+    encode_frame, Frame, FrameCodec, LargeFrames, RequestFrame, ResponseFrame,
+    DEFAULT_MAX_FRAME_BYTES,
 };
 use super::net::Network;
 use super::{BoxFuture, Inbound, ListenError, SendError, Transport};
@@ -40,6 +52,18 @@ pub struct TransportConfig {
     /// Asked before a Cancel frame is written to an address; `false` loses it. The wind tunnel's
     /// network model uses it so a partition stops cancellations too. Default: always send.
     pub cancel_gate: Option<CancelGate>,
+    /// Connections a listener holds at once; more are closed as they arrive. Default 1024.
+    pub max_connections: usize,
+    /// How long a frame may stay incomplete before its connection is closed. Default 10 s.
+    pub partial_frame_timeout: Duration,
+    /// Requests one connection may have running at once; more are refused. Default 1024.
+    pub max_inflight_per_connection: usize,
+    /// Answers waiting to be written on one connection, in bytes, beyond which the server
+    /// stops reading it until they drain. Default 8 MiB.
+    pub max_outbox_bytes: usize,
+    /// Bytes of frames over 64 KiB that a server's connections may be receiving at once, all
+    /// together; a large frame beyond it closes its connection. Default 16 MiB.
+    pub large_frames_budget: usize,
 }
 
 /// Decides whether a Cancel frame to an address gets through.
@@ -58,6 +82,11 @@ impl Default for TransportConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             inbound_buffer: 1024,
             cancel_gate: None,
+            max_connections: 1024,
+            partial_frame_timeout: Duration::from_secs(10),
+            max_inflight_per_connection: 1024,
+            max_outbox_bytes: 8 * 1024 * 1024,
+            large_frames_budget: 16 * 1024 * 1024,
         }
     }
 }
@@ -67,10 +96,17 @@ impl Default for TransportConfig {
 struct Outbox {
     buf: Mutex<BytesMut>,
     notify: Notify,
+    /// Woken each time the writer takes what is queued.
+    drained: Notify,
     closed: CancellationToken,
 }
 
 impl Outbox {
+    /// Bytes queued and not yet taken by the writer.
+    fn queued(&self) -> usize {
+        lock(&self.buf).len()
+    }
+
     fn push(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
         if self.closed.is_cancelled() {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
@@ -87,6 +123,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
             let mut buf = lock(&outbox.buf);
             (!buf.is_empty()).then(|| buf.split())
         };
+        if chunk.is_some() {
+            outbox.drained.notify_waiters();
+        }
         match chunk {
             Some(c) => {
                 if let Err(e) = w.write_all(&c).await {
@@ -220,6 +259,8 @@ struct Inner {
     /// (host clock, run clock) read together once; see [`TcpTransport::now`].
     clock_base: std::sync::OnceLock<(Instant, Duration)>,
     config: TransportConfig,
+    /// What the server's connections may buffer of large frames, together.
+    large_frames: Arc<LargeFrames>,
     pool: Mutex<BTreeMap<String, ConnSlot>>,
     listeners: Mutex<BTreeMap<String, CancellationToken>>,
 }
@@ -237,6 +278,7 @@ impl<N: Network> TcpTransport<N> {
         TcpTransport {
             inner: Arc::new(Inner {
                 clock_base: std::sync::OnceLock::new(),
+                large_frames: LargeFrames::new(config.large_frames_budget),
                 config,
                 pool: Mutex::new(BTreeMap::new()),
                 listeners: Mutex::new(BTreeMap::new()),
@@ -357,6 +399,9 @@ async fn accept_loop<N: Network>(
     inbound: mpsc::Sender<Inbound>,
     stop: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        transport.inner.config.max_connections.max(1),
+    ));
     loop {
         let accepted = tokio::select! {
             a = N::accept(&listener) => a,
@@ -364,9 +409,19 @@ async fn accept_loop<N: Network>(
             _ = inbound.closed() => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve_conn(transport.clone(), stream, peer, inbound.clone()));
-            }
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let conn = serve_conn(transport.clone(), stream, peer, inbound.clone());
+                    tokio::spawn(async move {
+                        conn.await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "connection limit reached; closing the new connection");
+                    drop(stream);
+                }
+            },
             Err(e) => tracing::warn!(error = %e, "accept failed"),
         }
     }
@@ -378,7 +433,8 @@ async fn serve_conn<N: Network>(
     peer: String,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let max_frame_bytes = transport.inner.config.max_frame_bytes;
+    let config = &transport.inner.config;
+    let max_frame_bytes = config.max_frame_bytes;
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
         outbox: Arc::new(Outbox::default()),
@@ -386,15 +442,40 @@ async fn serve_conn<N: Network>(
         max_frame_bytes,
     });
     tokio::spawn(write_loop(w, conn.outbox.clone()));
-    let mut frames = FramedRead::new(r, FrameCodec::new(max_frame_bytes));
+    let codec = FrameCodec::with_budget(max_frame_bytes, transport.inner.large_frames.clone());
+    let mut frames = FramedRead::new(r, codec);
     loop {
+        // Backpressure: while answers back up, read nothing more from this caller.
+        while conn.outbox.queued() > config.max_outbox_bytes {
+            let drained = conn.outbox.drained.notified();
+            tokio::select! {
+                _ = drained => {}
+                _ = conn.outbox.closed.cancelled() => break,
+            }
+        }
         let next = tokio::select! {
-            f = frames.next() => f,
+            f = next_frame(&mut frames, config.partial_frame_timeout) => f,
             _ = inbound.closed() => break,
             _ = conn.outbox.closed.cancelled() => break,
         };
+        let Some(next) = next else {
+            tracing::warn!(%peer, "a frame stayed incomplete too long; closing connection");
+            break;
+        };
         match next {
             Some(Ok(Frame::Request(request))) => {
+                if lock(&conn.inflight).len() >= config.max_inflight_per_connection {
+                    let frame = Frame::Response(ResponseFrame {
+                        id: request.id,
+                        result: Err(Error::of(
+                            crate::framework::error::ErrorKind::RateLimited,
+                            "connection_inflight",
+                            "too many requests in flight on this connection",
+                        )),
+                    });
+                    let _ = conn.outbox.push(&frame, max_frame_bytes);
+                    continue;
+                }
                 if !deliver(&conn, &peer, request, &inbound, transport.now()).await {
                     break;
                 }
@@ -419,6 +500,31 @@ async fn serve_conn<N: Network>(
     // The caller is gone: nothing it asked for is still wanted.
     conn.cancel_all();
     conn.outbox.closed.cancel();
+}
+
+/// The next frame, or `None` when part of one has waited `timeout` for the rest. The timer is
+/// armed only once bytes of an incomplete frame are buffered, so an idle connection costs no
+/// timer and a frame that arrives whole costs nothing at all.
+async fn next_frame<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
+    timeout: Duration,
+) -> Option<Option<Result<Frame, super::FrameError>>> {
+    let mut stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(next) = frames.poll_next_unpin(cx) {
+            return std::task::Poll::Ready(Some(next));
+        }
+        if frames.read_buffer().is_empty() {
+            stall = None;
+            return std::task::Poll::Pending;
+        }
+        let sleep = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Hands one request to the server; false when the server is gone.

@@ -1,0 +1,227 @@
+//! Peers that hold a server's resources: an incomplete frame held open, more connections than
+//! the cap, more requests in flight on one connection than it may run, and a caller that never
+//! reads its answers. Each costs the server a bounded amount and nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use windtunnel::framework::transport::frame::encode_frame;
+use windtunnel::framework::transport::{
+    Frame, Headers, RequestFrame, TcpTransport, Transport, TransportConfig, Turmoil,
+};
+use windtunnel::framework::{Call, Context, Endpoint, Listen, Server, ServiceConfig};
+
+use crate::support::{sim, World, PORT};
+
+/// Serves `svc.h` on this host with a transport of `config`, answering `work` with `reply`
+/// bytes after `delay`.
+async fn serve(
+    w: World,
+    config: TransportConfig,
+    delay: Duration,
+    reply: usize,
+) -> turmoil::Result {
+    let transport: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::new(config));
+    let mut sc = ServiceConfig::new("svc.h", "hostile peers");
+    sc.instance = Some("svc.h[0]".into());
+    let server = Server::with(sc, w.events.clone(), Some(w.registry.clone()));
+    server.add_endpoints([Endpoint::raw(
+        "work",
+        move |_ctx, _body: Bytes| async move {
+            tokio::time::sleep(delay).await;
+            Ok(Bytes::from(vec![b'x'; reply]))
+        },
+    )]);
+    server.run(transport, &Listen::host("h", PORT)).await?;
+    Ok(())
+}
+
+/// Whether `raw` is closed within `within` (EOF or an error), rather than still open.
+async fn closes_within(raw: &mut turmoil::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(within, raw.read(&mut buf)).await;
+    matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+#[test]
+fn an_incomplete_frame_held_open_is_closed_after_the_timeout() -> turmoil::Result {
+    let world = World::new();
+    let mut sim = sim(61);
+    let w = world.clone();
+    sim.host("h", move || {
+        let w = w.clone();
+        async move {
+            let config = TransportConfig {
+                partial_frame_timeout: Duration::from_secs(5),
+                ..TransportConfig::default()
+            };
+            serve(w, config, Duration::ZERO, 8).await
+        }
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        // A header that declares 4 MiB, then ten bytes of it.
+        raw.write_all(&(4u32 << 20).to_be_bytes()).await?;
+        raw.write_all(b"ten bytes.").await?;
+        assert!(
+            !closes_within(&mut raw, Duration::from_secs(4)).await,
+            "still open before the timeout"
+        );
+        assert!(
+            closes_within(&mut raw, Duration::from_secs(2)).await,
+            "closed once it passed"
+        );
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let reply = w
+            .client("client")
+            .send(&ctx, Call::new("svc.h", "work"))
+            .await?;
+        assert_eq!(reply.body.len(), 8, "others are served as before");
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_once() -> turmoil::Result {
+    let world = World::new();
+    let mut sim = sim(62);
+    let w = world.clone();
+    sim.host("h", move || {
+        let w = w.clone();
+        async move {
+            let config = TransportConfig {
+                max_connections: 2,
+                ..TransportConfig::default()
+            };
+            serve(w, config, Duration::ZERO, 8).await
+        }
+    });
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(turmoil::net::TcpStream::connect(("h", PORT)).await?);
+        }
+        let mut third = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        assert!(closes_within(&mut third, Duration::from_secs(1)).await);
+        for raw in &mut held {
+            assert!(!closes_within(raw, Duration::from_millis(200)).await);
+        }
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        assert!(
+            !closes_within(&mut again, Duration::from_millis(200)).await,
+            "a closed connection frees its slot"
+        );
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn requests_over_the_per_connection_cap_are_refused_with_a_typed_error() -> turmoil::Result {
+    let world = World::new();
+    let mut sim = sim(63);
+    let w = world.clone();
+    sim.host("h", move || {
+        let w = w.clone();
+        async move {
+            let config = TransportConfig {
+                max_inflight_per_connection: 2,
+                ..TransportConfig::default()
+            };
+            serve(w, config, Duration::from_millis(100), 8).await
+        }
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let client = w.client("client");
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let calls = (0..5).map(|_| client.send(&ctx, Call::new("svc.h", "work")));
+        let results = futures::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.code() == "rate_limited.connection_inflight")
+            })
+            .count();
+        assert_eq!((ok, refused), (2, 3), "{results:?}");
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn a_caller_that_never_reads_its_answers_stops_being_served(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Goal: answers that back up stop the server reading, so a caller cannot make it queue
+    // unbounded replies. Method: on real TCP (the simulated network never pushes back), 16 KB
+    // answers, an outbox bound of 256 KB, 4,000 requests written and no answer read: the server
+    // starts only as many as the kernel's socket buffers and the outbox hold. Then reading
+    // the answers lets the rest through.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let events = windtunnel::framework::MemorySink::new();
+        let config = TransportConfig {
+            max_outbox_bytes: 256 * 1024,
+            ..TransportConfig::default()
+        };
+        let transport =
+            Arc::new(TcpTransport::<windtunnel::framework::transport::Tokio>::new(config));
+        let mut sc = ServiceConfig::new("svc.h", "hostile peers");
+        sc.instance = Some("svc.h[0]".into());
+        let server = Server::with(sc, events.clone(), None);
+        server.add_endpoints([Endpoint::raw("work", |_ctx, _body: Bytes| async move {
+            Ok(Bytes::from(vec![b'x'; 16 * 1024]))
+        })]);
+        let addr = server.start(transport, &Listen::on("127.0.0.1:0")).await?;
+        let mut raw = tokio::net::TcpStream::connect(&addr).await?;
+        let mut buf = BytesMut::new();
+        for id in 1..=4000 {
+            let request = Frame::Request(RequestFrame {
+                id,
+                service: "svc.h".into(),
+                endpoint: "work".into(),
+                headers: Headers::default(),
+                body: Bytes::new(),
+            });
+            encode_frame(&request, &mut buf, 1 << 20)?;
+        }
+        raw.write_all(&buf).await?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = |events: &windtunnel::framework::MemorySink| {
+            events
+                .events()
+                .iter()
+                .filter(|e| e.kind.name() == "handler_started")
+                .count()
+        };
+        let before = started(&events);
+        assert!(
+            before < 2000,
+            "{before} of 4,000 requests started while no answer was read"
+        );
+        let mut sink = vec![0u8; 256 * 1024];
+        let mut read = 0usize;
+        while read < 4000 * 16 * 1024 {
+            match tokio::time::timeout(Duration::from_secs(10), raw.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => read += n,
+                _ => break,
+            }
+        }
+        assert_eq!(started(&events), 4000, "all served once the caller reads");
+        server.stop().await;
+        Ok(())
+    })
+}
