@@ -40,6 +40,20 @@ pub enum ServeError {
     },
 }
 
+/// A seed no earlier start of this process or another drew: the file's seed mixed with the
+/// wall clock and the process id. Only `serve` reads the wall clock for this; runs in the
+/// simulation keep the file's seed.
+fn fresh_seed(seed: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut h = crate::framework::ids::Fnv1a::default();
+    h.write_u64(seed);
+    h.write_u64(nanos);
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
+}
+
 /// Starts every instance (builtins from `catalog`) and the gateway; calls `ready` with the
 /// gateway's address, then serves until the future is dropped.
 pub async fn serve(
@@ -48,11 +62,11 @@ pub async fn serve(
     listen: &str,
     ready: impl FnOnce(&str),
 ) -> Result<(), ServeError> {
-    let deployment = Deployment::new(
-        Arc::new(scenario.clone()),
-        catalog.clone(),
-        Arc::new(NullSink),
-    );
+    // On the real network nothing is replayed: request and trace ids are seeded afresh at each
+    // start, so they do not repeat across restarts.
+    let mut fresh = scenario.clone();
+    fresh.seed = fresh_seed(scenario.seed);
+    let deployment = Deployment::new(Arc::new(fresh), catalog.clone(), Arc::new(NullSink));
     let clock = Clock::current();
     for spec in &scenario.services {
         for i in 0..spec.instances {

@@ -109,7 +109,7 @@ fn owned_by_caller(ctx: &Context, owner: &str) -> Result<(), Error> {
         Some(user) if user != owner => Err(Error::of(
             crate::framework::ErrorKind::Forbidden,
             "not_owner",
-            format!("{user} may not use the accounts of {owner}"),
+            format!("{user} may not use this account"),
         )),
         _ => Ok(()),
     }
@@ -124,7 +124,7 @@ fn create(store: &Store, req: CreateRequest) -> Result<Account, Error> {
         return Err(Error::of(
             crate::framework::ErrorKind::PreconditionFailed,
             "exists",
-            format!("account {} exists", req.id),
+            "an account with this id exists",
         ));
     }
     let account = Account {

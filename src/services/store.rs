@@ -6,7 +6,10 @@
 //! instance's [`Disk`], syncs it (group commit: one sync covers every write that arrived while
 //! the previous one ran), applies it and only then answers. Reads see only durable data. A
 //! write may carry an idempotency key: a retry with the same key answers `applied: false` and
-//! changes nothing, even across a crash, because the key is in the same durable record.
+//! changes nothing, even across a crash, because the key is in the same durable record. The key
+//! is bound to the write it first applied: the same key on a different write is refused with
+//! `precondition_failed.idempotency_key_reused` (a 412 at the gateway), so one caller cannot
+//! replay another's key to get another's answer.
 //! A restarted instance rebuilds its state by replaying the disk.
 
 use std::collections::BTreeMap;
@@ -130,7 +133,26 @@ struct Record {
 #[derive(Debug, Default)]
 struct Data {
     values: BTreeMap<String, Value>,
-    idempotency: std::collections::BTreeSet<String>,
+    /// Each idempotency key applied, with the digest of the write it applied: a key reused
+    /// for another write is refused, not answered as if it were the first.
+    idempotency: BTreeMap<String, u64>,
+}
+
+/// A digest of a write's operations, to tell a retry of it from another write under its key.
+fn digest(ops: &[Op]) -> u64 {
+    let mut h = crate::framework::ids::Fnv1a::default();
+    h.write(&serde_json::to_vec(ops).unwrap_or_default());
+    h.finish()
+}
+
+/// The error for a key already used by a different write.
+fn reused(key: &str) -> Error {
+    Error::of(
+        ErrorKind::PreconditionFailed,
+        "idempotency_key_reused",
+        "this idempotency key was already used for a different request",
+    )
+    .with_param("idempotency_key", key)
 }
 
 impl Data {
@@ -212,7 +234,7 @@ impl Data {
                 data.apply(staged);
             }
             if let Some(k) = record.key {
-                data.idempotency.insert(k);
+                data.idempotency.insert(k, digest(&record.ops));
             }
         }
         data
@@ -302,16 +324,25 @@ async fn writer(disk: Arc<Disk>, data: Arc<Mutex<Data>>, mut rx: mpsc::Unbounded
         }
         let mut staged = BTreeMap::new();
         let mut answers = Vec::with_capacity(batch.len());
-        let mut keys_in_batch = std::collections::BTreeSet::new();
+        let mut keys_in_batch = BTreeMap::new();
         {
             let d = lock(&data);
             for (req, done) in batch {
                 let key = req.idempotency_key.clone();
-                let seen = key
-                    .as_ref()
-                    .is_some_and(|k| d.idempotency.contains(k) || keys_in_batch.contains(k));
-                if seen {
-                    answers.push((done, Ok(WriteResponse { applied: false })));
+                let ops_digest = key.as_ref().map(|_| digest(&req.ops));
+                let seen = key.as_ref().and_then(|k| {
+                    d.idempotency
+                        .get(k)
+                        .or_else(|| keys_in_batch.get(k))
+                        .copied()
+                });
+                if let (Some(k), Some(first)) = (&key, seen) {
+                    let answer = if Some(first) == ops_digest {
+                        Ok(WriteResponse { applied: false })
+                    } else {
+                        Err(reused(k))
+                    };
+                    answers.push((done, answer));
                     continue;
                 }
                 match d.stage(&mut staged, &req.ops) {
@@ -327,8 +358,8 @@ async fn writer(disk: Arc<Disk>, data: Arc<Mutex<Data>>, mut rx: mpsc::Unbounded
                                 continue;
                             }
                         }
-                        if let Some(k) = key {
-                            keys_in_batch.insert(k);
+                        if let (Some(k), Some(d)) = (key, ops_digest) {
+                            keys_in_batch.insert(k, d);
                         }
                         answers.push((done, Ok(WriteResponse { applied: true })));
                     }

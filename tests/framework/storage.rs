@@ -36,11 +36,16 @@ async fn before_crash(db: &StoreClient) -> Result<(), Box<dyn std::error::Error>
             .await?
             .applied
     );
-    let retried = db.write(&ctx(), vec![put("a", 2)], key.clone()).await?;
+    let retried = db.write(&ctx(), vec![put("a", 1)], key.clone()).await?;
     assert!(
         !retried.applied,
         "a retry with the same key applies nothing"
     );
+    let other = db
+        .write(&ctx(), vec![put("a", 2)], key.clone())
+        .await
+        .expect_err("the key belongs to another write");
+    assert_eq!(other.code(), "precondition_failed.idempotency_key_reused");
     assert_eq!(db.get(&ctx(), "a").await?, Some(Value::from(1)));
     let exists = db
         .write(
@@ -90,12 +95,17 @@ async fn after_restart(db: &StoreClient) -> Result<(), Box<dyn std::error::Error
         "every acknowledged write survived, in key order"
     );
     let retried = db
-        .write(&ctx(), vec![put("a", 3)], Some("k1".to_string()))
+        .write(&ctx(), vec![put("a", 1)], Some("k1".to_string()))
         .await?;
     assert!(
         !retried.applied,
         "the idempotency key survived the crash too"
     );
+    let other = db
+        .write(&ctx(), vec![put("a", 3)], Some("k1".to_string()))
+        .await
+        .expect_err("and so did the write it is bound to");
+    assert_eq!(other.code(), "precondition_failed.idempotency_key_reused");
     Ok(())
 }
 

@@ -481,6 +481,34 @@ fn serve_applies_a_services_concurrency_limit_on_the_real_network() {
 }
 
 #[test]
+fn serve_draws_new_request_ids_at_each_start() {
+    // Goal: ids from a restarted `serve` do not repeat the last run's (they would collide in
+    // logs and traces). Method: start it twice and send the same first request to each.
+    let first_id = || {
+        let (mut child, addr) = start_serve("examples/accounts.toml");
+        let raw = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).expect("connects to the gateway");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .expect("timeout");
+            let req = request("GET", "/accounts/nope", Some("token-alice"), "");
+            s.write_all(req.as_bytes()).expect("writes");
+            let mut raw = String::new();
+            let _ = s.read_to_string(&mut raw);
+            raw
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        raw.lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no x-request-id in {raw:?}"))
+    };
+    let (a, b) = (first_id(), first_id());
+    assert_ne!(a, b, "two starts drew the same first request id");
+}
+
+#[test]
 fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
     // Goal: the card pipeline, its database, bus and consumers run on real TCP too. Method:
     // serve the shipped scenario and authorise payments over HTTP, retrying one.
@@ -558,6 +586,15 @@ fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
             &addr,
             &request("POST", path, None, &pay("pay-6", "card-3", 100)),
         ),
+        http(
+            &addr,
+            &request(
+                "POST",
+                path,
+                Some("token-bob"),
+                &pay("pay-1", "card-5", 999),
+            ),
+        ),
     ];
     let _ = child.kill();
     let _ = child.wait();
@@ -566,7 +603,7 @@ fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
         first.1.contains(r#""approved":true"#) && first.1.contains(r#""transaction":"pay-1""#),
         "{first:?}"
     );
-    let [retried, no_scope, frozen, unknown, zero, anonymous] = results;
+    let [retried, no_scope, frozen, unknown, zero, anonymous, stolen_key] = results;
     assert_eq!(
         retried.0, 200,
         "a retry with the same key is answered again: {retried:?}"
@@ -583,6 +620,14 @@ fn serve_runs_the_card_pipeline_for_real_with_scopes_and_idempotent_retries() {
     assert!(unknown.1.contains("not_found.card"), "{unknown:?}");
     assert_eq!(zero.0, 400, "{zero:?}");
     assert_eq!(anonymous.0, 401, "{anonymous:?}");
+    assert_eq!(
+        stolen_key.0, 412,
+        "another payment under a used key is refused, not answered with the first one's approval: {stolen_key:?}"
+    );
+    assert!(
+        stolen_key.1.contains("idempotency_key_reused") && !stolen_key.1.contains("approved"),
+        "{stolen_key:?}"
+    );
 }
 
 #[test]
