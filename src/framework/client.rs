@@ -36,6 +36,7 @@ use crate::framework::event::{Event, EventKind, EventSink, NullSink};
 use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
 use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
 use crate::framework::retry::{self, Bucket, Hedge, HedgeDelay, LatencyWindow, Retry};
+use crate::framework::sleep_until_opt;
 use crate::framework::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
 use crate::lock::lock;
 
@@ -371,18 +372,11 @@ impl Client {
                 }
                 None => self.attempt(&ctx, &call, &policy, Some(&used)).await,
             };
-            let error = match result {
-                Err(e)
-                    if retry.is_some_and(|r| attempt < r.attempts) && retry::is_retryable(&e) =>
-                {
-                    e
-                }
-                other => return other,
+            let (policy_retry, error) = match (retry, result) {
+                (Some(r), Err(e)) if attempt < r.attempts && retry::is_retryable(&e) => (r, e),
+                (_, other) => return other,
             };
-            let Some(retry) = retry else {
-                return Err(error);
-            };
-            let ceiling = retry.ceiling(attempt);
+            let ceiling = policy_retry.ceiling(attempt);
             let wait = ceiling.mul_f64(lock(&self.inner.rng).random_range(0.0..=1.0));
             if ctx.is_cancelled() || ctx.remaining().is_some_and(|left| wait >= left) {
                 return Err(error);
@@ -468,7 +462,7 @@ impl Client {
                         return result;
                     }
                 }
-                _ = sleep_until_some(next), if may_hedge => {
+                _ = sleep_until_opt(next), if may_hedge => {
                     if budget.is_some_and(|b| !b.withdraw()) {
                         self.count("hedge.budget_exhausted", &call.service, "");
                         next = None;
@@ -743,11 +737,11 @@ impl Client {
             .await;
         let local = *lock(&local);
         guard.finish(&result, local);
+        let failed = eject::is_failure(&result);
         if let Some(ejection) = policy.eject {
-            self.note_outcome(ejection, &call.service, &instance.id, &result);
+            self.note_outcome(ejection, &call.service, &instance.id, failed);
         }
         if let Some(breaker) = policy.breaker {
-            let failed = eject::is_failure(&result);
             let changed = lock(&self.inner.breakers).on_result(
                 breaker,
                 &instance.id,
@@ -765,16 +759,16 @@ impl Client {
         })
     }
 
-    /// Feeds outlier ejection under `policy`; an ejection is reported as the counter
-    /// `eject.ejected`.
+    /// Feeds outlier ejection under `policy` with how a call ended (see
+    /// [`eject::is_failure`]); an ejection is reported as the counter `eject.ejected`.
     fn note_outcome(
         &self,
         policy: &Ejection,
         service: &Arc<str>,
         instance: &Arc<str>,
-        result: &Result<Bytes, Error>,
+        failed: Option<bool>,
     ) {
-        let Some(failed) = eject::is_failure(result) else {
+        let Some(failed) = failed else {
             return;
         };
         let instances = self.inner.registry.instances(service).len();
@@ -810,14 +804,6 @@ impl Client {
             parent_span_id,
             meta: ctx.meta_all().clone(),
         }
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

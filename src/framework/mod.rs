@@ -32,3 +32,12 @@ pub use fanout::{Fanout, FanoutPolicy, FanoutResult};
 pub use metrics::{MetricKind, Metrics};
 pub use server::{Listen, Server, ServiceConfig, StartError};
 pub use service::Endpoint;
+
+/// Sleeps until `deadline`, or forever without one: a `select!` branch that only a deadline
+/// can end (the server's handler deadline, the client's next hedge).
+pub(crate) async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

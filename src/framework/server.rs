@@ -30,6 +30,7 @@ use crate::framework::limit::{Limit, Limiter};
 use crate::framework::metrics::Metrics;
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
+use crate::framework::sleep_until_opt;
 use crate::framework::transport::{Inbound, ListenError, Transport};
 use crate::lock::{lock, read, write};
 
@@ -733,13 +734,6 @@ impl Drop for Held<'_> {
         // A request refused by the queue never worked: it says nothing of the work time.
         let dropped = self.dropped || self.working.is_none();
         lock(self.limiter).release(rtt, work, dropped);
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

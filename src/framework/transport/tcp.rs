@@ -96,7 +96,8 @@ impl Default for TransportConfig {
 struct Outbox {
     buf: Mutex<BytesMut>,
     notify: Notify,
-    /// Woken each time the writer takes what is queued.
+    /// Signalled each time the writer takes what is queued. `notify_one` keeps a permit when
+    /// nobody waits, so a reader that checks the queue and then waits cannot miss a drain.
     drained: Notify,
     closed: CancellationToken,
 }
@@ -124,7 +125,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
             (!buf.is_empty()).then(|| buf.split())
         };
         if chunk.is_some() {
-            outbox.drained.notify_waiters();
+            outbox.drained.notify_one();
         }
         match chunk {
             Some(c) => {
@@ -447,9 +448,8 @@ async fn serve_conn<N: Network>(
     loop {
         // Backpressure: while answers back up, read nothing more from this caller.
         while conn.outbox.queued() > config.max_outbox_bytes {
-            let drained = conn.outbox.drained.notified();
             tokio::select! {
-                _ = drained => {}
+                _ = conn.outbox.drained.notified() => {}
                 _ = conn.outbox.closed.cancelled() => break,
             }
         }
@@ -464,19 +464,8 @@ async fn serve_conn<N: Network>(
         };
         match next {
             Some(Ok(Frame::Request(request))) => {
-                if lock(&conn.inflight).len() >= config.max_inflight_per_connection {
-                    let frame = Frame::Response(ResponseFrame {
-                        id: request.id,
-                        result: Err(Error::of(
-                            crate::framework::error::ErrorKind::RateLimited,
-                            "connection_inflight",
-                            "too many requests in flight on this connection",
-                        )),
-                    });
-                    let _ = conn.outbox.push(&frame, max_frame_bytes);
-                    continue;
-                }
-                if !deliver(&conn, &peer, request, &inbound, transport.now()).await {
+                let limit = config.max_inflight_per_connection;
+                if !deliver(&conn, &peer, request, &inbound, transport.now(), limit).await {
                     break;
                 }
             }
@@ -527,18 +516,36 @@ async fn next_frame<R: AsyncRead + Unpin>(
     .await
 }
 
-/// Hands one request to the server; false when the server is gone.
+/// Hands one request to the server, or refuses it at once when `max_inflight` requests of this
+/// connection already run; false when the server is gone.
 async fn deliver(
     conn: &Arc<ServerConn>,
     peer: &str,
     request: RequestFrame,
     inbound: &mpsc::Sender<Inbound>,
     received_at: Duration,
+    max_inflight: usize,
 ) -> bool {
     let cancel = CancellationToken::new();
     let by_peer = Arc::new(AtomicBool::new(false));
     let id = request.id;
-    lock(&conn.inflight).insert(id, (cancel.clone(), by_peer.clone()));
+    {
+        let mut inflight = lock(&conn.inflight);
+        if inflight.len() >= max_inflight {
+            drop(inflight);
+            let frame = Frame::Response(ResponseFrame {
+                id,
+                result: Err(Error::of(
+                    crate::framework::error::ErrorKind::RateLimited,
+                    "connection_inflight",
+                    "too many requests in flight on this connection",
+                )),
+            });
+            let _ = conn.outbox.push(&frame, conn.max_frame_bytes);
+            return true;
+        }
+        inflight.insert(id, (cancel.clone(), by_peer.clone()));
+    }
     let msg = Inbound {
         request,
         cancel,
