@@ -7,6 +7,9 @@
 //! - **never reading**: one connection writes 20,000 small requests whose answers are 16 KiB
 //!   each, and reads none of them.
 //!
+//! Both attackers hold the deployment's key (a service gone wrong, not a stranger: a stranger
+//! never gets past the handshake).
+//!
 //! Usage: `cargo bench --bench memory`. Prints one line per attack with the growth in MB.
 
 use std::sync::Arc;
@@ -42,7 +45,10 @@ async fn peak_over(span: Duration) -> u64 {
 }
 
 async fn start() -> Result<(Server, String), Box<dyn std::error::Error>> {
-    let transport = Arc::new(TcpTransport::<Tokio>::new(TransportConfig::default()));
+    let transport = Arc::new(TcpTransport::<Tokio>::new(TransportConfig {
+        credential: Some(credential()),
+        ..TransportConfig::default()
+    }));
     let mut config = ServiceConfig::new("svc.target", "memory bench");
     config.instance = Some("svc.target[0]".into());
     let server = Server::with(config, Arc::new(NullSink), None);
@@ -60,6 +66,9 @@ async fn partial_frames(addr: &str) -> Result<f64, Box<dyn std::error::Error>> {
     let mut held = Vec::new();
     for _ in 0..100 {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
+        credential()
+            .client_handshake(&mut s, Duration::from_secs(5))
+            .await?;
         s.write_all(&declared.to_be_bytes()).await?;
         // The server may refuse the frame and close: that is the defence, not an error here.
         let _ = tokio::time::timeout(Duration::from_millis(200), s.write_all(&body)).await;
@@ -73,6 +82,9 @@ async fn partial_frames(addr: &str) -> Result<f64, Box<dyn std::error::Error>> {
 async fn never_reading(addr: &str) -> Result<f64, Box<dyn std::error::Error>> {
     let before = rss();
     let mut s = tokio::net::TcpStream::connect(addr).await?;
+    credential()
+        .client_handshake(&mut s, Duration::from_secs(5))
+        .await?;
     let mut buf = BytesMut::new();
     for id in 1..=20_000 {
         let request = Frame::Request(RequestFrame {
@@ -109,4 +121,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.stop().await;
         Ok(())
     })
+}
+
+/// The deployment's key: here a fixed one, held by the server and by both attackers.
+fn credential() -> windtunnel::framework::Credential {
+    windtunnel::framework::Credential::with_os_nonces(
+        windtunnel::framework::DeploymentKey::from_seed(1),
+        "bench",
+    )
 }

@@ -100,7 +100,7 @@ fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
             })]);
             server
                 .run(
-                    Arc::new(TcpTransport::<Turmoil>::default()),
+                    Arc::new(TcpTransport::<Turmoil>::with_credential(credential())),
                     &Listen::host("server", 9000),
                 )
                 .await?;
@@ -113,7 +113,7 @@ fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let client = Client::with_events(
             ClientConfig::new("bench"),
-            Arc::new(TcpTransport::<Turmoil>::default()),
+            Arc::new(TcpTransport::<Turmoil>::with_credential(credential())),
             registry,
             events,
         );
@@ -163,4 +163,13 @@ fn main() {
     line("bare turmoil", bare_n, bare_wall);
     line("windtunnel (events off)", fw_n, fw_wall);
     line("windtunnel (events on)", ev_n, ev_wall);
+}
+
+/// The deployment's key, as every simulated run derives it from its seed.
+fn credential() -> windtunnel::framework::Credential {
+    windtunnel::framework::Credential::new(
+        windtunnel::framework::DeploymentKey::from_seed(1),
+        "bench",
+        windtunnel::framework::ids::stream(1, "bench"),
+    )
 }

@@ -5,14 +5,21 @@
 //! the gateway answers HTTP on the address asked for, with the scenario's routes. No fault, no
 //! network model and no load: this is the system as it would ship, to try with curl. Instances
 //! are assembled by the same [`Deployment`] as in the simulation, each with its own
-//! [`Env`](crate::system::Env). Disks are in memory here: they survive nothing but the process.
+//! [`Env`](crate::system::Env). Disks are in memory, or with `--data DIR` files in `DIR` that
+//! are fsynced before a write is acknowledged and replayed at the next start, so a restart (or
+//! a `kill -9`) loses no acknowledged write.
+//!
+//! Service ports are closed to anyone without the deployment's key ([`crate::framework::trust`]):
+//! the key comes from `--key-file` (to let services of other processes in), or is drawn afresh
+//! from the operating system at each start and known to this process only.
 
 use std::sync::Arc;
 
 use crate::framework::transport::{TcpTransport, Tokio};
+use crate::framework::trust::{Credential, DeploymentKey};
 use crate::framework::{Listen, NullSink};
 use crate::scenario::Scenario;
-use crate::system::{Catalog, Clock};
+use crate::system::{Catalog, Clock, Disks};
 use crate::topology::{AssembleError, Deployment};
 
 /// Why the topology could not be served.
@@ -30,6 +37,14 @@ pub enum ServeError {
     /// builtin).
     #[error(transparent)]
     Assemble(#[from] AssembleError),
+    /// The data directory could not be made or used.
+    #[error("cannot keep data in {dir}: {source}")]
+    Data {
+        /// The directory.
+        dir: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The gateway's address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -54,24 +69,62 @@ fn fresh_seed(seed: u64) -> u64 {
     h.finish()
 }
 
-/// Starts every instance (builtins from `catalog`) and the gateway; calls `ready` with the
-/// gateway's address, then serves until the future is dropped.
+/// The deployment's key: the one in `file` (its contents, at least 16 bytes, are the secret),
+/// or without one a fresh key from the operating system that only this process will know.
+pub fn deployment_key(
+    file: Option<&std::path::Path>,
+) -> Result<DeploymentKey, crate::framework::trust::KeyError> {
+    match file {
+        Some(path) => DeploymentKey::from_file(path),
+        None => Ok(DeploymentKey::generate()),
+    }
+}
+
+/// Where a served topology listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The gateway's HTTP address.
+    pub gateway: String,
+    /// Each instance and its service port (open only to holders of the deployment's key), in
+    /// file order.
+    pub instances: Vec<(String, String)>,
+}
+
+/// Starts every instance (builtins from `catalog`) and the gateway, every service port open
+/// only to holders of `key`, every disk a file in `data` when given (else in memory); calls
+/// `ready` with where they listen, then serves until the future is dropped.
 pub async fn serve(
     scenario: &Scenario,
     catalog: &Catalog,
     listen: &str,
-    ready: impl FnOnce(&str),
+    key: DeploymentKey,
+    data: Option<&std::path::Path>,
+    ready: impl FnOnce(&Served),
 ) -> Result<(), ServeError> {
+    let credential = Credential::with_os_nonces(key, "serve");
     // On the real network nothing is replayed: request and trace ids are seeded afresh at each
     // start, so they do not repeat across restarts.
     let mut fresh = scenario.clone();
     fresh.seed = fresh_seed(scenario.seed);
-    let deployment = Deployment::new(Arc::new(fresh), catalog.clone(), Arc::new(NullSink));
+    let mut deployment = Deployment::new(Arc::new(fresh), catalog.clone(), Arc::new(NullSink));
+    if let Some(dir) = data {
+        let unusable = |source| ServeError::Data {
+            dir: dir.display().to_string(),
+            source,
+        };
+        deployment.disks = Disks::in_dir(dir).map_err(unusable)?;
+        // Fail now, with the reason, rather than when a service first opens its disk.
+        let probe = dir.join(".windtunnel-probe");
+        std::fs::write(&probe, b"").map_err(unusable)?;
+        let _ = std::fs::remove_file(&probe);
+    }
     let clock = Clock::current();
     for spec in &scenario.services {
         for i in 0..spec.instances {
             let id = crate::system::instance_id(spec.name.as_str(), i);
-            let transport = Arc::new(TcpTransport::<Tokio>::default());
+            let transport = Arc::new(TcpTransport::<Tokio>::with_credential(
+                credential.named(&id),
+            ));
             let client = deployment.client(&id, transport.clone());
             let instance = deployment.instance(spec, i, client, Arc::new(|| 1.0), clock)?;
             instance
@@ -83,7 +136,9 @@ pub async fn serve(
                 })?;
         }
     }
-    let transport = Arc::new(TcpTransport::<Tokio>::default());
+    let transport = Arc::new(TcpTransport::<Tokio>::with_credential(
+        credential.named("gateway"),
+    ));
     let gateway = deployment.gateway(deployment.client("gateway", transport))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -95,7 +150,16 @@ pub async fn serve(
         addr: listen.to_string(),
         source,
     })?;
-    ready(&addr.to_string());
+    let instances = scenario
+        .services
+        .iter()
+        .flat_map(|spec| deployment.registry.instances(spec.name.as_str()))
+        .map(|i| (i.id.to_string(), i.addr.to_string()))
+        .collect();
+    ready(&Served {
+        gateway: addr.to_string(),
+        instances,
+    });
     crate::gateway::serve(listener, Arc::new(gateway)).await;
     Ok(())
 }

@@ -90,7 +90,9 @@ async fn start_server(server: Server) -> Result<(), Box<dyn std::error::Error + 
 }
 
 fn transport() -> Arc<dyn Transport> {
-    Arc::new(TcpTransport::<Tokio>::default())
+    let key = windtunnel::framework::DeploymentKey::from_seed(1);
+    let credential = windtunnel::framework::Credential::with_os_nonces(key, "test");
+    Arc::new(TcpTransport::<Tokio>::with_credential(credential))
 }
 
 /// Starts account, auth and the gateway on loopback.

@@ -103,6 +103,14 @@ enum Command {
         /// Stop after this long (e.g. "30s"); default: until interrupted.
         #[arg(long = "for", value_parser = parse_duration_arg)]
         run_for: Option<std::time::Duration>,
+        /// A file whose contents (at least 16 bytes) are the deployment's key: only peers that
+        /// hold it reach a service port. Default: a fresh key from the OS, for this process only.
+        #[arg(long = "key-file")]
+        key_file: Option<PathBuf>,
+        /// Keep every database and the bus in files in this directory, fsynced before a write
+        /// is acknowledged and replayed at the next start. Default: in memory.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Validate scenario files without running them.
     Check {
@@ -170,7 +178,16 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             file,
             listen,
             run_for,
-        } => serve(&catalog, &file, &listen, run_for),
+            key_file,
+            data,
+        } => serve(
+            &catalog,
+            &file,
+            &listen,
+            run_for,
+            key_file.as_deref(),
+            data.as_deref(),
+        ),
         Command::Check { files } => check(&catalog, &files),
         Command::List { dir } => list(&catalog, &dir),
         Command::Compare { a, b, out } => compare(&a, &b, out),
@@ -216,10 +233,24 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
-fn serve(catalog: &Catalog, file: &Path, listen: &str, run_for: Option<std::time::Duration>) -> u8 {
+fn serve(
+    catalog: &Catalog,
+    file: &Path,
+    listen: &str,
+    run_for: Option<std::time::Duration>,
+    key_file: Option<&Path>,
+    data: Option<&Path>,
+) -> u8 {
     let scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    let key = match crate::serve::deployment_key(key_file) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: --key-file: {e}");
+            return EXIT_INVALID;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -232,13 +263,34 @@ fn serve(catalog: &Catalog, file: &Path, listen: &str, run_for: Option<std::time
         }
     };
     let result = runtime.block_on(async {
-        let serving = crate::serve::serve(&scenario, catalog, listen, |addr| {
+        let serving = crate::serve::serve(&scenario, catalog, listen, key, data, |served| {
             let (services, routes) = (scenario.services.len(), scenario.routes.len());
             say!(
-                "listening on http://{addr} ({services} service{}, {routes} route{})",
+                "listening on http://{} ({services} service{}, {routes} route{})",
+                served.gateway,
                 if services == 1 { "" } else { "s" },
                 if routes == 1 { "" } else { "s" },
             );
+            let keyed = if key_file.is_some() {
+                "holders of the key in --key-file"
+            } else {
+                "this process (its key is fresh and never leaves it)"
+            };
+            let n = served.instances.len();
+            say!(
+                "{n} service port{}, open only to {keyed}:",
+                if n == 1 { "" } else { "s" }
+            );
+            for (id, addr) in &served.instances {
+                say!("  {id} {addr}");
+            }
+            match data {
+                Some(dir) => say!(
+                    "databases and the bus in {}, fsynced before each acknowledgement",
+                    dir.display()
+                ),
+                None => say!("databases and the bus in memory (--data DIR keeps them)"),
+            }
         });
         match run_for {
             Some(d) => tokio::time::timeout(d, serving).await.unwrap_or(Ok(())),

@@ -313,6 +313,12 @@ impl Client {
         &self.inner.registry
     }
 
+    /// What this client's transport proves itself with, if anything (the gateway signs the
+    /// identities it authenticates with it).
+    pub fn credential(&self) -> Option<&crate::framework::trust::Credential> {
+        self.inner.transport.credential()
+    }
+
     /// A fresh trace id from this client's stream, for an edge request.
     pub fn new_trace(&self) -> TraceId {
         self.inner.ids.trace_id()

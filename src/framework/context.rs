@@ -198,16 +198,27 @@ impl Context {
 
     /// A child carrying `identity` to every callee, under
     /// [`META_USER`](crate::framework::identity::META_USER) and
-    /// [`META_SCOPES`](crate::framework::identity::META_SCOPES).
-    pub fn with_identity(&self, identity: &crate::framework::identity::Identity) -> Context {
-        use crate::framework::identity::{META_SCOPES, META_USER};
+    /// [`META_SCOPES`](crate::framework::identity::META_SCOPES), signed by `signer` for this
+    /// context's trace ([`META_USER_SIG`](crate::framework::identity::META_USER_SIG)). Start
+    /// the trace first: servers refuse a signature made for another trace.
+    pub fn with_identity(
+        &self,
+        identity: &crate::framework::identity::Identity,
+        signer: &crate::framework::trust::Credential,
+    ) -> Context {
+        use crate::framework::identity::{META_SCOPES, META_USER, META_USER_SIG};
+        let scopes = identity.scopes.join(" ");
+        let trace = self.trace_id().unwrap_or_default();
+        let sig = signer.sign_identity(trace, &identity.user, &scopes);
         self.with_meta(META_USER, identity.user.as_str())
-            .with_meta(META_SCOPES, identity.scopes.join(" "))
+            .with_meta(META_SCOPES, scopes)
+            .with_meta(META_USER_SIG, sig)
     }
 
     /// The user the gateway authenticated for this request, carried under
     /// [`META_USER`](crate::framework::identity::META_USER); `None` for a call made on no
-    /// user's behalf.
+    /// user's behalf. Inside a handler it is always one the gateway signed: the server removes
+    /// a user whose signature does not verify before the handler runs.
     pub fn user(&self) -> Option<&str> {
         self.meta(crate::framework::identity::META_USER)
     }

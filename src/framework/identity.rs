@@ -2,8 +2,9 @@
 //! context to every hop, and the protocol the gateway uses to learn them from a bearer token.
 //!
 //! This is framework vocabulary, not the gateway's or an example service's: the gateway writes
-//! it ([`Context::with_identity`](crate::framework::Context::with_identity)), any service reads
-//! it ([`Context::user`](crate::framework::Context::user)), and an authenticator service
+//! it, signed ([`Context::with_identity`](crate::framework::Context::with_identity)), every
+//! server verifies the signature as a request arrives, any service reads it
+//! ([`Context::user`](crate::framework::Context::user)), and an authenticator service
 //! answers [`CHECK`] with an [`Identity`]. Which service authenticates is configuration.
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,10 @@ pub const META_USER: &str = "user";
 
 /// The metadata key carrying the user's scopes, space-separated (OAuth 2.0's `scope` form).
 pub const META_SCOPES: &str = "scopes";
+
+/// The metadata key carrying the gateway's signature over the user, the scopes and the trace
+/// (see [`crate::framework::trust`]); a user without a valid one is removed on arrival.
+pub const META_USER_SIG: &str = "user-sig";
 
 /// The endpoint an authenticator service answers: [`CheckRequest`] in, [`Identity`] out.
 pub const CHECK: &str = "check";

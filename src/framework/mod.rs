@@ -22,6 +22,7 @@ pub mod retry;
 pub mod server;
 pub mod service;
 pub mod transport;
+pub mod trust;
 
 pub use client::{Balance, Call, Client, ClientConfig, Reply};
 pub use context::Context;
@@ -32,6 +33,7 @@ pub use fanout::{Fanout, FanoutPolicy, FanoutResult};
 pub use metrics::{MetricKind, Metrics};
 pub use server::{Listen, Server, ServiceConfig, StartError};
 pub use service::Endpoint;
+pub use trust::{Credential, DeploymentKey};
 
 /// Sleeps until `deadline`, or forever without one: a `select!` branch that only a deadline
 /// can end (the server's handler deadline, the client's next hedge).

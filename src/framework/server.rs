@@ -558,15 +558,12 @@ impl RequestTask {
             self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
             return;
         };
-        let origin = self.inbound.request.headers.origin_service.as_deref();
-        let scopes = self
-            .inbound
-            .request
-            .headers
-            .meta
-            .get(crate::framework::identity::META_SCOPES)
-            .map(String::as_str);
-        if let Err(refused) = endpoint.access().check(origin, scopes) {
+        let headers = &self.inbound.request.headers;
+        let origin = headers.origin_service.as_deref();
+        let meta = |key| headers.meta.get(key).map(String::as_str);
+        let user = meta(crate::framework::identity::META_USER);
+        let scopes = meta(crate::framework::identity::META_SCOPES);
+        if let Err(refused) = endpoint.access().check(origin, user, scopes) {
             self.answer(Err(refused));
             return;
         }

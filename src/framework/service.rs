@@ -27,12 +27,20 @@ pub struct Access {
     pub services: Vec<String>,
     /// A scope the user must hold (metadata `scopes`, space-separated); `None`: no scope needed.
     pub scope: Option<String>,
+    /// Whether the request must act for a user the gateway authenticated (implied by `scope`).
+    pub user: bool,
 }
 
 impl Access {
-    /// Whether a call from `origin` (the calling service, if known) for a user holding `scopes`
-    /// may go on; the error says who was refused and why.
-    pub fn check(&self, origin: Option<&str>, scopes: Option<&str>) -> Result<(), Error> {
+    /// Whether a call from `origin` (the calling service, if known) for `user` holding `scopes`
+    /// may go on; the error says who was refused and why. The user and scopes are the ones the
+    /// server verified as the request arrived.
+    pub fn check(
+        &self,
+        origin: Option<&str>,
+        user: Option<&str>,
+        scopes: Option<&str>,
+    ) -> Result<(), Error> {
         if !self.services.is_empty()
             && !origin.is_some_and(|o| self.services.iter().any(|s| s == o))
         {
@@ -45,6 +53,13 @@ impl Access {
                 ),
             )
             .with_param("allowed", self.services.join(" ")));
+        }
+        if (self.user || self.scope.is_some()) && user.is_none() {
+            return Err(Error::of(
+                crate::framework::ErrorKind::Unauthorized,
+                "no_user",
+                "this endpoint acts for a user, and the request carries no authenticated user",
+            ));
         }
         if let Some(scope) = &self.scope {
             if !scopes.is_some_and(|held| held.split(' ').any(|s| s == scope)) {
@@ -137,6 +152,13 @@ impl Endpoint {
     /// Only users holding `scope` may call it (others get `forbidden.scope`).
     pub fn require_scope(mut self, scope: &str) -> Endpoint {
         self.access.scope = Some(scope.to_string());
+        self
+    }
+
+    /// Only requests acting for a user the gateway authenticated may call it (others get
+    /// `unauthorized.no_user`); [`Endpoint::require_scope`] implies it.
+    pub fn require_user(mut self) -> Endpoint {
+        self.access.user = true;
         self
     }
 

@@ -62,6 +62,10 @@ pub enum GatewayError {
     /// `X-Deadline-Ms` is not a whole number of milliseconds above zero.
     #[error("X-Deadline-Ms must be a whole number of milliseconds above zero")]
     InvalidDeadline,
+    /// The gateway's transport has no credential, so it cannot vouch for the user it
+    /// authenticated (and could reach no service anyway).
+    #[error("the gateway has no deployment key to sign identities with")]
+    NoCredential,
     /// The RPC (to the auth service or the route's service) failed.
     #[error(transparent)]
     Rpc(#[from] Error),
@@ -98,6 +102,7 @@ impl GatewayError {
             | GatewayError::NotAnObject
             | GatewayError::ParamConflict { .. }
             | GatewayError::InvalidDeadline => StatusCode::BAD_REQUEST,
+            GatewayError::NoCredential => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Rpc(e) => status_for(e.kind()),
         }
     }
@@ -127,6 +132,7 @@ impl GatewayError {
                 Error::bad_request("param_conflict", msg).with_param("param", param.clone())
             }
             GatewayError::InvalidDeadline => Error::bad_request("invalid_deadline", msg),
+            GatewayError::NoCredential => Error::internal("no_credential", msg),
             GatewayError::Rpc(e) => e.clone(),
         }
     }

@@ -192,7 +192,8 @@ impl Gateway {
             Some(auth_service) => {
                 let token = auth::bearer_token(&parts.headers)?;
                 let identity = auth::check(&self.client, &ctx, auth_service, token).await?;
-                ctx.with_identity(&identity)
+                let signer = self.client.credential().ok_or(GatewayError::NoCredential)?;
+                ctx.with_identity(&identity, signer)
             }
             None => ctx,
         };

@@ -350,6 +350,7 @@ pub fn fault_label(kind: &FaultKind) -> String {
         FaultKind::Hold { a, b } => format!("hold {a} <-> {b}"),
         FaultKind::Loss { a, b, rate } => format!("loss {a} <-> {b} {}%", rate.value() * 100.0),
         FaultKind::Crash { target } => format!("crash {target}"),
+        FaultKind::Intruder { target, rate } => format!("intruder -> {target} {rate}"),
     }
 }
 

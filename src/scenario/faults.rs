@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::units::{describe_value, format_duration};
+use crate::units::{describe_value, format_duration, Rate};
 
 use super::index::Index;
 use super::model::{limits, Fault, FaultKind, Link, SlowFactor};
 use super::names::{ErrorCode, Target};
 use super::raw::{
-    RawCrash, RawErrors, RawFault, RawLatency, RawLink, RawLoss, RawPair, RawPartition, RawSlow,
-    Text, Value,
+    RawCrash, RawErrors, RawFault, RawIntruder, RawLatency, RawLink, RawLoss, RawPair,
+    RawPartition, RawSlow, Text, Value,
 };
 use super::validate::Ctx;
 
@@ -173,6 +173,7 @@ enum RawKind<'a> {
     Hold(&'a Spanned<RawPair>),
     Loss(&'a Spanned<RawLoss>),
     Crash(&'a Spanned<RawCrash>),
+    Intruder(&'a Spanned<RawIntruder>),
 }
 
 impl RawKind<'_> {
@@ -186,6 +187,7 @@ impl RawKind<'_> {
             RawKind::Hold(kind) => (kind.span(), "hold"),
             RawKind::Loss(kind) => (kind.span(), "loss"),
             RawKind::Crash(kind) => (kind.span(), "crash"),
+            RawKind::Intruder(kind) => (kind.span(), "intruder"),
         }
     }
 }
@@ -201,7 +203,8 @@ fn one_kind<'a>(ctx: &mut Ctx<'_>, spanned: &'a Spanned<RawFault>) -> Option<Raw
     kinds.extend(raw.hold.as_ref().map(RawKind::Hold));
     kinds.extend(raw.loss.as_ref().map(RawKind::Loss));
     kinds.extend(raw.crash.as_ref().map(RawKind::Crash));
-    const KINDS: &str = "slow, latency, errors, partition, hold, loss or crash";
+    kinds.extend(raw.intruder.as_ref().map(RawKind::Intruder));
+    const KINDS: &str = "slow, latency, errors, partition, hold, loss, crash or intruder";
     // Report at the second kind in file order: the first one is taken to be the intended one.
     kinds.sort_by_key(|kind| kind.place().0.start);
     match kinds.len() {
@@ -269,7 +272,32 @@ fn kind_of(ctx: &mut Ctx<'_>, kind: RawKind<'_>, index: &Index) -> Option<FaultK
             let target = target(ctx, "target", &crash.get_ref().target, index, false)?;
             Some(FaultKind::Crash { target })
         }
+        RawKind::Intruder(intruder) => intruder_of(ctx, intruder.get_ref(), index),
     }
+}
+
+/// `intruder = { target, rate }`: a host that knows the target's ports but not the key.
+fn intruder_of(ctx: &mut Ctx<'_>, raw: &RawIntruder, index: &Index) -> Option<FaultKind> {
+    let target = target(ctx, "target", &raw.target, index, false);
+    let rate = match &raw.rate {
+        None => Rate::per_second(limits::DEFAULT_INTRUDER_RATE),
+        Some(value) => {
+            let rate = ctx.rate("rate", value, true)?;
+            if rate.as_per_second() > limits::MAX_INTRUDER_RATE {
+                let max = limits::MAX_INTRUDER_RATE;
+                ctx.error(
+                    value.span(),
+                    format!("`rate` of an intruder must be at most {max}/s, found {rate}"),
+                );
+                return None;
+            }
+            Some(rate)
+        }
+    };
+    Some(FaultKind::Intruder {
+        target: target?,
+        rate: rate?,
+    })
 }
 
 /// `errors = { target, rate, code }`.

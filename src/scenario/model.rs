@@ -60,6 +60,10 @@ pub mod limits {
     pub const MAX_ASSERTIONS: usize = 1024;
     /// The largest slowdown factor.
     pub const MAX_SLOW_FACTOR: f64 = 10_000.0;
+    /// The fastest an intruder may try, per second.
+    pub const MAX_INTRUDER_RATE: f64 = 1000.0;
+    /// How fast an intruder tries when its `rate` is left out, per second.
+    pub const DEFAULT_INTRUDER_RATE: f64 = 10.0;
 }
 
 /// A validated scenario: what to run, what to break, and what must hold.
@@ -547,6 +551,15 @@ pub enum FaultKind {
     Crash {
         /// A service (every instance) or an instance.
         target: Target,
+    },
+    /// A host that knows the target's service ports but not the deployment's key sends it
+    /// requests (forged users and callers included) at `rate`, by turns without a handshake
+    /// and after a failed one. None may be served.
+    Intruder {
+        /// A service (its instances by turns) or an instance.
+        target: Target,
+        /// Attempts per second.
+        rate: Rate,
     },
 }
 

@@ -149,6 +149,7 @@ pub(crate) struct RawFault {
     pub hold: Option<Spanned<RawPair>>,
     pub loss: Option<Spanned<RawLoss>>,
     pub crash: Option<Spanned<RawCrash>>,
+    pub intruder: Option<Spanned<RawIntruder>>,
 }
 
 /// `slow = { target, factor }`.
@@ -208,6 +209,14 @@ pub(crate) struct RawLoss {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCrash {
     pub target: Text,
+}
+
+/// `intruder = { target, rate }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntruder {
+    pub target: Text,
+    pub rate: Option<Value>,
 }
 
 /// `[[assert]]`.

@@ -75,7 +75,8 @@ pub fn endpoints() -> Vec<Endpoint> {
                 owned_by_caller(&ctx, &req.owner)?;
                 create(&store, req)
             }
-        }),
+        })
+        .require_user(),
         Endpoint::new("read", move |ctx: Context, req: ReadRequest| {
             let store = s2.clone();
             async move {
@@ -86,7 +87,8 @@ pub fn endpoints() -> Vec<Endpoint> {
                 owned_by_caller(&ctx, &account.owner)?;
                 Ok(account)
             }
-        }),
+        })
+        .require_user(),
         Endpoint::new("list", move |ctx: Context, req: ListRequest| {
             let store = s3.clone();
             async move {
@@ -98,14 +100,21 @@ pub fn endpoints() -> Vec<Endpoint> {
                     .collect();
                 Ok(ListResponse { accounts })
             }
-        }),
+        })
+        .require_user(),
     ]
 }
 
-/// A user (carried from the gateway) may touch only their own accounts; calls made without a
-/// user (service to service) are not restricted here.
+/// A user (authenticated by the gateway, verified on arrival) may touch only their own
+/// accounts. Every endpoint of the service requires a user, so a request without one never
+/// gets here.
 fn owned_by_caller(ctx: &Context, owner: &str) -> Result<(), Error> {
     match ctx.user() {
+        None => Err(Error::of(
+            crate::framework::ErrorKind::Unauthorized,
+            "no_user",
+            "no authenticated user",
+        )),
         Some(user) if user != owner => Err(Error::of(
             crate::framework::ErrorKind::Forbidden,
             "not_owner",

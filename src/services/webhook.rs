@@ -64,7 +64,8 @@ pub fn api(env: &Env) -> Built {
         Endpoint::new("deliver", move |ctx: Context, hook: Webhook| {
             let env = k1.clone();
             async move { api_deliver(&env, &ctx, hook).await }
-        }),
+        })
+        .require_user(),
         Endpoint::new("read", move |ctx: Context, req: ReadRequest| {
             let env = k2.clone();
             async move {
@@ -83,7 +84,8 @@ pub fn api(env: &Env) -> Built {
                         .unwrap_or_else(|| Error::not_found("webhook", "no such delivery")))
                 })
             }
-        }),
+        })
+        .require_user(),
     ])
 }
 

@@ -12,6 +12,7 @@
 //! effect at tick boundaries in file order.
 
 pub mod faults;
+pub mod intruder;
 pub mod netmodel;
 pub mod world;
 
@@ -244,6 +245,16 @@ pub fn run(
         add_gateway(&mut sim, &world)?;
     }
     add_clients(&mut sim, &world);
+    let intruder = intruder::present(&scenario.faults).then(Arc::<intruder::Tally>::default);
+    if let Some(tally) = &intruder {
+        let (faults, placed, run) = (
+            scenario.faults.clone(),
+            placements.clone(),
+            scenario.duration,
+        );
+        let tally = tally.clone();
+        sim.client(intruder::HOST, intruder::run(faults, placed, run, tally));
+    }
     let verdicts: Arc<std::sync::Mutex<Verdicts>> = Arc::default();
     if verifying {
         add_verifier(&mut sim, &world, verifiers, verdicts.clone());
@@ -261,6 +272,9 @@ pub fn run(
         measurements
             .invariants
             .push(crate::metrics::no_unauthenticated_calls(n, auth));
+    }
+    if let Some(tally) = &intruder {
+        measurements.invariants.push(intruder::served(tally));
     }
     Ok(RunOutput {
         measurements,

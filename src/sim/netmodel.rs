@@ -23,6 +23,7 @@ use crate::framework::transport::{
     BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport,
     Transport, TransportConfig, Turmoil,
 };
+use crate::framework::trust::{Credential, DeploymentKey};
 use crate::lock::lock;
 use crate::scenario::{Network, Target};
 use crate::units::Ratio;
@@ -230,8 +231,16 @@ impl ModelTransport {
                 None => true,
             }
         }));
+        // The deployment's key comes from the seed: the same handshakes as a real deployment,
+        // replayed exactly. Nonces come from a stream of this transport's own.
+        let credential = Credential::new(
+            DeploymentKey::from_seed(seed),
+            name,
+            ids::stream(seed, &format!("trust/{name}")),
+        );
         let config = TransportConfig {
             cancel_gate: Some(gate),
+            credential: Some(credential),
             ..TransportConfig::default()
         };
         ModelTransport {
@@ -338,6 +347,10 @@ impl Transport for ModelTransport {
 
     fn ready(&self) -> BoxFuture<'static, ()> {
         self.inner.ready()
+    }
+
+    fn credential(&self) -> Option<&Credential> {
+        self.inner.credential()
     }
 
     fn elapsed(&self) -> Duration {

@@ -6,18 +6,33 @@
 //! never loses an acknowledged write. Disks outlive the instances that use them: the run holds
 //! them in a [`Disks`] table, crashes the disks of a node it crashes, and a restarted instance
 //! replays what survived.
+//!
+//! Outside the simulation (`windtunnel serve --data DIR`) a disk can also be a real file
+//! ([`Disks::in_dir`]): each sync writes the new records and fsyncs before it returns, and
+//! opening the file again replays every record written whole. A record is framed as its length
+//! (4 bytes), an FNV-1a hash of its bytes (8 bytes), then the bytes, so a record torn by a crash
+//! in the middle of a write is recognised and cut off, never replayed half.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use crate::lock::lock;
 
+/// The largest record a file-backed disk reads back; a longer length is a torn record.
+const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of a record's frame before its payload: length and hash.
+const RECORD_HEADER: usize = 4 + 8;
+
 /// One append-only log.
 #[derive(Debug, Default)]
 pub struct Disk {
     state: Mutex<Log>,
+    /// The file it lives in, outside the simulation.
+    file: Option<Mutex<std::fs::File>>,
 }
 
 #[derive(Debug, Default)]
@@ -26,15 +41,76 @@ struct Log {
     synced: usize,
 }
 
+fn record_hash(bytes: &[u8]) -> u64 {
+    let mut h = crate::framework::ids::Fnv1a::default();
+    h.write(bytes);
+    h.finish()
+}
+
 impl Disk {
+    /// A disk in the file at `path`, created empty if there is none: replays every whole
+    /// record, and cuts off a torn one at the end (what a crash mid-write leaves).
+    pub fn open_file(path: &Path) -> std::io::Result<Disk> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut records = Vec::new();
+        let mut at = 0usize;
+        while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let mut hash = [0u8; 8];
+            hash.copy_from_slice(&header[4..]);
+            let start = at + RECORD_HEADER;
+            let Some(payload) = bytes.get(start..start.saturating_add(len)) else {
+                break;
+            };
+            if len > MAX_RECORD_BYTES || record_hash(payload) != u64::from_be_bytes(hash) {
+                break;
+            }
+            records.push(Bytes::copy_from_slice(payload));
+            at = start + len;
+        }
+        if at < bytes.len() {
+            tracing::warn!(path = %path.display(), kept = at, dropped = bytes.len() - at, "cutting a torn record off the end of a disk");
+            file.set_len(at as u64)?;
+            file.sync_all()?;
+        }
+        file.seek(std::io::SeekFrom::End(0))?;
+        let synced = records.len();
+        Ok(Disk {
+            state: Mutex::new(Log { records, synced }),
+            file: Some(Mutex::new(file)),
+        })
+    }
+
     /// Appends a record (not yet durable).
     pub fn append(&self, record: Bytes) {
         lock(&self.state).records.push(record);
     }
 
-    /// Makes every record appended so far durable.
+    /// Makes every record appended so far durable. A file-backed disk writes them and fsyncs;
+    /// if that fails the process stops at once (what databases do since fsync failures were
+    /// understood: after one, nothing says what reached the disk, and an acknowledgement would
+    /// be a lie). A restart replays what is there.
     pub fn sync(&self) {
         let mut log = lock(&self.state);
+        if let Some(file) = &self.file {
+            let mut out = Vec::new();
+            for record in &log.records[log.synced..] {
+                out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                out.extend_from_slice(&record_hash(record).to_be_bytes());
+                out.extend_from_slice(record);
+            }
+            let mut file = lock(file);
+            if let Err(e) = file.write_all(&out).and_then(|()| file.sync_data()) {
+                eprintln!("fatal: a disk could not be synced ({e}); stopping so nothing unsynced is acknowledged");
+                std::process::abort();
+            }
+        }
         log.synced = log.records.len();
     }
 
@@ -66,20 +142,82 @@ impl Disk {
 #[derive(Debug, Default)]
 pub struct Disks {
     disks: Mutex<BTreeMap<String, Arc<Disk>>>,
+    /// Where each disk's file is, when disks are files.
+    dir: Option<PathBuf>,
+}
+
+/// Why a disk's file could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the disk {name} at {path}: {source}")]
+pub struct DiskError {
+    /// The disk.
+    pub name: String,
+    /// Its file.
+    pub path: String,
+    /// The cause.
+    pub source: std::io::Error,
 }
 
 impl Disks {
-    /// An empty table.
+    /// An empty table of disks in memory (the simulation's).
     pub fn new() -> Arc<Disks> {
         Arc::new(Disks::default())
     }
 
+    /// A table whose disks are files in `dir` (created if missing), one per disk name.
+    pub fn in_dir(dir: &Path) -> std::io::Result<Arc<Disks>> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Arc::new(Disks {
+            disks: Mutex::default(),
+            dir: Some(dir.to_path_buf()),
+        }))
+    }
+
+    /// The file of disk `name` in `dir`: the name with every byte but `[A-Za-z0-9._-]`
+    /// written as `%XX`, then `.log`.
+    fn file_of(dir: &Path, name: &str) -> PathBuf {
+        let mut file = String::new();
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                file.push(char::from(b));
+            } else {
+                file.push_str(&format!("%{b:02X}"));
+            }
+        }
+        dir.join(file + ".log")
+    }
+
     /// The disk named `name`, created empty the first time.
     pub fn open(&self, name: &str) -> Arc<Disk> {
-        lock(&self.disks)
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        self.try_open(name).unwrap_or_else(|e| {
+            // Only a file-backed table can fail, and `serve` opens every disk through
+            // `try_open` before it serves: reaching here means a file vanished under it.
+            eprintln!("fatal: {e}");
+            std::process::abort()
+        })
+    }
+
+    /// The disk named `name`, created empty the first time; for disks in files, an error
+    /// when its file cannot be opened or read.
+    pub fn try_open(&self, name: &str) -> Result<Arc<Disk>, DiskError> {
+        let mut disks = lock(&self.disks);
+        if let Some(disk) = disks.get(name) {
+            return Ok(disk.clone());
+        }
+        let disk = match &self.dir {
+            None => Disk::default(),
+            Some(dir) => {
+                let path = Disks::file_of(dir, name);
+                Disk::open_file(&path).map_err(|source| DiskError {
+                    name: name.to_string(),
+                    path: path.display().to_string(),
+                    source,
+                })?
+            }
+        };
+        let disk = Arc::new(disk);
+        disks.insert(name.to_string(), disk.clone());
+        Ok(disk)
     }
 
     /// Crashes every disk of `instance`: each loses what it had not synced.
@@ -96,6 +234,42 @@ impl Disks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_disk_replays_its_synced_records_and_cuts_a_torn_one() {
+        let dir = std::env::temp_dir().join(format!("wt-disk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let disks = Disks::in_dir(&dir).expect("a temp dir");
+        let d = disks.try_open("store.x[0]/data").expect("opens");
+        d.append(Bytes::from_static(b"first"));
+        d.append(Bytes::from_static(b"second"));
+        d.sync();
+        d.append(Bytes::from_static(b"never synced"));
+        let path = Disks::file_of(&dir, "store.x[0]/data");
+        assert!(path.ends_with("store.x%5B0%5D%2Fdata.log"), "{path:?}");
+        // A crash in the middle of writing a third record: its frame and half its bytes.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("the file");
+        f.write_all(&[0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, b't', b'o'])
+            .expect("writes");
+        drop(f);
+        let again = Disks::in_dir(&dir).expect("reopens");
+        let d = again.try_open("store.x[0]/data").expect("replays");
+        assert_eq!(
+            d.durable(),
+            vec![Bytes::from_static(b"first"), Bytes::from_static(b"second")]
+        );
+        d.append(Bytes::from_static(b"third"));
+        d.sync();
+        let d = Disks::in_dir(&dir)
+            .expect("reopens")
+            .try_open("store.x[0]/data")
+            .expect("replays");
+        assert_eq!(d.durable().len(), 3, "appends go on after the cut");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_crash_keeps_exactly_what_was_synced() {

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use windtunnel::framework::transport::{TcpTransport, Tokio};
+
+use crate::support::credential;
+use windtunnel::framework::identity::{Identity, META_USER};
 use windtunnel::framework::{Client, ClientConfig, Context, ErrorKind, Listen, Registry, Server};
 use windtunnel::services::account::{
     self, Account, CreateRequest, ListRequest, ListResponse, ReadRequest,
@@ -11,18 +14,42 @@ use windtunnel::services::account::{
 
 use crate::support::{sim, World};
 
-/// Creates two accounts, reads one back, lists by owner, and reads a missing one.
+/// A context acting for `user`, signed as the gateway signs it.
+fn as_user(client: &Client, user: &str) -> Context {
+    let signer = client
+        .credential()
+        .expect("the test transports hold the key");
+    Context::background()
+        .with_trace(client.new_trace())
+        .with_timeout(std::time::Duration::from_secs(1))
+        .with_identity(&Identity::new(user, &["accounts"]), signer)
+}
+
+/// Creates two accounts, reads one back, lists by owner, and reads a missing one; a request
+/// with no user, or a user written into its metadata without the gateway's signature, gets
+/// nothing.
 async fn exercise(client: &Client) -> Result<(), Box<dyn std::error::Error>> {
-    let ctx = Context::background().with_timeout(std::time::Duration::from_secs(1));
     for (id, owner) in [("acc-1", "alice"), ("acc-2", "alice"), ("acc-3", "bob")] {
         let req = CreateRequest {
             id: id.into(),
             owner: owner.into(),
             name: format!("{owner}'s account"),
         };
+        let ctx = as_user(client, owner);
         let created: Account = client.call(&ctx, account::NAME, "create", &req).await?;
         assert_eq!(created.id, id);
     }
+    let read_bob = ReadRequest { id: "acc-3".into() };
+    let nobody = Context::background().with_timeout(std::time::Duration::from_secs(1));
+    let forged = nobody.with_meta(META_USER, "bob");
+    for ctx in [&nobody, &forged] {
+        let refused = client
+            .call::<_, Account>(ctx, account::NAME, "read", &read_bob)
+            .await
+            .expect_err("no authenticated user");
+        assert_eq!(refused.code(), "unauthorized.no_user");
+    }
+    let ctx = as_user(client, "alice");
     let read: Account = client
         .call(
             &ctx,
@@ -99,7 +126,7 @@ fn account_service_answers_the_same_over_real_tcp_on_loopback(
         .build()?;
     rt.block_on(async {
         let registry = Registry::new();
-        let transport = Arc::new(TcpTransport::<Tokio>::default());
+        let transport = Arc::new(TcpTransport::<Tokio>::with_credential(credential("test")));
         let server = Server::with(
             account::config(),
             Arc::new(windtunnel::framework::NullSink),
@@ -126,7 +153,7 @@ fn one_transport_serves_two_services_on_ephemeral_ports_and_stops_each(
         .build()?;
     rt.block_on(async {
         let registry = Registry::new();
-        let transport = Arc::new(TcpTransport::<Tokio>::default());
+        let transport = Arc::new(TcpTransport::<Tokio>::with_credential(credential("test")));
         let a = Server::with(
             account::config(),
             Arc::new(windtunnel::framework::NullSink),
@@ -154,7 +181,7 @@ fn one_transport_serves_two_services_on_ephemeral_ports_and_stops_each(
             "a stopped listener refuses"
         );
         let client = Client::new(ClientConfig::new("test"), transport, registry);
-        let ctx = Context::background().with_timeout(std::time::Duration::from_secs(1));
+        let ctx = as_user(&client, "x");
         let listed: ListResponse = client
             .call(
                 &ctx,

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use windtunnel::framework::identity::Identity;
 
 use bytes::Bytes;
 use windtunnel::framework::middleware::{
@@ -423,15 +424,22 @@ fn endpoints_refuse_callers_and_users_they_do_not_allow_with_forbidden() -> turm
         w.client("api.ledger")
             .send(&ctx, Call::new("service.ledger", "move"))
             .await?;
-        let user = ctx
-            .with_meta("user", "u1")
-            .with_meta("scopes", "read write");
+        // Scopes count only as the gateway signed them, for the trace they were signed for.
+        let traced = ctx.with_trace(intruder.new_trace());
+        let signer = crate::support::credential("gateway");
+        let user = traced.with_identity(&Identity::new("u1", &["read", "write"]), &signer);
         let refused = intruder
             .send(&user, Call::new("service.ledger", "audit"))
             .await
             .expect_err("no admin scope");
         assert_eq!(refused.code(), "forbidden.scope");
-        let admin = ctx.with_meta("scopes", "read admin");
+        let forged = user.with_meta("scopes", "read admin");
+        let refused = intruder
+            .send(&forged, Call::new("service.ledger", "audit"))
+            .await
+            .expect_err("scopes changed after signing");
+        assert_eq!(refused.code(), "unauthorized.no_user");
+        let admin = traced.with_identity(&Identity::new("u1", &["read", "admin"]), &signer);
         intruder
             .send(&admin, Call::new("service.ledger", "audit"))
             .await?;

@@ -54,9 +54,15 @@ fn panicking_handler_answers_internal_panic_and_the_next_request_succeeds() -> t
     sim.run()
 }
 
-/// Writes `bytes` on a raw connection and reports whether the server closed it.
-async fn closed_after(bytes: &[u8]) -> Result<bool, Box<dyn std::error::Error>> {
+/// Writes `bytes` on a raw connection, after the handshake when `keyed`, and reports whether
+/// the server closed it.
+async fn closed_after(bytes: &[u8], keyed: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let mut raw = turmoil::net::TcpStream::connect(("echo", PORT)).await?;
+    if keyed {
+        crate::support::credential("raw")
+            .client_handshake(&mut raw, Duration::from_secs(1))
+            .await?;
+    }
     raw.write_all(bytes).await?;
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(1), raw.read(&mut buf)).await;
@@ -81,15 +87,19 @@ fn garbage_and_oversize_frames_close_only_their_connection() -> turmoil::Result 
         let ctx = Context::background().with_timeout(Duration::from_secs(1));
         client.send(&ctx, Call::new("svc.echo", "echo")).await?;
         let garbage = [0u8, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5];
-        assert!(
-            closed_after(&garbage).await?,
-            "garbage must close the connection"
-        );
         let oversize = [0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
-        assert!(
-            closed_after(&oversize).await?,
-            "an oversize frame must close the connection"
-        );
+        // From a peer holding the key (the frame decoder's defences), and from one that
+        // did not even start the handshake (closed as soon as its first bytes are not one).
+        for keyed in [true, false] {
+            assert!(
+                closed_after(&garbage, keyed).await?,
+                "garbage must close the connection"
+            );
+            assert!(
+                closed_after(&oversize, keyed).await?,
+                "an oversize frame must close the connection"
+            );
+        }
         let ok = client.send(&ctx, Call::new("svc.echo", "echo")).await?;
         assert_eq!(&ok.body[..], b"{}");
         Ok(())

@@ -13,7 +13,7 @@ use windtunnel::framework::transport::{
 };
 use windtunnel::framework::{Call, Context, Endpoint, Listen, Server, ServiceConfig};
 
-use crate::support::{sim, World, PORT};
+use crate::support::{credential, sim, World, PORT};
 
 /// Serves `svc.h` on this host with a transport of `config`, answering `work` with `reply`
 /// bytes after `delay`.
@@ -55,6 +55,7 @@ fn an_incomplete_frame_held_open_is_closed_after_the_timeout() -> turmoil::Resul
         async move {
             let config = TransportConfig {
                 partial_frame_timeout: Duration::from_secs(5),
+                credential: Some(credential("h")),
                 ..TransportConfig::default()
             };
             serve(w, config, Duration::ZERO, 8).await
@@ -64,6 +65,10 @@ fn an_incomplete_frame_held_open_is_closed_after_the_timeout() -> turmoil::Resul
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        // A peer holding the key (a service gone wrong) gets past the handshake.
+        credential("client")
+            .client_handshake(&mut raw, Duration::from_secs(1))
+            .await?;
         // A header that declares 4 MiB, then ten bytes of it.
         raw.write_all(&(4u32 << 20).to_be_bytes()).await?;
         raw.write_all(b"ten bytes.").await?;
@@ -96,6 +101,7 @@ fn connections_over_the_cap_are_closed_at_once() -> turmoil::Result {
         async move {
             let config = TransportConfig {
                 max_connections: 2,
+                credential: Some(credential("h")),
                 ..TransportConfig::default()
             };
             serve(w, config, Duration::ZERO, 8).await
@@ -134,6 +140,7 @@ fn requests_over_the_per_connection_cap_are_refused_with_a_typed_error() -> turm
         async move {
             let config = TransportConfig {
                 max_inflight_per_connection: 2,
+                credential: Some(credential("h")),
                 ..TransportConfig::default()
             };
             serve(w, config, Duration::from_millis(100), 8).await
@@ -175,6 +182,7 @@ fn a_caller_that_never_reads_its_answers_stops_being_served(
         let events = windtunnel::framework::MemorySink::new();
         let config = TransportConfig {
             max_outbox_bytes: 256 * 1024,
+            credential: Some(credential("h")),
             ..TransportConfig::default()
         };
         let transport =
@@ -187,6 +195,9 @@ fn a_caller_that_never_reads_its_answers_stops_being_served(
         })]);
         let addr = server.start(transport, &Listen::on("127.0.0.1:0")).await?;
         let mut raw = tokio::net::TcpStream::connect(&addr).await?;
+        credential("client")
+            .client_handshake(&mut raw, Duration::from_secs(1))
+            .await?;
         let mut buf = BytesMut::new();
         for id in 1..=4000 {
             let request = Frame::Request(RequestFrame {
@@ -224,4 +235,137 @@ fn a_caller_that_never_reads_its_answers_stops_being_served(
         server.stop().await;
         Ok(())
     })
+}
+
+/// A request frame for `svc.h.work` that claims a user and a calling service.
+fn forged_request() -> Result<BytesMut, Box<dyn std::error::Error>> {
+    let mut headers = Headers {
+        origin_service: Some("service.card-processing".into()),
+        ..Headers::default()
+    };
+    headers.meta.insert("user".into(), "alice".into());
+    headers
+        .meta
+        .insert("scopes".into(), "accounts cards".into());
+    let request = Frame::Request(RequestFrame {
+        id: 1,
+        service: "svc.h".into(),
+        endpoint: "work".into(),
+        headers,
+        body: Bytes::new(),
+    });
+    let mut buf = BytesMut::new();
+    encode_frame(&request, &mut buf, 1 << 20)?;
+    Ok(buf)
+}
+
+#[test]
+fn peers_without_the_deployment_key_are_never_served() -> turmoil::Result {
+    // Goal: knowing a service port is not enough. Method: a raw frame with no handshake, a
+    // handshake with another deployment's key followed by frames anyway, and a whole transport
+    // holding the wrong key; the handler must never run, and a keyed caller still gets in.
+    let world = World::new();
+    let mut sim = sim(65);
+    let w = world.clone();
+    sim.host("h", move || {
+        let w = w.clone();
+        async move {
+            let config = TransportConfig {
+                credential: Some(credential("h")),
+                ..TransportConfig::default()
+            };
+            serve(w, config, Duration::ZERO, 8).await
+        }
+    });
+    let w = world.clone();
+    sim.client("intruder", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // 1. A request frame straight away.
+        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        raw.write_all(&forged_request()?).await?;
+        assert!(closes_within(&mut raw, Duration::from_secs(1)).await);
+        // 2. The handshake with a key of another deployment, then frames regardless of the
+        // server's proof: the server checks the caller's proof before it reads a frame.
+        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        let mut hello = b"WTA1".to_vec();
+        hello.extend_from_slice(&[7u8; 16]);
+        hello.push(23);
+        hello.extend_from_slice(b"service.card-processing");
+        raw.write_all(&hello).await?;
+        let mut challenge = [0u8; 52];
+        raw.read_exact(&mut challenge).await?;
+        raw.write_all(&[0u8; 32]).await?;
+        raw.write_all(&forged_request()?).await?;
+        assert!(closes_within(&mut raw, Duration::from_secs(1)).await);
+        // 3. A transport of its own with the wrong key: its own check of the server's proof
+        // fails, so it sends nothing and says why.
+        let wrong = windtunnel::framework::Credential::new(
+            windtunnel::framework::DeploymentKey::from_seed(2),
+            "intruder",
+            windtunnel::framework::ids::stream(2, "intruder"),
+        );
+        let transport = Arc::new(TcpTransport::<Turmoil>::with_credential(wrong));
+        let client = windtunnel::framework::Client::new(
+            windtunnel::framework::ClientConfig::new("intruder"),
+            transport,
+            w.registry.clone(),
+        );
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let refused = client
+            .send(&ctx, Call::new("svc.h", "work"))
+            .await
+            .expect_err("wrong key");
+        assert!(
+            refused
+                .to_string()
+                .contains("does not hold the deployment key"),
+            "{refused}"
+        );
+        assert!(
+            w.events_at("svc.h[0]", "request_received").is_empty(),
+            "nothing an intruder sent was read as a request"
+        );
+        let reply = w
+            .client("client")
+            .send(&ctx, Call::new("svc.h", "work"))
+            .await?;
+        assert_eq!(reply.body.len(), 8, "a keyed caller is served as before");
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn a_transport_without_a_credential_neither_listens_nor_calls() -> turmoil::Result {
+    let world = World::new();
+    let mut sim = sim(66);
+    let w = world.clone();
+    sim.client("bare", async move {
+        let bare: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::default());
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let listened = bare.listen("0.0.0.0:9000", tx).await;
+        assert!(
+            matches!(
+                listened,
+                Err(windtunnel::framework::transport::ListenError::NoCredential(
+                    _
+                ))
+            ),
+            "{listened:?}"
+        );
+        w.registry.register("svc.h", "svc.h[0]", "h:1");
+        let client = windtunnel::framework::Client::new(
+            windtunnel::framework::ClientConfig::new("bare"),
+            bare,
+            w.registry.clone(),
+        );
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let refused = client
+            .send(&ctx, Call::new("svc.h", "work"))
+            .await
+            .expect_err("no credential");
+        assert!(refused.to_string().contains("no credential"), "{refused}");
+        Ok(())
+    });
+    sim.run()
 }

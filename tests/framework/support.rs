@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use windtunnel::framework::transport::{TcpTransport, Transport, Turmoil};
+use windtunnel::framework::trust::{Credential, DeploymentKey};
 use windtunnel::framework::{
     Client, ClientConfig, Endpoint, Event, Listen, MemorySink, Registry, Server, ServiceConfig,
 };
@@ -65,8 +66,17 @@ impl World {
     }
 }
 
+/// The key every transport of these tests holds (a deployment of one seed).
+pub fn credential(name: &str) -> Credential {
+    Credential::new(
+        DeploymentKey::from_seed(1),
+        name,
+        windtunnel::framework::ids::stream(1, name),
+    )
+}
+
 pub fn transport() -> Arc<dyn Transport> {
-    Arc::new(TcpTransport::<Turmoil>::default())
+    Arc::new(TcpTransport::<Turmoil>::with_credential(credential("test")))
 }
 
 /// A sim with fixed 2 ms one-way latency and 1 ms ticks.

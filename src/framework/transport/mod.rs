@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::framework::error::{Error, ErrorKind};
 pub use frame::{Frame, FrameError, Headers, RequestFrame, ResponseFrame};
 pub use net::{Network, Tokio, Turmoil};
-pub use tcp::{CancelGate, Responder, TcpTransport, TransportConfig};
+pub use tcp::{CancelGate, Refusals, Responder, TcpTransport, TransportConfig};
 
 /// A boxed, sendable future: what the dyn-compatible traits of this crate return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -108,6 +108,9 @@ pub enum ListenError {
     /// Something already listens there through this transport.
     #[error("already listening on {0}")]
     AlreadyListening(String),
+    /// The transport has no credential, so it would serve anyone: it does not listen.
+    #[error("cannot listen on {0}: the transport has no credential (the deployment's key)")]
+    NoCredential(String),
 }
 
 /// Moves requests and responses between services (the talk's `Transport` interface).
@@ -137,4 +140,9 @@ pub trait Transport: Send + Sync + 'static {
     fn ready(&self) -> BoxFuture<'static, ()>;
     /// Time since the start of the run, on this transport's clock.
     fn elapsed(&self) -> Duration;
+    /// What this transport proves itself with, if anything: the gateway signs the identities
+    /// it authenticates with it.
+    fn credential(&self) -> Option<&crate::framework::trust::Credential> {
+        None
+    }
 }

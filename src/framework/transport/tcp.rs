@@ -15,6 +15,11 @@
 //! a caller that never reads its answers stops being served, instead of filling memory). Frames
 //! over 64 KiB draw on one budget per transport while they arrive (`large_frames_budget`), so
 //! many peers each sending most of a large frame hold that budget and no more.
+//!
+//! Nobody is served without the deployment's key: every connection starts with the handshake
+//! of [`crate::framework::trust`] (the server proves itself, then the caller), and a listener or
+//! a call on a transport without a [`Credential`] is refused. A request's user identity is
+//! checked as it arrives, and removed when the gateway's signature does not hold.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -38,6 +43,7 @@ use super::frame::{
 use super::net::Network;
 use super::{BoxFuture, Inbound, ListenError, SendError, Transport};
 use crate::framework::error::Error;
+use crate::framework::trust::Credential;
 use crate::lock::lock;
 
 /// Settings of a [`TcpTransport`].
@@ -64,6 +70,11 @@ pub struct TransportConfig {
     /// Bytes of frames over 64 KiB that a server's connections may be receiving at once, all
     /// together; a large frame beyond it closes its connection. Default 16 MiB.
     pub large_frames_budget: usize,
+    /// What this party proves itself with, and checks peers against. Without one the transport
+    /// neither listens nor connects. Default: none.
+    pub credential: Option<Credential>,
+    /// How long a new connection's handshake may take before it is closed. Default 5 s.
+    pub handshake_timeout: Duration,
 }
 
 /// Decides whether a Cancel frame to an address gets through.
@@ -87,6 +98,8 @@ impl Default for TransportConfig {
             max_inflight_per_connection: 1024,
             max_outbox_bytes: 8 * 1024 * 1024,
             large_frames_budget: 16 * 1024 * 1024,
+            credential: None,
+            handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -264,6 +277,18 @@ struct Inner {
     large_frames: Arc<LargeFrames>,
     pool: Mutex<BTreeMap<String, ConnSlot>>,
     listeners: Mutex<BTreeMap<String, CancellationToken>>,
+    handshakes_refused: AtomicU64,
+    identities_removed: AtomicU64,
+}
+
+/// What a transport has refused so far (see [`TcpTransport::refusals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Connections closed because their handshake failed (no key, a wrong key, not the
+    /// handshake at all, too slow).
+    pub handshakes: u64,
+    /// Requests whose user identity was removed because its signature did not verify.
+    pub identities: u64,
 }
 
 impl<N: Network> Default for TcpTransport<N> {
@@ -273,6 +298,23 @@ impl<N: Network> Default for TcpTransport<N> {
 }
 
 impl<N: Network> TcpTransport<N> {
+    /// A transport with the default settings that proves itself with `credential`.
+    pub fn with_credential(credential: Credential) -> TcpTransport<N> {
+        TcpTransport::new(TransportConfig {
+            credential: Some(credential),
+            ..TransportConfig::default()
+        })
+    }
+
+    /// What it has refused: handshakes that failed, and user identities removed for want of
+    /// a valid signature.
+    pub fn refusals(&self) -> Refusals {
+        Refusals {
+            handshakes: self.inner.handshakes_refused.load(Ordering::Relaxed),
+            identities: self.inner.identities_removed.load(Ordering::Relaxed),
+        }
+    }
+
     /// A transport with `config`. Create it on the host (turmoil) or runtime that uses it: its
     /// connection tasks are spawned there.
     pub fn new(config: TransportConfig) -> TcpTransport<N> {
@@ -283,6 +325,8 @@ impl<N: Network> TcpTransport<N> {
                 config,
                 pool: Mutex::new(BTreeMap::new()),
                 listeners: Mutex::new(BTreeMap::new()),
+                handshakes_refused: AtomicU64::new(0),
+                identities_removed: AtomicU64::new(0),
             }),
             _net: PhantomData,
         }
@@ -324,10 +368,22 @@ impl<N: Network> TcpTransport<N> {
     }
 
     async fn connect(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
-        let stream = N::connect(addr).await.map_err(|e| SendError::Unreachable {
+        let unreachable = |reason: String| SendError::Unreachable {
             addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let config = &self.inner.config;
+        let credential = config
+            .credential
+            .as_ref()
+            .ok_or_else(|| unreachable(NO_CREDENTIAL.into()))?;
+        let mut stream = N::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        credential
+            .client_handshake(&mut stream, config.handshake_timeout)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let (r, w) = N::split(stream);
         let conn = Arc::new(ClientConn {
             addr: addr.to_string(),
@@ -394,6 +450,10 @@ impl<N: Network> TcpTransport<N> {
     }
 }
 
+/// Why a transport without a credential does nothing.
+const NO_CREDENTIAL: &str =
+    "this transport has no credential: set TransportConfig::credential to the deployment's key";
+
 async fn accept_loop<N: Network>(
     transport: TcpTransport<N>,
     listener: N::Listener,
@@ -430,11 +490,26 @@ async fn accept_loop<N: Network>(
 
 async fn serve_conn<N: Network>(
     transport: TcpTransport<N>,
-    stream: N::Stream,
+    mut stream: N::Stream,
     peer: String,
     inbound: mpsc::Sender<Inbound>,
 ) {
     let config = &transport.inner.config;
+    let Some(credential) = &config.credential else {
+        return;
+    };
+    // Nothing the peer sends is read as a frame until it has proved it holds the key.
+    if let Err(e) = credential
+        .server_handshake(&mut stream, config.handshake_timeout)
+        .await
+    {
+        transport
+            .inner
+            .handshakes_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, error = %e, "handshake refused; closing connection");
+        return;
+    }
     let max_frame_bytes = config.max_frame_bytes;
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
@@ -463,7 +538,13 @@ async fn serve_conn<N: Network>(
             break;
         };
         match next {
-            Some(Ok(Frame::Request(request))) => {
+            Some(Ok(Frame::Request(mut request))) => {
+                if !credential.verify_identity(&mut request.headers) {
+                    transport
+                        .inner
+                        .identities_removed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let limit = config.max_inflight_per_connection;
                 if !deliver(&conn, &peer, request, &inbound, transport.now(), limit).await {
                     break;
@@ -577,6 +658,9 @@ impl<N: Network> Transport for TcpTransport<N> {
     ) -> BoxFuture<'_, Result<String, ListenError>> {
         let addr = addr.to_string();
         Box::pin(async move {
+            if self.inner.config.credential.is_none() {
+                return Err(ListenError::NoCredential(addr));
+            }
             let listener = N::bind(&addr).await.map_err(|source| ListenError::Bind {
                 addr: addr.clone(),
                 source,
@@ -642,5 +726,9 @@ impl<N: Network> Transport for TcpTransport<N> {
 
     fn elapsed(&self) -> Duration {
         self.now()
+    }
+
+    fn credential(&self) -> Option<&Credential> {
+        self.inner.config.credential.as_ref()
     }
 }

@@ -64,7 +64,8 @@ pub fn api(env: &Env) -> Built {
                 Ok(decision)
             }
         },
-    )])
+    )
+    .require_user()])
 }
 
 /// `service.card-processing`: `authorise`, callable only by `api.card`.
@@ -77,7 +78,8 @@ pub fn processing(env: &Env) -> Built {
             async move { authorise(&env, &ctx, req).await }
         },
     )
-    .allow_services(&[card::API])])
+    .allow_services(&[card::API])
+    .require_user()])
 }
 
 fn declined(ctx: &Context, reason: &str) -> Decision {
@@ -141,8 +143,14 @@ async fn authorise(env: &Env, ctx: &Context, req: Authorisation) -> Result<Decis
     if balance.balance < req.amount {
         return Ok(declined(ctx, "insufficient_funds"));
     }
+    // Keys are the user's own: the transaction is named by who paid and their key, so another
+    // user's replay of the same key is a payment of their own, never an answer to someone
+    // else's (the store still refuses one key reused for a different payment).
+    let user = ctx
+        .user()
+        .ok_or_else(|| Error::of(ErrorKind::Unauthorized, "no_user", "no authenticated user"))?;
     let tx = Transaction {
-        id: req.idempotency_key.clone(),
+        id: transaction_id(user, &req.idempotency_key),
         card: card.card,
         account: card.account,
         merchant: merchant.merchant,
@@ -157,6 +165,12 @@ async fn authorise(env: &Env, ctx: &Context, req: Authorisation) -> Result<Decis
         transaction: Some(tx.id),
         reason: None,
     })
+}
+
+/// The id of the transaction `user` makes with `key`: `<user>:<key>`. Users never contain ':'
+/// (the authenticator issues them), so two users' keys never name one transaction.
+pub fn transaction_id(user: &str, key: &str) -> String {
+    format!("{user}:{key}")
 }
 
 /// Records `tx`, retrying a lost or refused attempt: the idempotency key makes it apply once.
