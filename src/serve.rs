@@ -112,7 +112,10 @@ pub async fn serve(
             dir: dir.display().to_string(),
             source,
         };
-        deployment.disks = Disks::in_dir(dir).map_err(unusable)?;
+        deployment.disks = Disks::in_dir(dir).map_err(|e| ServeError::Data {
+            dir: dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         // Fail now, with the reason, rather than when a service first opens its disk.
         let probe = dir.join(".windtunnel-probe");
         std::fs::write(&probe, b"").map_err(unusable)?;

@@ -516,3 +516,25 @@ fn a_body_that_never_arrives_is_408_at_the_deadline() -> TestResult {
         Ok(())
     })
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_answer() -> TestResult {
+    // Goal: `printf 'GET ...' | nc -N` style clients (write the request, shut down their
+    // sending side, then read) are answered. Method: twenty such requests on fresh connections.
+    run(|| async {
+        let sys = start().await?;
+        for i in 0..20 {
+            let mut stream = TcpStream::connect(sys.gateway).await?;
+            let request = format!(
+                "GET /accounts/acc-{i} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await?;
+            let reply = parse(&raw)?;
+            assert_eq!(reply.status, 404, "request {i}: {reply:?}");
+        }
+        Ok(())
+    })
+}

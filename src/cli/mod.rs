@@ -310,15 +310,21 @@ fn check(catalog: &Catalog, files: &[PathBuf]) -> u8 {
     let mut worst = EXIT_OK;
     for f in files {
         match load(catalog, f) {
-            Ok(s) => say!(
-                "{}: ok ({}, {} services, {} loads, {} faults, {} assertions)",
-                f.display(),
-                s.name,
-                s.services.len(),
-                s.loads.len(),
-                s.faults.len(),
-                s.assertions.len()
-            ),
+            Ok(s) => {
+                say!(
+                    "{}: ok ({}, {} services, {} loads, {} faults, {} assertions)",
+                    f.display(),
+                    s.name,
+                    s.services.len(),
+                    s.loads.len(),
+                    s.faults.len(),
+                    s.assertions.len()
+                );
+                if let Some(guard) = crate::tunnel::gateway_guard(&s, catalog) {
+                    say!("  {guard}");
+                }
+                say!("  {}", crate::tunnel::estimate(&s, catalog));
+            }
             Err(code) => worst = worst.max(code),
         }
     }

@@ -96,6 +96,11 @@ pub fn run_and_report(
             scenario.duration.as_secs_f64()
         );
     }
+    let cost = crate::tunnel::estimate(scenario, catalog);
+    if cost.wall > crate::tunnel::cost::WARN_ABOVE {
+        // Said even with -q: a run of hours should not start unannounced.
+        eprintln!("warning: this run may take hours ({cost}); Ctrl-C stops it");
+    }
     let outcome = {
         let mut bar = Bar::new(scenario.duration, quiet);
         Tunnel::scenario(scenario.clone())

@@ -10,14 +10,16 @@
 //! once the authenticator accepted the bearer token, signs the user and scopes together with
 //! the request's trace id ([`Credential::sign_identity`]); every server checks that signature
 //! as the request arrives and strips a user it cannot verify ([`Credential::verify_identity`]),
-//! so a handler's [`Context::user`](crate::framework::Context::user) is either the user the
-//! gateway authenticated or nobody.
+//! so a handler's [`Context::user`](crate::framework::Context::user) is a user a holder of the
+//! key vouched for (in the deployments here, the gateway), or nobody.
 //!
 //! What it does not do: it does not encrypt, and it does not authenticate each frame, so a peer
 //! that can read and rewrite the traffic between two services (on the path, not merely able to
-//! reach a port) is out of its reach; and every holder of the key is trusted alike, so a
-//! process that holds it may call as any service. docs/design.md ("Trust between services")
-//! says more.
+//! reach a port) is out of its reach; and every holder of the key is trusted alike: a process
+//! that holds it may call as any service and, since the identity key derives from the same
+//! secret, sign any user. The signature keeps users out of the hands of whoever can merely
+//! reach a port, not out of the hands of a service gone wrong (that would take a key only the
+//! gateway holds, such as an Ed25519 pair). docs/design.md ("Trust between services") says more.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

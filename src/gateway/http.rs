@@ -37,6 +37,10 @@ where
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // A client may shut down its sending side once its request is written and then wait
+        // for the answer (`nc -N`, some proxies): that end of input is not the end of the
+        // exchange.
+        .half_close(true)
         .serve_connection(TokioIo::new(io), service)
         .await;
     if let Err(e) = result {

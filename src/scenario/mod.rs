@@ -30,8 +30,9 @@ use std::path::Path;
 pub use assertion::{Assertion, Bound, LatencyStat, Metric, MetricUnit, Op, Scope, Window};
 pub use error::{Diagnostic, ScenarioError};
 pub use model::{
-    limits, Arrival, Balancer, Call, Endpoint, Fanout, Fault, FaultKind, Link, Load, LoadTarget,
-    Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage, TokenUse, Wait,
+    limits, Arrival, Balancer, Call, Endpoint, Fanout, Fault, FaultKind, GatewayAuth, Link, Load,
+    LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage,
+    TokenUse, Wait,
 };
 pub use names::{
     BuiltinName, EndpointName, EndpointRef, ErrorCode, LoadName, Method, RouteKey, ScenarioName,
@@ -53,6 +54,12 @@ pub trait Builtins {
     /// name). None by default.
     fn builtin_calls(&self, _builtin: &str) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Whether a built-in service checks bearer tokens for the gateway (answers the
+    /// framework's `check`). None does by default.
+    fn builtin_authenticates(&self, _builtin: &str) -> bool {
+        false
     }
 }
 

@@ -91,6 +91,19 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// What must hold, in file order.
     pub assertions: Vec<Assertion>,
+    /// Who checks bearer tokens at the gateway.
+    pub gateway_auth: GatewayAuth,
+}
+
+/// Who checks the bearer tokens of requests at the gateway (`[gateway] auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayAuth {
+    /// Left out: the one service whose builtin checks tokens, if the file has one.
+    Found,
+    /// `auth = "<service>"`: that service, whose builtin checks tokens.
+    Service(ServiceName),
+    /// `auth = "none"`: nobody; every route is open to requests without a token.
+    Open,
 }
 
 impl Scenario {

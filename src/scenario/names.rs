@@ -219,6 +219,18 @@ impl RouteKey {
         if !valid_path(path) {
             return Err(expected());
         }
+        let mut params: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix(':'))
+            .collect();
+        params.sort_unstable();
+        if let Some(twice) = params.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "the path {} names the parameter :{} twice; each parameter needs a name of its own",
+                quote(path),
+                twice[0]
+            ));
+        }
         Ok(RouteKey {
             method,
             path: path.to_string(),

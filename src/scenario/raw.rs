@@ -35,6 +35,14 @@ pub(crate) struct RawScenario {
     pub fault: Vec<Spanned<RawFault>>,
     #[serde(default, rename = "assert")]
     pub asserts: Vec<Spanned<RawAssert>>,
+    pub gateway: Option<Spanned<RawGateway>>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub auth: Text,
 }
 
 /// `[network]`.

@@ -15,8 +15,8 @@ use crate::units::{self, format_duration, Rate, Ratio};
 
 use super::error::{Diagnostic, Locator, ScenarioError};
 use super::index::Index;
-use super::model::{limits, Network, Scenario};
-use super::names::ScenarioName;
+use super::model::{limits, GatewayAuth, Network, Scenario};
+use super::names::{ScenarioName, ServiceName};
 use super::raw::{Int, RawNetwork, RawScenario, Text, Value};
 use super::{asserts, faults, services, traffic, Builtins};
 
@@ -74,6 +74,7 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
         any_faults: !raw.fault.is_empty(),
     };
     let assertions = asserts::validate(ctx, &raw.asserts, &scope);
+    let gateway_auth = gateway_auth(ctx, raw, builtins);
     Some(Scenario {
         name: name?,
         description: description?,
@@ -86,7 +87,71 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
         loads: loads?,
         faults: faults?,
         assertions: assertions?,
+        gateway_auth: gateway_auth?,
     })
+}
+
+/// `[gateway] auth`: a service whose builtin checks tokens, or `"none"`. Left out, the file
+/// may have at most one such service (which one would check tokens is otherwise a guess).
+fn gateway_auth(
+    ctx: &mut Ctx<'_>,
+    raw: &RawScenario,
+    builtins: &dyn Builtins,
+) -> Option<GatewayAuth> {
+    let authenticators: Vec<&str> = raw
+        .service
+        .iter()
+        .map(|s| s.get_ref())
+        .filter(|s| {
+            s.builtin
+                .as_ref()
+                .is_some_and(|b| builtins.builtin_authenticates(b.get_ref()))
+        })
+        .map(|s| s.name.get_ref().as_str())
+        .collect();
+    let listed = if authenticators.is_empty() {
+        "none in this file".to_string()
+    } else {
+        authenticators.join(", ")
+    };
+    let Some(gateway) = &raw.gateway else {
+        if authenticators.len() > 1 && !raw.route.is_empty() {
+            let span = raw.route.first().map_or(0..0, |r| r.span());
+            ctx.error(
+                span,
+                format!(
+                    "several services can check bearer tokens ({listed}): name the gateway's with `[gateway] auth = \"<service>\"`"
+                ),
+            );
+            return None;
+        }
+        return Some(GatewayAuth::Found);
+    };
+    let auth = &gateway.get_ref().auth;
+    let name = auth.get_ref().as_str();
+    if name == "none" {
+        return Some(GatewayAuth::Open);
+    }
+    if !authenticators.contains(&name) {
+        let what = if raw
+            .service
+            .iter()
+            .any(|s| s.get_ref().name.get_ref() == name)
+        {
+            "does not check bearer tokens"
+        } else {
+            "is not a service of this file"
+        };
+        ctx.error(
+            auth.span(),
+            format!(
+                "`auth`: {name} {what}; expected a service whose builtin checks tokens ({listed}), or \"none\" for routes open to anyone"
+            ),
+        );
+        return None;
+    }
+    ctx.ok(auth.span(), "auth", ServiceName::parse(name))
+        .map(GatewayAuth::Service)
 }
 
 /// The run's duration: required, above zero, at most a day.

@@ -79,6 +79,7 @@ pub async fn run(
     // beyond): the intruder keeps fewer than that connecting at once, whatever its rate and
     // the tick.
     let connecting = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTING));
+    let mut windows = Vec::new();
     for fault in faults {
         let FaultKind::Intruder { target, rate } = &fault.kind else {
             continue;
@@ -93,16 +94,17 @@ pub async fn run(
             .collect();
         let (start, end) = (fault.at, fault.end(run));
         let (tally, connecting) = (tally.clone(), connecting.clone());
-        tokio::task::spawn_local(async move {
+        windows.push(tokio::task::spawn_local(async move {
             let clock = Clock::current();
+            let mut attempts = tokio::task::JoinSet::new();
             let mut at = start;
             let mut n = 0usize;
             while at < end && !targets.is_empty() {
                 tokio::time::sleep_until(clock.at(at)).await;
+                while attempts.try_join_next().is_some() {}
                 let victim = &targets[n % targets.len()];
                 tally.attempts.fetch_add(1, Ordering::Relaxed);
-                // Detached: each attempt ends within its patience.
-                tokio::task::spawn_local(attempt(
+                attempts.spawn_local(attempt(
                     victim.addr(),
                     victim.service.clone(),
                     n % 2 == 1,
@@ -112,10 +114,14 @@ pub async fn run(
                 n += 1;
                 at = at.saturating_add(interval);
             }
-        });
+            // Each attempt ends within its patience (twice: to be heard, then answered).
+            attempts.join_all().await;
+        }));
     }
-    // The host stays up so the last attempts can finish (like a service's host).
-    std::future::pending::<()>().await;
+    for window in windows {
+        let _ = window.await;
+    }
+    // Done: the host ends, so a run whose loads are over is not held open for the intruder.
     Ok(())
 }
 

@@ -22,8 +22,6 @@ use bytes::Bytes;
 
 use crate::lock::lock;
 
-/// The largest record a file-backed disk reads back; a longer length is a torn record.
-const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes of a record's frame before its payload: length and hash.
 const RECORD_HEADER: usize = 4 + 8;
 
@@ -32,7 +30,7 @@ const RECORD_HEADER: usize = 4 + 8;
 pub struct Disk {
     state: Mutex<Log>,
     /// The file it lives in, outside the simulation.
-    file: Option<Mutex<std::fs::File>>,
+    file: Option<Mutex<FileLog>>,
 }
 
 #[derive(Debug, Default)]
@@ -41,16 +39,44 @@ struct Log {
     synced: usize,
 }
 
+/// A disk's file, and how many of its records are written there.
+#[derive(Debug)]
+struct FileLog {
+    file: std::fs::File,
+    written: usize,
+}
+
 fn record_hash(bytes: &[u8]) -> u64 {
     let mut h = crate::framework::ids::Fnv1a::default();
     h.write(bytes);
     h.finish()
 }
 
+fn corrupt(path: &Path, at: usize, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{}: the record at byte {at} {why}; refusing to replay past it (this is damage, not a write torn by a crash)",
+            path.display()
+        ),
+    )
+}
+
+/// Makes a directory entry durable (a file created or cut in it), where the platform can.
+fn sync_dir(dir: Option<&Path>) -> std::io::Result<()> {
+    match dir {
+        #[cfg(unix)]
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
 impl Disk {
-    /// A disk in the file at `path`, created empty if there is none: replays every whole
-    /// record, and cuts off a torn one at the end (what a crash mid-write leaves).
+    /// A disk in the file at `path`, created empty if there is none: replays every record, and
+    /// cuts off a torn one at the very end (what a crash in the middle of a write leaves). A
+    /// complete record whose hash does not match is damage, and an error.
     pub fn open_file(path: &Path) -> std::io::Result<Disk> {
+        let existed = path.exists();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
@@ -66,10 +92,13 @@ impl Disk {
             hash.copy_from_slice(&header[4..]);
             let start = at + RECORD_HEADER;
             let Some(payload) = bytes.get(start..start.saturating_add(len)) else {
-                break;
+                break; // runs past the end: torn
             };
-            if len > MAX_RECORD_BYTES || record_hash(payload) != u64::from_be_bytes(hash) {
-                break;
+            if record_hash(payload) != u64::from_be_bytes(hash) {
+                if start + len == bytes.len() {
+                    break; // the last record, half overwritten as it was torn
+                }
+                return Err(corrupt(path, at, "does not match its hash"));
             }
             records.push(Bytes::copy_from_slice(payload));
             at = start + len;
@@ -79,11 +108,17 @@ impl Disk {
             file.set_len(at as u64)?;
             file.sync_all()?;
         }
+        if !existed {
+            sync_dir(path.parent())?;
+        }
         file.seek(std::io::SeekFrom::End(0))?;
         let synced = records.len();
         Ok(Disk {
             state: Mutex::new(Log { records, synced }),
-            file: Some(Mutex::new(file)),
+            file: Some(Mutex::new(FileLog {
+                file,
+                written: synced,
+            })),
         })
     }
 
@@ -92,26 +127,43 @@ impl Disk {
         lock(&self.state).records.push(record);
     }
 
-    /// Makes every record appended so far durable. A file-backed disk writes them and fsyncs;
-    /// if that fails the process stops at once (what databases do since fsync failures were
+    /// Makes every record appended so far durable. A file-backed disk writes them and fsyncs
+    /// (appends go on meanwhile; syncs take turns, so no record is written twice); if that
+    /// fails the process stops at once (what databases do since fsync failures were
     /// understood: after one, nothing says what reached the disk, and an acknowledgement would
-    /// be a lie). A restart replays what is there.
+    /// be a lie). A restart replays what is there. The fsync blocks the thread that calls it.
     pub fn sync(&self) {
-        let mut log = lock(&self.state);
-        if let Some(file) = &self.file {
+        let Some(file) = &self.file else {
+            let mut log = lock(&self.state);
+            log.synced = log.records.len();
+            return;
+        };
+        let mut file = lock(file);
+        let (out, upto) = {
+            let log = lock(&self.state);
             let mut out = Vec::new();
-            for record in &log.records[log.synced..] {
-                out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+            for record in &log.records[file.written.min(log.records.len())..] {
+                let len = u32::try_from(record.len()).unwrap_or_else(|_| {
+                    eprintln!(
+                        "fatal: a record of {} bytes is too large for a disk",
+                        record.len()
+                    );
+                    std::process::abort()
+                });
+                out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&record_hash(record).to_be_bytes());
                 out.extend_from_slice(record);
             }
-            let mut file = lock(file);
-            if let Err(e) = file.write_all(&out).and_then(|()| file.sync_data()) {
-                eprintln!("fatal: a disk could not be synced ({e}); stopping so nothing unsynced is acknowledged");
-                std::process::abort();
-            }
+            (out, log.records.len())
+        };
+        let FileLog { file: f, written } = &mut *file;
+        if let Err(e) = f.write_all(&out).and_then(|()| f.sync_data()) {
+            eprintln!("fatal: a disk could not be synced ({e}); stopping so nothing unsynced is acknowledged");
+            std::process::abort();
         }
-        log.synced = log.records.len();
+        *written = upto;
+        let mut log = lock(&self.state);
+        log.synced = log.synced.max(upto);
     }
 
     /// What a crash leaves: the log cut back to its last sync.
@@ -144,6 +196,8 @@ pub struct Disks {
     disks: Mutex<BTreeMap<String, Arc<Disk>>>,
     /// Where each disk's file is, when disks are files.
     dir: Option<PathBuf>,
+    /// The directory's lock, held while this table lives: one process per directory.
+    _lock: Option<std::fs::File>,
 }
 
 /// Why a disk's file could not be opened.
@@ -164,13 +218,60 @@ impl Disks {
         Arc::new(Disks::default())
     }
 
-    /// A table whose disks are files in `dir` (created if missing), one per disk name.
-    pub fn in_dir(dir: &Path) -> std::io::Result<Arc<Disks>> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Arc::new(Disks {
+    /// A table whose disks are files in `dir` (created if missing), one per disk name. It
+    /// locks the directory (a second process is refused) and replays every disk already there,
+    /// so a damaged file is an error now, not when a service first opens it.
+    pub fn in_dir(dir: &Path) -> Result<Arc<Disks>, DiskError> {
+        let at = |name: &str, path: &Path| {
+            let (name, path) = (name.to_string(), path.display().to_string());
+            move |source| DiskError { name, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(at("(directory)", dir))?;
+        let lock_path = dir.join(".lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(at("(lock)", &lock_path))?;
+        lock_file.try_lock().map_err(|e| {
+            let busy = std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("another process keeps its data here ({e})"),
+            );
+            at("(lock)", &lock_path)(busy)
+        })?;
+        let disks = Disks {
             disks: Mutex::default(),
             dir: Some(dir.to_path_buf()),
-        }))
+            _lock: Some(lock_file),
+        };
+        let entries = std::fs::read_dir(dir).map_err(at("(directory)", dir))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(Disks::name_of))
+            .collect();
+        names.sort();
+        for name in names {
+            disks.try_open(&name)?;
+        }
+        Ok(Arc::new(disks))
+    }
+
+    /// The disk name a file in the directory holds, if it is one of ours.
+    fn name_of(file: &str) -> Option<String> {
+        let escaped = file.strip_suffix(".log")?;
+        let mut out = Vec::new();
+        let mut bytes = escaped.bytes();
+        while let Some(b) = bytes.next() {
+            if b == b'%' {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            } else {
+                out.push(b);
+            }
+        }
+        String::from_utf8(out).ok()
     }
 
     /// The file of disk `name` in `dir`: the name with every byte but `[A-Za-z0-9._-]`
@@ -190,8 +291,9 @@ impl Disks {
     /// The disk named `name`, created empty the first time.
     pub fn open(&self, name: &str) -> Arc<Disk> {
         self.try_open(name).unwrap_or_else(|e| {
-            // Only a file-backed table can fail, and `serve` opens every disk through
-            // `try_open` before it serves: reaching here means a file vanished under it.
+            // Only a file-backed table can fail here, and [`Disks::in_dir`] already opened
+            // every file there was: what is left is creating a new file in a directory that
+            // `serve` checked it can write to. If even that fails, nothing can be stored.
             eprintln!("fatal: {e}");
             std::process::abort()
         })
@@ -255,6 +357,7 @@ mod tests {
         f.write_all(&[0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, b't', b'o'])
             .expect("writes");
         drop(f);
+        drop(disks);
         let again = Disks::in_dir(&dir).expect("reopens");
         let d = again.try_open("store.x[0]/data").expect("replays");
         assert_eq!(
@@ -263,11 +366,24 @@ mod tests {
         );
         d.append(Bytes::from_static(b"third"));
         d.sync();
-        let d = Disks::in_dir(&dir)
-            .expect("reopens")
-            .try_open("store.x[0]/data")
-            .expect("replays");
+        drop(again);
+        let again = Disks::in_dir(&dir).expect("reopens");
+        let d = again.try_open("store.x[0]/data").expect("replays");
         assert_eq!(d.durable().len(), 3, "appends go on after the cut");
+        assert!(
+            Disks::in_dir(&dir).is_err(),
+            "a second table on the same directory is refused while the first lives"
+        );
+        drop(again);
+        // Damage in the middle (not a torn end) is refused, not silently cut.
+        let mut bytes = std::fs::read(&path).expect("the file");
+        bytes[RECORD_HEADER] ^= 0xff;
+        std::fs::write(&path, bytes).expect("writes");
+        let refused = Disks::in_dir(&dir).expect_err("damaged");
+        assert!(
+            refused.to_string().contains("does not match its hash"),
+            "{refused}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -490,6 +490,11 @@ impl crate::scenario::Builtins for Catalog {
             .map(|d| d.needs().to_vec())
             .unwrap_or_default()
     }
+
+    fn builtin_authenticates(&self, builtin: &str) -> bool {
+        self.service(builtin)
+            .is_some_and(|d| d.authenticator().is_some())
+    }
 }
 
 /// The endpoint names `def` builds, and those of them marked idempotent, from one detached

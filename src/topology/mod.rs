@@ -282,18 +282,28 @@ impl Deployment {
 }
 
 /// The service of `scenario` the gateway asks about bearer tokens, and the tokens loads send:
-/// the first service (in file order) whose builtin `catalog` registers as an authenticator.
+/// the one `[gateway] auth` names, none for `"none"`, and without the key the service whose
+/// builtin `catalog` registers as an authenticator (validation allows at most one).
 pub fn authenticator<'a>(
     scenario: &'a Scenario,
     catalog: &'a Catalog,
 ) -> Option<(&'a str, &'a LoadTokens)> {
-    scenario.services.iter().find_map(|s| match &s.body {
-        ServiceBody::Builtin { builtin, .. } => {
-            let tokens = catalog.service(builtin.as_str())?.authenticator()?;
-            Some((s.name.as_str(), tokens))
-        }
-        ServiceBody::Synthetic { .. } => None,
-    })
+    let named = match &scenario.gateway_auth {
+        crate::scenario::GatewayAuth::Open => return None,
+        crate::scenario::GatewayAuth::Service(name) => Some(name),
+        crate::scenario::GatewayAuth::Found => None,
+    };
+    scenario
+        .services
+        .iter()
+        .filter(|s| named.is_none_or(|n| *n == s.name))
+        .find_map(|s| match &s.body {
+            ServiceBody::Builtin { builtin, .. } => {
+                let tokens = catalog.service(builtin.as_str())?.authenticator()?;
+                Some((s.name.as_str(), tokens))
+            }
+            ServiceBody::Synthetic { .. } => None,
+        })
 }
 
 /// The services of `scenario` and their sizes.

@@ -21,6 +21,7 @@
 //! [`SEED_VAR`] (`WINDTUNNEL_SEED`) is set: that is how a failure's replay command reruns the
 //! failing seed bit for bit.
 
+pub mod cost;
 mod outcome;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,31 @@ use crate::sim::{self, NoProgress};
 use crate::system::{Catalog, CatalogError, ServiceDef, System};
 
 pub use crate::sim::{Progress, RunError, Status};
+pub use cost::Estimate;
 pub use outcome::{Outcome, ReportError};
+
+/// What a run of `scenario` is estimated to cost (hosts, calls per simulated second, wall
+/// time); see [`cost`].
+pub fn estimate(scenario: &Scenario, catalog: &Catalog) -> Estimate {
+    let authenticated = crate::topology::authenticator(scenario, catalog).is_some();
+    cost::estimate(scenario, authenticated)
+}
+
+/// What `check` says about who guards a scenario's routes: the service that checks bearer
+/// tokens, or why nobody does. `None` for a file without routes.
+pub fn gateway_guard(scenario: &Scenario, catalog: &Catalog) -> Option<String> {
+    if scenario.routes.is_empty() {
+        return None;
+    }
+    let auth = crate::topology::authenticator(scenario, catalog);
+    Some(match (auth, &scenario.gateway_auth) {
+        (Some((name, _)), _) => format!("gateway: bearer tokens checked by {name}"),
+        (None, crate::scenario::GatewayAuth::Open) => {
+            "gateway: `auth = \"none\"`: every route is open to requests without a token".into()
+        }
+        (None, _) => "warning: no service checks bearer tokens, so every route is open to requests without a token (add an authenticator, or say so with `[gateway] auth = \"none\"`)".into(),
+    })
+}
 
 /// The environment variable that overrides every other seed: set it to replay a failure.
 pub const SEED_VAR: &str = "WINDTUNNEL_SEED";

@@ -109,21 +109,93 @@ fn connections_over_the_cap_are_closed_at_once() -> turmoil::Result {
     });
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        // Connections count against the cap once they proved they hold the key.
+        let keyed = || async {
+            let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+            credential("client")
+                .client_handshake(&mut raw, Duration::from_secs(1))
+                .await?;
+            Ok::<_, Box<dyn std::error::Error>>(raw)
+        };
         let mut held = Vec::new();
         for _ in 0..2 {
-            held.push(turmoil::net::TcpStream::connect(("h", PORT)).await?);
+            held.push(keyed().await?);
         }
-        let mut third = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        let mut third = keyed().await?;
         assert!(closes_within(&mut third, Duration::from_secs(1)).await);
         for raw in &mut held {
             assert!(!closes_within(raw, Duration::from_millis(200)).await);
         }
         drop(held);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut again = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        let mut again = keyed().await?;
         assert!(
             !closes_within(&mut again, Duration::from_millis(200)).await,
             "a closed connection frees its slot"
+        );
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn stalled_handshakes_cannot_crowd_out_peers_that_hold_the_key() -> turmoil::Result {
+    // Goal: a peer without the key that opens connections and says nothing holds no
+    // connection slot, and at most its share of handshakes, each for at most the handshake
+    // timeout. Method: one host opens 20 silent connections (its share is 16: 4 are closed at
+    // once, the rest after 2 s); meanwhile a caller holding the key on another host is served,
+    // though the listener's connection cap is 2.
+    let world = World::new();
+    let mut sim = sim(67);
+    let w = world.clone();
+    sim.host("h", move || {
+        let w = w.clone();
+        async move {
+            let config = TransportConfig {
+                max_connections: 2,
+                credential: Some(credential("h")),
+                ..TransportConfig::default()
+            };
+            serve(w, config, Duration::ZERO, 8).await
+        }
+    });
+    sim.client("staller", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut silent = Vec::new();
+        for _ in 0..20 {
+            silent.push(turmoil::net::TcpStream::connect(("h", PORT)).await?);
+        }
+        let mut closed_at_once = 0;
+        for raw in &mut silent {
+            if closes_within(raw, Duration::from_millis(50)).await {
+                closed_at_once += 1;
+            }
+        }
+        assert_eq!(
+            closed_at_once, 4,
+            "beyond its 16 handshakes, a peer's connections close at once"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for raw in &mut silent {
+            assert!(
+                closes_within(raw, Duration::from_millis(100)).await,
+                "a stalled handshake ends"
+            );
+        }
+        Ok(())
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ctx = Context::background().with_timeout(Duration::from_secs(1));
+        let reply = w
+            .client("client")
+            .send(&ctx, Call::new("svc.h", "work"))
+            .await?;
+        assert_eq!(
+            reply.body.len(),
+            8,
+            "served while the silent connections wait"
         );
         Ok(())
     });

@@ -70,6 +70,13 @@ fn broken_files_exit_2_with_a_location_and_never_panic() {
             ":",
         ),
         ("binary.toml", "\u{0}\u{1}\u{2}garbage", ":"),
+        (
+            "twice-param.toml",
+            &crate::support::one_service(
+                "[[route]]\nroute = \"GET /echo/:id/:id\"\nto = \"svc.echo.get\"",
+            ),
+            ":",
+        ),
     ];
     for (name, body, loc) in cases {
         let path = write(&dir, name, body);
@@ -1018,4 +1025,137 @@ fn serve_with_data_loses_no_acknowledged_payment_to_a_sigkill_under_load() {
         "(all balances, merchants' balances) against (opening funds, recorded payments)"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_names_who_guards_the_routes_and_refuses_a_guard_that_cannot() {
+    // Goal: authentication never switches off silently. Method: the accounts example with its
+    // auth service renamed and named in `[gateway]`, with a service that checks no tokens named
+    // instead, with two authenticators and none named, without any, and with `auth = "none"`.
+    let dir = temp_dir("gateway-auth");
+    let accounts = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/accounts.toml"),
+    )
+    .expect("the example");
+    let renamed = accounts.replace("\"service.auth\"", "\"svc.login\"");
+    let cases = [
+        (
+            format!("{renamed}\n[gateway]\nauth = \"svc.login\"\n"),
+            0,
+            "gateway: bearer tokens checked by svc.login",
+        ),
+        (
+            format!("{accounts}\n[gateway]\nauth = \"service.account\"\n"),
+            2,
+            "`auth`: service.account does not check bearer tokens",
+        ),
+        (
+            format!("{accounts}\n[[service]]\nname = \"svc.login\"\nbuiltin = \"auth\"\n"),
+            2,
+            "several services can check bearer tokens (service.auth, svc.login)",
+        ),
+        (
+            accounts.replace(
+                "[[service]]\nname = \"service.auth\"\nbuiltin = \"auth\"\n",
+                "",
+            ),
+            0,
+            "warning: no service checks bearer tokens",
+        ),
+        (
+            format!("{accounts}\n[gateway]\nauth = \"none\"\n"),
+            0,
+            "every route is open to requests without a token",
+        ),
+    ];
+    for (i, (body, code, says)) in cases.iter().enumerate() {
+        let file = write(&dir, &format!("case-{i}.toml"), body);
+        let out = windtunnel(&["check", &file]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(*code), "case {i}: {t}");
+        assert!(t.contains(says), "case {i}: expected {says:?} in {t}");
+        if *code == 2 {
+            assert!(
+                t.contains(&format!("case-{i}.toml:")),
+                "case {i} has a location: {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_estimates_the_cost_and_run_warns_before_a_run_of_hours() {
+    // Goal: a file that would take hours says so before it starts. Method: the probe service
+    // at 100/s for 20 s (seconds of wall time) and at 50,000/s for 24 h (over a day); `check`
+    // prints both estimates, and `run` of the second warns at once (then it is stopped).
+    let dir = temp_dir("estimate");
+    let small = write(&dir, "small.toml", &crate::support::one_service(""));
+    let huge_text = crate::support::one_service("")
+        .replace("duration = \"20s\"", "duration = \"24h\"")
+        .replace("rate = \"100/s\"", "rate = \"50000/s\"");
+    let huge = write(&dir, "huge.toml", &huge_text);
+    let out = windtunnel(&["check", &small, &huge]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let estimates: Vec<&str> = t.lines().filter(|l| l.contains("estimate:")).collect();
+    assert_eq!(estimates.len(), 2, "{t}");
+    assert!(
+        estimates[0].contains("100 calls per simulated second")
+            && estimates[0].ends_with("s of wall time on a 2-core machine"),
+        "{t}"
+    );
+    assert!(
+        estimates[1].contains("50000 calls per simulated second")
+            && estimates[1].contains(" h of wall time"),
+        "{t}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_windtunnel"))
+        .args([
+            "run",
+            &huge,
+            "--out",
+            &dir.join("out").display().to_string(),
+            "-q",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first).expect("a line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.starts_with("warning: this run may take hours (estimate:"),
+        "{first}"
+    );
+}
+
+#[test]
+fn the_estimate_of_a_deep_wide_call_graph_comes_at_once() {
+    // Goal: `check` stays instant on a file of 64 calls per endpoint six services deep
+    // (64^5 paths through the graph). Method: check it; the estimate counts 64^5 calls a
+    // request without walking each path.
+    let mut body = String::from(
+        "name = \"deep\"\ndescription = \"deep\"\nduration = \"10s\"\n[[load]]\nname = \"l\"\nrpc = \"svc.s0.get\"\nrate = \"1/s\"\n",
+    );
+    for i in 0..6 {
+        body.push_str(&format!(
+            "[[service]]\nname = \"svc.s{i}\"\n  [[service.endpoint]]\n  name = \"get\"\n"
+        ));
+        if i < 5 {
+            let calls = vec![format!("{{ to = \"svc.s{}.get\" }}", i + 1); 64].join(", ");
+            body.push_str(&format!("  calls = [{calls}]\n"));
+        }
+    }
+    let dir = temp_dir("deep");
+    let file = write(&dir, "deep.toml", &body);
+    let out = windtunnel(&["check", &file]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let calls: u64 = (0..6).map(|d| 64u64.pow(d)).sum();
+    assert!(
+        t.contains(&format!("about {calls} calls per simulated second")),
+        "{t}"
+    );
 }

@@ -346,3 +346,106 @@ crash = { target = "svc.echo" }
     let (sent, ok, _) = window_counts(&s, "gets", 11.0, 20.0);
     assert_eq!(sent, ok, "all is well after the restart");
 }
+
+mod any_schedule {
+    //! Random fault schedules: whatever `check` accepts runs to a verdict without a panic.
+
+    use proptest::prelude::*;
+    use windtunnel::tunnel::Tunnel;
+
+    /// One fault table, at `at` seconds for `len` seconds, of kind `kind` on one of the
+    /// targets, with the extreme strengths the limits allow among the others.
+    fn fault(kind: u8, at: u32, len: u32, target: u8, strength: u8) -> String {
+        let targets = ["svc.front", "svc.back", "svc.back[1]", "svc.front[0]"];
+        let t = targets[usize::from(target) % targets.len()];
+        let other = if t.starts_with("svc.front") {
+            "svc.back"
+        } else {
+            "svc.front"
+        };
+        let factor = [0.001, 1.0, 20.0, 10_000.0][usize::from(strength) % 4];
+        let ratio = ["0%", "50%", "100%"][usize::from(strength) % 3];
+        let body = match kind % 8 {
+            0 => format!("slow = {{ target = \"{t}\", factor = {factor} }}"),
+            1 => format!(
+                "latency = {{ target = \"{t}\", add = \"{}ms\" }}",
+                u32::from(strength) * 40
+            ),
+            2 => format!(
+                "errors = {{ target = \"{t}\", rate = \"{ratio}\", code = \"unavailable.x\" }}"
+            ),
+            3 => format!(
+                "partition = {{ a = \"{t}\", b = \"{other}\", oneway = {} }}",
+                strength.is_multiple_of(2)
+            ),
+            4 => format!("hold = {{ a = \"{t}\", b = \"client\" }}"),
+            5 => format!("loss = {{ a = \"{t}\", b = \"{other}\", rate = \"{ratio}\" }}"),
+            6 => format!("crash = {{ target = \"{t}\" }}"),
+            _ => format!(
+                "intruder = {{ target = \"{t}\", rate = \"{}/s\" }}",
+                1 + 1 + u32::from(strength) * 80
+            ),
+        };
+        format!("[[fault]]\nat = \"{at}s\"\nduration = \"{len}s\"\n{body}\n")
+    }
+
+    fn scenario(faults: &[String]) -> String {
+        format!(
+            r#"
+name = "any-schedule"
+description = "random faults"
+duration = "4s"
+[[service]]
+name = "svc.front"
+instances = 2
+  [[service.endpoint]]
+  name = "get"
+  time = "1h"
+  calls = [{{ to = "svc.back.get", fanout = "all" }}]
+[[service]]
+name = "svc.back"
+instances = 2
+retry = true
+breaker = true
+hedge = true
+limit = "adaptive"
+  [[service.endpoint]]
+  name = "get"
+  time = {{ dist = "lognormal", p50 = "1ms", p99 = "1h" }}
+  idempotent = true
+[[load]]
+name = "gets"
+rpc = "svc.front.get"
+rate = "50/s"
+deadline = "2s"
+{}
+"#,
+            faults.concat()
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+        #[test]
+        fn any_fault_schedule_runs_to_a_verdict(
+            faults in proptest::collection::vec((0u8..8, 0u32..3, 1u32..2, 0u8..4, 0u8..12), 0..5)
+        ) {
+            let faults: Vec<String> = faults
+                .into_iter()
+                .map(|(kind, at, len, target, strength)| fault(kind, at, len, target, strength))
+                .collect();
+            let text = scenario(&faults);
+            let outcome = Tunnel::toml(&text, "any-schedule.toml").run();
+            let outcome = outcome.map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            let summary = outcome.summary();
+            let panics = summary
+                .loads
+                .values()
+                .chain(summary.endpoints.values())
+                .flat_map(|l| l.errors.keys())
+                .filter(|code| code.contains("panic"))
+                .count();
+            prop_assert_eq!(panics, 0, "{}", text);
+        }
+    }
+}

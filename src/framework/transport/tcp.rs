@@ -18,7 +18,10 @@
 //!
 //! Nobody is served without the deployment's key: every connection starts with the handshake
 //! of [`crate::framework::trust`] (the server proves itself, then the caller), and a listener or
-//! a call on a transport without a [`Credential`] is refused. A request's user identity is
+//! a call on a transport without a [`Credential`] is refused. Handshakes in progress are
+//! bounded on their own (`max_handshakes`, and `max_handshakes_per_peer` per IP, each at most
+//! `handshake_timeout` long): a connection takes one of `max_connections` only once it proved
+//! itself, so peers without the key cannot crowd out those with it. A request's user identity is
 //! checked as it arrives, and removed when the gateway's signature does not hold.
 
 use std::collections::BTreeMap;
@@ -73,8 +76,14 @@ pub struct TransportConfig {
     /// What this party proves itself with, and checks peers against. Without one the transport
     /// neither listens nor connects. Default: none.
     pub credential: Option<Credential>,
-    /// How long a new connection's handshake may take before it is closed. Default 5 s.
+    /// How long a new connection's handshake may take before it is closed. Default 2 s.
     pub handshake_timeout: Duration,
+    /// Connections a listener lets handshake at once; more are closed as they arrive. A
+    /// connection takes one of `max_connections` only once its handshake succeeded, so peers
+    /// without the key cannot hold those. Default 128.
+    pub max_handshakes: usize,
+    /// Of those, how many one peer address (IP) may have at once. Default 16.
+    pub max_handshakes_per_peer: usize,
 }
 
 /// Decides whether a Cancel frame to an address gets through.
@@ -99,7 +108,9 @@ impl Default for TransportConfig {
             max_outbox_bytes: 8 * 1024 * 1024,
             large_frames_budget: 16 * 1024 * 1024,
             credential: None,
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
+            max_handshakes: 128,
+            max_handshakes_per_peer: 16,
         }
     }
 }
@@ -454,43 +465,132 @@ impl<N: Network> TcpTransport<N> {
 const NO_CREDENTIAL: &str =
     "this transport has no credential: set TransportConfig::credential to the deployment's key";
 
+/// A connection's place among the handshakes in progress: one of the listener's, and one of
+/// its peer's; both are given back when it is dropped.
+struct Handshaking {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    per_peer: Arc<Mutex<BTreeMap<String, usize>>>,
+    ip: String,
+}
+
+impl Handshaking {
+    /// A place for a connection from `peer`, or `None` when the listener or that peer already
+    /// has its share of handshakes in progress.
+    fn try_new(
+        all: &Arc<tokio::sync::Semaphore>,
+        per_peer: &Arc<Mutex<BTreeMap<String, usize>>>,
+        peer: &str,
+        per_peer_limit: usize,
+    ) -> Option<Handshaking> {
+        let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip).to_string();
+        let permit = all.clone().try_acquire_owned().ok()?;
+        let mut counts = lock(per_peer);
+        let count = counts.entry(ip.clone()).or_default();
+        if *count >= per_peer_limit.max(1) {
+            return None;
+        }
+        *count += 1;
+        drop(counts);
+        Some(Handshaking {
+            _permit: permit,
+            per_peer: per_peer.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.per_peer);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn accept_loop<N: Network>(
     transport: TcpTransport<N>,
     listener: N::Listener,
     inbound: mpsc::Sender<Inbound>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(
-        transport.inner.config.max_connections.max(1),
-    ));
+    let config = &transport.inner.config;
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1)));
+    let per_peer: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     loop {
         let accepted = tokio::select! {
             a = N::accept(&listener) => a,
             _ = stop.cancelled() => return,
             _ = inbound.closed() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    let conn = serve_conn(transport.clone(), stream, peer, inbound.clone());
-                    tokio::spawn(async move {
-                        conn.await;
-                        drop(slot);
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "connection limit reached; closing the new connection");
-                    drop(stream);
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        let (mut stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let limit = config.max_handshakes_per_peer;
+        let Some(handshaking) = Handshaking::try_new(&handshakes, &per_peer, &peer, limit) else {
+            tracing::warn!(%peer, "too many handshakes in progress; closing the new connection");
+            transport
+                .inner
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let (transport, inbound, slots) = (transport.clone(), inbound.clone(), slots.clone());
+        tokio::spawn(async move {
+            let shook = handshake(&transport, &mut stream, &peer).await;
+            drop(handshaking);
+            if !shook {
+                return;
+            }
+            let Ok(slot) = slots.try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached; closing the new connection");
+                return;
+            };
+            serve_conn(transport, stream, peer, inbound).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The server's side of the handshake; false (the refusal counted and logged) when the peer
+/// did not prove it holds the key, or when this transport has no credential.
+async fn handshake<N: Network>(
+    transport: &TcpTransport<N>,
+    stream: &mut N::Stream,
+    peer: &str,
+) -> bool {
+    let config = &transport.inner.config;
+    let Some(credential) = &config.credential else {
+        return false;
+    };
+    match credential
+        .server_handshake(stream, config.handshake_timeout)
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            transport
+                .inner
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, error = %e, "handshake refused; closing connection");
+            false
         }
     }
 }
 
+/// Serves one connection whose peer has proved it holds the key.
 async fn serve_conn<N: Network>(
     transport: TcpTransport<N>,
-    mut stream: N::Stream,
+    stream: N::Stream,
     peer: String,
     inbound: mpsc::Sender<Inbound>,
 ) {
@@ -498,18 +598,6 @@ async fn serve_conn<N: Network>(
     let Some(credential) = &config.credential else {
         return;
     };
-    // Nothing the peer sends is read as a frame until it has proved it holds the key.
-    if let Err(e) = credential
-        .server_handshake(&mut stream, config.handshake_timeout)
-        .await
-    {
-        transport
-            .inner
-            .handshakes_refused
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, error = %e, "handshake refused; closing connection");
-        return;
-    }
     let max_frame_bytes = config.max_frame_bytes;
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
