@@ -97,6 +97,13 @@ fn transport() -> Arc<dyn Transport> {
 
 /// Starts account, auth and the gateway on loopback.
 async fn start() -> Result<System, Box<dyn std::error::Error + Send + Sync>> {
+    start_with(1024).await
+}
+
+/// [`start`], with a gateway that serves at most `max_connections` at once.
+async fn start_with(
+    max_connections: usize,
+) -> Result<System, Box<dyn std::error::Error + Send + Sync>> {
     let registry = Registry::new();
     let events = Arc::new(NullSink);
     let account_srv = Server::with(account::config(), events.clone(), Some(registry.clone()));
@@ -115,7 +122,8 @@ async fn start() -> Result<System, Box<dyn std::error::Error + Send + Sync>> {
     let mut config = ClientConfig::new("gateway");
     config.seed = 1;
     let client = Client::new(config, transport(), registry);
-    let config = GatewayConfig::new("gateway", Some(auth::NAME));
+    let mut config = GatewayConfig::new("gateway", Some(auth::NAME));
+    config.max_connections = max_connections;
     let gateway = Gateway::new(config, routes()?, client)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -535,6 +543,37 @@ fn a_client_that_half_closes_after_its_request_still_gets_the_answer() -> TestRe
             let reply = parse(&raw)?;
             assert_eq!(reply.status, 404, "request {i}: {reply:?}");
         }
+        Ok(())
+    })
+}
+
+#[test]
+fn idle_connections_cannot_keep_a_new_client_out() -> TestResult {
+    // Goal: a client that opens connections and leaves them idle does not fill the gateway
+    // for the header timeout (10 s). Method: a gateway of 4 connections, 4 idle ones held
+    // open, then a request on a fifth: it is answered within a second, and the oldest idle
+    // connection was closed to make room.
+    run(|| async {
+        let sys = start_with(4).await?;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(TcpStream::connect(sys.gateway).await?);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            send(sys.gateway, "GET /accounts/nope", &[AUTH], Body::None),
+        )
+        .await
+        .map_err(|_| "the fifth client waited for an idle connection's slot")??;
+        assert_eq!(answered.status, 404, "{answered:?}");
+        let mut buf = [0u8; 1];
+        let oldest =
+            tokio::time::timeout(std::time::Duration::from_secs(1), idle[0].read(&mut buf)).await;
+        assert!(
+            matches!(oldest, Ok(Ok(0)) | Ok(Err(_))),
+            "the oldest idle connection was closed"
+        );
         Ok(())
     })
 }
