@@ -142,3 +142,41 @@ fn the_card_pipeline_keeps_its_books_and_reports_its_business() {
         .expect("amounts are a histogram");
     assert!((100..=5_000).contains(&amounts.p50), "p50 {}", amounts.p50);
 }
+
+#[test]
+fn a_ledger_still_moving_when_checked_is_reported_unchecked_not_broken() {
+    // Goal: when the pipeline has not gone quiet by the end of the verification wait, the
+    // ledger is not judged from a reading taken while consumers still apply transactions
+    // (which made accounts "differ" at 20,000/s though nothing was wrong). Method: latency
+    // between transactions and the bus, so the outbox relay falls behind. At 30 ms it is still
+    // publishing when the verifier reads: the verdict must say it could not be checked. At
+    // 100 ms it has all but stopped: two readings agree, so the ledger is judged (and holds,
+    // with the rest in flight). No acknowledged write is lost either way.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/card-steady.toml");
+    let text = std::fs::read_to_string(path).expect("shipped scenario");
+    let lagging = |latency: &str| {
+        let link = format!(
+            "[[network.link]]\na = \"service.transactions\"\nb = \"service.bus\"\nlatency = \"{latency}\"\n\n[[service]]\nname = \"service.auth\""
+        );
+        let text = text
+            .replace("duration = \"30s\"", "duration = \"10s\"")
+            .replacen("[[service]]\nname = \"service.auth\"", &link, 1);
+        run(&scenario(&text))
+    };
+    let moving = lagging("30ms");
+    let ledger = invariant(&moving, "ledger_conserved");
+    assert!(!ledger.holds, "{}", ledger.detail);
+    assert!(
+        ledger
+            .detail
+            .starts_with("could not be checked: the pipeline had not gone quiet"),
+        "{}",
+        ledger.detail
+    );
+    assert!(invariant(&moving, "no_lost_writes").holds);
+    let stalled = lagging("100ms");
+    let ledger = invariant(&stalled, "ledger_conserved");
+    assert!(ledger.holds, "{}", ledger.detail);
+    assert!(ledger.detail.contains("in flight"), "{}", ledger.detail);
+    assert!(invariant(&stalled, "no_lost_writes").holds);
+}
