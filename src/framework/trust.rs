@@ -85,28 +85,23 @@ pub enum KeyError {
     },
 }
 
-fn mac_of(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+/// HMAC-SHA256 under `key`, fed `parts` in order.
+fn keyed(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC-SHA256 accepts keys of every length"));
     for p in parts {
         mac.update(p);
     }
-    mac.finalize().into_bytes().into()
+    mac
 }
 
-/// HMAC takes keys of any length; this cannot happen.
-fn unreachable_hmac() -> HmacSha256 {
-    unreachable!("HMAC-SHA256 accepts keys of every length")
+fn mac_of(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    keyed(key, parts).finalize().into_bytes().into()
 }
 
 fn verify_mac(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
-        return false;
-    };
-    for p in parts {
-        mac.update(p);
-    }
     // Constant time: how much of a forged tag matched says nothing.
-    mac.verify_slice(tag).is_ok()
+    keyed(key, parts).verify_slice(tag).is_ok()
 }
 
 impl DeploymentKey {
@@ -315,9 +310,9 @@ impl Credential {
             .map_err(|_| HandshakeError::Timeout(timeout))?
     }
 
-    /// The signature, in hex, that vouches for `user` holding `scopes` within `trace`.
-    pub fn sign_identity(&self, trace: TraceId, user: &str, scopes: &str) -> String {
-        let tag = mac_of(
+    /// The identity MAC over (`trace`, `user`, `scopes`), ready to finalize or to check.
+    fn identity_mac(&self, trace: TraceId, user: &str, scopes: &str) -> HmacSha256 {
+        keyed(
             &self.key.identity,
             &[
                 &trace.0.to_be_bytes(),
@@ -325,7 +320,15 @@ impl Credential {
                 user.as_bytes(),
                 scopes.as_bytes(),
             ],
-        );
+        )
+    }
+
+    /// The signature, in hex, that vouches for `user` holding `scopes` within `trace`.
+    pub fn sign_identity(&self, trace: TraceId, user: &str, scopes: &str) -> String {
+        let tag = self
+            .identity_mac(trace, user, scopes)
+            .finalize()
+            .into_bytes();
         tag.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -339,16 +342,12 @@ impl Credential {
             return true;
         }
         let genuine = match (user, meta.get(META_USER_SIG).and_then(|s| unhex(s))) {
-            (Some(user), Some(tag)) => verify_mac(
-                &self.key.identity,
-                &[
-                    &headers.trace_id.0.to_be_bytes(),
-                    &(user.len() as u64).to_be_bytes(),
-                    user.as_bytes(),
-                    scopes.map_or("", String::as_str).as_bytes(),
-                ],
-                &tag,
-            ),
+            (Some(user), Some(tag)) => {
+                let scopes = scopes.map_or("", String::as_str);
+                let mac = self.identity_mac(headers.trace_id, user, scopes);
+                // Constant time, as in the handshake.
+                mac.verify_slice(&tag).is_ok()
+            }
             _ => false,
         };
         if !genuine {

@@ -15,14 +15,34 @@ use windtunnel::framework::{Call, Context, Endpoint, Listen, Server, ServiceConf
 
 use crate::support::{credential, sim, World, PORT};
 
-/// Serves `svc.h` on this host with a transport of `config`, answering `work` with `reply`
-/// bytes after `delay`.
+/// Places host `h`, serving `svc.h` with a transport of `config` that holds the test key,
+/// answering `work` with `reply` bytes after `delay`.
+fn host_h(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    config: TransportConfig,
+    delay: Duration,
+    reply: usize,
+) {
+    let w = world.clone();
+    sim.host("h", move || {
+        let (w, config) = (w.clone(), config.clone());
+        async move { serve(w, config, delay, reply).await }
+    });
+}
+
+/// Serves `svc.h` on this host with a transport of `config` (given the test key), answering
+/// `work` with `reply` bytes after `delay`.
 async fn serve(
     w: World,
     config: TransportConfig,
     delay: Duration,
     reply: usize,
 ) -> turmoil::Result {
+    let config = TransportConfig {
+        credential: Some(credential("h")),
+        ..config
+    };
     let transport: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::new(config));
     let mut sc = ServiceConfig::new("svc.h", "hostile peers");
     sc.instance = Some("svc.h[0]".into());
@@ -38,6 +58,16 @@ async fn serve(
     Ok(())
 }
 
+/// A raw connection to `h` past the handshake, as a peer holding the key (a service gone
+/// wrong) would have.
+async fn keyed() -> Result<turmoil::net::TcpStream, Box<dyn std::error::Error>> {
+    let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+    credential("client")
+        .client_handshake(&mut raw, Duration::from_secs(1))
+        .await?;
+    Ok(raw)
+}
+
 /// Whether `raw` is closed within `within` (EOF or an error), rather than still open.
 async fn closes_within(raw: &mut turmoil::net::TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 64];
@@ -49,26 +79,15 @@ async fn closes_within(raw: &mut turmoil::net::TcpStream, within: Duration) -> b
 fn an_incomplete_frame_held_open_is_closed_after_the_timeout() -> turmoil::Result {
     let world = World::new();
     let mut sim = sim(61);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let config = TransportConfig {
-                partial_frame_timeout: Duration::from_secs(5),
-                credential: Some(credential("h")),
-                ..TransportConfig::default()
-            };
-            serve(w, config, Duration::ZERO, 8).await
-        }
-    });
+    let config = TransportConfig {
+        partial_frame_timeout: Duration::from_secs(5),
+        ..TransportConfig::default()
+    };
+    host_h(&mut sim, &world, config, Duration::ZERO, 8);
     let w = world.clone();
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
-        // A peer holding the key (a service gone wrong) gets past the handshake.
-        credential("client")
-            .client_handshake(&mut raw, Duration::from_secs(1))
-            .await?;
+        let mut raw = keyed().await?;
         // A header that declares 4 MiB, then ten bytes of it.
         raw.write_all(&(4u32 << 20).to_be_bytes()).await?;
         raw.write_all(b"ten bytes.").await?;
@@ -95,28 +114,14 @@ fn an_incomplete_frame_held_open_is_closed_after_the_timeout() -> turmoil::Resul
 fn connections_over_the_cap_are_closed_at_once() -> turmoil::Result {
     let world = World::new();
     let mut sim = sim(62);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let config = TransportConfig {
-                max_connections: 2,
-                credential: Some(credential("h")),
-                ..TransportConfig::default()
-            };
-            serve(w, config, Duration::ZERO, 8).await
-        }
-    });
+    let config = TransportConfig {
+        max_connections: 2,
+        ..TransportConfig::default()
+    };
+    host_h(&mut sim, &world, config, Duration::ZERO, 8);
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
         // Connections count against the cap once they proved they hold the key.
-        let keyed = || async {
-            let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
-            credential("client")
-                .client_handshake(&mut raw, Duration::from_secs(1))
-                .await?;
-            Ok::<_, Box<dyn std::error::Error>>(raw)
-        };
         let mut held = Vec::new();
         for _ in 0..2 {
             held.push(keyed().await?);
@@ -147,18 +152,11 @@ fn stalled_handshakes_cannot_crowd_out_peers_that_hold_the_key() -> turmoil::Res
     // though the listener's connection cap is 2.
     let world = World::new();
     let mut sim = sim(67);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let config = TransportConfig {
-                max_connections: 2,
-                credential: Some(credential("h")),
-                ..TransportConfig::default()
-            };
-            serve(w, config, Duration::ZERO, 8).await
-        }
-    });
+    let config = TransportConfig {
+        max_connections: 2,
+        ..TransportConfig::default()
+    };
+    host_h(&mut sim, &world, config, Duration::ZERO, 8);
     sim.client("staller", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut silent = Vec::new();
@@ -206,18 +204,11 @@ fn stalled_handshakes_cannot_crowd_out_peers_that_hold_the_key() -> turmoil::Res
 fn requests_over_the_per_connection_cap_are_refused_with_a_typed_error() -> turmoil::Result {
     let world = World::new();
     let mut sim = sim(63);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let config = TransportConfig {
-                max_inflight_per_connection: 2,
-                credential: Some(credential("h")),
-                ..TransportConfig::default()
-            };
-            serve(w, config, Duration::from_millis(100), 8).await
-        }
-    });
+    let config = TransportConfig {
+        max_inflight_per_connection: 2,
+        ..TransportConfig::default()
+    };
+    host_h(&mut sim, &world, config, Duration::from_millis(100), 8);
     let w = world.clone();
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -338,17 +329,13 @@ fn peers_without_the_deployment_key_are_never_served() -> turmoil::Result {
     // holding the wrong key; the handler must never run, and a keyed caller still gets in.
     let world = World::new();
     let mut sim = sim(65);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let config = TransportConfig {
-                credential: Some(credential("h")),
-                ..TransportConfig::default()
-            };
-            serve(w, config, Duration::ZERO, 8).await
-        }
-    });
+    host_h(
+        &mut sim,
+        &world,
+        TransportConfig::default(),
+        Duration::ZERO,
+        8,
+    );
     let w = world.clone();
     sim.client("intruder", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;

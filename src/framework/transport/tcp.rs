@@ -518,6 +518,10 @@ async fn accept_loop<N: Network>(
     stop: CancellationToken,
 ) {
     let config = &transport.inner.config;
+    // `listen` refuses a transport without a credential; this is only its type's way of saying so.
+    let Some(credential) = config.credential.clone() else {
+        return;
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1)));
     let per_peer: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
@@ -544,8 +548,9 @@ async fn accept_loop<N: Network>(
             continue;
         };
         let (transport, inbound, slots) = (transport.clone(), inbound.clone(), slots.clone());
+        let credential = credential.clone();
         tokio::spawn(async move {
-            let shook = handshake(&transport, &mut stream, &peer).await;
+            let shook = handshake(&transport, &credential, &mut stream, &peer).await;
             drop(handshaking);
             if !shook {
                 return;
@@ -554,27 +559,22 @@ async fn accept_loop<N: Network>(
                 tracing::warn!(%peer, "connection limit reached; closing the new connection");
                 return;
             };
-            serve_conn(transport, stream, peer, inbound).await;
+            serve_conn(transport, &credential, stream, peer, inbound).await;
             drop(slot);
         });
     }
 }
 
 /// The server's side of the handshake; false (the refusal counted and logged) when the peer
-/// did not prove it holds the key, or when this transport has no credential.
+/// did not prove it holds the key.
 async fn handshake<N: Network>(
     transport: &TcpTransport<N>,
+    credential: &Credential,
     stream: &mut N::Stream,
     peer: &str,
 ) -> bool {
-    let config = &transport.inner.config;
-    let Some(credential) = &config.credential else {
-        return false;
-    };
-    match credential
-        .server_handshake(stream, config.handshake_timeout)
-        .await
-    {
+    let timeout = transport.inner.config.handshake_timeout;
+    match credential.server_handshake(stream, timeout).await {
         Ok(_) => true,
         Err(e) => {
             transport
@@ -587,17 +587,16 @@ async fn handshake<N: Network>(
     }
 }
 
-/// Serves one connection whose peer has proved it holds the key.
+/// Serves one connection whose peer has proved it holds the key; `credential` checks the user
+/// identity of each request.
 async fn serve_conn<N: Network>(
     transport: TcpTransport<N>,
+    credential: &Credential,
     stream: N::Stream,
     peer: String,
     inbound: mpsc::Sender<Inbound>,
 ) {
     let config = &transport.inner.config;
-    let Some(credential) = &config.credential else {
-        return;
-    };
     let max_frame_bytes = config.max_frame_bytes;
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
