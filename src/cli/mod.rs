@@ -21,6 +21,7 @@ macro_rules! say_raw {
     }};
 }
 
+mod hunt;
 mod output;
 mod sweep;
 
@@ -112,6 +113,43 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Shrink a failing scenario: drop faults, shorten the run, lower the load, while the same
+    /// assertion or invariant still fails; write the smallest file found.
+    Shrink {
+        /// The failing scenario file (e.g. one a swarm sweep wrote).
+        file: PathBuf,
+        /// The seed it fails at (default: the file's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The failure to keep, as `run`'s failure keys print it (default: the first).
+        #[arg(long)]
+        failure: Option<String>,
+        /// Most runs.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max_runs: u32,
+        /// Where to write the shrunk file (default: reports/<name>-shrunk.toml).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Find the highest rate of a load at which every assertion and invariant holds; with
+    /// two files (a policy on and off), both side by side.
+    Capacity {
+        /// The scenario file(s).
+        #[arg(required = true, num_args = 1..=8)]
+        files: Vec<PathBuf>,
+        /// The load whose rate is searched.
+        #[arg(long)]
+        load: String,
+        /// How close the answer is to the lowest failing rate, in percent.
+        #[arg(long, default_value_t = 2.0)]
+        precision: f64,
+        /// Most probes per file.
+        #[arg(long, default_value_t = crate::tunnel::capacity::DEFAULT_MAX_PROBES, value_parser = clap::value_parser!(u32).range(2..=1000))]
+        max_probes: u32,
+        /// Where to write capacity.json and capacity.png (default: reports/<name>-capacity/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate scenario files without running them.
     Check {
         /// The scenario files.
@@ -145,6 +183,26 @@ pub fn main() -> ExitCode {
 /// its own `windtunnel` binary with this one line (see `examples/quorum/main.rs`).
 pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
     let args = Args::parse();
+    let sabotage = match crate::system::sabotage::from_env() {
+        Ok(on) => on,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    if !sabotage.is_empty() {
+        if matches!(args.command, Command::Serve { .. }) {
+            eprintln!(
+                "error: {} is set: serve never runs deliberately broken services",
+                crate::system::sabotage::SABOTAGE_VAR
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+        eprintln!(
+            "warning: {} is set: the example systems have deliberate bugs",
+            crate::system::sabotage::SABOTAGE_VAR
+        );
+    }
     let mut catalog = Catalog::new();
     for system in systems {
         if let Err(e) = catalog.add(system) {
@@ -187,6 +245,29 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             run_for,
             key_file.as_deref(),
             data.as_deref(),
+        ),
+        Command::Shrink {
+            file,
+            seed,
+            failure,
+            max_runs,
+            out,
+        } => hunt::shrink(&catalog, &file, seed, failure, max_runs, out),
+        Command::Capacity {
+            files,
+            load,
+            precision,
+            max_probes,
+            out,
+        } => hunt::capacity(
+            &catalog,
+            hunt::CapacityArgs {
+                files,
+                load,
+                precision: precision / 100.0,
+                max_probes,
+                out,
+            },
         ),
         Command::Check { files } => check(&catalog, &files),
         Command::List { dir } => list(&catalog, &dir),

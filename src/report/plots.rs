@@ -17,6 +17,7 @@
 mod axis;
 mod business;
 mod canvas;
+mod capacity;
 mod distribution;
 mod instances;
 mod latency;
@@ -135,4 +136,35 @@ pub fn write_overlay(
         },
     ];
     draw_one(path.to_path_buf(), |p| distribution::draw_overlay(&runs, p)).map(|_| ())
+}
+
+/// One probe of a capacity search, as the capacity plot needs it.
+#[derive(Debug, Clone)]
+pub struct CapacityPoint {
+    /// Offered requests per second.
+    pub rate: f64,
+    /// p99 latency, ms.
+    pub p99_ms: f64,
+    /// Fraction of requests that failed.
+    pub error_rate: f64,
+    /// Successful requests per second.
+    pub goodput_per_s: f64,
+}
+
+/// One scenario's capacity search: its probes and the capacity found.
+#[derive(Debug, Clone)]
+pub struct CapacityCurve {
+    /// What to call it in the legend.
+    pub label: String,
+    /// The probes.
+    pub points: Vec<CapacityPoint>,
+    /// The highest passing rate, if any passed.
+    pub capacity: Option<f64>,
+}
+
+/// Writes `capacity.png` at `path`: p99, error rate and goodput against rate for each curve,
+/// each capacity marked.
+pub fn write_capacity(title: &str, curves: &[CapacityCurve], path: &Path) -> Result<(), PlotError> {
+    register_font()?;
+    draw_one(path.to_path_buf(), |p| capacity::draw(title, curves, p)).map(|_| ())
 }

@@ -351,6 +351,11 @@ pub fn fault_label(kind: &FaultKind) -> String {
         FaultKind::Loss { a, b, rate } => format!("loss {a} <-> {b} {}%", rate.value() * 100.0),
         FaultKind::Crash { target } => format!("crash {target}"),
         FaultKind::Intruder { target, rate } => format!("intruder -> {target} {rate}"),
+        FaultKind::Disk {
+            target,
+            effect: crate::scenario::DiskEffect::Slow(factor),
+        } => format!("disk syncs {target} x{}", factor.value()),
+        FaultKind::Disk { target, .. } => format!("disk syncs stalled {target}"),
     }
 }
 

@@ -12,10 +12,10 @@ use toml::Spanned;
 use crate::units::{describe_value, format_duration, Rate};
 
 use super::index::Index;
-use super::model::{limits, Fault, FaultKind, Link, SlowFactor};
+use super::model::{limits, DiskEffect, Fault, FaultKind, Link, SlowFactor};
 use super::names::{ErrorCode, Target};
 use super::raw::{
-    RawCrash, RawErrors, RawFault, RawIntruder, RawLatency, RawLink, RawLoss, RawPair,
+    RawCrash, RawDisk, RawErrors, RawFault, RawIntruder, RawLatency, RawLink, RawLoss, RawPair,
     RawPartition, RawSlow, Text, Value,
 };
 use super::validate::Ctx;
@@ -174,6 +174,7 @@ enum RawKind<'a> {
     Loss(&'a Spanned<RawLoss>),
     Crash(&'a Spanned<RawCrash>),
     Intruder(&'a Spanned<RawIntruder>),
+    Disk(&'a Spanned<RawDisk>),
 }
 
 impl RawKind<'_> {
@@ -188,6 +189,7 @@ impl RawKind<'_> {
             RawKind::Loss(kind) => (kind.span(), "loss"),
             RawKind::Crash(kind) => (kind.span(), "crash"),
             RawKind::Intruder(kind) => (kind.span(), "intruder"),
+            RawKind::Disk(kind) => (kind.span(), "disk"),
         }
     }
 }
@@ -204,7 +206,8 @@ fn one_kind<'a>(ctx: &mut Ctx<'_>, spanned: &'a Spanned<RawFault>) -> Option<Raw
     kinds.extend(raw.loss.as_ref().map(RawKind::Loss));
     kinds.extend(raw.crash.as_ref().map(RawKind::Crash));
     kinds.extend(raw.intruder.as_ref().map(RawKind::Intruder));
-    const KINDS: &str = "slow, latency, errors, partition, hold, loss, crash or intruder";
+    kinds.extend(raw.disk.as_ref().map(RawKind::Disk));
+    const KINDS: &str = "slow, latency, errors, partition, hold, loss, crash, intruder or disk";
     // Report at the second kind in file order: the first one is taken to be the intended one.
     kinds.sort_by_key(|kind| kind.place().0.start);
     match kinds.len() {
@@ -273,7 +276,37 @@ fn kind_of(ctx: &mut Ctx<'_>, kind: RawKind<'_>, index: &Index) -> Option<FaultK
             Some(FaultKind::Crash { target })
         }
         RawKind::Intruder(intruder) => intruder_of(ctx, intruder.get_ref(), index),
+        RawKind::Disk(disk) => disk_of(ctx, disk, index),
     }
+}
+
+/// `disk = { target, factor }` or `disk = { target, stall = true }`: exactly one effect.
+fn disk_of(ctx: &mut Ctx<'_>, spanned: &Spanned<RawDisk>, index: &Index) -> Option<FaultKind> {
+    let raw = spanned.get_ref();
+    let target = target(ctx, "target", &raw.target, index, false);
+    let stall = raw.stall.as_ref().is_some_and(|s| *s.get_ref());
+    let effect = match (&raw.factor, stall) {
+        (Some(factor), false) => DiskEffect::Slow(slow_factor(ctx, factor)?),
+        (None, true) => DiskEffect::Stall,
+        (Some(factor), true) => {
+            ctx.error(
+                factor.span(),
+                "a disk fault either slows syncs (`factor`) or stalls them (`stall = true`), not both",
+            );
+            return None;
+        }
+        (None, false) => {
+            ctx.error(
+                spanned.span(),
+                "a disk fault needs `factor = N` (each sync N times slower) or `stall = true` (no sync completes until the window ends)",
+            );
+            return None;
+        }
+    };
+    Some(FaultKind::Disk {
+        target: target?,
+        effect,
+    })
 }
 
 /// `intruder = { target, rate }`: a host that knows the target's ports but not the key.

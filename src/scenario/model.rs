@@ -20,6 +20,8 @@ use super::names::{
 pub mod limits {
     use std::time::Duration;
 
+    /// Most faults a swarm sweep draws for one seed.
+    pub const MAX_SWARM_FAULTS: i64 = 20;
     /// The longest simulated run.
     pub const MAX_RUN: Duration = Duration::from_secs(24 * 3600);
     /// The shortest simulation tick.
@@ -93,6 +95,37 @@ pub struct Scenario {
     pub assertions: Vec<Assertion>,
     /// Who checks bearer tokens at the gateway.
     pub gateway_auth: GatewayAuth,
+    /// How long one sync of a simulated disk takes (`[disk] sync`), drawn per sync.
+    pub disk_sync: Dist,
+    /// What `sweep --swarm` may draw (`[swarm]`).
+    pub swarm: SwarmBounds,
+}
+
+/// The fault kinds a swarm sweep draws from, by their key in a `[[fault]]` table.
+pub const SWARM_KINDS: [&str; 9] = [
+    "slow", "latency", "errors", "partition", "hold", "loss", "crash", "disk", "sync",
+];
+
+/// Bounds on the faults `sweep --swarm` draws for each seed (`[swarm]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmBounds {
+    /// The kinds it may draw, from [`SWARM_KINDS`] (`sync`: a `[disk] sync` distribution with
+    /// a tail, drawn per seed).
+    pub kinds: Vec<String>,
+    /// At most this many faults per seed.
+    pub max_faults: u32,
+    /// The services faults may hit; empty: every service.
+    pub targets: Vec<ServiceName>,
+}
+
+impl Default for SwarmBounds {
+    fn default() -> SwarmBounds {
+        SwarmBounds {
+            kinds: SWARM_KINDS.iter().map(|k| k.to_string()).collect(),
+            max_faults: 4,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// Who checks the bearer tokens of requests at the gateway (`[gateway] auth`).
@@ -565,6 +598,14 @@ pub enum FaultKind {
         /// A service (every instance) or an instance.
         target: Target,
     },
+    /// The target's disks misbehave: each sync takes longer, or none completes until the
+    /// window ends. A store acknowledges a write only after its sync, so its callers wait.
+    Disk {
+        /// A service (every instance) or an instance.
+        target: Target,
+        /// What goes wrong.
+        effect: DiskEffect,
+    },
     /// A host that knows the target's service ports but not the deployment's key sends it
     /// requests (forged users and callers included) at `rate`, by turns without a handshake
     /// and after a failed one. None may be served.
@@ -574,6 +615,15 @@ pub enum FaultKind {
         /// Attempts per second.
         rate: Rate,
     },
+}
+
+/// What a `disk` fault does to the target's syncs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DiskEffect {
+    /// Every sync takes `factor` times as long.
+    Slow(SlowFactor),
+    /// No sync completes until the window ends (a stalled device or a full write cache).
+    Stall,
 }
 
 /// How many times slower a slowed service is: finite, above zero, at most 10,000.

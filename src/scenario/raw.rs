@@ -36,6 +36,24 @@ pub(crate) struct RawScenario {
     #[serde(default, rename = "assert")]
     pub asserts: Vec<Spanned<RawAssert>>,
     pub gateway: Option<Spanned<RawGateway>>,
+    pub disk: Option<RawDiskSettings>,
+    pub swarm: Option<Spanned<RawSwarm>>,
+}
+
+/// `[swarm]`: bounds on what `sweep --swarm` may draw.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSwarm {
+    pub kinds: Option<Vec<Text>>,
+    pub max_faults: Option<Int>,
+    pub targets: Option<Vec<Text>>,
+}
+
+/// `[disk]`: how the simulated disks behave.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiskSettings {
+    pub sync: Option<Value>,
 }
 
 /// `[gateway]`.
@@ -158,6 +176,7 @@ pub(crate) struct RawFault {
     pub loss: Option<Spanned<RawLoss>>,
     pub crash: Option<Spanned<RawCrash>>,
     pub intruder: Option<Spanned<RawIntruder>>,
+    pub disk: Option<Spanned<RawDisk>>,
 }
 
 /// `slow = { target, factor }`.
@@ -225,6 +244,15 @@ pub(crate) struct RawCrash {
 pub(crate) struct RawIntruder {
     pub target: Text,
     pub rate: Option<Value>,
+}
+
+/// `disk = { target, factor }` or `disk = { target, stall = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDisk {
+    pub target: Text,
+    pub factor: Option<Value>,
+    pub stall: Option<Spanned<bool>>,
 }
 
 /// `[[assert]]`.

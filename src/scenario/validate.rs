@@ -15,7 +15,7 @@ use crate::units::{self, format_duration, Rate, Ratio};
 
 use super::error::{Diagnostic, Locator, ScenarioError};
 use super::index::Index;
-use super::model::{limits, GatewayAuth, Network, Scenario};
+use super::model::{limits, GatewayAuth, Network, Scenario, SwarmBounds, SWARM_KINDS};
 use super::names::{ScenarioName, ServiceName};
 use super::raw::{Int, RawNetwork, RawScenario, Text, Value};
 use super::{asserts, faults, services, traffic, Builtins};
@@ -24,6 +24,8 @@ use super::{asserts, faults, services, traffic, Builtins};
 const DEFAULT_SEED: u64 = 1;
 /// The tick used when the file gives none: turmoil's own default.
 const DEFAULT_TICK: Duration = Duration::from_millis(1);
+/// How long a disk sync takes when `[disk] sync` is left out: one tick.
+const DEFAULT_DISK_SYNC: Duration = Duration::from_millis(1);
 
 /// Validates a parsed file; every problem is reported, sorted by position.
 pub(crate) fn scenario(
@@ -75,6 +77,8 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
     };
     let assertions = asserts::validate(ctx, &raw.asserts, &scope);
     let gateway_auth = gateway_auth(ctx, raw, builtins);
+    let disk_sync = disk_sync(ctx, raw);
+    let swarm = swarm(ctx, raw, &index);
     Some(Scenario {
         name: name?,
         description: description?,
@@ -88,7 +92,63 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
         faults: faults?,
         assertions: assertions?,
         gateway_auth: gateway_auth?,
+        disk_sync: disk_sync?,
+        swarm: swarm?,
     })
+}
+
+/// `[swarm]`: known kinds, a fault count in range, services that exist.
+fn swarm(ctx: &mut Ctx<'_>, raw: &RawScenario, index: &Index) -> Option<SwarmBounds> {
+    let Some(spanned) = &raw.swarm else {
+        return Some(SwarmBounds::default());
+    };
+    let raw = spanned.get_ref();
+    let mut bounds = SwarmBounds::default();
+    let mut ok = true;
+    if let Some(kinds) = &raw.kinds {
+        bounds.kinds.clear();
+        for kind in kinds {
+            if SWARM_KINDS.contains(&kind.get_ref().as_str()) {
+                bounds.kinds.push(kind.get_ref().clone());
+            } else {
+                let known = SWARM_KINDS.join(", ");
+                let found = kind.get_ref();
+                ctx.error(
+                    kind.span(),
+                    format!("unknown swarm kind {found:?}; expected one of {known}"),
+                );
+                ok = false;
+            }
+        }
+        if kinds.is_empty() {
+            ctx.error(spanned.span(), "`kinds` must name at least one kind");
+            ok = false;
+        }
+    }
+    let range = 1..=limits::MAX_SWARM_FAULTS;
+    bounds.max_faults = ctx.count("max_faults", raw.max_faults.as_ref(), range, 4)?;
+    for target in raw.targets.iter().flatten() {
+        match ServiceName::parse(target.get_ref()) {
+            Ok(name) if index.has(name.as_str()) => bounds.targets.push(name),
+            _ => {
+                let known = index.service_list();
+                let found = target.get_ref();
+                ctx.error(
+                    target.span(),
+                    format!("`targets`: no service {found:?} in this file; the services are {known}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(bounds)
+}
+
+/// `[disk] sync`: a distribution of sync times, fixed at one tick when left out.
+fn disk_sync(ctx: &mut Ctx<'_>, raw: &RawScenario) -> Option<Dist> {
+    let default = Dist::fixed(DEFAULT_DISK_SYNC).ok()?;
+    let value = raw.disk.as_ref().and_then(|d| d.sync.as_ref());
+    ctx.dist_or("sync", value, default)
 }
 
 /// `[gateway] auth`: a service whose builtin checks tokens, or `"none"`. Left out, the file

@@ -21,7 +21,6 @@ use tokio::time::Instant;
 
 use crate::framework::{Client, Context, Endpoint, Error, ErrorKind};
 use crate::services::lock;
-use crate::services::store::FSYNC;
 use crate::system::Disk;
 
 /// How long a polled event stays leased before it is handed out again.
@@ -259,10 +258,10 @@ async fn publish(
     };
     let Some(seq) = seq else {
         // Published before: answer once that copy is durable, like the first publish did.
-        sync_wait(disk).await;
+        disk.commit().await;
         return Ok(PublishResponse { stored: false });
     };
-    sync_wait(disk).await;
+    disk.commit().await;
     if let Some(e) = lock(state)
         .topics
         .get_mut(&req.topic)
@@ -271,12 +270,6 @@ async fn publish(
         e.durable = true;
     }
     Ok(PublishResponse { stored: true })
-}
-
-/// Waits one sync time, then syncs everything appended so far.
-async fn sync_wait(disk: &Disk) {
-    tokio::time::sleep(FSYNC).await;
-    disk.sync();
 }
 
 /// Leases the oldest events the group has not acknowledged; also says how many of them are
@@ -323,7 +316,7 @@ async fn ack(state: &Mutex<State>, disk: &Disk, req: AckRequest) -> Result<Value
         group: req.group.clone(),
         seqs: req.seqs.clone(),
     })?);
-    sync_wait(disk).await;
+    disk.commit().await;
     let mut s = lock(state);
     let group = s
         .topics

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,10 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::framework::{Call, Client, Context, Endpoint, Error, ErrorKind};
 use crate::services::lock;
+use crate::system::sabotage::{self, Sabotage};
 use crate::system::{background, Built, Disk};
 
-/// Time one sync of the log takes.
-pub const FSYNC: Duration = Duration::from_millis(1);
 /// Most writes one sync covers.
 const MAX_BATCH: usize = 256;
 /// Default and largest page of a scan.
@@ -241,7 +239,9 @@ impl Data {
     }
 }
 
-type Pending = (WriteRequest, oneshot::Sender<Result<WriteResponse, Error>>);
+type Pending = (WriteRequest, Answer);
+/// Where a write's answer goes.
+type Answer = oneshot::Sender<Result<WriteResponse, Error>>;
 
 /// One store instance over `disk`, replaying what it holds: its endpoints, and its writer as
 /// background work (it ends when the endpoints are dropped).
@@ -367,16 +367,31 @@ async fn writer(disk: Arc<Disk>, data: Arc<Mutex<Data>>, mut rx: mpsc::Unbounded
                 }
             }
         }
-        tokio::time::sleep(FSYNC).await;
-        disk.sync();
-        {
-            let mut d = lock(&data);
-            d.apply(staged);
-            d.idempotency.extend(keys_in_batch);
+        if sabotage::on(Sabotage::StoreAcksBeforeSync) {
+            // The deliberate bug: applied and answered first, made durable after.
+            answer(&data, staged, keys_in_batch, answers);
+            disk.commit().await;
+            continue;
         }
-        for (done, answer) in answers {
-            let _ = done.send(answer); // the caller may have gone; the write stands
-        }
+        disk.commit().await;
+        answer(&data, staged, keys_in_batch, answers);
+    }
+}
+
+/// Applies a synced batch and answers each of its writes.
+fn answer(
+    data: &Mutex<Data>,
+    staged: BTreeMap<String, Option<Value>>,
+    keys: BTreeMap<String, u64>,
+    answers: Vec<(Answer, Result<WriteResponse, Error>)>,
+) {
+    {
+        let mut d = lock(data);
+        d.apply(staged);
+        d.idempotency.extend(keys);
+    }
+    for (done, answer) in answers {
+        let _ = done.send(answer); // the caller may have gone; the write stands
     }
 }
 

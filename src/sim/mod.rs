@@ -514,6 +514,16 @@ fn apply(
         }
         return;
     }
+    if let FaultKind::Disk { target, effect } = &fault.kind {
+        if starting {
+            let hit = nodes_of(target, placements);
+            let ids = hit.iter().map(|p| p.id.clone()).collect();
+            world.deployment.disks.start_fault(id, ids, *effect);
+        } else {
+            world.deployment.disks.end_fault(id);
+        }
+        return;
+    }
     if starting {
         world.model.start_fault(id, &fault.kind);
         world.faults.start_fault(id, &fault.kind);

@@ -7,6 +7,12 @@
 //! them in a [`Disks`] table, crashes the disks of a node it crashes, and a restarted instance
 //! replays what survived.
 //!
+//! How long a sync takes is part of the model: the simulation draws each sync's time from the
+//! scenario's `[disk] sync` distribution (one tick when left out), and a `disk` fault slows or
+//! stalls the syncs of the instances it hits. A write is acknowledged only after [`Disk::commit`]
+//! returns, so a store that acknowledged earlier would lose acknowledged writes in a crash,
+//! which is what the sync time is there to expose.
+//!
 //! Outside the simulation (`windtunnel serve --data DIR`) a disk can also be a real file
 //! ([`Disks::in_dir`]): each sync writes the new records and fsyncs before it returns, and
 //! opening the file again replays every record written whole. A record is framed as its length
@@ -19,8 +25,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
 
+use crate::dist::Dist;
 use crate::lock::lock;
+use crate::scenario::DiskEffect;
+
+/// How long a sync takes when nothing else is said: one tick of the simulation.
+pub const DEFAULT_SYNC: std::time::Duration = std::time::Duration::from_millis(1);
+/// How often a stalled sync looks again whether its stall is over.
+const STALL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Bytes of a record's frame before its payload: length and hash.
 const RECORD_HEADER: usize = 4 + 8;
@@ -31,6 +45,41 @@ pub struct Disk {
     state: Mutex<Log>,
     /// The file it lives in, outside the simulation.
     file: Option<Mutex<FileLog>>,
+    /// How long its syncs take, in the simulation; [`DEFAULT_SYNC`] without one.
+    clock: Option<Mutex<SyncClock>>,
+}
+
+/// A simulated disk's sync times: its own seeded stream, drawn from the run's distribution,
+/// changed by the disk faults that hit its instance.
+#[derive(Debug)]
+struct SyncClock {
+    rng: ChaCha8Rng,
+    timing: Arc<Timing>,
+    /// The instance the disk belongs to (what disk faults target).
+    instance: String,
+}
+
+/// The run's sync-time model and the disk faults active now.
+#[derive(Debug)]
+struct Timing {
+    sync: Dist,
+    seed: u64,
+    /// By fault index: the instances it hits and what it does.
+    faults: Mutex<BTreeMap<usize, (Vec<String>, DiskEffect)>>,
+}
+
+impl Timing {
+    /// The product of the slow factors on `instance` now, and whether a stall holds it.
+    fn effect_on(&self, instance: &str) -> (f64, bool) {
+        let faults = lock(&self.faults);
+        let hitting = faults
+            .values()
+            .filter(|(hit, _)| hit.iter().any(|i| i == instance));
+        hitting.fold((1.0, false), |(factor, stalled), (_, effect)| match effect {
+            DiskEffect::Slow(f) => (factor * f.value(), stalled),
+            DiskEffect::Stall => (factor, true),
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -119,12 +168,48 @@ impl Disk {
                 file,
                 written: synced,
             })),
+            clock: None,
         })
     }
 
     /// Appends a record (not yet durable).
     pub fn append(&self, record: Bytes) {
         lock(&self.state).records.push(record);
+    }
+
+    /// Waits as long as one sync of this disk takes (drawn from the run's distribution, times
+    /// the slow disk faults on its instance, and for as long as a stall holds it), then makes
+    /// every record appended so far durable. Acknowledge a write only after this returns.
+    pub async fn commit(&self) {
+        let wait = self.sync_time();
+        tokio::time::sleep(wait).await;
+        while self.stalled() {
+            tokio::time::sleep(STALL_POLL).await;
+        }
+        self.sync();
+    }
+
+    /// The time the next sync takes.
+    fn sync_time(&self) -> std::time::Duration {
+        let Some(clock) = &self.clock else {
+            return DEFAULT_SYNC;
+        };
+        let clock = &mut *lock(clock);
+        let base = clock.timing.sync.sample(&mut clock.rng);
+        let (factor, _) = clock.timing.effect_on(&clock.instance);
+        if factor == 1.0 {
+            base
+        } else {
+            crate::system::slowed(base, factor)
+        }
+    }
+
+    /// Whether a `disk` fault stalls this disk's syncs now.
+    fn stalled(&self) -> bool {
+        self.clock.as_ref().is_some_and(|clock| {
+            let clock = lock(clock);
+            clock.timing.effect_on(&clock.instance).1
+        })
     }
 
     /// Makes every record appended so far durable. A file-backed disk writes them and fsyncs
@@ -198,6 +283,8 @@ pub struct Disks {
     dir: Option<PathBuf>,
     /// The directory's lock, held while this table lives: one process per directory.
     _lock: Option<std::fs::File>,
+    /// The simulation's sync-time model; `None`: every sync takes [`DEFAULT_SYNC`].
+    timing: Option<Arc<Timing>>,
 }
 
 /// Why a disk's file could not be opened.
@@ -216,6 +303,33 @@ impl Disks {
     /// An empty table of disks in memory (the simulation's).
     pub fn new() -> Arc<Disks> {
         Arc::new(Disks::default())
+    }
+
+    /// A table of simulated disks whose syncs take times drawn from `sync`, each disk from a
+    /// stream of its own under `seed`, and which `disk` faults can slow or stall.
+    pub fn simulated(seed: u64, sync: Dist) -> Arc<Disks> {
+        Arc::new(Disks {
+            timing: Some(Arc::new(Timing {
+                sync,
+                seed,
+                faults: Mutex::default(),
+            })),
+            ..Disks::default()
+        })
+    }
+
+    /// Starts disk fault `id` on the disks of `instances`.
+    pub fn start_fault(&self, id: usize, instances: Vec<String>, effect: DiskEffect) {
+        if let Some(timing) = &self.timing {
+            lock(&timing.faults).insert(id, (instances, effect));
+        }
+    }
+
+    /// Ends disk fault `id`.
+    pub fn end_fault(&self, id: usize) {
+        if let Some(timing) = &self.timing {
+            lock(&timing.faults).remove(&id);
+        }
     }
 
     /// A table whose disks are files in `dir` (created if missing), one per disk name. It
@@ -245,6 +359,7 @@ impl Disks {
             disks: Mutex::default(),
             dir: Some(dir.to_path_buf()),
             _lock: Some(lock_file),
+            timing: None,
         };
         let entries = std::fs::read_dir(dir).map_err(at("(directory)", dir))?;
         let mut names: Vec<String> = entries
@@ -307,7 +422,17 @@ impl Disks {
             return Ok(disk.clone());
         }
         let disk = match &self.dir {
-            None => Disk::default(),
+            None => Disk {
+                clock: self.timing.as_ref().map(|timing| {
+                    let instance = name.split_once('/').map_or(name, |(i, _)| i);
+                    Mutex::new(SyncClock {
+                        rng: crate::framework::ids::stream(timing.seed, &format!("disk/{name}")),
+                        timing: timing.clone(),
+                        instance: instance.to_string(),
+                    })
+                }),
+                ..Disk::default()
+            },
             Some(dir) => {
                 let path = Disks::file_of(dir, name);
                 Disk::open_file(&path).map_err(|source| DiskError {

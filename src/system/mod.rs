@@ -15,6 +15,7 @@
 
 pub mod disk;
 mod env;
+pub mod sabotage;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -106,11 +106,12 @@ impl Deployment {
         events: Arc<dyn EventSink>,
     ) -> Deployment {
         let topology = Arc::new(topology(&scenario));
+        let disks = Disks::simulated(scenario.seed, scenario.disk_sync.clone());
         Deployment {
             scenario,
             catalog,
             registry: Registry::new(),
-            disks: Disks::new(),
+            disks,
             topology,
             events,
         }

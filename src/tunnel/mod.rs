@@ -23,6 +23,9 @@
 
 pub mod cost;
 mod outcome;
+pub mod capacity;
+pub mod shrink;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

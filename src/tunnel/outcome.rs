@@ -90,6 +90,13 @@ impl Outcome {
         assertions.chain(invariants).collect()
     }
 
+    /// What failed, one stable key per failure: `invariant <name>`, or `assert <that> [<scope>,
+    /// <window>]`. The observed values are left out, so the same failure in a changed run (a
+    /// shrunk file, another rate) has the same key.
+    pub fn failure_keys(&self) -> Vec<String> {
+        failure_keys(&self.summary)
+    }
+
     /// How to run this again, bit for bit: inside a test, the test with the seed in
     /// `WINDTUNNEL_SEED` (which overrides every other seed); elsewhere, the same program with it.
     pub fn replay(&self) -> String {
@@ -140,4 +147,19 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&crate::report::text::render(&self.summary))
     }
+}
+
+/// The stable keys of what failed in `summary` (see [`Outcome::failure_keys`]).
+pub fn failure_keys(summary: &Summary) -> Vec<String> {
+    let assertions = summary
+        .assertions
+        .iter()
+        .filter(|a| !a.passed)
+        .map(|a| format!("assert {} [{}, {}]", a.that, a.scope, a.window));
+    let invariants = summary
+        .invariants
+        .iter()
+        .filter(|i| !i.holds)
+        .map(|i| format!("invariant {}", i.name));
+    invariants.chain(assertions).collect()
 }

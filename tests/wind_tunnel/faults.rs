@@ -449,3 +449,27 @@ deadline = "2s"
         }
     }
 }
+
+#[test]
+fn disk_sync_times_and_disk_faults_set_how_long_a_write_waits_and_lose_nothing() {
+    // Goal: `[disk] sync` and the `disk` fault (stall, factor) reach the stores' syncs, and a
+    // store still acknowledges only synced writes. Method: run tests/fixtures/disk-faults.toml
+    // (its assertions say what each window must show) and check its invariants; then the same
+    // file without `[disk]` must fail its "p50 > 60ms" (the forbidden case: the setting had
+    // no effect).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/disk-faults.toml");
+    let text = std::fs::read_to_string(path).expect("the fixture exists");
+    let faulted = run(&scenario(&text));
+    for a in &faulted.assertions {
+        assert!(a.passed, "{} [{}]", a.verdict, a.window);
+    }
+    assert!(!faulted.invariants.is_empty());
+    assert!(faulted.invariants.iter().all(|i| i.holds), "{:?}", faulted.invariants);
+    let plain = run(&scenario(&text.replace("[disk]\nsync = \"20ms\"\n", "")));
+    let slow_disk = plain
+        .assertions
+        .iter()
+        .find(|a| a.that == "p50(latency) > 60ms")
+        .expect("the assertion is there");
+    assert!(!slow_disk.passed, "{}", slow_disk.verdict);
+}

@@ -4,6 +4,7 @@ mod balancing;
 mod cli;
 mod determinism;
 mod faults;
+mod hunt;
 mod invariants;
 mod library;
 mod queueing;

@@ -1,0 +1,213 @@
+//! Capacity search: the highest rate of one load at which every assertion still holds.
+//!
+//! Load testers leave "how much can this take" to manual ramps. Here each probe is a
+//! deterministic run of the scenario with the load's rate set (and its stages removed), judged
+//! by every assertion and invariant of the file. [`capacity`] brackets the answer by doubling
+//! (or halving) from the file's rate, then bisects until the highest passing rate and the
+//! lowest failing one are within the asked precision (2% by default). Every probe is kept, so
+//! the report can draw p99, error rate and goodput against rate and mark the knee.
+//!
+//! The search assumes that a rate that fails fails at every higher rate. At one seed that is
+//! true up to noise: near the knee a rate can pass where a slightly lower one failed. The
+//! answer is then a rate that passes with a failing one within the precision above it.
+
+use toml::{Table, Value};
+
+use crate::system::Catalog;
+
+use super::{Tunnel, TunnelError};
+
+/// Most probes a search makes when not told otherwise.
+pub const DEFAULT_MAX_PROBES: u32 = 40;
+
+/// Why a capacity could not be searched for.
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    /// A probe could not run.
+    #[error(transparent)]
+    Run(#[from] TunnelError),
+    /// The file is not TOML.
+    #[error("the scenario is not TOML: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A probe's file could not be written.
+    #[error("a probe's scenario cannot be written: {0}")]
+    Write(#[from] toml::ser::Error),
+    /// No load of that name.
+    #[error("no load {load:?} in the scenario; its loads are: {known}")]
+    NoLoad {
+        /// The name asked for.
+        load: String,
+        /// The loads there are.
+        known: String,
+    },
+    /// The precision is not a fraction above 0 and below 1.
+    #[error("the precision must be above 0 and below 1 (e.g. 0.02 for 2%), found {0}")]
+    Precision(f64),
+}
+
+/// What to search.
+#[derive(Debug, Clone)]
+pub struct CapacityOptions {
+    /// The load whose rate is searched.
+    pub load: String,
+    /// The answer is within this fraction of the lowest failing rate (0.02: 2%).
+    pub precision: f64,
+    /// Most probes.
+    pub max_probes: u32,
+    /// The seed every probe runs at.
+    pub seed: u64,
+}
+
+/// One probe: a run at one rate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    /// Requests per second of the load.
+    pub rate: f64,
+    /// Whether every assertion and invariant held.
+    pub passed: bool,
+    /// The load's p99 latency, ms.
+    pub p99_ms: f64,
+    /// The load's error rate.
+    pub error_rate: f64,
+    /// The load's successful requests per second.
+    pub goodput_per_s: f64,
+    /// What failed (stable keys).
+    pub failures: Vec<String>,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Capacity {
+    /// The scenario.
+    pub scenario: String,
+    /// The load searched.
+    pub load: String,
+    /// The highest rate that passed; `None` if even the lowest probed failed.
+    pub rate: Option<f64>,
+    /// The lowest rate above it that failed; `None` if no probe failed.
+    pub failing: Option<f64>,
+    /// Every probe, in the order run.
+    pub probes: Vec<Probe>,
+}
+
+/// Searches the capacity of `options.load` in the scenario file `text` (named `name` in
+/// diagnostics) with `catalog`'s systems; `progress` hears of every probe.
+pub fn capacity(
+    text: &str,
+    name: &str,
+    catalog: &Catalog,
+    options: &CapacityOptions,
+    progress: &mut dyn FnMut(&Probe),
+) -> Result<Capacity, CapacityError> {
+    if !(options.precision > 0.0 && options.precision < 1.0) {
+        return Err(CapacityError::Precision(options.precision));
+    }
+    let table: Table = toml::from_str(text)?;
+    let scenario = crate::scenario::parse_str(text, name, catalog).map_err(TunnelError::from)?;
+    let index = scenario
+        .loads
+        .iter()
+        .position(|l| l.name.as_str() == options.load)
+        .ok_or_else(|| CapacityError::NoLoad {
+            load: options.load.clone(),
+            known: scenario
+                .loads
+                .iter()
+                .map(|l| l.name.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let start = scenario.loads[index].rate.as_per_second();
+    let mut probes: Vec<Probe> = Vec::new();
+    let mut probe = |rate: f64, probes: &mut Vec<Probe>| -> Result<bool, CapacityError> {
+        let p = run_at(&table, index, rate, name, catalog, options)?;
+        progress(&p);
+        let passed = p.passed;
+        probes.push(p);
+        Ok(passed)
+    };
+    let (mut lo, mut hi) = (None::<f64>, None::<f64>);
+    let mut rate = start;
+    // Bracket: double while passing, halve while failing.
+    while probes.len() < options.max_probes as usize {
+        if probe(rate, &mut probes)? {
+            lo = Some(rate);
+            if hi.is_some() {
+                break;
+            }
+            rate *= 2.0;
+        } else {
+            hi = Some(rate);
+            if lo.is_some() || rate < 0.2 {
+                break;
+            }
+            rate /= 2.0;
+        }
+    }
+    // Bisect.
+    while let (Some(l), Some(h)) = (lo, hi) {
+        if h - l <= h * options.precision || probes.len() >= options.max_probes as usize {
+            break;
+        }
+        let mid = round_rate((l + h) / 2.0);
+        if mid <= l || mid >= h {
+            break;
+        }
+        if probe(mid, &mut probes)? {
+            lo = Some(mid);
+        } else {
+            hi = Some(mid);
+        }
+    }
+    Ok(Capacity {
+        scenario: scenario.name.to_string(),
+        load: options.load.clone(),
+        rate: lo,
+        failing: hi,
+        probes,
+    })
+}
+
+/// Rates are probed to a hundredth of a request per second, so they print as written.
+fn round_rate(rate: f64) -> f64 {
+    (rate * 100.0).round() / 100.0
+}
+
+/// The scenario with load `index` at `rate` and no stages, as TOML.
+pub fn with_rate(table: &Table, index: usize, rate: f64) -> Result<String, CapacityError> {
+    let mut t = table.clone();
+    if let Some(Value::Table(load)) = t
+        .get_mut("load")
+        .and_then(Value::as_array_mut)
+        .and_then(|loads| loads.get_mut(index))
+    {
+        load.insert("rate".into(), Value::String(format!("{}/s", round_rate(rate))));
+        load.remove("stages");
+    }
+    Ok(toml::to_string(&t)?)
+}
+
+fn run_at(
+    table: &Table,
+    index: usize,
+    rate: f64,
+    name: &str,
+    catalog: &Catalog,
+    options: &CapacityOptions,
+) -> Result<Probe, CapacityError> {
+    let text = with_rate(table, index, rate)?;
+    let outcome = Tunnel::toml(&text, name)
+        .with_catalog(catalog.clone())
+        .seed_from_env(false)
+        .seed(options.seed)
+        .run()?;
+    let load = outcome.load(&options.load);
+    Ok(Probe {
+        rate: round_rate(rate),
+        passed: outcome.passed(),
+        p99_ms: load.map_or(0.0, |l| l.latency_ms.p99),
+        error_rate: load.map_or(0.0, |l| l.error_rate),
+        goodput_per_s: load.map_or(0.0, |l| l.goodput_per_s),
+        failures: outcome.failure_keys(),
+    })
+}

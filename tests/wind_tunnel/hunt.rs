@@ -1,0 +1,142 @@
+//! Hunting for failures through the library: capacity search and shrinking.
+
+use windtunnel::tunnel::capacity::{capacity, CapacityOptions};
+use windtunnel::tunnel::shrink::{shrink, ShrinkOptions};
+use windtunnel::tunnel::Tunnel;
+
+use crate::support::one_service;
+
+/// Two instances of eight workers at a fixed 10 ms: 1,600 requests per second at most.
+fn capped(rate: &str) -> String {
+    one_service(
+        r#"
+[[assert]]
+that = "p99(latency) < 40ms"
+load = "gets"
+[[assert]]
+that = "error_rate < 1%"
+load = "gets"
+"#,
+    )
+    .replace("time = \"2ms\"", "time = \"10ms\"")
+    .replace("rate = \"100/s\"", &format!("rate = \"{rate}\""))
+    .replace("duration = \"20s\"", "duration = \"6s\"")
+}
+
+fn passes(text: &str) -> bool {
+    Tunnel::toml(text, "capped.toml")
+        .systems(windtunnel::services::systems())
+        .seed_from_env(false)
+        .run()
+        .expect("runs")
+        .passed()
+}
+
+#[test]
+fn capacity_search_brackets_the_highest_passing_rate_within_two_percent() {
+    // Goal: `capacity` answers "how much load can this take" to within 2%, and the answer is
+    // true. Method: search a service whose ceiling is known from its workers (1,600/s), then
+    // run the answer (must pass) and the failing rate above it (must fail) as plain files.
+    let text = capped("200/s");
+    let options = CapacityOptions {
+        load: "gets".to_string(),
+        precision: 0.02,
+        max_probes: 40,
+        seed: 3,
+    };
+    let catalog = windtunnel::services::catalog();
+    let mut probes = 0;
+    let found = capacity(&text, "capped.toml", &catalog, &options, &mut |_| probes += 1)
+        .expect("searches");
+    let (rate, failing) = (found.rate.expect("a rate passes"), found.failing.expect("one fails"));
+    assert!(failing > rate && failing <= rate * 1.02 + 0.01, "{rate} .. {failing}");
+    assert!(
+        (1000.0..1700.0).contains(&rate),
+        "a service of 16 workers at 10 ms saturates near 1,600/s, found {rate}"
+    );
+    assert_eq!(probes, found.probes.len());
+    assert!(passes(&capped(&format!("{rate}/s"))), "the capacity itself passes");
+    assert!(!passes(&capped(&format!("{failing}/s"))), "the rate above it fails");
+}
+
+#[test]
+fn capacity_of_an_unknown_load_names_the_loads_there_are() {
+    let catalog = windtunnel::services::catalog();
+    let options = CapacityOptions {
+        load: "nope".to_string(),
+        precision: 0.02,
+        max_probes: 10,
+        seed: 1,
+    };
+    let e = capacity(&capped("100/s"), "c.toml", &catalog, &options, &mut |_| {})
+        .expect_err("no such load");
+    assert!(e.to_string().contains("gets"), "{e}");
+}
+
+#[test]
+fn shrinking_keeps_the_one_fault_that_breaks_the_assertion_and_drops_the_rest() {
+    // Goal: a failing file comes back as the smallest file that fails the same way. Method:
+    // four faults of which only an error burst breaks "error_rate == 0"; shrink must keep
+    // that one, drop the others, and the written file must replay the failure.
+    let text = one_service(
+        r#"
+[[fault]]
+at = "2s"
+duration = "2s"
+latency = { target = "svc.echo", add = "1ms" }
+[[fault]]
+at = "6s"
+duration = "4s"
+errors = { target = "svc.echo", rate = "30%", code = "internal.boom" }
+[[fault]]
+at = "11s"
+duration = "3s"
+slow = { target = "svc.echo[0]", factor = 1.5 }
+[[fault]]
+at = "15s"
+duration = "2s"
+latency = { target = "client", add = "2ms" }
+[[assert]]
+that = "p99(latency) < 1s"
+load = "gets"
+[[assert]]
+that = "error_rate == 0"
+load = "gets"
+"#,
+    );
+    let catalog = windtunnel::services::catalog();
+    let options = ShrinkOptions {
+        seed: 3,
+        failure: None,
+        max_runs: 60,
+    };
+    let mut kept = Vec::new();
+    let shrunk = shrink(&text, "four.toml", &catalog, &options, &mut |s| {
+        kept.push(s.to_string())
+    })
+    .expect("shrinks");
+    assert_eq!(shrunk.failure, "assert error_rate == 0 [load gets, whole run]");
+    assert_eq!(shrunk.faults, (4, 1), "kept: {kept:?}\n{}", shrunk.text);
+    assert!(shrunk.text.contains("internal.boom"), "{}", shrunk.text);
+    assert!(!shrunk.text.contains("factor"), "{}", shrunk.text);
+    assert_eq!(kept, shrunk.steps);
+    let replay = Tunnel::toml(&shrunk.text, "shrunk.toml")
+        .systems(windtunnel::services::systems())
+        .seed_from_env(false)
+        .run()
+        .expect("the shrunk file is valid");
+    assert!(replay.failure_keys().contains(&shrunk.failure));
+}
+
+#[test]
+fn shrinking_a_passing_file_says_there_is_nothing_to_shrink() {
+    let catalog = windtunnel::services::catalog();
+    let options = ShrinkOptions {
+        seed: 3,
+        failure: None,
+        max_runs: 10,
+    };
+    let e = shrink(&capped("100/s"), "ok.toml", &catalog, &options, &mut |_| {})
+        .expect_err("passes");
+    assert!(e.to_string().contains("nothing to shrink"), "{e}");
+}
