@@ -8,7 +8,8 @@
 //! waterfall, as Zipkin and Jaeger draw it). A sixth, `business.png` (the services' business
 //! counters per second), is drawn only for runs whose services record any, and a seventh,
 //! `mechanisms.png` (circuits opened, ejections, retries, hedges, refusals per second), only for
-//! runs where a degradation mechanism acted. `compare` overlays two runs' spectra.
+//! runs where a degradation mechanism acted. `compare` overlays two runs' spectra, and `sweep`
+//! and `merge` draw `sweep.png` (p99 and error rate across seeds).
 //!
 //! Text is drawn with the bundled DejaVu Sans through plotters' `ab_glyph` backend, so no system
 //! font library is needed; the font is registered once, before the first plot. Every plot is
@@ -20,6 +21,7 @@ mod canvas;
 mod distribution;
 mod instances;
 mod latency;
+mod sweep;
 mod throughput;
 mod trace;
 
@@ -29,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::report::summary::Summary;
+use crate::report::sweep::SweepReport;
 
 /// DejaVu Sans (licence in `assets/DejaVuSans-LICENSE.txt`), the only font the plots use.
 static FONT_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -135,4 +138,11 @@ pub fn write_overlay(
         },
     ];
     draw_one(path.to_path_buf(), |p| distribution::draw_overlay(&runs, p)).map(|_| ())
+}
+
+/// Writes `sweep.png` at `path`: p99 and error rate per load across a sweep's seeds, sorted
+/// (see `src/report/plots/sweep.rs`).
+pub fn write_sweep(report: &SweepReport, path: &Path) -> Result<(), PlotError> {
+    register_font()?;
+    draw_one(path.to_path_buf(), |p| sweep::draw(report, p)).map(|_| ())
 }

@@ -9,3 +9,4 @@ mod library;
 mod queueing;
 mod scenarios;
 mod support;
+mod sweeps;
