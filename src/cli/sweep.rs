@@ -68,7 +68,6 @@ pub(super) fn parse_shard(text: &str) -> Result<Shard, String> {
 
 /// Runs `file` at the seeds of `first..=last` (this shard's share of them, if `shard`) on
 /// `jobs` threads; exit 1 if any seed fails an assertion or breaks an invariant.
-#[allow(clippy::too_many_arguments)]
 pub fn sweep(
     catalog: &Catalog,
     file: &Path,

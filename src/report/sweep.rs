@@ -109,7 +109,6 @@ pub struct SweepReport {
 
 impl SweepReport {
     /// A report of `results` (sorted here by seed), with the counts filled in.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         scenario: &str,
         scenario_file: &str,
@@ -238,7 +237,9 @@ pub fn find_files(paths: &[PathBuf], skip: Option<&Path>) -> Result<Vec<PathBuf>
             .map_err(io)?;
         entries.sort();
         for p in entries {
-            if p.is_dir() {
+            // A link to a folder is not followed: a link back up would never end.
+            let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            if is_dir {
                 walk(&p, out)?;
             } else if p.file_name().is_some_and(|n| n == "sweep.json") {
                 out.push(p);
