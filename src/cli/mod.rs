@@ -1,4 +1,4 @@
-//! The `windtunnel` command: run, check, list, compare.
+//! The `windtunnel` command: run, check, list, compare, sweep, merge, serve.
 //!
 //! Flags are parsed by clap into raw values, then each command validates what it was given
 //! (files, directories, seeds) before doing anything. Exit codes: 0 when every assertion holds,
@@ -69,21 +69,36 @@ enum Command {
     Sweep {
         /// The scenario file (TOML).
         file: PathBuf,
-        /// How many seeds.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-        seeds: u64,
-        /// The first seed.
-        #[arg(long, default_value_t = 1)]
-        first: u64,
+        /// How many seeds from --first (e.g. 100), or an inclusive range of seeds (e.g. 1..200).
+        #[arg(long, default_value = "20", value_parser = sweep::parse_seeds)]
+        seeds: sweep::Seeds,
+        /// The first seed when --seeds is a count [default: 1].
+        #[arg(long)]
+        first: Option<u64>,
+        /// Run only shard K of N (K from 1 to N): the i-th seed of the range (from 0) goes to
+        /// shard i % N + 1. Merge the shards' sweep.json files with `merge`.
+        #[arg(long, value_parser = sweep::parse_shard)]
+        shard: Option<crate::report::sweep::Shard>,
         /// Seeds run at once, each on its own thread (default: the machine's cores).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
         jobs: Option<u64>,
-        /// Write sweep.json here (default: reports/<scenario name>-sweep/).
+        /// Write sweep.json and sweep.png here (default: reports/<scenario name>-sweep/).
         #[arg(long)]
         out: Option<PathBuf>,
         /// No progress lines.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Join the sweep.json files of a sweep's shards into one report, as one sweep would have
+    /// written it.
+    Merge {
+        /// sweep.json files, or folders to search for them (at any depth).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the merged sweep.json and sweep.png here (default:
+        /// reports/<scenario name>-merged/).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// (Internal) Run one seed of a scenario and print its result as JSON: how `sweep` runs
     /// each seed in a process of its own.
@@ -221,16 +236,38 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             file,
             seeds,
             first,
+            shard,
             jobs,
             out,
             quiet,
         } => {
+            let range = match (seeds, first) {
+                (sweep::Seeds::Range(..), Some(_)) => {
+                    eprintln!(
+                        "error: --first cannot be combined with a range of seeds: write \
+                         --seeds A..B alone"
+                    );
+                    return ExitCode::from(EXIT_INVALID);
+                }
+                (sweep::Seeds::Range(a, b), None) => (a, b),
+                (sweep::Seeds::Count(n), first) => {
+                    let first = first.unwrap_or(1);
+                    match first.checked_add(n - 1) {
+                        Some(last) => (first, last),
+                        None => {
+                            eprintln!("error: --first {first} --seeds {n}: seeds beyond u64");
+                            return ExitCode::from(EXIT_INVALID);
+                        }
+                    }
+                }
+            };
             let jobs = jobs.map_or_else(
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |j| j as usize,
             );
-            sweep::sweep(&catalog, &file, first, seeds, jobs, out, quiet)
+            sweep::sweep(&catalog, &file, range, shard, jobs, out, quiet)
         }
+        Command::Merge { paths, out } => sweep::merge(&paths, out),
         Command::SweepSeed { file, seed } => sweep::sweep_seed(&catalog, &file, seed),
         Command::Serve {
             file,

@@ -1,58 +1,78 @@
-//! `windtunnel sweep`: one scenario at many seeds, to find the seed that breaks it.
+//! `windtunnel sweep` and `windtunnel merge`: one scenario at many seeds, to find the seed that
+//! breaks it, on one machine or split into shards across many.
 //!
-//! Each seed is a full run; only its verdicts and headline figures are kept (sweep.json), so a
-//! sweep of thousands of seeds stays small. Seeds run on `--jobs` threads at once, each its own
-//! simulation; the results are ordered by seed, so sweep.json does not depend on the threads.
-//! A failing seed is replayed bit for bit with `windtunnel run FILE --seed N`.
+//! Each seed is a full run; only its verdicts and headline figures are kept (sweep.json, whose
+//! format is `src/report/sweep.rs`), so a sweep of thousands of seeds stays small. Seeds run on
+//! `--jobs` threads at once, each its own simulation; the results are ordered by seed, so
+//! sweep.json does not depend on the threads. `--shard K/N` runs only every N-th seed of the
+//! range, and `merge` joins the shards' files into the sweep.json one machine would have
+//! written. A failing seed is replayed bit for bit with `windtunnel run FILE --seed N`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-use serde::{Deserialize, Serialize};
 
 use super::{load, EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::lock::lock;
+use crate::report::sweep::{self as format, SeedResult, Shard, SweepReport};
 use crate::scenario::Scenario;
 use crate::system::Catalog;
 use crate::tunnel::Tunnel;
 
-/// One seed's outcome.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct SeedResult {
-    seed: u64,
-    passed: bool,
-    fingerprint: String,
-    /// p99 latency per load, ms.
-    p99_ms: BTreeMap<String, f64>,
-    /// Error rate per load.
-    error_rate: BTreeMap<String, f64>,
-    /// Verdicts of the assertions that failed and details of the invariants broken.
-    failed: Vec<String>,
-    /// Names of the invariants that did not hold.
-    broken_invariants: Vec<String>,
+/// The most seeds one sweep runs.
+const MAX_SEEDS: u64 = 100_000;
+
+/// Which seeds `--seeds` names: a count from `--first` (`20`), or an inclusive range (`1..200`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seeds {
+    /// This many seeds from `--first`.
+    Count(u64),
+    /// From the first to the last, both included.
+    Range(u64, u64),
 }
 
-/// What sweep.json holds.
-#[derive(Debug, Serialize)]
-struct SweepReport {
-    scenario: String,
-    first_seed: u64,
-    seeds: u64,
-    passed: u64,
-    failed_seeds: Vec<u64>,
-    results: Vec<SeedResult>,
+/// Reads `--seeds`: `N` (1 to 100,000) or `A..B` (A ≤ B, at most 100,000 seeds).
+pub(super) fn parse_seeds(text: &str) -> Result<Seeds, String> {
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a seed count (20) nor a range of seeds (1..200)"))
+    };
+    let seeds = match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (number(a)?, number(b.strip_prefix('=').unwrap_or(b))?);
+            if a > b {
+                return Err(format!("`{text}`: the range ends before it starts"));
+            }
+            Seeds::Range(a, b)
+        }
+        None => Seeds::Count(number(text)?),
+    };
+    let n = match seeds {
+        Seeds::Count(n) => n,
+        Seeds::Range(a, b) => (b - a).saturating_add(1),
+    };
+    if !(1..=MAX_SEEDS).contains(&n) {
+        return Err(format!(
+            "`{text}`: a sweep runs 1 to {MAX_SEEDS} seeds, not {n}"
+        ));
+    }
+    Ok(seeds)
 }
 
-/// Runs `file` at seeds `first..first + seeds` on `jobs` threads; exit 1 if any seed fails an
-/// assertion or breaks an invariant.
+/// Reads `--shard K/N` (see [`Shard::parse`]).
+pub(super) fn parse_shard(text: &str) -> Result<Shard, String> {
+    Shard::parse(text)
+}
+
+/// Runs `file` at the seeds of `first..=last` (this shard's share of them, if `shard`) on
+/// `jobs` threads; exit 1 if any seed fails an assertion or breaks an invariant.
 pub fn sweep(
     catalog: &Catalog,
     file: &Path,
-    first: u64,
-    seeds: u64,
+    (first, last): (u64, u64),
+    shard: Option<Shard>,
     jobs: usize,
     out: Option<PathBuf>,
     quiet: bool,
@@ -61,17 +81,36 @@ pub fn sweep(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let next = AtomicU64::new(first);
-    let end = first.saturating_add(seeds);
-    let done = AtomicU64::new(0);
+    let hash = match std::fs::read(file) {
+        Ok(bytes) => format::hash_bytes(&bytes),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return EXIT_INVALID;
+        }
+    };
+    let seeds: Vec<u64> = match shard {
+        Some(s) => s.seeds(first, last),
+        None => (first..=last).collect(),
+    };
+    if seeds.is_empty() {
+        let n = last - first + 1;
+        eprintln!(
+            "error: --shard {}/{}: seeds {first}..{last} are only {n}, so this shard has none \
+             (use at most {n} shards)",
+            shard.map_or(0, |s| s.index),
+            shard.map_or(0, |s| s.count),
+        );
+        return EXIT_INVALID;
+    }
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<Result<SeedResult, String>>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, 64) {
             scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
+                let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return;
-                }
+                };
                 let outcome = run_seed(file, seed);
                 let failed = outcome.is_err();
                 if !quiet {
@@ -81,11 +120,11 @@ pub fn sweep(
                         Err(_) => "error",
                     };
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    eprintln!("  seed {seed}: {mark} ({n} of {seeds} done)");
+                    eprintln!("  seed {seed}: {mark} ({n} of {} done)", seeds.len());
                 }
                 lock(&outcomes).push(outcome);
                 if failed {
-                    next.store(end, Ordering::Relaxed); // an error is the same at every seed
+                    next.store(seeds.len(), Ordering::Relaxed); // an error is the same at every seed
                 }
             });
         }
@@ -93,41 +132,100 @@ pub fn sweep(
     let mut results = Vec::new();
     for outcome in std::mem::take(&mut *lock(&outcomes)) {
         match outcome {
-            Ok(r) => results.push(r),
+            Ok(mut r) => {
+                if !r.passed {
+                    r.replay = Some(format!(
+                        "{} run {} --seed {}",
+                        super::program(),
+                        file.display(),
+                        r.seed
+                    ));
+                }
+                results.push(r);
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return EXIT_INVALID;
             }
         }
     }
-    results.sort_by_key(|r| r.seed);
-    let failed_seeds: Vec<u64> = results
-        .iter()
-        .filter(|r| !r.passed)
-        .map(|r| r.seed)
-        .collect();
-    let report = SweepReport {
-        scenario: scenario.name.as_str().to_string(),
-        first_seed: first,
-        seeds,
-        passed: seeds - failed_seeds.len() as u64,
-        failed_seeds,
+    let report = SweepReport::new(
+        scenario.name.as_str(),
+        &file.display().to_string(),
+        &hash,
+        first,
+        last,
+        shard,
         results,
-    };
+    );
     let dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", scenario.name)));
-    if let Err(e) = write(&dir, &report) {
-        eprintln!(
-            "error: cannot write {}: {e}",
-            dir.join("sweep.json").display()
-        );
+    finish(&report, &dir)
+}
+
+/// Writes sweep.json and sweep.png into `dir`, prints the summary, and gives the exit code:
+/// what `sweep` and `merge` end with.
+fn finish(report: &SweepReport, dir: &Path) -> u8 {
+    let json = match format::write(dir, report) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    if let Err(e) = crate::report::plots::write_sweep(report, &dir.join("sweep.png")) {
+        eprintln!("error: {e}");
         return EXIT_INVALID;
     }
-    print_report(&report, file, &dir);
+    for line in format::summary_lines(report, &json) {
+        say!("{line}");
+    }
     if report.failed_seeds.is_empty() {
         EXIT_OK
     } else {
         EXIT_FAILED
     }
+}
+
+/// Joins the sweep.json files that `paths` name (files, or folders searched for them) into one
+/// report in `out` (default `reports/<scenario>-merged/`): exit 2 if they are not shards of one
+/// sweep or share a seed, else 1 if any seed failed, 0 if none did.
+pub fn merge(paths: &[PathBuf], out: Option<PathBuf>) -> u8 {
+    let files = match format::find_files(paths, out.as_deref()) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let mut reports = Vec::with_capacity(files.len());
+    for f in files {
+        match format::read(&f) {
+            Ok(r) => reports.push((f, r)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        }
+    }
+    let report = match format::merge(&reports) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let missing = format::missing_seeds(&report);
+    if let Some(seed) = missing.first() {
+        eprintln!(
+            "note: {} of seeds {}..{} have no result (the first is {seed}): is a shard missing?",
+            missing.len(),
+            report.first_seed,
+            report.last_seed
+        );
+    }
+    let dir =
+        out.unwrap_or_else(|| Path::new("reports").join(format!("{}-merged", report.scenario)));
+    finish(&report, &dir)
 }
 
 /// One seed's run, judged.
@@ -199,11 +297,16 @@ fn seed_result(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<Seed
             .iter()
             .map(|(k, r)| (k.clone(), r.error_rate))
             .collect(),
+        goodput_per_s: s
+            .loads
+            .iter()
+            .map(|(k, r)| (k.clone(), r.goodput_per_s))
+            .collect(),
         failed: s
             .assertions
             .iter()
             .filter(|a| !a.passed)
-            .map(|a| a.verdict.clone())
+            .map(|a| format!("{} [{}, {}]", a.verdict, a.scope, a.window))
             .chain(
                 s.invariants
                     .iter()
@@ -217,37 +320,6 @@ fn seed_result(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<Seed
             .filter(|i| !i.holds)
             .map(|i| i.name.clone())
             .collect(),
+        replay: None,
     })
-}
-
-fn write(dir: &Path, report: &SweepReport) -> Result<(), Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("sweep.json"),
-        serde_json::to_string_pretty(report)? + "\n",
-    )?;
-    Ok(())
-}
-
-fn print_report(report: &SweepReport, file: &Path, dir: &Path) {
-    say!(
-        "{}: {} of {} seeds pass (seeds {}..{})",
-        report.scenario,
-        report.passed,
-        report.seeds,
-        report.first_seed,
-        report.first_seed + report.seeds - 1
-    );
-    for r in report.results.iter().filter(|r| !r.passed) {
-        for v in &r.failed {
-            say!("  FAIL seed {}: {v}", r.seed);
-        }
-        say!(
-            "    replay: {} run {} --seed {}",
-            super::program(),
-            file.display(),
-            r.seed
-        );
-    }
-    say!("  results: {}", dir.join("sweep.json").display());
 }

@@ -10,6 +10,7 @@ pub mod html;
 #[cfg(feature = "plots")]
 pub mod plots;
 pub mod summary;
+pub mod sweep;
 pub mod text;
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,8 @@
 //! waterfall, as Zipkin and Jaeger draw it). A sixth, `business.png` (the services' business
 //! counters per second), is drawn only for runs whose services record any, and a seventh,
 //! `mechanisms.png` (circuits opened, ejections, retries, hedges, refusals per second), only for
-//! runs where a degradation mechanism acted. `compare` overlays two runs' spectra.
+//! runs where a degradation mechanism acted. `compare` overlays two runs' spectra, and `sweep`
+//! and `merge` draw `sweep.png` (p99 and error rate across seeds).
 //!
 //! Text is drawn with the bundled DejaVu Sans through plotters' `ab_glyph` backend, so no system
 //! font library is needed; the font is registered once, before the first plot. Every plot is
@@ -21,6 +22,7 @@ mod capacity;
 mod distribution;
 mod instances;
 mod latency;
+mod sweep;
 mod throughput;
 mod trace;
 
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::report::summary::Summary;
+use crate::report::sweep::SweepReport;
 
 /// DejaVu Sans (licence in `assets/DejaVuSans-LICENSE.txt`), the only font the plots use.
 static FONT_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -167,4 +170,11 @@ pub struct CapacityCurve {
 pub fn write_capacity(title: &str, curves: &[CapacityCurve], path: &Path) -> Result<(), PlotError> {
     register_font()?;
     draw_one(path.to_path_buf(), |p| capacity::draw(title, curves, p)).map(|_| ())
+}
+
+/// Writes `sweep.png` at `path`: p99 and error rate per load across a sweep's seeds, sorted
+/// (see `src/report/plots/sweep.rs`).
+pub fn write_sweep(report: &SweepReport, path: &Path) -> Result<(), PlotError> {
+    register_font()?;
+    draw_one(path.to_path_buf(), |p| sweep::draw(report, p)).map(|_| ())
 }

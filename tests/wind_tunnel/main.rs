@@ -10,3 +10,4 @@ mod library;
 mod queueing;
 mod scenarios;
 mod support;
+mod sweeps;
