@@ -85,6 +85,10 @@ enum Command {
         /// Write sweep.json and sweep.png here (default: reports/<scenario name>-sweep/).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Draw each seed's own fault schedule within the file's `[swarm]` bounds, judge it by
+        /// the invariants, and write each failing seed out as a plain scenario file.
+        #[arg(long)]
+        swarm: bool,
         /// No progress lines.
         #[arg(long, short)]
         quiet: bool,
@@ -108,6 +112,9 @@ enum Command {
         file: PathBuf,
         /// The seed.
         seed: u64,
+        /// Run the fault schedule drawn for the seed.
+        #[arg(long)]
+        swarm: bool,
     },
     /// Serve a scenario's services and gateway on this machine's real network (127.0.0.1).
     Serve {
@@ -239,6 +246,7 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             shard,
             jobs,
             out,
+            swarm,
             quiet,
         } => {
             let range = match (seeds, first) {
@@ -265,10 +273,18 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |j| j as usize,
             );
-            sweep::sweep(&catalog, &file, range, shard, jobs, out, quiet)
+            let plan = sweep::Plan {
+                seeds: range,
+                shard,
+                jobs,
+                swarm,
+            };
+            sweep::sweep(&catalog, &file, plan, out, quiet)
         }
         Command::Merge { paths, out } => sweep::merge(&paths, out),
-        Command::SweepSeed { file, seed } => sweep::sweep_seed(&catalog, &file, seed),
+        Command::SweepSeed { file, seed, swarm } => {
+            sweep::sweep_seed(&catalog, &file, seed, swarm)
+        }
         Command::Serve {
             file,
             listen,

@@ -66,17 +66,28 @@ pub(super) fn parse_shard(text: &str) -> Result<Shard, String> {
     Shard::parse(text)
 }
 
+/// Which seeds a sweep runs, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// The range, both ends included.
+    pub seeds: (u64, u64),
+    /// This machine's share of it, if it is one of several.
+    pub shard: Option<Shard>,
+    /// Seeds run at once.
+    pub jobs: usize,
+    /// Whether each seed draws its own fault schedule (see `src/tunnel/swarm.rs`).
+    pub swarm: bool,
+}
+
 /// Runs `file` at the seeds of `first..=last` (this shard's share of them, if `shard`) on
 /// `jobs` threads; exit 1 if any seed fails an assertion or breaks an invariant.
-pub fn sweep(
-    catalog: &Catalog,
-    file: &Path,
-    (first, last): (u64, u64),
-    shard: Option<Shard>,
-    jobs: usize,
-    out: Option<PathBuf>,
-    quiet: bool,
-) -> u8 {
+pub fn sweep(catalog: &Catalog, file: &Path, plan: Plan, out: Option<PathBuf>, quiet: bool) -> u8 {
+    let Plan {
+        seeds: (first, last),
+        shard,
+        jobs,
+        swarm,
+    } = plan;
     let scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
@@ -111,7 +122,7 @@ pub fn sweep(
                 let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return;
                 };
-                let outcome = run_seed(file, seed);
+                let outcome = run_seed(file, seed, swarm);
                 let failed = outcome.is_err();
                 if !quiet {
                     let mark = match &outcome {
@@ -129,17 +140,28 @@ pub fn sweep(
             });
         }
     });
+    let dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", scenario.name)));
     let mut results = Vec::new();
     for outcome in std::mem::take(&mut *lock(&outcomes)) {
         match outcome {
             Ok(mut r) => {
                 if !r.passed {
-                    r.replay = Some(format!(
-                        "{} run {} --seed {}",
-                        super::program(),
-                        file.display(),
-                        r.seed
-                    ));
+                    r.replay = Some(if swarm {
+                        match write_swarm_file(catalog, file, &scenario, r.seed, &dir) {
+                            Ok(path) => format!("{} run {}", super::program(), path.display()),
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return EXIT_INVALID;
+                            }
+                        }
+                    } else {
+                        format!(
+                            "{} run {} --seed {}",
+                            super::program(),
+                            file.display(),
+                            r.seed
+                        )
+                    });
                 }
                 results.push(r);
             }
@@ -149,7 +171,7 @@ pub fn sweep(
             }
         }
     }
-    let report = SweepReport::new(
+    let mut report = SweepReport::new(
         scenario.name.as_str(),
         &file.display().to_string(),
         &hash,
@@ -158,7 +180,7 @@ pub fn sweep(
         shard,
         results,
     );
-    let dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", scenario.name)));
+    report.swarm = swarm;
     finish(&report, &dir)
 }
 
@@ -234,12 +256,14 @@ pub fn merge(paths: &[PathBuf], out: Option<PathBuf>) -> u8 {
 /// threads of one process share tokio's task numbering, which decides the order a crashed
 /// host's tasks are dropped in, so only a process per run replays exactly what `run --seed`
 /// does (see `sim::run`).
-fn run_seed(file: &Path, seed: u64) -> Result<SeedResult, String> {
+fn run_seed(file: &Path, seed: u64, swarm: bool) -> Result<SeedResult, String> {
     let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let out = std::process::Command::new(program)
-        .arg("sweep-seed")
-        .arg(file)
-        .arg(seed.to_string())
+    let mut command = std::process::Command::new(program);
+    command.arg("sweep-seed").arg(file).arg(seed.to_string());
+    if swarm {
+        command.arg("--swarm");
+    }
+    let out = command
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot run seed {seed}: {e}"))?;
@@ -250,11 +274,56 @@ fn run_seed(file: &Path, seed: u64) -> Result<SeedResult, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("seed {seed}: unreadable result: {e}"))
 }
 
-/// Runs `file` at `seed` in this process and prints its result as JSON, for `sweep`.
-pub fn sweep_seed(catalog: &Catalog, file: &Path, seed: u64) -> u8 {
+/// The scenario `file` with the fault schedule drawn for `seed` (see `src/tunnel/swarm.rs`),
+/// as TOML text, and parsed.
+fn swarm_scenario(
+    catalog: &Catalog,
+    file: &Path,
+    scenario: &Scenario,
+    seed: u64,
+) -> Result<(String, Scenario), String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let drawn = crate::tunnel::swarm::draw(&text, scenario, seed).map_err(|e| e.to_string())?;
+    let name = format!("{} (swarm seed {seed})", file.display());
+    let parsed = crate::scenario::parse_str(&drawn, &name, catalog).map_err(|e| e.to_string())?;
+    Ok((drawn, parsed))
+}
+
+/// Writes the drawn file of a failing swarm seed into `dir` as `swarm-seed-<seed>.toml`: a
+/// plain scenario that replays it.
+fn write_swarm_file(
+    catalog: &Catalog,
+    file: &Path,
+    scenario: &Scenario,
+    seed: u64,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let (text, _) = swarm_scenario(catalog, file, scenario, seed)?;
+    let path = dir.join(format!("swarm-seed-{seed}.toml"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs `file` at `seed` in this process (with a drawn fault schedule if `swarm`) and prints
+/// its result as JSON, for `sweep`.
+pub fn sweep_seed(catalog: &Catalog, file: &Path, seed: u64, swarm: bool) -> u8 {
     let scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    let scenario = if swarm {
+        match swarm_scenario(catalog, file, &scenario, seed) {
+            Ok((_, drawn)) => drawn,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        }
+    } else {
+        scenario
     };
     match seed_result(catalog, &scenario, seed) {
         Ok(result) => match serde_json::to_string(&result) {

@@ -97,6 +97,10 @@ pub struct SweepReport {
     pub last_seed: u64,
     /// This run's share of the range, if it was one shard of several.
     pub shard: Option<Shard>,
+    /// Whether each seed ran a fault schedule drawn for it (`sweep --swarm`), judged by the
+    /// invariants, instead of the file's own faults and assertions.
+    #[serde(default)]
+    pub swarm: bool,
     /// How many seeds this file holds results for.
     pub seeds: u64,
     /// How many of them passed.
@@ -132,6 +136,7 @@ impl SweepReport {
             first_seed,
             last_seed,
             shard,
+            swarm: false,
             seeds: results.len() as u64,
             passed: (results.len() - failed_seeds.len()) as u64,
             failed_seeds,
@@ -293,6 +298,11 @@ pub fn merge(reports: &[(PathBuf, SweepReport)]) -> Result<SweepReport, SweepErr
                 first.scenario_hash, r.scenario_hash
             )));
         }
+        if r.swarm != first.swarm {
+            return Err(mismatch(
+                "are one swarm sweep and one plain sweep (`--swarm` on one only)".to_string(),
+            ));
+        }
         if r.windtunnel_version != first.windtunnel_version {
             return Err(mismatch(format!(
                 "were written by different windtunnel versions ({} and {})",
@@ -339,6 +349,7 @@ pub fn merge(reports: &[(PathBuf, SweepReport)]) -> Result<SweepReport, SweepErr
         results,
     );
     merged.windtunnel_version = first.windtunnel_version.clone();
+    merged.swarm = first.swarm;
     Ok(merged)
 }
 
