@@ -230,3 +230,89 @@ fn bad_seed_ranges_and_shards_exit_2_with_a_reason() {
         assert!(t.contains(why) && !t.contains("panicked"), "{args:?}: {t}");
     }
 }
+
+/// `windtunnel ARGS` with `WINDTUNNEL_SABOTAGE` set to `sabotage` (or removed when empty).
+fn windtunnel_with(sabotage: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_windtunnel"));
+    command.args(args).env_remove("WINDTUNNEL_SABOTAGE");
+    if !sabotage.is_empty() {
+        command.env("WINDTUNNEL_SABOTAGE", sabotage);
+    }
+    command.output().expect("the binary runs")
+}
+
+#[test]
+fn a_swarm_sweep_catches_a_store_that_acknowledges_before_it_syncs_and_shrink_reduces_it() {
+    // Goal: the hunt works end to end on a deliberately broken build. Method: with the store
+    // sabotaged to answer writes before their sync, a swarm sweep of 12 seeds of
+    // tests/fixtures/hunt-cards.toml must find a seed that loses an acknowledged payment (or
+    // leaves an event unapplied) and write it out; `shrink` must reduce that file to at most 3
+    // faults that still fail the same invariant; the shrunk file must fail under `run` with the
+    // sabotage and pass without it (the forbidden case: a failure that is not the bug's).
+    let dir = temp_dir("swarm");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hunt-cards.toml");
+    let out = dir.join("broken").display().to_string();
+    let sabotage = "store-acks-before-sync";
+    let args = ["sweep", fixture, "--swarm", "--seeds", "1..12", "--jobs", "2", "-q"];
+    let swept = windtunnel_with(sabotage, &[&args[..], &["--out", &out]].concat());
+    assert_eq!(swept.status.code(), Some(1), "{}", text(&swept));
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("broken/sweep.json")).expect("sweep.json"),
+    )
+    .expect("json");
+    assert_eq!(report["swarm"], true);
+    let failed = report["failed_seeds"].as_array().expect("a list");
+    assert!(!failed.is_empty(), "{}", text(&swept));
+    let seed = failed[0].as_u64().expect("a seed");
+    let drawn = dir.join(format!("broken/swarm-seed-{seed}.toml"));
+    assert!(drawn.exists(), "{}", text(&swept));
+    assert!(text(&swept).contains(&format!("run {}", drawn.display())));
+    let broken = report["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["seed"] == seed))
+        .map(|r| r["broken_invariants"][0].as_str().unwrap_or("").to_string())
+        .expect("the failing seed's result");
+    assert!(
+        ["no_lost_writes", "events_consumed"].contains(&broken.as_str()),
+        "{broken}"
+    );
+
+    let shrunk = dir.join("shrunk.toml");
+    let drawn_path = drawn.display().to_string();
+    let shrunk_path = shrunk.display().to_string();
+    let shrink_args = [
+        "shrink",
+        &drawn_path,
+        "--failure",
+        &format!("invariant {broken}"),
+        "--max-runs",
+        "40",
+        "--out",
+        &shrunk_path,
+    ];
+    let shrank = windtunnel_with(sabotage, &shrink_args);
+    assert_eq!(shrank.status.code(), Some(0), "{}", text(&shrank));
+    let shrunk_text = std::fs::read_to_string(&shrunk).expect("the shrunk file");
+    let faults = shrunk_text.matches("[[fault]]").count();
+    assert!(faults <= 3, "{faults} faults left:\n{shrunk_text}");
+    let replay = windtunnel_with(sabotage, &["run", &shrunk_path, "-q", "--out", &out]);
+    assert_eq!(replay.status.code(), Some(1), "{}", text(&replay));
+    assert!(text(&replay).contains(&format!("BROKEN {broken}")), "{}", text(&replay));
+    let healthy = windtunnel_with("", &["run", &shrunk_path, "-q", "--out", &out]);
+    assert_eq!(healthy.status.code(), Some(0), "{}", text(&healthy));
+}
+
+#[test]
+fn a_swarm_sweep_of_the_healthy_build_finds_nothing_and_bad_sabotage_names_are_refused() {
+    // Goal: a swarm sweep does not cry wolf, and a typo in the debug switch is an input error.
+    let dir = temp_dir("swarm-ok");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hunt-cards.toml");
+    let out = dir.display().to_string();
+    let args = ["sweep", fixture, "--swarm", "--seeds", "1..6", "--jobs", "2", "-q", "--out", &out];
+    let swept = windtunnel_with("", &args);
+    assert_eq!(swept.status.code(), Some(0), "{}", text(&swept));
+    assert!(text(&swept).contains("6 of 6 seeds pass"), "{}", text(&swept));
+    let typo = windtunnel_with("store-acks-early", &["check", fixture]);
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
+    assert!(text(&typo).contains("store-acks-before-sync"), "{}", text(&typo));
+}
