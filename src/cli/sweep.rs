@@ -203,7 +203,7 @@ fn seed_result(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<Seed
             .assertions
             .iter()
             .filter(|a| !a.passed)
-            .map(|a| a.verdict.clone())
+            .map(|a| format!("{} [{}, {}]", a.verdict, a.scope, a.window))
             .chain(
                 s.invariants
                     .iter()
