@@ -792,6 +792,87 @@ instances = 2
         );
     }
 
+    /// Two named faults: `slow-a` from 10 s to 20 s, `cut` from 30 s to 40 s.
+    const NAMED: &str = "[[fault]]\nname = \"slow-a\"\nat = \"10s\"\nduration = \"10s\"\nslow = { target = \"service.a\", factor = 5 }\n[[fault]]\nname = \"cut\"\nat = \"30s\"\nduration = \"10s\"\nslow = { target = \"service.a[0]\", factor = 9 }\n";
+
+    #[test]
+    fn before_faults_and_a_named_faults_window_cover_what_they_say() {
+        // Goal: `before_faults` runs from 0 to the first fault, `fault:<name>` is that fault's
+        // own window. Method: parse two named faults and three assertions, read their bounds.
+        let text = format!(
+            "{HEAD}{NAMED}[[assert]]\nthat = \"sent > 0\"\nduring = \"before_faults\"\n[[assert]]\nthat = \"sent > 0\"\nduring = \"fault:cut\"\n[[assert]]\nthat = \"sent > 0\"\nduring = \"fault:slow-a\"\n"
+        );
+        let scenario = parse_str(&text, "t.toml", &NoBuiltins).expect("valid");
+        let names: Vec<_> = scenario.faults.iter().map(|f| f.name.clone()).collect();
+        assert_eq!(names, [Some("slow-a".into()), Some("cut".into())]);
+        let bounds: Vec<_> = scenario
+            .assertions
+            .iter()
+            .map(|a| scenario.window_bounds(&a.window))
+            .collect();
+        assert_eq!(
+            bounds,
+            [secs(0)..secs(10), secs(30)..secs(40), secs(10)..secs(20)]
+        );
+        assert_eq!(scenario.assertions[1].window, Window::Fault("cut".into()));
+    }
+
+    #[test]
+    fn an_unknown_fault_name_is_reported_with_the_names_there_are() {
+        assert_error(
+            &format!("{NAMED}[[assert]]\nthat = \"sent > 0\"\nduring = \"fault:slow-b\"\n"),
+            13,
+            10,
+            &[
+                "no [[fault]] is named \"slow-b\"",
+                "named faults: slow-a, cut",
+            ],
+        );
+        assert_error(
+            "[[fault]]\nat = \"1s\"\nslow = { target = \"service.a\", factor = 2 }\n[[assert]]\nthat = \"sent > 0\"\nduring = \"fault:x\"\n",
+            6,
+            10,
+            &["no [[fault]] is named \"x\"", "(none: give a fault `name"],
+        );
+    }
+
+    #[test]
+    fn fault_names_must_be_unique_and_well_formed() {
+        let twice = NAMED.replace("name = \"cut\"", "name = \"slow-a\"");
+        assert_error(
+            &twice,
+            7,
+            8,
+            &[
+                "a fault named \"slow-a\" is already defined at line",
+                "unique",
+            ],
+        );
+        let spaced = NAMED.replace("name = \"cut\"", "name = \"a cut\"");
+        assert_error(
+            &spaced,
+            7,
+            8,
+            &["expected a fault's name", "found \"a cut\""],
+        );
+    }
+
+    #[test]
+    fn before_faults_needs_a_fault_that_starts_after_zero() {
+        assert_error(
+            "[[assert]]\nthat = \"sent > 0\"\nduring = \"before_faults\"\n",
+            3,
+            10,
+            &["needs at least one [[fault]]"],
+        );
+        assert_error(
+            "[[fault]]\nat = \"0s\"\nduration = \"1s\"\nslow = { target = \"service.a\", factor = 2 }\n[[assert]]\nthat = \"sent > 0\"\nduring = \"before_faults\"\n",
+            7,
+            10,
+            &["window \"before_faults\" is empty: the first fault starts at 0s"],
+        );
+    }
+
     #[test]
     fn degradation_mechanisms_report_the_key_and_what_was_expected() {
         let svc = |line: &str| format!("[[service]]\nname = \"service.b\"\n{line}\n");

@@ -64,6 +64,10 @@ enum Command {
         /// Print only the verdict lines, no progress.
         #[arg(long, short)]
         quiet: bool,
+        /// Run the scenario a second time at the same seed and compare the two event logs
+        /// event for event; name the first that differs and exit 1 if any does.
+        #[arg(long = "check-determinism")]
+        check_determinism: bool,
     },
     /// Run a scenario at many seeds and report which fail (replay one with `run --seed`).
     Sweep {
@@ -238,7 +242,8 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             seed,
             out,
             quiet,
-        } => run(&catalog, &file, seed, out, quiet),
+            check_determinism,
+        } => run(&catalog, &file, seed, out, quiet, check_determinism),
         Command::Sweep {
             file,
             seeds,
@@ -344,7 +349,14 @@ fn load(catalog: &Catalog, path: &Path) -> Result<Scenario, u8> {
     })
 }
 
-fn run(catalog: &Catalog, file: &Path, seed: Option<u64>, out: Option<PathBuf>, quiet: bool) -> u8 {
+fn run(
+    catalog: &Catalog,
+    file: &Path,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    quiet: bool,
+    check_determinism: bool,
+) -> u8 {
     let mut scenario = match load(catalog, file) {
         Ok(s) => s,
         Err(code) => return code,
@@ -353,8 +365,8 @@ fn run(catalog: &Catalog, file: &Path, seed: Option<u64>, out: Option<PathBuf>, 
         scenario.seed = seed;
     }
     let out = out.unwrap_or_else(|| Path::new("reports").join(scenario.name.as_str()));
-    match output::run_and_report(catalog, file, &scenario, &out, quiet) {
-        Ok(outcome) if outcome.passed() => EXIT_OK,
+    match output::run_and_report(catalog, file, &scenario, &out, quiet, check_determinism) {
+        Ok(true) => EXIT_OK,
         Ok(_) => EXIT_FAILED,
         Err(e) => {
             eprintln!("error: {e}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::report::summary::Summary;
 use crate::scenario::Scenario;
 use crate::system::Catalog;
-use crate::tunnel::{Outcome, Progress, ReportError, Status, Tunnel, TunnelError};
+use crate::tunnel::{Determinism, Progress, ReportError, Status, Tunnel, TunnelError};
 
 /// Why a run produced no report.
 #[derive(Debug, thiserror::Error)]
@@ -80,14 +80,17 @@ impl Drop for Bar {
 }
 
 /// Runs `scenario` (read from `file`) with `catalog`'s systems, writes its report into `out`,
-/// prints the terminal summary.
+/// prints the terminal summary. With `check_determinism`, runs it again at the same seed and
+/// prints whether the event logs are identical (the report is the first run's). Returns
+/// whether everything passed.
 pub fn run_and_report(
     catalog: &Catalog,
     file: &Path,
     scenario: &Scenario,
     out: &Path,
     quiet: bool,
-) -> Result<Outcome, RunReportError> {
+    check_determinism: bool,
+) -> Result<bool, RunReportError> {
     if !quiet {
         eprintln!(
             "running {} (seed {}, {} s simulated)",
@@ -101,31 +104,50 @@ pub fn run_and_report(
         // Said even with -q: a run of hours should not start unannounced.
         eprintln!("warning: this run may take hours ({cost}); Ctrl-C stops it");
     }
-    let outcome = {
+    let (outcome, determinism) = {
         let mut bar = Bar::new(scenario.duration, quiet);
-        Tunnel::scenario(scenario.clone())
+        let tunnel = Tunnel::scenario(scenario.clone())
             .with_catalog(catalog.clone())
-            .seed_from_env(false)
-            .run_with(&mut bar)?
+            .seed_from_env(false);
+        if check_determinism {
+            if !quiet {
+                eprintln!(
+                    "checking determinism: the run is done twice (a third time if they differ)"
+                );
+            }
+            let checked = tunnel.check_determinism_with(&mut bar)?;
+            (checked.outcome, Some(checked.determinism))
+        } else {
+            (tunnel.run_with(&mut bar)?, None)
+        }
     };
     outcome.write_report(out)?;
-    print_summary(outcome.summary(), out, quiet);
-    if !outcome.passed() {
+    print_summary(outcome.summary(), determinism.as_ref(), out, quiet);
+    let deterministic = determinism.as_ref().is_none_or(Determinism::passed);
+    if !outcome.passed() || !deterministic {
         say!(
-            "  replay: {} run {} --seed {}",
+            "  replay: {} run {} --seed {}{}",
             super::program(),
             file.display(),
-            outcome.seed()
+            outcome.seed(),
+            if deterministic {
+                ""
+            } else {
+                " --check-determinism"
+            }
         );
     }
-    Ok(outcome)
+    Ok(outcome.passed() && deterministic)
 }
 
-fn print_summary(s: &Summary, out: &Path, quiet: bool) {
+fn print_summary(s: &Summary, determinism: Option<&Determinism>, out: &Path, quiet: bool) {
     if !quiet {
         say_raw!("{}", crate::report::text::figures(s));
     }
     say_raw!("{}", crate::report::text::verdicts(s));
+    if let Some(d) = determinism {
+        say!("  {d}");
+    }
     if !quiet {
         say!("  report: {}", out.join("index.html").display());
     }

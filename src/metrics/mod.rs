@@ -6,6 +6,7 @@
 //! flight), and into a stable hash of the whole event log. Nothing here reaches into a service.
 
 pub mod business;
+pub mod eventlog;
 pub mod series;
 pub mod traces;
 
@@ -17,6 +18,7 @@ use crate::framework::ids::Fnv1a;
 use crate::framework::{Event, EventKind, EventSink};
 use crate::lock::lock;
 pub use business::BusinessMetric;
+pub use eventlog::{Divergence, EventDescription, EventLog, Side};
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
 
@@ -127,6 +129,8 @@ struct State {
     /// finds its trace.
     authenticated: BTreeMap<u64, Duration>,
     auth_sweep: Duration,
+    /// The per-event hashes a determinism check keeps or compares (off in an ordinary run).
+    log: EventLog,
 }
 
 /// Folds events and load results into metrics. Shared by every host of a run.
@@ -198,6 +202,7 @@ impl Recorder {
                 business: BTreeMap::new(),
                 authenticated: BTreeMap::new(),
                 auth_sweep: Duration::ZERO,
+                log: EventLog::Off,
             }),
         })
     }
@@ -216,10 +221,18 @@ impl Recorder {
         deadline: Duration,
     ) {
         let mut s = self.state();
-        s.fingerprint.write(load.as_bytes());
-        s.fingerprint.write_u64(nanos(start));
-        s.fingerprint.write_u64(nanos(end));
-        s.fingerprint.write(outcome_code(&outcome).as_bytes());
+        write_load(&mut s.fingerprint, load, start, end, &outcome);
+        if s.log.is_on() {
+            let mut one = Fnv1a::default();
+            write_load(&mut one, load, start, end, &outcome);
+            s.log.observe(one.finish(), |index| EventDescription {
+                index,
+                at: end,
+                host: format!("load {load}"),
+                kind: format!("load result {}", outcome_code(&outcome)),
+                target: load.to_string(),
+            });
+        }
         if outcome == Outcome::Ok && end > start + deadline {
             s.checks.late_ok += 1;
         }
@@ -228,6 +241,17 @@ impl Recorder {
             .entry(load.to_string())
             .or_insert_with(|| Series::new(width, buckets))
             .record(start, end.saturating_sub(start), &outcome);
+    }
+
+    /// Sets what the recorder does with each event's hash (see [`EventLog`]); call it before
+    /// the run starts.
+    pub fn set_log(&self, log: EventLog) {
+        self.state().log = log;
+    }
+
+    /// Takes the event log back once the run is over (leaving it off).
+    pub fn take_log(&self) -> EventLog {
+        std::mem::take(&mut self.state().log)
     }
 
     /// Load requests finished so far and how many of them failed or were dropped.
@@ -339,6 +363,14 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Feeds one load result into `h`: the bytes the fingerprint takes from it.
+fn write_load(h: &mut Fnv1a, load: &str, start: Duration, end: Duration, outcome: &Outcome) {
+    h.write(load.as_bytes());
+    h.write_u64(nanos(start));
+    h.write_u64(nanos(end));
+    h.write(outcome_code(outcome).as_bytes());
+}
+
 fn outcome_code(o: &Outcome) -> &str {
     match o {
         Outcome::Ok => "ok",
@@ -380,20 +412,12 @@ fn orphan(checks: &mut Checks, started: Duration, allowed_until: Duration, ended
 
 impl State {
     fn hash(&mut self, e: &Event) {
-        let h = &mut self.fingerprint;
-        h.write_u64(nanos(e.at));
-        h.write(e.kind.name().as_bytes());
-        h.write(e.kind.error_code().unwrap_or("").as_bytes());
-        h.write(e.instance.as_bytes());
-        h.write(e.peer.as_bytes());
-        h.write(e.service.as_bytes());
-        h.write(e.endpoint.as_bytes());
-        h.write_u64(e.request_id.0);
-        h.write_u64(e.span_id.0);
-        h.write_u64(e.trace_id.0);
-        if let EventKind::Metric { name, value, .. } = &e.kind {
-            h.write(name.as_bytes());
-            h.write_u64(*value as u64);
+        eventlog::write_event(&mut self.fingerprint, e);
+        if self.log.is_on() {
+            let mut one = Fnv1a::default();
+            eventlog::write_event(&mut one, e);
+            self.log
+                .observe(one.finish(), |index| eventlog::describe_event(index, e));
         }
     }
 

@@ -128,7 +128,8 @@ pub struct AssertionResult {
     pub that: String,
     /// What it was measured on: `all loads`, `load X`, `route X`, `endpoint X`.
     pub scope: String,
-    /// The window, as seconds.
+    /// The window: "whole run", or as seconds ("20s..40s"), after the name a named window was
+    /// written with ("fault:slow-a 20s..40s", "after_faults 40s..60s").
     pub window: String,
     /// The value observed, in the metric's unit (ms, fraction, per second, count).
     pub observed: f64,
@@ -584,9 +585,10 @@ fn judge(
     AssertionResult {
         that: a.text.clone(),
         scope: describe_scope(&a.scope),
-        window: match a.window {
+        window: match &a.window {
             Window::All => "whole run".to_string(),
-            _ => describe_window(&window),
+            Window::Range { .. } => describe_window(&window),
+            named => format!("{named} {}", describe_window(&window)),
         },
         observed: if observed.is_nan() { -1.0 } else { observed },
         verdict,

@@ -321,20 +321,65 @@ pub enum Window {
     Faults,
     /// From the last fault's end to the end of the run.
     AfterFaults,
+    /// From the start of the run to the first fault's start.
+    BeforeFaults,
+    /// One named fault's own window (`"fault:<name>"`), from its start to its end.
+    Fault(String),
+}
+
+/// The prefix of a named fault's window: `during = "fault:slow-a"`.
+const FAULT_PREFIX: &str = "fault:";
+
+impl fmt::Display for Window {
+    /// The window as written in a file: `all`, `faults`, `before_faults`, `after_faults`,
+    /// `fault:<name>`, or `20s..40s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Window::All => f.write_str("all"),
+            Window::Range { start, end } => {
+                write!(f, "{}..{}", format_duration(*start), format_duration(*end))
+            }
+            Window::Faults => f.write_str("faults"),
+            Window::AfterFaults => f.write_str("after_faults"),
+            Window::BeforeFaults => f.write_str("before_faults"),
+            Window::Fault(name) => write!(f, "{FAULT_PREFIX}{name}"),
+        }
+    }
+}
+
+/// Whether `name` may name a fault: letters, digits, '-', '_' and '.', at most 64.
+pub(crate) fn is_fault_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl Window {
-    /// Reads "all", "faults", "after_faults" or "<start>..<end>" such as "20s..40s".
+    /// Reads "all", "faults", "before_faults", "after_faults", "fault:<name>" or
+    /// "<start>..<end>" such as "20s..40s".
     pub(crate) fn parse(text: &str) -> Result<Window, String> {
         match text.trim() {
             "all" => return Ok(Window::All),
             "faults" => return Ok(Window::Faults),
             "after_faults" => return Ok(Window::AfterFaults),
+            "before_faults" => return Ok(Window::BeforeFaults),
             _ => {}
+        }
+        if let Some(name) = text.trim().strip_prefix(FAULT_PREFIX) {
+            let name = name.trim();
+            if !is_fault_name(name) {
+                return Err(format!(
+                    "`fault:<name>` needs a fault's name (letters, digits, '-', '_', '.'), found {}",
+                    quote(name)
+                ));
+            }
+            return Ok(Window::Fault(name.to_string()));
         }
         let expected = || {
             format!(
-                "expected a window: \"all\", \"faults\", \"after_faults\" or a range such as \"20s..40s\", found {}",
+                "expected a window: \"all\", \"faults\", \"before_faults\", \"after_faults\", \"fault:<name>\" or a range such as \"20s..40s\", found {}",
                 quote(text)
             )
         };
@@ -535,6 +580,24 @@ mod tests {
                 end: Duration::from_secs(40)
             })
         );
+        assert_eq!(Window::parse("before_faults"), Ok(Window::BeforeFaults));
+        assert_eq!(
+            Window::parse("fault:slow-a"),
+            Ok(Window::Fault("slow-a".into()))
+        );
+        assert!(Window::parse("fault:").is_err());
+        assert!(Window::parse("fault:a b").is_err());
+        for text in [
+            "all",
+            "faults",
+            "before_faults",
+            "after_faults",
+            "fault:x",
+            "20s..40s",
+        ] {
+            let window = Window::parse(text).expect("valid");
+            assert_eq!(window.to_string(), text, "written back as read");
+        }
         assert!(Window::parse("40s..20s").is_err());
         assert!(Window::parse("20s-40s").is_err());
     }

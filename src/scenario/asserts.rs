@@ -33,6 +33,8 @@ pub(crate) struct Known<'a> {
     pub faults: Option<&'a [Fault]>,
     /// Whether the file has any `[[fault]]`.
     pub any_faults: bool,
+    /// The faults' names, as written, in file order.
+    pub fault_names: Vec<String>,
 }
 
 /// The names a scope may use, worked out once.
@@ -167,11 +169,23 @@ fn window(ctx: &mut Ctx<'_>, during: &Text, known: &Known<'_>) -> Option<Window>
             quote(during.get_ref()),
             format_duration(run)
         )),
-        (Window::Faults | Window::AfterFaults, _) if !known.any_faults => Some(format!(
-            "window {} needs at least one [[fault]]",
-            quote(during.get_ref())
-        )),
+        (Window::Faults | Window::AfterFaults | Window::BeforeFaults, _) if !known.any_faults => {
+            Some(format!(
+                "window {} needs at least one [[fault]]",
+                quote(during.get_ref())
+            ))
+        }
         (Window::AfterFaults, Some(run)) => after_faults_problem(known.faults, run),
+        (Window::BeforeFaults, Some(run)) => before_faults_problem(known.faults, run),
+        (Window::Fault(name), _) if !known.fault_names.contains(name) => Some(format!(
+            "no [[fault]] is named {}; named faults: {}",
+            quote(name),
+            if known.fault_names.is_empty() {
+                "(none: give a fault `name = \"...\"`)".to_string()
+            } else {
+                known.fault_names.join(", ")
+            }
+        )),
         _ => None,
     };
     match problem {
@@ -181,6 +195,13 @@ fn window(ctx: &mut Ctx<'_>, during: &Text, known: &Known<'_>) -> Option<Window>
         }
         None => Some(window),
     }
+}
+
+/// Why the part of the run before the faults is empty, if it is.
+fn before_faults_problem(faults: Option<&[Fault]>, run: Duration) -> Option<String> {
+    let span = fault_span(faults?, run)?;
+    (span.start.is_zero())
+        .then(|| "window \"before_faults\" is empty: the first fault starts at 0s".to_string())
 }
 
 /// Why the part of the run after the faults is empty, if it is.

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::units::{describe_value, format_duration, Rate};
 
+use super::assertion::is_fault_name;
 use super::index::Index;
 use super::model::{limits, DiskEffect, Fault, FaultKind, Link, SlowFactor};
 use super::names::{ErrorCode, Target};
@@ -96,7 +97,41 @@ pub(crate) fn validate(
         .iter()
         .map(|fault| fault_of(ctx, fault, index, run))
         .collect();
-    faults.into_iter().collect()
+    let names_ok = unique_names(ctx, raw);
+    let faults: Option<Vec<Fault>> = faults.into_iter().collect();
+    names_ok.then_some(faults).flatten()
+}
+
+/// Whether every fault's `name`, where given, is a valid name that no earlier fault took.
+fn unique_names(ctx: &mut Ctx<'_>, raw: &[Spanned<RawFault>]) -> bool {
+    let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for name in raw.iter().filter_map(|f| f.get_ref().name.as_ref()) {
+        let text = name.get_ref().as_str();
+        if !is_fault_name(text) {
+            ctx.error(
+                name.span(),
+                format!(
+                    "`name`: expected a fault's name (letters, digits, '-', '_', '.', at most 64), found {}",
+                    crate::units::quote(text)
+                ),
+            );
+            ok = false;
+        } else if let Some(first) = seen.get(text) {
+            let line = ctx.line(*first);
+            ctx.error(
+                name.span(),
+                format!(
+                    "`name`: a fault named {} is already defined at line {line}; fault names must be unique",
+                    crate::units::quote(text)
+                ),
+            );
+            ok = false;
+        } else {
+            seen.insert(text, name.span().start);
+        }
+    }
+    ok
 }
 
 /// One `[[fault]]`: its window and its one kind.
@@ -111,6 +146,7 @@ fn fault_of(
     let kind = one_kind(ctx, spanned).and_then(|kind| kind_of(ctx, kind, index));
     let (at, duration) = window?;
     Some(Fault {
+        name: raw.name.as_ref().map(|n| n.get_ref().trim().to_string()),
         at,
         duration,
         kind: kind?,

@@ -158,7 +158,8 @@ impl Scenario {
     /// The stretch of the run an assertion window covers, from the start of the run.
     ///
     /// Validation guarantees the fault windows exist and are not empty where asked for; for a
-    /// scenario without faults, `Faults` and `AfterFaults` fall back to the whole run.
+    /// scenario without faults (or without a fault of the name), the fault windows fall back to
+    /// the whole run.
     pub fn window_bounds(&self, window: &Window) -> Range<Duration> {
         let run = Duration::ZERO..self.duration;
         match window {
@@ -169,6 +170,15 @@ impl Scenario {
                 Some(span) => span.end..self.duration,
                 None => run,
             },
+            Window::BeforeFaults => match fault_span(&self.faults, self.duration) {
+                Some(span) => Duration::ZERO..span.start,
+                None => run,
+            },
+            Window::Fault(name) => self
+                .faults
+                .iter()
+                .find(|f| f.name.as_deref() == Some(name.as_str()))
+                .map_or(run, |f| f.at..f.end(self.duration)),
         }
     }
 }
@@ -526,6 +536,9 @@ pub enum Arrival {
 /// A fault injected over a window of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
+    /// Its name (`name = "slow-a"`), for the assertion window `during = "fault:slow-a"`; unique
+    /// in the file.
+    pub name: Option<String>,
     /// When it starts, from the start of the run.
     pub at: Duration,
     /// How long it lasts; `None`: to the end of the run. For a crash: the delay before restart.

@@ -166,6 +166,7 @@ pub(crate) struct RawStage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFault {
+    pub name: Option<Text>,
     pub at: Value,
     pub duration: Option<Value>,
     pub slow: Option<Spanned<RawSlow>>,

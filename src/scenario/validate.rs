@@ -74,6 +74,11 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
         run: duration,
         faults: faults.as_deref(),
         any_faults: !raw.fault.is_empty(),
+        fault_names: raw
+            .fault
+            .iter()
+            .filter_map(|f| f.get_ref().name.as_ref().map(|n| n.get_ref().clone()))
+            .collect(),
     };
     let assertions = asserts::validate(ctx, &raw.asserts, &scope);
     let gateway_auth = gateway_auth(ctx, raw, builtins);

@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use crate::load::Generator;
-use crate::metrics::{Measurements, Recorder, RecorderConfig};
+use crate::metrics::{EventLog, Measurements, Recorder, RecorderConfig};
 use crate::scenario::{FaultKind, Scenario, ServiceBody, Target, TokenUse};
 use crate::sim::faults::FaultBoard;
 use crate::sim::netmodel::{NetModel, Party};
@@ -195,6 +195,17 @@ pub fn run(
     catalog: &Catalog,
     progress: &mut dyn Progress,
 ) -> Result<RunOutput, RunError> {
+    run_logged(scenario, catalog, progress, EventLog::Off).map(|(output, _)| output)
+}
+
+/// Runs `scenario` as [`run`] does, its recorder keeping or comparing per-event hashes as `log`
+/// says (a determinism check), and returns the log with what was measured.
+pub fn run_logged(
+    scenario: &Scenario,
+    catalog: &Catalog,
+    progress: &mut dyn Progress,
+    log: EventLog,
+) -> Result<(RunOutput, EventLog), RunError> {
     align_task_ids();
     let placements = world::place(scenario);
     let authenticator =
@@ -217,6 +228,7 @@ pub fn run(
             .collect(),
         authenticator: authenticator.clone(),
     });
+    recorder.set_log(log);
     let deployment = Deployment::new(scenario.clone(), catalog.clone(), recorder.clone());
     let world = World {
         deployment,
@@ -276,10 +288,8 @@ pub fn run(
     if let Some(tally) = &intruder {
         measurements.invariants.push(intruder::served(tally));
     }
-    Ok(RunOutput {
-        measurements,
-        wall: start.elapsed(),
-    })
+    let wall = start.elapsed();
+    Ok((RunOutput { measurements, wall }, recorder.take_log()))
 }
 
 /// How many lists tokio spreads a current-thread runtime's tasks over, by task id.

@@ -22,6 +22,7 @@
 //! failing seed bit for bit.
 
 pub mod cost;
+pub mod determinism;
 mod outcome;
 pub mod capacity;
 pub mod shrink;
@@ -37,6 +38,7 @@ use crate::system::{Catalog, CatalogError, ServiceDef, System};
 
 pub use crate::sim::{Progress, RunError, Status};
 pub use cost::Estimate;
+pub use determinism::{Determinism, DeterminismCheck};
 pub use outcome::{Outcome, ReportError};
 
 /// What a run of `scenario` is estimated to cost (hosts, calls per simulated second, wall
@@ -228,6 +230,26 @@ impl Tunnel {
         let output = sim::run(&scenario, &self.catalog, progress)?;
         let summary = summary::build(&scenario, &output.measurements, output.wall);
         Ok(Outcome::new(scenario, summary, output.measurements))
+    }
+
+    /// Runs the scenario twice at its seed and compares the two event logs event for event
+    /// (see [`determinism`]); the first run is judged and reported as [`Tunnel::run`] would.
+    pub fn check_determinism(self) -> Result<DeterminismCheck, TunnelError> {
+        self.check_determinism_with(&mut NoProgress)
+    }
+
+    /// [`Tunnel::check_determinism`], reporting the first run's progress.
+    pub fn check_determinism_with(
+        self,
+        progress: &mut dyn Progress,
+    ) -> Result<DeterminismCheck, TunnelError> {
+        let scenario = self.check()?;
+        let (output, determinism) = determinism::check(&scenario, &self.catalog, progress)?;
+        let summary = summary::build(&scenario, &output.measurements, output.wall);
+        Ok(DeterminismCheck {
+            outcome: Outcome::new(scenario, summary, output.measurements),
+            determinism,
+        })
     }
 }
 

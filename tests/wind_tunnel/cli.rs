@@ -139,6 +139,58 @@ fn run_exits_0_when_assertions_hold_and_1_naming_the_one_that_fails() {
 }
 
 #[test]
+fn run_check_determinism_prints_its_verdict_and_keeps_the_exit_code_of_the_assertions() {
+    // Goal: `run --check-determinism` says PASS with the event count, writes the first run's
+    // report, and still exits 1 when an assertion fails. Method: a passing and a failing file.
+    let dir = temp_dir("determinism");
+    let passing = write(
+        &dir,
+        "pass.toml",
+        &crate::support::one_service("[[assert]]\nthat = \"error_rate == 0\""),
+    );
+    let out_dir = dir.join("report");
+    let out = windtunnel(&[
+        "run",
+        &passing,
+        "-q",
+        "--check-determinism",
+        "--out",
+        &out_dir.display().to_string(),
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("  determinism: PASS ("), "{t}");
+    assert!(t.contains(" events identical)"), "{t}");
+    assert!(!t.contains("determinism: FAIL"), "{t}");
+    assert!(out_dir.join("summary.json").exists());
+    let failing = write(
+        &dir,
+        "fail.toml",
+        &crate::support::one_service("[[assert]]\nthat = \"p99(latency) < 1ms\""),
+    );
+    let out = windtunnel(&[
+        "run",
+        &failing,
+        "-q",
+        "--check-determinism",
+        "--out",
+        &dir.join("r2").display().to_string(),
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL p99(latency) < 1ms"), "{t}");
+    assert!(t.contains("determinism: PASS ("), "{t}");
+    let plain = windtunnel(&[
+        "run",
+        &passing,
+        "-q",
+        "--out",
+        &out_dir.display().to_string(),
+    ]);
+    assert!(!text(&plain).contains("determinism"), "only when asked");
+}
+
+#[test]
 fn list_prints_each_shipped_scenario_with_its_description() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let out = windtunnel(&["list", &dir.display().to_string()]);
@@ -304,6 +356,17 @@ fn sweep_runs_each_seed_and_names_the_seeds_that_fail() {
     assert!(
         t.contains(&format!("FAIL seed {seed}: sent < 2000: observed")),
         "{t}"
+    );
+    // Each failure names its scope and window, as `run` prints it.
+    assert!(t.contains(", fails [all loads, whole run]"), "{t}");
+    let first_failed = results
+        .iter()
+        .find(|r| r["seed"].as_u64() == Some(seed))
+        .and_then(|r| r["failed"][0].as_str())
+        .unwrap_or_default();
+    assert!(
+        first_failed.ends_with("fails [all loads, whole run]"),
+        "{first_failed}"
     );
     assert!(
         // The replay names this very program, which knows the scenario's systems.

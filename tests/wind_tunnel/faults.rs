@@ -473,3 +473,55 @@ fn disk_sync_times_and_disk_faults_set_how_long_a_write_waits_and_lose_nothing()
         .expect("the assertion is there");
     assert!(!slow_disk.passed, "{}", slow_disk.verdict);
 }
+
+#[test]
+fn assertions_that_differ_only_in_window_print_as_different_lines() {
+    // Goal: a verdict says which window it judged, by the name it was written with, so two
+    // assertions with the same text never print alike. Method: one assertion over a named
+    // fault's window, before the faults, after them and over the whole run.
+    let s = scenario(&one_service(
+        r#"
+[[fault]]
+name = "slow-a"
+at = "5s"
+duration = "5s"
+slow = { target = "svc.echo[0]", factor = 30 }
+[[assert]]
+that = "p99(latency) < 1s"
+during = "fault:slow-a"
+[[assert]]
+that = "p99(latency) < 1s"
+during = "before_faults"
+[[assert]]
+that = "p99(latency) < 1s"
+during = "after_faults"
+[[assert]]
+that = "p99(latency) < 1s"
+"#,
+    ));
+    let summary = run(&s);
+    let windows: Vec<&str> = summary
+        .assertions
+        .iter()
+        .map(|a| a.window.as_str())
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            "fault:slow-a 5s..10s",
+            "before_faults 0s..5s",
+            "after_faults 10s..20s",
+            "whole run"
+        ]
+    );
+    let text = windtunnel::report::text::verdicts(&summary);
+    let lines: std::collections::BTreeSet<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "four distinct lines:\n{text}");
+    assert!(text.contains("[all loads, fault:slow-a 5s..10s]"), "{text}");
+    let slow = summary.assertions[0].observed;
+    let before = summary.assertions[1].observed;
+    assert!(
+        slow > before,
+        "the fault's own window saw it: {slow} vs {before}"
+    );
+}

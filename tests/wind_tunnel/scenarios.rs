@@ -1,17 +1,19 @@
 //! Every shipped scenario runs at its own seed, every assertion in it holds, and so does every
-//! invariant of the example services it runs.
+//! invariant of the example services it runs; and a second run at that seed has the same event
+//! log, event for event.
 
 use std::path::Path;
 
 use windtunnel::scenario;
 
-use crate::support::run;
+use windtunnel::tunnel::Tunnel;
 
 #[test]
 fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
     // Goal: the scenarios in scenarios/ (and their "off" twins in scenarios/off/, which assert
-    // what goes wrong without a mechanism) are specifications that hold. Method: run each, and
-    // on failure name the file and every failing assertion with what was observed.
+    // what goes wrong without a mechanism) are specifications that hold, and replay exactly.
+    // Method: run each twice (the determinism check), and on failure name the file and every
+    // failing assertion with what was observed, or the first event the two runs differ at.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut files: Vec<_> = [root.clone(), root.join("off")]
         .iter()
@@ -35,7 +37,15 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
             f.display()
         );
         assert!(!s.assertions.is_empty(), "{} asserts nothing", f.display());
-        let summary = run(&s);
+        let checked = Tunnel::scenario(s)
+            .with_catalog(windtunnel::services::catalog())
+            .seed_from_env(false)
+            .check_determinism()
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        if !checked.determinism.passed() {
+            failures.push(format!("{}: {}", f.display(), checked.determinism));
+        }
+        let summary = checked.outcome.summary();
         let uses_examples = text.contains("builtin = \"store\"");
         if uses_examples && summary.invariants.is_empty() {
             failures.push(format!("{}: no invariants were checked", f.display()));
@@ -60,7 +70,7 @@ fn every_shipped_scenario_passes_its_assertions_at_its_seed() {
     }
     assert!(
         failures.is_empty(),
-        "assertions failed or invariants broke:\n{}",
+        "assertions failed, invariants broke or runs differed:\n{}",
         failures.join("\n")
     );
 }
