@@ -107,6 +107,7 @@ pub async fn serve(
     let mut fresh = scenario.clone();
     fresh.seed = fresh_seed(scenario.seed);
     let mut deployment = Deployment::new(Arc::new(fresh), catalog.clone(), Arc::new(NullSink));
+    deployment.buggify = false; // fault points are for the simulation only
     if let Some(dir) = data {
         let unusable = |source| ServeError::Data {
             dir: dir.display().to_string(),

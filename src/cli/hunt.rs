@@ -56,9 +56,8 @@ pub fn shrink(
             return EXIT_INVALID;
         }
     };
-    let out = out.unwrap_or_else(|| {
-        Path::new("reports").join(format!("{}-shrunk.toml", scenario.name))
-    });
+    let out =
+        out.unwrap_or_else(|| Path::new("reports").join(format!("{}-shrunk.toml", scenario.name)));
     if let Err(e) = out
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -130,7 +129,9 @@ pub fn capacity(catalog: &Catalog, args: CapacityArgs) -> u8 {
             }
         }
     }
-    let first = results.first().map_or("capacity".to_string(), |c| c.scenario.clone());
+    let first = results
+        .first()
+        .map_or("capacity".to_string(), |c| c.scenario.clone());
     let dir = args
         .out
         .unwrap_or_else(|| Path::new("reports").join(format!("{first}-capacity")));

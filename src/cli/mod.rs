@@ -287,9 +287,7 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             sweep::sweep(&catalog, &file, plan, out, quiet)
         }
         Command::Merge { paths, out } => sweep::merge(&paths, out),
-        Command::SweepSeed { file, seed, swarm } => {
-            sweep::sweep_seed(&catalog, &file, seed, swarm)
-        }
+        Command::SweepSeed { file, seed, swarm } => sweep::sweep_seed(&catalog, &file, seed, swarm),
         Command::Serve {
             file,
             listen,

@@ -30,9 +30,9 @@ use std::path::Path;
 pub use assertion::{Assertion, Bound, LatencyStat, Metric, MetricUnit, Op, Scope, Window};
 pub use error::{Diagnostic, ScenarioError};
 pub use model::{
-    limits, Arrival, Balancer, Call, DiskEffect, Endpoint, Fanout, Fault, FaultKind, GatewayAuth, Link, Load,
-    LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage,
-    SwarmBounds, TokenUse, Wait, SWARM_KINDS,
+    limits, Arrival, Balancer, Call, DiskEffect, Endpoint, Fanout, Fault, FaultKind, GatewayAuth,
+    Link, Load, LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor,
+    Stage, SwarmBounds, TokenUse, Wait, SWARM_KINDS,
 };
 pub use names::{
     BuiltinName, EndpointName, EndpointRef, ErrorCode, LoadName, Method, RouteKey, ScenarioName,

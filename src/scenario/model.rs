@@ -99,11 +99,21 @@ pub struct Scenario {
     pub disk_sync: Dist,
     /// What `sweep --swarm` may draw (`[swarm]`).
     pub swarm: SwarmBounds,
+    /// Whether the services' fault points may fire (`buggify`; see `Env::buggify`).
+    pub buggify: bool,
 }
 
 /// The fault kinds a swarm sweep draws from, by their key in a `[[fault]]` table.
 pub const SWARM_KINDS: [&str; 9] = [
-    "slow", "latency", "errors", "partition", "hold", "loss", "crash", "disk", "sync",
+    "slow",
+    "latency",
+    "errors",
+    "partition",
+    "hold",
+    "loss",
+    "crash",
+    "disk",
+    "sync",
 ];
 
 /// Bounds on the faults `sweep --swarm` draws for each seed (`[swarm]`).

@@ -99,6 +99,7 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
         gateway_auth: gateway_auth?,
         disk_sync: disk_sync?,
         swarm: swarm?,
+        buggify: raw.buggify.unwrap_or(false),
     })
 }
 
@@ -140,7 +141,9 @@ fn swarm(ctx: &mut Ctx<'_>, raw: &RawScenario, index: &Index) -> Option<SwarmBou
                 let found = target.get_ref();
                 ctx.error(
                     target.span(),
-                    format!("`targets`: no service {found:?} in this file; the services are {known}"),
+                    format!(
+                        "`targets`: no service {found:?} in this file; the services are {known}"
+                    ),
                 );
                 ok = false;
             }

@@ -23,8 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::framework::{Call, Client, Context, Endpoint, Error, ErrorKind};
 use crate::services::lock;
 use crate::system::sabotage::{self, Sabotage};
-use crate::system::{background, Built, Disk};
+use crate::system::{background, Built, Disk, Env};
 
+/// How long the `store/late-commit` fault point holds a group commit back.
+const LATE_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// Most writes one sync covers.
 const MAX_BATCH: usize = 256;
 /// Default and largest page of a scan.
@@ -246,28 +248,43 @@ type Answer = oneshot::Sender<Result<WriteResponse, Error>>;
 /// One store instance over `disk`, replaying what it holds: its endpoints, and its writer as
 /// background work (it ends when the endpoints are dropped).
 pub fn service(disk: Arc<Disk>) -> Built {
-    let (endpoints, writer) = parts(disk);
+    let (endpoints, writer) = parts(disk, None);
+    Built::endpoints(endpoints).with_background(background(move |_ctx| writer))
+}
+
+/// One store instance of `env` over its disk `data`, with its fault points: in a run that asks
+/// for them (see [`Env::buggify`]), `store/busy` refuses a write as `unavailable.busy` (callers
+/// retry with their idempotency key) and `store/late-commit` delays a group commit by 50 ms.
+pub fn service_in(env: &Env) -> Built {
+    let (endpoints, writer) = parts(env.disk("data"), Some(env.clone()));
     Built::endpoints(endpoints).with_background(background(move |_ctx| writer))
 }
 
 /// The store's endpoints over `disk`, replaying what it holds; spawns the writer task on the
 /// current runtime, which ends when the endpoints are dropped.
 pub fn endpoints(disk: Arc<Disk>) -> Vec<Endpoint> {
-    let (endpoints, writer) = parts(disk);
+    let (endpoints, writer) = parts(disk, None);
     tokio::spawn(writer);
     endpoints
 }
 
 /// The endpoints over `disk`, and the writer that must run for writes to be answered.
-fn parts(disk: Arc<Disk>) -> (Vec<Endpoint>, impl std::future::Future<Output = ()> + Send) {
+fn parts(
+    disk: Arc<Disk>,
+    points: Option<Env>,
+) -> (Vec<Endpoint>, impl std::future::Future<Output = ()> + Send) {
     let data = Arc::new(Mutex::new(Data::replay(&disk)));
     let (tx, rx) = mpsc::unbounded_channel::<Pending>();
-    let writer = writer(disk, data.clone(), rx);
+    let writer = writer(disk, data.clone(), rx, points.clone());
     let (d1, d2) = (data.clone(), data);
     let endpoints = vec![
         Endpoint::new("write", move |_ctx: Context, req: WriteRequest| {
             let tx = tx.clone();
+            let busy = points.as_ref().is_some_and(|env| env.buggify("store/busy"));
             async move {
+                if busy {
+                    return Err(Error::unavailable("busy", "the store is busy (a fault point)"));
+                }
                 let (done, answer) = oneshot::channel();
                 tx.send((req, done))
                     .map_err(|_| Error::unavailable("stopping", "the store is stopping"))?;
@@ -313,7 +330,12 @@ fn scan(data: &Data, req: &ScanRequest) -> ScanResponse {
 
 /// The single writer: batches waiting writes, makes them durable with one sync, applies them,
 /// then answers each.
-async fn writer(disk: Arc<Disk>, data: Arc<Mutex<Data>>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn writer(
+    disk: Arc<Disk>,
+    data: Arc<Mutex<Data>>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    points: Option<Env>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -366,6 +388,12 @@ async fn writer(disk: Arc<Disk>, data: Arc<Mutex<Data>>, mut rx: mpsc::Unbounded
                     Err(e) => answers.push((done, Err(e))),
                 }
             }
+        }
+        if points
+            .as_ref()
+            .is_some_and(|env| env.buggify("store/late-commit"))
+        {
+            tokio::time::sleep(LATE_COMMIT).await;
         }
         if sabotage::on(Sabotage::StoreAcksBeforeSync) {
             // The deliberate bug: applied and answered first, made durable after.

@@ -62,7 +62,7 @@ impl System for Platform {
                 valid: DEMO_TOKEN.to_string(),
                 invalid: "token-nobody".to_string(),
             }),
-            ServiceDef::new("store", |env: &Env| store::service(env.disk("data"))),
+            ServiceDef::new("store", store::service_in),
             ServiceDef::new("bus", |env: &Env| {
                 Built::endpoints(bus::endpoints(env.disk("log")))
             }),

@@ -75,10 +75,13 @@ impl Timing {
         let hitting = faults
             .values()
             .filter(|(hit, _)| hit.iter().any(|i| i == instance));
-        hitting.fold((1.0, false), |(factor, stalled), (_, effect)| match effect {
-            DiskEffect::Slow(f) => (factor * f.value(), stalled),
-            DiskEffect::Stall => (factor, true),
-        })
+        hitting.fold(
+            (1.0, false),
+            |(factor, stalled), (_, effect)| match effect {
+                DiskEffect::Slow(f) => (factor * f.value(), stalled),
+                DiskEffect::Stall => (factor, true),
+            },
+        )
     }
 }
 

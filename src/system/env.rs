@@ -7,6 +7,7 @@
 //! one per instance; a service's builder reads what it needs and keeps clones. Nothing in it is
 //! global: two runs in one process never share a stream, a disk or a clock.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -74,7 +75,15 @@ pub struct EnvParts {
     pub slowdown: Slowdown,
     /// The run's clock.
     pub clock: Clock,
+    /// Whether fault points may fire ([`Env::buggify`]): only in a simulated run that asks for
+    /// it (`buggify = true`, or a swarm seed that drew it); never under `serve`.
+    pub buggify: bool,
 }
+
+/// The chance that a fault point is enabled for a run (FoundationDB's is one in four).
+const BUGGIFY_ENABLED: f64 = 0.25;
+/// The chance that an enabled fault point fires on a call.
+const BUGGIFY_FIRES: f64 = 0.05;
 
 /// Everything one instance runs with. Cheap to clone: clones share the instance.
 #[derive(Clone)]
@@ -94,6 +103,9 @@ struct Inner {
     slowdown: Slowdown,
     clock: Clock,
     metrics: OnceLock<Metrics>,
+    buggify: bool,
+    /// Per fault point: whether it is enabled this run, and its stream of draws.
+    points: Mutex<BTreeMap<String, (bool, ChaCha8Rng)>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -121,6 +133,8 @@ impl Env {
                 slowdown: parts.slowdown,
                 clock: parts.clock,
                 metrics: OnceLock::new(),
+                buggify: parts.buggify,
+                points: Mutex::default(),
             }),
         }
     }
@@ -140,7 +154,29 @@ impl Env {
             topology: Arc::new(Topology::default()),
             slowdown: Arc::new(|| 1.0),
             clock: Clock::current(),
+            buggify: false,
         })
+    }
+
+    /// A fault point, after FoundationDB's BUGGIFY: whether to take a rare path here now (a
+    /// delay, an error, a skipped step) that the code must survive. Mark places where a rare
+    /// event is legal but seldom seen; the simulation then makes it common.
+    ///
+    /// Always false unless the run asks for fault points (`buggify = true` in the scenario, or
+    /// a swarm seed that drew them), so never outside the simulation. In such a run each point
+    /// of each instance is enabled or not for the whole run (one in four, from the seed), and an
+    /// enabled point fires on one call in twenty, each from its own stream `<id>/buggify/<point>`.
+    pub fn buggify(&self, point: &str) -> bool {
+        use rand::Rng;
+        if !self.inner.buggify {
+            return false;
+        }
+        let mut points = crate::lock::lock(&self.inner.points);
+        let (enabled, rng) = points.entry(point.to_string()).or_insert_with(|| {
+            let mut rng = ids::stream(self.inner.seed, &format!("{}/buggify/{point}", self.inner.id));
+            (rng.random_bool(BUGGIFY_ENABLED), rng)
+        });
+        *enabled && rng.random_bool(BUGGIFY_FIRES)
     }
 
     /// The service's name.

@@ -60,6 +60,9 @@ pub struct Deployment {
     pub registry: Arc<Registry>,
     /// Every instance's disks; they outlive crashes.
     pub disks: Arc<Disks>,
+    /// Whether the services' fault points may fire (the scenario's `buggify`; `serve` turns
+    /// it off).
+    pub buggify: bool,
     /// The services and their sizes.
     pub topology: Arc<Topology>,
     /// Where servers and clients report what they do.
@@ -107,10 +110,12 @@ impl Deployment {
     ) -> Deployment {
         let topology = Arc::new(topology(&scenario));
         let disks = Disks::simulated(scenario.seed, scenario.disk_sync.clone());
+        let buggify = scenario.buggify;
         Deployment {
             scenario,
             catalog,
             registry: Registry::new(),
+            buggify,
             disks,
             topology,
             events,
@@ -205,6 +210,7 @@ impl Deployment {
             topology: self.topology.clone(),
             slowdown,
             clock,
+            buggify: self.buggify,
         });
         let mut config = ServiceConfig::new(spec.name.as_str(), "scenario service");
         config.instance = Some(env.id().to_string());

@@ -181,7 +181,10 @@ pub fn with_rate(table: &Table, index: usize, rate: f64) -> Result<String, Capac
         .and_then(Value::as_array_mut)
         .and_then(|loads| loads.get_mut(index))
     {
-        load.insert("rate".into(), Value::String(format!("{}/s", round_rate(rate))));
+        load.insert(
+            "rate".into(),
+            Value::String(format!("{}/s", round_rate(rate))),
+        );
         load.remove("stages");
     }
     Ok(toml::to_string(&t)?)

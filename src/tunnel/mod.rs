@@ -21,10 +21,10 @@
 //! [`SEED_VAR`] (`WINDTUNNEL_SEED`) is set: that is how a failure's replay command reruns the
 //! failing seed bit for bit.
 
+pub mod capacity;
 pub mod cost;
 pub mod determinism;
 mod outcome;
-pub mod capacity;
 pub mod shrink;
 pub mod swarm;
 

@@ -87,10 +87,7 @@ pub fn shrink(
     let seed = options.seed;
     let first = failures_of(text, name, catalog, seed)?;
     let failure = match &options.failure {
-        None => first
-            .first()
-            .cloned()
-            .ok_or(ShrinkError::Passes { seed })?,
+        None => first.first().cloned().ok_or(ShrinkError::Passes { seed })?,
         Some(wanted) if first.contains(wanted) => wanted.clone(),
         Some(wanted) => {
             return Err(ShrinkError::NotFailing {
@@ -193,13 +190,13 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
         out.extend(narrower_fault(t, i, fault));
     }
     if t.contains_key("disk") {
-        out.push((
-            "default disk sync time".to_string(),
-            without(t, "disk"),
-        ));
+        out.push(("default disk sync time".to_string(), without(t, "disk")));
     }
     for (i, service) in array(t, "service").iter().enumerate() {
-        let n = service.get("instances").and_then(Value::as_integer).unwrap_or(1);
+        let n = service
+            .get("instances")
+            .and_then(Value::as_integer)
+            .unwrap_or(1);
         if n > 1 {
             let mut c = t.clone();
             set_in(&mut c, "service", i, "instances", Value::Integer(n - 1));
@@ -211,7 +208,9 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
 }
 
 fn array<'a>(t: &'a Table, key: &str) -> &'a [Value] {
-    t.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    t.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn without(t: &Table, key: &str) -> Table {
@@ -258,7 +257,9 @@ fn describe(fault: &Value) -> String {
 }
 
 fn duration_of(value: Option<&Value>) -> Option<Duration> {
-    value.and_then(Value::as_str).and_then(|s| parse_duration(s).ok())
+    value
+        .and_then(Value::as_str)
+        .and_then(|s| parse_duration(s).ok())
 }
 
 /// The run cut to half and to three quarters, in whole seconds.

@@ -46,19 +46,31 @@ pub fn draw(text: &str, scenario: &Scenario, seed: u64) -> Result<String, SwarmE
         return Err(SwarmError::NoTargets);
     }
     let kinds = kinds_on(&mut rng, &scenario.swarm.kinds);
-    let fault_kinds: Vec<&str> = kinds.iter().copied().filter(|k| *k != "sync").collect();
+    let fault_kinds: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| !["sync", "buggify"].contains(k))
+        .collect();
     let mut faults = Vec::new();
     if !fault_kinds.is_empty() {
         let n = rng.random_range(1..=scenario.swarm.max_faults.max(1));
         for _ in 0..n {
             let kind = fault_kinds[rng.random_range(0..fault_kinds.len())];
-            faults.push(Value::Table(fault(&mut rng, kind, &targets, scenario.duration)));
+            faults.push(Value::Table(fault(
+                &mut rng,
+                kind,
+                &targets,
+                scenario.duration,
+            )));
         }
     }
     let mut summary: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     summary.sort();
     if kinds.contains(&"sync") {
         table.insert("disk".into(), Value::Table(disk_sync(&mut rng)));
+    }
+    if kinds.contains(&"buggify") {
+        table.insert("buggify".into(), Value::Boolean(true));
     }
     table.remove("assert");
     table.remove("swarm");
@@ -103,7 +115,11 @@ fn fault(rng: &mut ChaCha8Rng, kind: &str, targets: &[&Service], run: Duration) 
     let run_ms = run.as_millis().max(1000) as u64;
     let at = rng.random_range(run_ms / 20..=run_ms * 7 / 10) / 100 * 100;
     let longest = (run_ms * 95 / 100).saturating_sub(at).max(100);
-    let length = rng.random_range(run_ms / 20..=run_ms * 3 / 10).clamp(100, longest) / 100 * 100;
+    let length = rng
+        .random_range(run_ms / 20..=run_ms * 3 / 10)
+        .clamp(100, longest)
+        / 100
+        * 100;
     let mut f = Table::new();
     f.insert("at".into(), ms(at));
     f.insert("duration".into(), ms(length.max(100)));
@@ -111,7 +127,10 @@ fn fault(rng: &mut ChaCha8Rng, kind: &str, targets: &[&Service], run: Duration) 
     match kind {
         "slow" => {
             body.insert("target".into(), target(rng, targets).into());
-            body.insert("factor".into(), Value::Integer(pick(rng, &[2, 5, 10, 30]) as i64));
+            body.insert(
+                "factor".into(),
+                Value::Integer(pick(rng, &[2, 5, 10, 30]) as i64),
+            );
         }
         "latency" => {
             body.insert("target".into(), target(rng, targets).into());
@@ -138,7 +157,10 @@ fn fault(rng: &mut ChaCha8Rng, kind: &str, targets: &[&Service], run: Duration) 
             if rng.random_bool(0.25) {
                 body.insert("stall".into(), true.into());
             } else {
-                body.insert("factor".into(), Value::Integer(pick(rng, &[2, 5, 10, 20]) as i64));
+                body.insert(
+                    "factor".into(),
+                    Value::Integer(pick(rng, &[2, 5, 10, 20]) as i64),
+                );
             }
         }
     }

@@ -457,14 +457,21 @@ fn disk_sync_times_and_disk_faults_set_how_long_a_write_waits_and_lose_nothing()
     // (its assertions say what each window must show) and check its invariants; then the same
     // file without `[disk]` must fail its "p50 > 60ms" (the forbidden case: the setting had
     // no effect).
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/disk-faults.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/disk-faults.toml"
+    );
     let text = std::fs::read_to_string(path).expect("the fixture exists");
     let faulted = run(&scenario(&text));
     for a in &faulted.assertions {
         assert!(a.passed, "{} [{}]", a.verdict, a.window);
     }
     assert!(!faulted.invariants.is_empty());
-    assert!(faulted.invariants.iter().all(|i| i.holds), "{:?}", faulted.invariants);
+    assert!(
+        faulted.invariants.iter().all(|i| i.holds),
+        "{:?}",
+        faulted.invariants
+    );
     let plain = run(&scenario(&text.replace("[disk]\nsync = \"20ms\"\n", "")));
     let slow_disk = plain
         .assertions

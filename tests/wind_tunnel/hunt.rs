@@ -46,17 +46,31 @@ fn capacity_search_brackets_the_highest_passing_rate_within_two_percent() {
     };
     let catalog = windtunnel::services::catalog();
     let mut probes = 0;
-    let found = capacity(&text, "capped.toml", &catalog, &options, &mut |_| probes += 1)
-        .expect("searches");
-    let (rate, failing) = (found.rate.expect("a rate passes"), found.failing.expect("one fails"));
-    assert!(failing > rate && failing <= rate * 1.02 + 0.01, "{rate} .. {failing}");
+    let found = capacity(&text, "capped.toml", &catalog, &options, &mut |_| {
+        probes += 1
+    })
+    .expect("searches");
+    let (rate, failing) = (
+        found.rate.expect("a rate passes"),
+        found.failing.expect("one fails"),
+    );
+    assert!(
+        failing > rate && failing <= rate * 1.02 + 0.01,
+        "{rate} .. {failing}"
+    );
     assert!(
         (1000.0..1700.0).contains(&rate),
         "a service of 16 workers at 10 ms saturates near 1,600/s, found {rate}"
     );
     assert_eq!(probes, found.probes.len());
-    assert!(passes(&capped(&format!("{rate}/s"))), "the capacity itself passes");
-    assert!(!passes(&capped(&format!("{failing}/s"))), "the rate above it fails");
+    assert!(
+        passes(&capped(&format!("{rate}/s"))),
+        "the capacity itself passes"
+    );
+    assert!(
+        !passes(&capped(&format!("{failing}/s"))),
+        "the rate above it fails"
+    );
 }
 
 #[test]
@@ -115,7 +129,10 @@ load = "gets"
         kept.push(s.to_string())
     })
     .expect("shrinks");
-    assert_eq!(shrunk.failure, "assert error_rate == 0 [load gets, whole run]");
+    assert_eq!(
+        shrunk.failure,
+        "assert error_rate == 0 [load gets, whole run]"
+    );
     assert_eq!(shrunk.faults, (4, 1), "kept: {kept:?}\n{}", shrunk.text);
     assert!(shrunk.text.contains("internal.boom"), "{}", shrunk.text);
     assert!(!shrunk.text.contains("factor"), "{}", shrunk.text);
@@ -136,7 +153,7 @@ fn shrinking_a_passing_file_says_there_is_nothing_to_shrink() {
         failure: None,
         max_runs: 10,
     };
-    let e = shrink(&capped("100/s"), "ok.toml", &catalog, &options, &mut |_| {})
-        .expect_err("passes");
+    let e =
+        shrink(&capped("100/s"), "ok.toml", &catalog, &options, &mut |_| {}).expect_err("passes");
     assert!(e.to_string().contains("nothing to shrink"), "{e}");
 }

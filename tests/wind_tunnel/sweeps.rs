@@ -250,10 +250,15 @@ fn a_swarm_sweep_catches_a_store_that_acknowledges_before_it_syncs_and_shrink_re
     // faults that still fail the same invariant; the shrunk file must fail under `run` with the
     // sabotage and pass without it (the forbidden case: a failure that is not the bug's).
     let dir = temp_dir("swarm");
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hunt-cards.toml");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hunt-cards.toml"
+    );
     let out = dir.join("broken").display().to_string();
     let sabotage = "store-acks-before-sync";
-    let args = ["sweep", fixture, "--swarm", "--seeds", "1..12", "--jobs", "2", "-q"];
+    let args = [
+        "sweep", fixture, "--swarm", "--seeds", "1..12", "--jobs", "2", "-q",
+    ];
     let swept = windtunnel_with(sabotage, &[&args[..], &["--out", &out]].concat());
     assert_eq!(swept.status.code(), Some(1), "{}", text(&swept));
     let report: Value = serde_json::from_str(
@@ -297,7 +302,11 @@ fn a_swarm_sweep_catches_a_store_that_acknowledges_before_it_syncs_and_shrink_re
     assert!(faults <= 3, "{faults} faults left:\n{shrunk_text}");
     let replay = windtunnel_with(sabotage, &["run", &shrunk_path, "-q", "--out", &out]);
     assert_eq!(replay.status.code(), Some(1), "{}", text(&replay));
-    assert!(text(&replay).contains(&format!("BROKEN {broken}")), "{}", text(&replay));
+    assert!(
+        text(&replay).contains(&format!("BROKEN {broken}")),
+        "{}",
+        text(&replay)
+    );
     let healthy = windtunnel_with("", &["run", &shrunk_path, "-q", "--out", &out]);
     assert_eq!(healthy.status.code(), Some(0), "{}", text(&healthy));
 }
@@ -306,13 +315,26 @@ fn a_swarm_sweep_catches_a_store_that_acknowledges_before_it_syncs_and_shrink_re
 fn a_swarm_sweep_of_the_healthy_build_finds_nothing_and_bad_sabotage_names_are_refused() {
     // Goal: a swarm sweep does not cry wolf, and a typo in the debug switch is an input error.
     let dir = temp_dir("swarm-ok");
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hunt-cards.toml");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hunt-cards.toml"
+    );
     let out = dir.display().to_string();
-    let args = ["sweep", fixture, "--swarm", "--seeds", "1..6", "--jobs", "2", "-q", "--out", &out];
+    let args = [
+        "sweep", fixture, "--swarm", "--seeds", "1..6", "--jobs", "2", "-q", "--out", &out,
+    ];
     let swept = windtunnel_with("", &args);
     assert_eq!(swept.status.code(), Some(0), "{}", text(&swept));
-    assert!(text(&swept).contains("6 of 6 seeds pass"), "{}", text(&swept));
+    assert!(
+        text(&swept).contains("6 of 6 seeds pass"),
+        "{}",
+        text(&swept)
+    );
     let typo = windtunnel_with("store-acks-early", &["check", fixture]);
     assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
-    assert!(text(&typo).contains("store-acks-before-sync"), "{}", text(&typo));
+    assert!(
+        text(&typo).contains("store-acks-before-sync"),
+        "{}",
+        text(&typo)
+    );
 }
