@@ -30,8 +30,8 @@ use std::path::Path;
 pub use assertion::{Assertion, Bound, LatencyStat, Metric, MetricUnit, Op, Scope, Window};
 pub use error::{Diagnostic, ScenarioError};
 pub use model::{
-    limits, Arrival, Balancer, Call, Endpoint, Fanout, Fault, FaultKind, GatewayAuth, Link, Load,
-    LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage,
+    limits, Arrival, Balancer, Call, Endpoint, Fanout, Fault, FaultKind, GatewayAuth, Heal, Link,
+    Load, LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor, Stage,
     TokenUse, Wait,
 };
 pub use names::{

@@ -93,6 +93,18 @@ pub struct Scenario {
     pub assertions: Vec<Assertion>,
     /// Who checks bearer tokens at the gateway.
     pub gateway_auth: GatewayAuth,
+    /// When every fault is lifted (`heal = "40s"`), if the file says.
+    pub heal: Option<Heal>,
+}
+
+/// `heal = "<duration>"`: from then on no fault acts; faults whose windows went past it were cut
+/// at it (their `duration` in [`Scenario::faults`] is already the cut one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heal {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// The faults cut at it, by index in [`Scenario::faults`] (file order).
+    pub cut: Vec<usize>,
 }
 
 /// Who checks the bearer tokens of requests at the gateway (`[gateway] auth`).
@@ -139,6 +151,10 @@ impl Scenario {
             },
             Window::BeforeFaults => match fault_span(&self.faults, self.duration) {
                 Some(span) => Duration::ZERO..span.start,
+                None => run,
+            },
+            Window::AfterHeal(after) => match &self.heal {
+                Some(heal) => (heal.at + *after).min(self.duration)..self.duration,
                 None => run,
             },
             Window::Fault(name) => self

@@ -24,6 +24,7 @@ pub(crate) struct RawScenario {
     pub seed: Option<u64>,
     pub duration: Option<Value>,
     pub tick: Option<Value>,
+    pub heal: Option<Value>,
     pub network: Option<RawNetwork>,
     #[serde(default)]
     pub service: Vec<Spanned<RawService>>,
