@@ -858,6 +858,61 @@ instances = 2
     }
 
     #[test]
+    fn heal_cuts_every_fault_that_goes_past_it_and_opens_the_after_heal_window() {
+        // Goal: `heal` lifts every fault at its time. Method: a slow fault past it and a crash
+        // with no restart are cut at 30 s; one that ends before is left alone.
+        let text = format!(
+            "heal = \"30s\"\n{HEAD}[[fault]]\nat = \"5s\"\nduration = \"5s\"\nslow = {{ target = \"service.a\", factor = 2 }}\n[[fault]]\nat = \"20s\"\nduration = \"30s\"\nslow = {{ target = \"service.a\", factor = 2 }}\n[[fault]]\nat = \"25s\"\ncrash = {{ target = \"service.a[1]\" }}\n[[assert]]\nthat = \"sent > 0\"\nduring = \"after_heal+5s\"\n"
+        );
+        let scenario = parse_str(&text, "t.toml", &NoBuiltins).expect("valid");
+        let heal = scenario.heal.clone().expect("heal");
+        assert_eq!((heal.at, heal.cut), (secs(30), vec![1, 2]));
+        let ends: Vec<_> = scenario.faults.iter().map(|f| f.end(secs(60))).collect();
+        assert_eq!(ends, [secs(10), secs(30), secs(30)]);
+        assert_eq!(
+            scenario.window_bounds(&scenario.assertions[0].window),
+            secs(35)..secs(60)
+        );
+    }
+
+    #[test]
+    fn heal_refuses_a_fault_after_it_a_time_outside_the_run_and_windows_without_it() {
+        let fault = "[[fault]]\nat = \"40s\"\nslow = { target = \"service.a\", factor = 2 }\n";
+        let text = format!("heal = \"30s\"\n{HEAD}{fault}");
+        let error = parse_str(&text, "t.toml", &NoBuiltins).expect_err("a fault after the heal");
+        assert!(
+            error.to_string().contains(
+                "this fault starts at 40s, at or after `heal` (30s), so it would never act"
+            ),
+            "{error}"
+        );
+        let text = format!("heal = \"60s\"\n{HEAD}");
+        let error = parse_str(&text, "t.toml", &NoBuiltins).expect_err("heal at the end");
+        assert!(
+            error
+                .to_string()
+                .contains("t.toml:1:8: error: `heal`: expected a time after 0s and before the end of the run (60s), found 60s"),
+            "{error}"
+        );
+        assert_error(
+            "[[assert]]\nthat = \"sent > 0\"\nduring = \"after_heal\"\n",
+            3,
+            10,
+            &["window \"after_heal\" needs `heal = \"<duration>\"`"],
+        );
+        let text = format!(
+            "heal = \"50s\"\n{HEAD}[[assert]]\nthat = \"sent > 0\"\nduring = \"after_heal+10s\"\n"
+        );
+        let error = parse_str(&text, "t.toml", &NoBuiltins).expect_err("empty window");
+        assert!(
+            error
+                .to_string()
+                .contains("window \"after_heal+10s\" is empty: the heal at 50s plus 10s"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn before_faults_needs_a_fault_that_starts_after_zero() {
         assert_error(
             "[[assert]]\nthat = \"sent > 0\"\nduring = \"before_faults\"\n",

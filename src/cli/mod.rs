@@ -464,6 +464,18 @@ fn check(catalog: &Catalog, files: &[PathBuf]) -> u8 {
                     s.faults.len(),
                     s.assertions.len()
                 );
+                if let Some(heal) = &s.heal {
+                    let cut: Vec<String> = heal.cut.iter().map(|i| format!("#{}", i + 1)).collect();
+                    say!(
+                        "  heal at {}: every fault lifted; cut at it: {}",
+                        crate::units::format_duration(heal.at),
+                        if cut.is_empty() {
+                            "none (all end before)".to_string()
+                        } else {
+                            format!("fault {}", cut.join(", "))
+                        }
+                    );
+                }
                 if let Some(guard) = crate::tunnel::gateway_guard(&s, catalog) {
                     say!("  {guard}");
                 }

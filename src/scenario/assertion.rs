@@ -325,6 +325,9 @@ pub enum Window {
     BeforeFaults,
     /// One named fault's own window (`"fault:<name>"`), from its start to its end.
     Fault(String),
+    /// From the heal (`heal = "40s"`) plus a grace period to the end of the run:
+    /// `"after_heal"`, or `"after_heal+5s"` for "back under the bound within 5 s of the heal".
+    AfterHeal(Duration),
 }
 
 /// The prefix of a named fault's window: `during = "fault:slow-a"`.
@@ -343,6 +346,8 @@ impl fmt::Display for Window {
             Window::AfterFaults => f.write_str("after_faults"),
             Window::BeforeFaults => f.write_str("before_faults"),
             Window::Fault(name) => write!(f, "{FAULT_PREFIX}{name}"),
+            Window::AfterHeal(after) if after.is_zero() => f.write_str("after_heal"),
+            Window::AfterHeal(after) => write!(f, "after_heal+{}", format_duration(*after)),
         }
     }
 }
@@ -365,7 +370,13 @@ impl Window {
             "faults" => return Ok(Window::Faults),
             "after_faults" => return Ok(Window::AfterFaults),
             "before_faults" => return Ok(Window::BeforeFaults),
+            "after_heal" => return Ok(Window::AfterHeal(Duration::ZERO)),
             _ => {}
+        }
+        if let Some(after) = text.trim().strip_prefix("after_heal+") {
+            return parse_duration(after.trim())
+                .map(Window::AfterHeal)
+                .map_err(|e| format!("`after_heal+<duration>`: {e}"));
         }
         if let Some(name) = text.trim().strip_prefix(FAULT_PREFIX) {
             let name = name.trim();
@@ -379,7 +390,7 @@ impl Window {
         }
         let expected = || {
             format!(
-                "expected a window: \"all\", \"faults\", \"before_faults\", \"after_faults\", \"fault:<name>\" or a range such as \"20s..40s\", found {}",
+                "expected a window: \"all\", \"faults\", \"before_faults\", \"after_faults\", \"fault:<name>\", \"after_heal\", \"after_heal+<duration>\" or a range such as \"20s..40s\", found {}",
                 quote(text)
             )
         };
@@ -586,6 +597,11 @@ mod tests {
             Ok(Window::Fault("slow-a".into()))
         );
         assert!(Window::parse("fault:").is_err());
+        assert_eq!(
+            Window::parse("after_heal+5s"),
+            Ok(Window::AfterHeal(Duration::from_secs(5)))
+        );
+        assert!(Window::parse("after_heal+soon").is_err());
         assert!(Window::parse("fault:a b").is_err());
         for text in [
             "all",
@@ -593,6 +609,8 @@ mod tests {
             "before_faults",
             "after_faults",
             "fault:x",
+            "after_heal",
+            "after_heal+5s",
             "20s..40s",
         ] {
             let window = Window::parse(text).expect("valid");

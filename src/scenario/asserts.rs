@@ -35,6 +35,10 @@ pub(crate) struct Known<'a> {
     pub any_faults: bool,
     /// The faults' names, as written, in file order.
     pub fault_names: Vec<String>,
+    /// `heal`, if the file has a valid one.
+    pub heal: Option<Duration>,
+    /// Whether the file has a `heal` key (valid or not).
+    pub any_heal: bool,
 }
 
 /// The names a scope may use, worked out once.
@@ -177,6 +181,22 @@ fn window(ctx: &mut Ctx<'_>, during: &Text, known: &Known<'_>) -> Option<Window>
         }
         (Window::AfterFaults, Some(run)) => after_faults_problem(known.faults, run),
         (Window::BeforeFaults, Some(run)) => before_faults_problem(known.faults, run),
+        (Window::AfterHeal(_), _) if !known.any_heal => Some(format!(
+            "window {} needs `heal = \"<duration>\"` at the top of the file",
+            quote(during.get_ref())
+        )),
+        (Window::AfterHeal(after), Some(run)) => known
+            .heal
+            .filter(|heal| *heal + *after >= run)
+            .map(|heal| {
+                format!(
+                    "window {} is empty: the heal at {} plus {} is not before the end of the run ({})",
+                    quote(during.get_ref()),
+                    format_duration(heal),
+                    format_duration(*after),
+                    format_duration(run)
+                )
+            }),
         (Window::Fault(name), _) if !known.fault_names.contains(name) => Some(format!(
             "no [[fault]] is named {}; named faults: {}",
             quote(name),

@@ -31,8 +31,8 @@ pub use assertion::{Assertion, Bound, LatencyStat, Metric, MetricUnit, Op, Scope
 pub use error::{Diagnostic, ScenarioError};
 pub use model::{
     limits, Arrival, Balancer, Call, DiskEffect, Endpoint, Fanout, Fault, FaultKind, GatewayAuth,
-    Link, Load, LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody, SlowFactor,
-    Stage, SwarmBounds, TokenUse, Wait, SWARM_KINDS,
+    Heal, Link, Load, LoadTarget, Network, OnError, Route, Scenario, Service, ServiceBody,
+    SlowFactor, Stage, SwarmBounds, TokenUse, Wait, SWARM_KINDS,
 };
 pub use names::{
     BuiltinName, EndpointName, EndpointRef, ErrorCode, LoadName, Method, RouteKey, ScenarioName,

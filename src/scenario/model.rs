@@ -101,10 +101,12 @@ pub struct Scenario {
     pub swarm: SwarmBounds,
     /// Whether the services' fault points may fire (`buggify`; see `Env::buggify`).
     pub buggify: bool,
+    /// When every fault is lifted (`heal = "40s"`), if the file says.
+    pub heal: Option<Heal>,
 }
 
 /// The fault kinds a swarm sweep draws from, by their key in a `[[fault]]` table.
-pub const SWARM_KINDS: [&str; 9] = [
+pub const SWARM_KINDS: [&str; 10] = [
     "slow",
     "latency",
     "errors",
@@ -114,6 +116,7 @@ pub const SWARM_KINDS: [&str; 9] = [
     "crash",
     "disk",
     "sync",
+    "buggify",
 ];
 
 /// Bounds on the faults `sweep --swarm` draws for each seed (`[swarm]`).
@@ -136,6 +139,16 @@ impl Default for SwarmBounds {
             targets: Vec::new(),
         }
     }
+}
+
+/// `heal = "<duration>"`: from then on no fault acts; faults whose windows went past it were cut
+/// at it (their `duration` in [`Scenario::faults`] is already the cut one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heal {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// The faults cut at it, by index in [`Scenario::faults`] (file order).
+    pub cut: Vec<usize>,
 }
 
 /// Who checks the bearer tokens of requests at the gateway (`[gateway] auth`).
@@ -182,6 +195,10 @@ impl Scenario {
             },
             Window::BeforeFaults => match fault_span(&self.faults, self.duration) {
                 Some(span) => Duration::ZERO..span.start,
+                None => run,
+            },
+            Window::AfterHeal(after) => match &self.heal {
+                Some(heal) => (heal.at + *after).min(self.duration)..self.duration,
                 None => run,
             },
             Window::Fault(name) => self

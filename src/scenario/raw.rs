@@ -25,6 +25,7 @@ pub(crate) struct RawScenario {
     pub duration: Option<Value>,
     pub tick: Option<Value>,
     pub buggify: Option<bool>,
+    pub heal: Option<Value>,
     pub network: Option<RawNetwork>,
     #[serde(default)]
     pub service: Vec<Spanned<RawService>>,

@@ -15,9 +15,9 @@ use crate::units::{self, format_duration, Rate, Ratio};
 
 use super::error::{Diagnostic, Locator, ScenarioError};
 use super::index::Index;
-use super::model::{limits, GatewayAuth, Network, Scenario, SwarmBounds, SWARM_KINDS};
+use super::model::{limits, Fault, GatewayAuth, Heal, Network, Scenario, SwarmBounds, SWARM_KINDS};
 use super::names::{ScenarioName, ServiceName};
-use super::raw::{Int, RawNetwork, RawScenario, Text, Value};
+use super::raw::{Int, RawFault, RawNetwork, RawScenario, Text, Value};
 use super::{asserts, faults, services, traffic, Builtins};
 
 /// The seed used when the file gives none.
@@ -67,6 +67,18 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
     let routes = traffic::routes(ctx, &raw.route, &index);
     let loads = traffic::loads(ctx, &raw.load, &raw.route, &index, duration);
     let faults = faults::validate(ctx, &raw.fault, &index, duration);
+    let heal_at = raw
+        .heal
+        .as_ref()
+        .map(|value| heal_time(ctx, value, duration));
+    let (faults, heal) = match (faults, heal_at) {
+        (faults, None) => (faults, Some(None)),
+        (Some(faults), Some(Some(at))) => match heal_faults(ctx, &raw.fault, faults, at) {
+            Some((faults, heal)) => (Some(faults), Some(Some(heal))),
+            None => (None, None),
+        },
+        (_, Some(_)) => (None, None),
+    };
     let scope = asserts::Known {
         index: &index,
         routes: &raw.route,
@@ -79,6 +91,8 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
             .iter()
             .filter_map(|f| f.get_ref().name.as_ref().map(|n| n.get_ref().clone()))
             .collect(),
+        heal: heal.as_ref().and_then(|h| h.as_ref().map(|h| h.at)),
+        any_heal: raw.heal.is_some(),
     };
     let assertions = asserts::validate(ctx, &raw.asserts, &scope);
     let gateway_auth = gateway_auth(ctx, raw, builtins);
@@ -100,6 +114,7 @@ fn build(ctx: &mut Ctx<'_>, raw: &RawScenario, builtins: &dyn Builtins) -> Optio
         disk_sync: disk_sync?,
         swarm: swarm?,
         buggify: raw.buggify.unwrap_or(false),
+        heal: heal?,
     })
 }
 
@@ -157,6 +172,56 @@ fn disk_sync(ctx: &mut Ctx<'_>, raw: &RawScenario) -> Option<Dist> {
     let default = Dist::fixed(DEFAULT_DISK_SYNC).ok()?;
     let value = raw.disk.as_ref().and_then(|d| d.sync.as_ref());
     ctx.dist_or("sync", value, default)
+}
+
+/// `heal`: a time inside the run, after its start.
+fn heal_time(ctx: &mut Ctx<'_>, value: &Value, run: Option<Duration>) -> Option<Duration> {
+    let at = ctx.duration("heal", value)?;
+    let run = run?;
+    if at.is_zero() || at >= run {
+        ctx.error(
+            value.span(),
+            format!(
+                "`heal`: expected a time after 0s and before the end of the run ({}), found {}",
+                format_duration(run),
+                format_duration(at)
+            ),
+        );
+        return None;
+    }
+    Some(at)
+}
+
+/// Lifts every fault at `at`: a fault that would go on past it is cut at it; one that would
+/// start at or after it is an error (it would never act).
+fn heal_faults(
+    ctx: &mut Ctx<'_>,
+    raw: &[toml::Spanned<RawFault>],
+    mut faults: Vec<Fault>,
+    at: Duration,
+) -> Option<(Vec<Fault>, Heal)> {
+    let mut cut = Vec::new();
+    let mut ok = true;
+    for (i, (fault, spanned)) in faults.iter_mut().zip(raw).enumerate() {
+        if fault.at >= at {
+            ctx.error(
+                spanned.get_ref().at.span(),
+                format!(
+                    "`at`: this fault starts at {}, at or after `heal` ({}), so it would never act; start it before the heal or drop `heal`",
+                    format_duration(fault.at),
+                    format_duration(at)
+                ),
+            );
+            ok = false;
+        } else if fault
+            .duration
+            .is_none_or(|d| fault.at.saturating_add(d) > at)
+        {
+            fault.duration = Some(at - fault.at);
+            cut.push(i);
+        }
+    }
+    ok.then_some((faults, Heal { at, cut }))
 }
 
 /// `[gateway] auth`: a service whose builtin checks tokens, or `"none"`. Left out, the file

@@ -283,7 +283,10 @@ fn parts(
             let busy = points.as_ref().is_some_and(|env| env.buggify("store/busy"));
             async move {
                 if busy {
-                    return Err(Error::unavailable("busy", "the store is busy (a fault point)"));
+                    return Err(Error::unavailable(
+                        "busy",
+                        "the store is busy (a fault point)",
+                    ));
                 }
                 let (done, answer) = oneshot::channel();
                 tx.send((req, done))

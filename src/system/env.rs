@@ -173,7 +173,10 @@ impl Env {
         }
         let mut points = crate::lock::lock(&self.inner.points);
         let (enabled, rng) = points.entry(point.to_string()).or_insert_with(|| {
-            let mut rng = ids::stream(self.inner.seed, &format!("{}/buggify/{point}", self.inner.id));
+            let mut rng = ids::stream(
+                self.inner.seed,
+                &format!("{}/buggify/{point}", self.inner.id),
+            );
             (rng.random_bool(BUGGIFY_ENABLED), rng)
         });
         *enabled && rng.random_bool(BUGGIFY_FIRES)

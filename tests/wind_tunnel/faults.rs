@@ -532,3 +532,33 @@ that = "p99(latency) < 1s"
         "the fault's own window saw it: {slow} vs {before}"
     );
 }
+
+#[test]
+fn after_a_heal_a_fault_with_no_end_is_lifted_and_latency_recovers() {
+    // Goal: `heal` lifts a fault that would last to the end, and `after_heal+<grace>` judges the
+    // recovery. Method: an instance slowed 30x from 5 s with no end, healed at 10 s; p99 from
+    // 1 s after the heal is back near the unfaulted service time, and far above it before.
+    let body = r#"
+[[fault]]
+at = "5s"
+slow = { target = "svc.echo[0]", factor = 30 }
+[[assert]]
+that = "p99(latency) < 20ms"
+during = "after_heal+1s"
+[[assert]]
+that = "p99(latency) > 40ms"
+during = "5s..10s"
+"#;
+    let healed = run(&scenario(&format!("heal = \"10s\"\n{}", one_service(body))));
+    for a in &healed.assertions {
+        assert!(a.passed, "{} [{}]", a.verdict, a.window);
+    }
+    assert_eq!(healed.assertions[0].window, "after_heal+1s 11s..20s");
+    let never = body.replace("after_heal+1s", "11s..20s");
+    let unhealed = run(&scenario(&one_service(&never)));
+    assert!(
+        !unhealed.assertions[0].passed,
+        "without the heal the fault goes on: {}",
+        unhealed.assertions[0].verdict
+    );
+}
