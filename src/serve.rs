@@ -108,6 +108,7 @@ pub async fn serve(
     fresh.seed = fresh_seed(scenario.seed);
     let mut deployment = Deployment::new(Arc::new(fresh), catalog.clone(), Arc::new(NullSink));
     deployment.buggify = false; // fault points are for the simulation only
+    deployment.disks = Disks::new(); // real time: no simulated sync times, no disk faults
     if let Some(dir) = data {
         let unusable = |source| ServeError::Data {
             dir: dir.display().to_string(),

@@ -145,9 +145,10 @@ enum Command {
         /// The failing scenario file (e.g. one a swarm sweep wrote).
         file: PathBuf,
         /// The seed it fails at (default: the file's).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
         seed: Option<u64>,
-        /// The failure to keep, as `run`'s failure keys print it (default: the first).
+        /// The failure to keep: `invariant NAME` or `assert THAT [SCOPE, WINDOW]`, as sweep.json
+        /// and `shrink` print them (default: the run's first).
         #[arg(long)]
         failure: Option<String>,
         /// Most runs.
@@ -166,8 +167,8 @@ enum Command {
         /// The load whose rate is searched.
         #[arg(long)]
         load: String,
-        /// How close the answer is to the lowest failing rate, in percent.
-        #[arg(long, default_value_t = 2.0)]
+        /// How close the answer is to the lowest failing rate, in percent (above 0, below 100).
+        #[arg(long, default_value_t = 2.0, value_parser = parse_percent)]
         precision: f64,
         /// Most probes per file.
         #[arg(long, default_value_t = crate::tunnel::capacity::DEFAULT_MAX_PROBES, value_parser = clap::value_parser!(u32).range(2..=1000))]
@@ -265,10 +266,16 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
                 (sweep::Seeds::Range(a, b), None) => (a, b),
                 (sweep::Seeds::Count(n), first) => {
                     let first = first.unwrap_or(1);
-                    match first.checked_add(n - 1) {
+                    match first
+                        .checked_add(n - 1)
+                        .filter(|last| *last <= i64::MAX as u64)
+                    {
                         Some(last) => (first, last),
                         None => {
-                            eprintln!("error: --first {first} --seeds {n}: seeds beyond u64");
+                            eprintln!(
+                                "error: --first {first} --seeds {n}: seeds go up to {}",
+                                i64::MAX
+                            );
                             return ExitCode::from(EXIT_INVALID);
                         }
                     }
@@ -370,6 +377,21 @@ fn run(
             eprintln!("error: {e}");
             EXIT_INVALID
         }
+    }
+}
+
+/// A percentage above 0 and below 100.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a percentage such as 2 or 0.5"))?;
+    if value > 0.0 && value < 100.0 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "`{text}`: expected a percentage above 0 and below 100"
+        ))
     }
 }
 

@@ -49,6 +49,11 @@ pub(super) fn parse_seeds(text: &str) -> Result<Seeds, String> {
         }
         None => Seeds::Count(number(text)?),
     };
+    if let Seeds::Range(_, b) = seeds {
+        if b > i64::MAX as u64 {
+            return Err(format!("`{text}`: seeds go up to {}", i64::MAX));
+        }
+    }
     let n = match seeds {
         Seeds::Count(n) => n,
         Seeds::Range(a, b) => (b - a).saturating_add(1),
@@ -299,7 +304,11 @@ fn write_swarm_file(
     seed: u64,
     dir: &Path,
 ) -> Result<PathBuf, String> {
-    let (text, _) = swarm_scenario(catalog, file, scenario, seed)?;
+    let (mut text, _) = swarm_scenario(catalog, file, scenario, seed)?;
+    if let Ok(value) = std::env::var(crate::system::sabotage::SABOTAGE_VAR) {
+        let var = crate::system::sabotage::SABOTAGE_VAR;
+        text = format!("# Drawn with {var}={value}: replay it with the same setting.\n{text}");
+    }
     let path = dir.join(format!("swarm-seed-{seed}.toml"));
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&path, text))
@@ -325,7 +334,7 @@ pub fn sweep_seed(catalog: &Catalog, file: &Path, seed: u64, swarm: bool) -> u8 
     } else {
         scenario
     };
-    match seed_result(catalog, &scenario, seed) {
+    match seed_result(catalog, &scenario, seed, swarm) {
         Ok(result) => match serde_json::to_string(&result) {
             Ok(json) => {
                 say!("{json}");
@@ -344,7 +353,12 @@ pub fn sweep_seed(catalog: &Catalog, file: &Path, seed: u64, swarm: bool) -> u8 
 }
 
 /// One seed's run, judged, in this process.
-fn seed_result(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<SeedResult, String> {
+fn seed_result(
+    catalog: &Catalog,
+    scenario: &Scenario,
+    seed: u64,
+    swarm: bool,
+) -> Result<SeedResult, String> {
     let outcome = Tunnel::scenario(scenario.clone())
         .with_catalog(catalog.clone())
         .seed_from_env(false)
@@ -352,6 +366,14 @@ fn seed_result(catalog: &Catalog, scenario: &Scenario, seed: u64) -> Result<Seed
         .run()
         .map_err(|e| e.to_string())?;
     let s = outcome.summary();
+    if swarm && s.invariants.is_empty() {
+        // A swarm seed is judged by the invariants alone: without any, "pass" would mean nothing.
+        return Err(format!(
+            "nothing judges a swarm seed of {}: its services check no invariants, and a swarm \
+             run sets the file's assertions aside (use a plain sweep, or services with invariants)",
+            scenario.name
+        ));
+    }
     Ok(SeedResult {
         seed,
         passed: s.passed,

@@ -24,7 +24,7 @@ use super::{asserts, faults, services, traffic, Builtins};
 const DEFAULT_SEED: u64 = 1;
 /// The tick used when the file gives none: turmoil's own default.
 const DEFAULT_TICK: Duration = Duration::from_millis(1);
-/// How long a disk sync takes when `[disk] sync` is left out: one tick.
+/// How long a disk sync takes when `[disk] sync` is left out.
 const DEFAULT_DISK_SYNC: Duration = Duration::from_millis(1);
 
 /// Validates a parsed file; every problem is reported, sorted by position.
@@ -167,7 +167,7 @@ fn swarm(ctx: &mut Ctx<'_>, raw: &RawScenario, index: &Index) -> Option<SwarmBou
     ok.then_some(bounds)
 }
 
-/// `[disk] sync`: a distribution of sync times, fixed at one tick when left out.
+/// `[disk] sync`: a distribution of sync times, a fixed 1 ms when left out.
 fn disk_sync(ctx: &mut Ctx<'_>, raw: &RawScenario) -> Option<Dist> {
     let default = Dist::fixed(DEFAULT_DISK_SYNC).ok()?;
     let value = raw.disk.as_ref().and_then(|d| d.sync.as_ref());

@@ -8,7 +8,7 @@
 //! replays what survived.
 //!
 //! How long a sync takes is part of the model: the simulation draws each sync's time from the
-//! scenario's `[disk] sync` distribution (one tick when left out), and a `disk` fault slows or
+//! scenario's `[disk] sync` distribution (a fixed 1 ms when left out), and a `disk` fault slows or
 //! stalls the syncs of the instances it hits. A write is acknowledged only after [`Disk::commit`]
 //! returns, so a store that acknowledged earlier would lose acknowledged writes in a crash,
 //! which is what the sync time is there to expose.
@@ -31,7 +31,7 @@ use crate::dist::Dist;
 use crate::lock::lock;
 use crate::scenario::DiskEffect;
 
-/// How long a sync takes when nothing else is said: one tick of the simulation.
+/// How long a sync takes when nothing else is said.
 pub const DEFAULT_SYNC: std::time::Duration = std::time::Duration::from_millis(1);
 /// How often a stalled sync looks again whether its stall is over.
 const STALL_POLL: std::time::Duration = std::time::Duration::from_millis(1);

@@ -7,6 +7,10 @@
 //! lowest failing one are within the asked precision (2% by default). Every probe is kept, so
 //! the report can draw p99, error rate and goodput against rate and mark the knee.
 //!
+//! Rates are probed at four significant digits, and never above the most a file may ask for
+//! (1,000,000/s): a system that holds there is reported as holding at every rate probed. A file
+//! without assertions is refused, since every rate would pass it.
+//!
 //! The search assumes that a rate that fails fails at every higher rate. At one seed that is
 //! true up to noise: near the knee a rate can pass where a slightly lower one failed. The
 //! answer is then a rate that passes with a failing one within the precision above it.
@@ -14,6 +18,7 @@
 use toml::{Table, Value};
 
 use crate::system::Catalog;
+use crate::units::MAX_RATE_PER_SECOND;
 
 use super::{Tunnel, TunnelError};
 
@@ -41,8 +46,11 @@ pub enum CapacityError {
         known: String,
     },
     /// The precision is not a fraction above 0 and below 1.
-    #[error("the precision must be above 0 and below 1 (e.g. 0.02 for 2%), found {0}")]
+    #[error("the precision must be above 0% and below 100%, found {}%", .0 * 100.0)]
     Precision(f64),
+    /// The file asserts nothing, so every rate would pass.
+    #[error("the scenario asserts nothing, so every rate passes: add an [[assert]] that says what \"holding\" means (e.g. p99 and error rate bounds)")]
+    NothingAsserted,
 }
 
 /// What to search.
@@ -117,7 +125,10 @@ pub fn capacity(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    let start = scenario.loads[index].rate.as_per_second();
+    if scenario.assertions.is_empty() {
+        return Err(CapacityError::NothingAsserted);
+    }
+    let start = round_rate(scenario.loads[index].rate.as_per_second());
     let mut probes: Vec<Probe> = Vec::new();
     let mut probe = |rate: f64, probes: &mut Vec<Probe>| -> Result<bool, CapacityError> {
         let p = run_at(&table, index, rate, name, catalog, options)?;
@@ -132,16 +143,16 @@ pub fn capacity(
     while probes.len() < options.max_probes as usize {
         if probe(rate, &mut probes)? {
             lo = Some(rate);
-            if hi.is_some() {
-                break;
+            if hi.is_some() || rate >= MAX_RATE_PER_SECOND {
+                break; // bracketed, or it holds at the most a file may ask for
             }
-            rate *= 2.0;
+            rate = round_rate((rate * 2.0).min(MAX_RATE_PER_SECOND));
         } else {
             hi = Some(rate);
-            if lo.is_some() || rate < 0.2 {
+            if lo.is_some() || rate < 0.01 {
                 break;
             }
-            rate /= 2.0;
+            rate = round_rate(rate / 2.0);
         }
     }
     // Bisect.
@@ -168,9 +179,13 @@ pub fn capacity(
     })
 }
 
-/// Rates are probed to a hundredth of a request per second, so they print as written.
+/// Rates are probed at four significant digits, so a probe's rate prints as it ran.
 fn round_rate(rate: f64) -> f64 {
-    (rate * 100.0).round() / 100.0
+    if rate <= 0.0 || !rate.is_finite() {
+        return rate;
+    }
+    let scale = 10f64.powi(3 - rate.log10().floor() as i32);
+    (rate * scale).round() / scale
 }
 
 /// The scenario with load `index` at `rate` and no stages, as TOML.
@@ -206,7 +221,7 @@ fn run_at(
         .run()?;
     let load = outcome.load(&options.load);
     Ok(Probe {
-        rate: round_rate(rate),
+        rate,
         passed: outcome.passed(),
         p99_ms: load.map_or(0.0, |l| l.latency_ms.p99),
         error_rate: load.map_or(0.0, |l| l.error_rate),

@@ -100,7 +100,8 @@ pub fn shrink(
     let original: Table = toml::from_str(text)?;
     let faults_before = faults(&original).len();
     let mut current = original;
-    current.insert("seed".into(), Value::Integer(seed as i64));
+    let seed_value = i64::try_from(seed).unwrap_or(i64::MAX); // the command line bounds it
+    current.insert("seed".into(), Value::Integer(seed_value));
     let mut runs = 1;
     let mut steps = Vec::new();
     'rounds: loop {
@@ -188,6 +189,9 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
     }
     for (i, fault) in faults(t).iter().enumerate() {
         out.extend(narrower_fault(t, i, fault));
+    }
+    if t.get("buggify").and_then(Value::as_bool) == Some(true) {
+        out.push(("fault points off".to_string(), without(t, "buggify")));
     }
     if t.contains_key("disk") {
         out.push(("default disk sync time".to_string(), without(t, "disk")));

@@ -8,6 +8,9 @@
 //! which services). The result is a plain scenario file, with no swarm left in it, that
 //! replays the seed's run bit for bit with `windtunnel run`.
 //!
+//! A file with `heal` keeps it: faults are drawn to end before it, so the system must recover
+//! by the end of the run, and the verifier's checks then see it healed.
+//!
 //! The file's assertions are left out of what is drawn: they were written for the file's own
 //! faults, and a drawn crash of both instances fails "error_rate == 0" for the right reason. A
 //! swarm run is judged by what must hold whatever breaks: the systems' invariants (no
@@ -34,11 +37,23 @@ pub enum SwarmError {
     /// The file's `[swarm]` leaves nothing to hit.
     #[error("the scenario has no service a drawn fault could hit")]
     NoTargets,
+    /// The run (or the time before its `heal`) is too short to draw fault windows in.
+    #[error("a swarm needs at least {} s before the run ends or heals to draw fault windows in", MIN_HORIZON.as_secs())]
+    TooShort,
+    /// The seed does not fit a scenario file.
+    #[error("seed {0} is above the largest a scenario file holds ({max})", max = i64::MAX)]
+    Seed(u64),
 }
 
 /// The scenario file `text` (already validated as `scenario`) with its faults and assertions
 /// replaced by a fault schedule drawn for `seed`, and its seed set to `seed`.
 pub fn draw(text: &str, scenario: &Scenario, seed: u64) -> Result<String, SwarmError> {
+    let seed_value = i64::try_from(seed).map_err(|_| SwarmError::Seed(seed))?;
+    // Faults end before the heal, if the file has one: what it says about recovery stands.
+    let horizon = scenario.heal.as_ref().map_or(scenario.duration, |h| h.at);
+    if horizon < MIN_HORIZON {
+        return Err(SwarmError::TooShort);
+    }
     let mut table: Table = toml::from_str(text)?;
     let mut rng = crate::framework::ids::stream(seed, "swarm");
     let targets = targets(scenario);
@@ -74,8 +89,7 @@ pub fn draw(text: &str, scenario: &Scenario, seed: u64) -> Result<String, SwarmE
     }
     table.remove("assert");
     table.remove("swarm");
-    table.remove("heal"); // its windows were for the file's own faults, like its assertions
-    table.insert("seed".into(), Value::Integer(seed as i64));
+    table.insert("seed".into(), Value::Integer(seed_value));
     table.insert("fault".into(), Value::Array(faults));
     let body = toml::to_string(&table)?;
     Ok(format!(
@@ -87,6 +101,9 @@ pub fn draw(text: &str, scenario: &Scenario, seed: u64) -> Result<String, SwarmE
         kinds = summary.join(", "),
     ))
 }
+
+/// The shortest stretch (the run, or the time before its heal) windows are drawn in.
+const MIN_HORIZON: Duration = Duration::from_secs(2);
 
 /// The services faults may hit: the file's `[swarm] targets`, or every service.
 fn targets(scenario: &Scenario) -> Vec<&Service> {
@@ -111,9 +128,10 @@ fn kinds_on<'a>(rng: &mut ChaCha8Rng, kinds: &'a [String]) -> Vec<&'a str> {
     on
 }
 
-/// One drawn fault of `kind`: a window inside the run, a target, a strength.
-fn fault(rng: &mut ChaCha8Rng, kind: &str, targets: &[&Service], run: Duration) -> Table {
-    let run_ms = run.as_millis().max(1000) as u64;
+/// One drawn fault of `kind`: a window inside the first `horizon` of the run (at least
+/// [`MIN_HORIZON`]), a target, a strength.
+fn fault(rng: &mut ChaCha8Rng, kind: &str, targets: &[&Service], horizon: Duration) -> Table {
+    let run_ms = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX / 2);
     let at = rng.random_range(run_ms / 20..=run_ms * 7 / 10) / 100 * 100;
     let longest = (run_ms * 95 / 100).saturating_sub(at).max(100);
     let length = rng

@@ -157,3 +157,44 @@ fn shrinking_a_passing_file_says_there_is_nothing_to_shrink() {
         shrink(&capped("100/s"), "ok.toml", &catalog, &options, &mut |_| {}).expect_err("passes");
     assert!(e.to_string().contains("nothing to shrink"), "{e}");
 }
+
+#[test]
+fn fault_points_fire_only_when_the_file_asks_and_the_card_pipeline_survives_them() {
+    // Goal: `buggify = true` makes the store's rare paths happen, seed by seed, and the card
+    // pipeline's invariants still hold; without it, the paths never run. Method: the hunt-cards
+    // fixture at four seeds with fault points on, looking for the store's `unavailable.busy`
+    // answers among its callers' errors, then once with them off.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hunt-cards.toml"
+    );
+    let text = std::fs::read_to_string(path).expect("the fixture exists");
+    let busy = |buggify: bool, seed: u64| {
+        let text = if buggify {
+            text.replace("duration = \"10s\"", "duration = \"10s\"\nbuggify = true")
+        } else {
+            text.clone()
+        };
+        let outcome = Tunnel::toml(&text, "hunt-cards.toml")
+            .systems(windtunnel::services::systems())
+            .seed_from_env(false)
+            .seed(seed)
+            .run()
+            .expect("runs");
+        let s = outcome.summary();
+        assert!(!s.invariants.is_empty());
+        for i in &s.invariants {
+            assert!(i.holds, "seed {seed}: {} broken: {}", i.name, i.detail);
+        }
+        s.endpoints
+            .values()
+            .map(|e| e.errors.get("unavailable.busy").copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let fired: Vec<u64> = (1..=4).map(|seed| busy(true, seed)).collect();
+    assert!(
+        fired.iter().any(|n| *n > 0),
+        "no seed fired store/busy: {fired:?}"
+    );
+    assert_eq!(busy(false, 1), 0, "fault points fired with buggify off");
+}
