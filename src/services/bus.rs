@@ -236,6 +236,7 @@ async fn publish(
     disk: &Disk,
     req: PublishRequest,
 ) -> Result<PublishResponse, Error> {
+    let id = req.id.clone();
     let seq = {
         let mut s = lock(state);
         let topic = s.topics.entry(req.topic.clone()).or_default();
@@ -257,8 +258,19 @@ async fn publish(
         }
     };
     let Some(seq) = seq else {
-        // Published before: answer once that copy is durable, like the first publish did.
+        // Published before: answer once that copy is durable, like the first publish did. The
+        // first publish's handler may have been cancelled in its sync (its caller gave up), so
+        // it never marked its copy durable: this sync covers that copy, so mark it here, or the
+        // event would be stored but never delivered (found by a swarm sweep: a stalled bus
+        // disk and a publisher's timeout).
         disk.commit().await;
+        if let Some(e) = lock(state)
+            .topics
+            .get_mut(&req.topic)
+            .and_then(|t| t.events.iter_mut().find(|e| e.id == id))
+        {
+            e.durable = true;
+        }
         return Ok(PublishResponse { stored: false });
     };
     disk.commit().await;

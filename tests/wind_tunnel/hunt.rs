@@ -198,3 +198,22 @@ fn fault_points_fire_only_when_the_file_asks_and_the_card_pipeline_survives_them
     );
     assert_eq!(busy(false, 1), 0, "fault points fired with buggify off");
 }
+
+#[test]
+fn a_publish_cancelled_in_a_stalled_bus_sync_is_still_delivered_after_its_retry() {
+    // Goal: the failure a swarm sweep found stays fixed. Method: replay the shrunk file
+    // (tests/fixtures/found-bus-stall.toml: one 1.5 s stall of the bus's disk) and require
+    // every card invariant, events_consumed above all, to hold.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/found-bus-stall.toml"
+    );
+    let outcome = Tunnel::file(path)
+        .systems(windtunnel::services::systems())
+        .seed_from_env(false)
+        .run()
+        .expect("runs");
+    let consumed = outcome.invariant("events_consumed").expect("checked");
+    assert!(consumed.holds, "{}", consumed.detail);
+    outcome.assert_passed();
+}
