@@ -98,7 +98,7 @@ pub fn shrink(
         }
     };
     let original: Table = toml::from_str(text)?;
-    let faults_before = faults(&original).len();
+    let faults_before = array(&original, "fault").len();
     let mut current = original;
     let seed_value = i64::try_from(seed).unwrap_or(i64::MAX); // the command line bounds it
     current.insert("seed".into(), Value::Integer(seed_value));
@@ -130,7 +130,7 @@ pub fn shrink(
         }
     }
     let body = toml::to_string(&current)?;
-    let faults_after = faults(&current).len();
+    let faults_after = array(&current, "fault").len();
     let mut header = format!(
         "# Shrunk by `windtunnel shrink` from {name} at seed {seed}: it still fails\n# {failure}\n# ({faults_before} faults -> {faults_after}, {runs} runs). Changes kept:\n"
     );
@@ -161,13 +161,6 @@ fn failures_of(
     Ok(outcome.failure_keys())
 }
 
-fn faults(table: &Table) -> &[Value] {
-    table
-        .get("fault")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
 /// Every single change to try on `t`, most effective first.
 fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
     let mut out = Vec::new();
@@ -178,8 +171,9 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
     for i in (0..asserts.len()).rev() {
         out.push((format!("drop assertion {}", i + 1), removed(t, "assert", i)));
     }
-    for i in (0..faults(t).len()).rev() {
-        let what = format!("drop fault {} ({})", i + 1, describe(&faults(t)[i]));
+    let faults = array(t, "fault");
+    for (i, fault) in faults.iter().enumerate().rev() {
+        let what = format!("drop fault {} ({})", i + 1, describe(fault));
         out.push((what, removed(t, "fault", i)));
     }
     out.extend(shorter_runs(t));
@@ -187,7 +181,7 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
         out.extend(slower_load(t, i, load));
         out.push((format!("drop load {}", i + 1), removed(t, "load", i)));
     }
-    for (i, fault) in faults(t).iter().enumerate() {
+    for (i, fault) in faults.iter().enumerate() {
         out.extend(narrower_fault(t, i, fault));
     }
     if t.get("buggify").and_then(Value::as_bool) == Some(true) {
@@ -231,12 +225,16 @@ fn removed(t: &Table, key: &str, i: usize) -> Table {
     c
 }
 
-fn set_in(t: &mut Table, key: &str, i: usize, field: &str, value: Value) {
-    if let Some(Value::Table(item)) = t
-        .get_mut(key)
+/// Table `i` of the array of tables `key` (`[[load]]`, `[[fault]]`, ...).
+fn item_mut<'a>(t: &'a mut Table, key: &str, i: usize) -> Option<&'a mut Table> {
+    t.get_mut(key)
         .and_then(Value::as_array_mut)
         .and_then(|a| a.get_mut(i))
-    {
+        .and_then(Value::as_table_mut)
+}
+
+fn set_in(t: &mut Table, key: &str, i: usize, field: &str, value: Value) {
+    if let Some(item) = item_mut(t, key, i) {
         item.insert(field.to_string(), value);
     }
 }
@@ -290,11 +288,7 @@ fn slower_load(t: &Table, i: usize, load: &Value) -> Vec<(String, Table)> {
     let name = load.get("name").and_then(Value::as_str).unwrap_or("?");
     if load.get("stages").is_some() {
         let mut c = t.clone();
-        if let Some(Value::Table(l)) = c
-            .get_mut("load")
-            .and_then(Value::as_array_mut)
-            .and_then(|a| a.get_mut(i))
-        {
+        if let Some(l) = item_mut(&mut c, "load", i) {
             l.remove("stages");
         }
         out.push((format!("load {name}: no stages"), c));

@@ -1,29 +1,9 @@
 //! The command line: exit codes 0 / 1 / 2, located errors, no panics on bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn windtunnel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_windtunnel"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("windtunnel-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use crate::support::{temp_dir, text, windtunnel};
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);

@@ -1,5 +1,7 @@
 //! Running scenarios from text, and reading what they measured.
 
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use windtunnel::report::summary::{self, Summary, TrafficSummary};
@@ -55,4 +57,29 @@ deadline = "200ms"
 {extra}
 "#
     )
+}
+
+/// Runs the `windtunnel` binary with `args`.
+pub fn windtunnel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_windtunnel"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// What a run of the binary printed, stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A fresh, empty directory for one test (`name` must be unique across the test binary).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("windtunnel-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }

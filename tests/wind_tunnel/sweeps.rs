@@ -1,31 +1,11 @@
 //! Sweeps split into shards and merged: `sweep --seeds A..B --shard K/N` and `merge`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn windtunnel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_windtunnel"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("windtunnel-sweeps-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use crate::support::{temp_dir, text, windtunnel};
 
 /// A 3 s run of about 300 requests (100/s, Poisson) that asserts fewer than 300 were sent:
 /// some seeds send more and fail. `extra` is appended (a comment changes the file's hash).
