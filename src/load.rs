@@ -137,7 +137,9 @@ impl Sender {
                 let Ok(request) = request.body(http_body_util::Full::new(body)) else {
                     return (Outcome::Error("bad_request.route".to_string()), None);
                 };
-                match tokio::time::timeout_at(deadline, gateway.pool.send(request)).await {
+                match crate::framework::timer::timeout_at(deadline, gateway.pool.send(request))
+                    .await
+                {
                     Ok(answer) => answer,
                     Err(_) => (Outcome::Error("timeout".to_string()), None),
                 }
@@ -236,7 +238,7 @@ impl Generator {
             {
                 continue;
             }
-            tokio::time::sleep_until(clock.at(t)).await;
+            crate::framework::timer::idle_until(clock.at(t)).await;
             let late = clock.now() > t + deadline;
             if late || inflight.load(Ordering::Relaxed) >= MAX_INFLIGHT {
                 self.recorder

@@ -255,6 +255,7 @@ fn webhook_run(seed: u64, slower: f64) -> Summary {
         sim_seconds: 60.0,
         wall_seconds: 2.5,
         speedup: 24.0,
+        skipped_seconds: 0.0,
         fingerprint: format!("{:016x}", seed.wrapping_mul(0xC6B7_A97B)),
         events: 288_984,
         bucket_seconds: 1.0,

@@ -68,6 +68,11 @@ enum Command {
         /// event for event; name the first that differs and exit 1 if any does.
         #[arg(long = "check-determinism")]
         check_determinism: bool,
+        /// Skip simulated time in which nothing can happen, in one step instead of a tick at a
+        /// time (faster for mostly idle runs). With --check-determinism, the second run steps
+        /// every tick, so the check also says whether skipping changed anything.
+        #[arg(long = "skip-idle")]
+        skip_idle: bool,
     },
     /// Run a scenario at many seeds and report which fail (replay one with `run --seed`).
     Sweep {
@@ -244,7 +249,23 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             out,
             quiet,
             check_determinism,
-        } => run(&catalog, &file, seed, out, quiet, check_determinism),
+            skip_idle,
+        } => {
+            let stepping = if skip_idle {
+                crate::sim::Stepping::SkipIdle
+            } else {
+                crate::sim::Stepping::EveryTick
+            };
+            run(
+                &catalog,
+                &file,
+                seed,
+                out,
+                quiet,
+                check_determinism,
+                stepping,
+            )
+        }
         Command::Sweep {
             file,
             seeds,
@@ -361,6 +382,7 @@ fn run(
     out: Option<PathBuf>,
     quiet: bool,
     check_determinism: bool,
+    stepping: crate::sim::Stepping,
 ) -> u8 {
     let mut scenario = match load(catalog, file) {
         Ok(s) => s,
@@ -370,7 +392,15 @@ fn run(
         scenario.seed = seed;
     }
     let out = out.unwrap_or_else(|| Path::new("reports").join(scenario.name.as_str()));
-    match output::run_and_report(catalog, file, &scenario, &out, quiet, check_determinism) {
+    match output::run_and_report(
+        catalog,
+        file,
+        &scenario,
+        &out,
+        quiet,
+        check_determinism,
+        stepping,
+    ) {
         Ok(true) => EXIT_OK,
         Ok(_) => EXIT_FAILED,
         Err(e) => {

@@ -90,6 +90,7 @@ pub fn run_and_report(
     out: &Path,
     quiet: bool,
     check_determinism: bool,
+    stepping: crate::sim::Stepping,
 ) -> Result<bool, RunReportError> {
     if !quiet {
         eprintln!(
@@ -108,7 +109,8 @@ pub fn run_and_report(
         let mut bar = Bar::new(scenario.duration, quiet);
         let tunnel = Tunnel::scenario(scenario.clone())
             .with_catalog(catalog.clone())
-            .seed_from_env(false);
+            .seed_from_env(false)
+            .stepping(stepping);
         if check_determinism {
             if !quiet {
                 eprintln!(

@@ -393,7 +393,7 @@ impl Client {
             }
             self.count("retry.sent", &call.service, "");
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = crate::framework::timer::sleep(wait) => {}
                 _ = ctx.token().cancelled() => return Err(error),
             }
             attempt += 1;

@@ -169,7 +169,7 @@ impl Context {
             Some(d) => {
                 tokio::select! {
                     _ = self.inner.cancel.cancelled() => {}
-                    _ = tokio::time::sleep_until(d) => {}
+                    _ = crate::framework::timer::sleep_until(d) => {}
                 }
             }
             None => self.inner.cancel.cancelled().await,

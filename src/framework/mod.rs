@@ -21,6 +21,7 @@ pub mod middleware;
 pub mod retry;
 pub mod server;
 pub mod service;
+pub mod timer;
 pub mod transport;
 pub mod trust;
 
@@ -39,7 +40,7 @@ pub use trust::{Credential, DeploymentKey};
 /// can end (the server's handler deadline, the client's next hedge).
 pub(crate) async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => timer::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -402,7 +402,7 @@ impl Server {
         running.transport.stop_listening(&running.addr);
         running.draining.cancel();
         running.tracker.close();
-        if tokio::time::timeout(self.inner.config.grace, running.tracker.wait())
+        if crate::framework::timer::timeout(self.inner.config.grace, running.tracker.wait())
             .await
             .is_err()
         {
@@ -744,7 +744,7 @@ async fn out_of_band_health(
     let mut next = Instant::now() + every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = crate::framework::timer::idle_until(next) => {}
             _ = stopped.cancelled() => return,
         }
         next += every;

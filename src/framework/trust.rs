@@ -260,7 +260,7 @@ impl Credential {
             stream.write_all(&proof).await?;
             Ok(())
         };
-        tokio::time::timeout(timeout, exchange)
+        crate::framework::timer::timeout(timeout, exchange)
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
     }
@@ -305,7 +305,7 @@ impl Credential {
                 _ => Err(HandshakeError::BadName),
             }
         };
-        tokio::time::timeout(timeout, exchange)
+        crate::framework::timer::timeout(timeout, exchange)
             .await
             .map_err(|_| HandshakeError::Timeout(timeout))?
     }

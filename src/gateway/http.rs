@@ -88,7 +88,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "gateway accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                crate::framework::timer::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };

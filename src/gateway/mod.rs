@@ -214,7 +214,7 @@ impl Gateway {
         let read = body::read_limited(body, &parts.headers, self.config.max_body_bytes);
         // A client trickling its body must not hold a connection past the request's deadline.
         let raw = match ctx.deadline() {
-            Some(at) => tokio::time::timeout_at(at, read)
+            Some(at) => crate::framework::timer::timeout_at(at, read)
                 .await
                 .map_err(|_| GatewayError::BodyTimeout)??,
             None => read.await?,

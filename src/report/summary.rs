@@ -210,6 +210,10 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// sim_seconds / wall_seconds.
     pub speedup: f64,
+    /// Simulated seconds skipped in one step each because nothing could happen in them
+    /// (the results are what stepping every tick gives; only the wall time differs).
+    #[serde(default)]
+    pub skipped_seconds: f64,
     /// FNV-1a of the ordered event log, in hex: equal for equal runs.
     pub fingerprint: String,
     /// Framework events seen.
@@ -424,6 +428,7 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
         sim_seconds: run.as_secs_f64(),
         wall_seconds,
         speedup: run.as_secs_f64() / wall_seconds.max(1e-9),
+        skipped_seconds: 0.0,
         fingerprint: format!("{:016x}", m.fingerprint),
         events: m.events,
         bucket_seconds: width.as_secs_f64(),

@@ -21,9 +21,14 @@ pub fn render(s: &Summary) -> String {
 pub fn figures(s: &Summary) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; the results are dropped for that reason.
+    let skipped = if s.skipped_seconds >= 1.0 {
+        format!(" ({:.0} s of it idle, skipped)", s.skipped_seconds)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{} (seed {}): {:.0} s simulated in {:.2} s wall, {:.1}x real time, fingerprint {}",
+        "{} (seed {}): {:.0} s simulated{skipped} in {:.2} s wall, {:.1}x real time, fingerprint {}",
         s.scenario, s.seed, s.sim_seconds, s.wall_seconds, s.speedup, s.fingerprint
     );
     for (name, r) in &s.loads {

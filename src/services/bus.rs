@@ -409,7 +409,7 @@ impl Consumer {
             let events = match polled {
                 Ok(p) if !p.events.is_empty() => p.events,
                 _ => {
-                    tokio::time::sleep(self.idle).await;
+                    crate::framework::timer::idle(self.idle).await;
                     continue;
                 }
             };
@@ -435,7 +435,7 @@ impl Consumer {
                 }
             }
             if seqs.is_empty() {
-                tokio::time::sleep(self.idle).await;
+                crate::framework::timer::idle(self.idle).await;
                 continue;
             }
             let ack = AckRequest {

@@ -201,7 +201,7 @@ async fn scan(
             Ok(items) => return Ok(items),
             Err(e) => last = Some(e),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::framework::timer::sleep(Duration::from_millis(200)).await;
     }
     Err(last.unwrap_or_else(|| Error::unavailable("unread", "no attempt made")))
 }
@@ -254,7 +254,7 @@ async fn quiesce(client: &Client, ctx: &Context, systems: Systems) -> Result<(),
             if pending_outbox == 1 { "y" } else { "ies" },
             if unacked == 1 { "y" } else { "ies" }
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        crate::framework::timer::sleep(Duration::from_millis(500)).await;
     }
     Err(last)
 }

@@ -396,7 +396,7 @@ async fn writer(
             .as_ref()
             .is_some_and(|env| env.buggify("store/late-commit"))
         {
-            tokio::time::sleep(LATE_COMMIT).await;
+            crate::framework::timer::sleep(LATE_COMMIT).await;
         }
         if sabotage::on(Sabotage::StoreAcksBeforeSync) {
             // The deliberate bug: applied and answered first, made durable after.

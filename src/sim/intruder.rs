@@ -100,7 +100,7 @@ pub async fn run(
             let mut at = start;
             let mut n = 0usize;
             while at < end && !targets.is_empty() {
-                tokio::time::sleep_until(clock.at(at)).await;
+                crate::framework::timer::idle_until(clock.at(at)).await;
                 while attempts.try_join_next().is_some() {}
                 let victim = &targets[n % targets.len()];
                 tally.attempts.fetch_add(1, Ordering::Relaxed);
@@ -159,11 +159,16 @@ async fn attempt(
         }
         stream.write_all(&request).await
     };
-    if !matches!(tokio::time::timeout(PATIENCE, tried).await, Ok(Ok(()))) {
+    if !matches!(
+        crate::framework::timer::timeout(PATIENCE, tried).await,
+        Ok(Ok(()))
+    ) {
         return;
     }
     let mut frames = FramedRead::new(stream, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES));
-    if let Ok(Some(Ok(Frame::Response(_)))) = tokio::time::timeout(PATIENCE, frames.next()).await {
+    if let Ok(Some(Ok(Frame::Response(_)))) =
+        crate::framework::timer::timeout(PATIENCE, frames.next()).await
+    {
         tally.served.fetch_add(1, Ordering::Relaxed);
     }
 }

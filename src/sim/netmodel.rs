@@ -278,7 +278,7 @@ async fn travel(
         }
         let expired = async {
             match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
+                Some(d) => crate::framework::timer::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
@@ -286,7 +286,7 @@ async fn travel(
             if wait == Duration::MAX {
                 std::future::pending::<()>().await
             } else {
-                tokio::time::sleep(wait).await
+                crate::framework::timer::sleep(wait).await
             }
         };
         tokio::select! {

@@ -185,9 +185,9 @@ impl Disk {
     /// every record appended so far durable. Acknowledge a write only after this returns.
     pub async fn commit(&self) {
         let wait = self.sync_time();
-        tokio::time::sleep(wait).await;
+        crate::framework::timer::sleep(wait).await;
         while self.stalled() {
-            tokio::time::sleep(STALL_POLL).await;
+            crate::framework::timer::sleep(STALL_POLL).await;
         }
         self.sync();
     }

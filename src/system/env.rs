@@ -258,7 +258,7 @@ impl Env {
     pub async fn work(&self, dist: &Dist) {
         let d = slowed(self.draw(dist), self.slowdown());
         if !d.is_zero() {
-            tokio::time::sleep(d).await;
+            crate::framework::timer::sleep(d).await;
         }
     }
 

@@ -27,7 +27,7 @@ pub fn endpoint(spec: &EndpointSpec, env: Env, rotation: Arc<AtomicUsize>) -> En
             (spec.clone(), env.clone(), rotation.clone(), body.clone());
         async move {
             if !work.is_zero() {
-                tokio::time::sleep(crate::system::slowed(work, factor)).await;
+                crate::framework::timer::sleep(crate::system::slowed(work, factor)).await;
             }
             for call in &spec.calls {
                 if let Err(e) = make_call(&env, &rotation, &ctx, call).await {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::metrics::{Divergence, EventLog, Side};
 use crate::scenario::Scenario;
-use crate::sim::{self, NoProgress, Progress, RunError};
+use crate::sim::{self, NoProgress, Progress, RunError, Stepping};
 use crate::system::Catalog;
 
 use super::Outcome;
@@ -72,12 +72,18 @@ pub struct DeterminismCheck {
 
 /// Runs `scenario` twice (three times when the runs differ) and compares the event logs.
 /// Returns the first run's measurements and wall time with the verdict.
+///
+/// The first run advances time as `stepping` says and the second tick by tick, so the check
+/// also proves that skipping idle time changed nothing: a skip that was not exact shows as a
+/// divergence like any other.
 pub(super) fn check(
     scenario: &Scenario,
     catalog: &Catalog,
     progress: &mut dyn Progress,
+    stepping: Stepping,
 ) -> Result<(sim::RunOutput, Determinism), RunError> {
-    let (first, log) = sim::run_logged(scenario, catalog, progress, EventLog::Keep(Vec::new()))?;
+    let keep = EventLog::Keep(Vec::new());
+    let (first, log) = sim::run_stepped(scenario, catalog, progress, keep, stepping)?;
     let expected = Arc::new(log.hashes());
     let compare = EventLog::Compare {
         expected: expected.clone(),
@@ -85,7 +91,8 @@ pub(super) fn check(
         previous: None,
         divergence: None,
     };
-    let (_, log) = sim::run_logged(scenario, catalog, &mut NoProgress, compare)?;
+    let every_tick = Stepping::EveryTick;
+    let (_, log) = sim::run_stepped(scenario, catalog, &mut NoProgress, compare, every_tick)?;
     let Some(mut divergence) = log.divergence() else {
         let events = expected.len() as u64;
         return Ok((first, Determinism::Identical { events }));
@@ -101,7 +108,7 @@ pub(super) fn check(
             seen: 0,
             found: None,
         };
-        let (_, log) = sim::run_logged(scenario, catalog, &mut NoProgress, capture)?;
+        let (_, log) = sim::run_stepped(scenario, catalog, &mut NoProgress, capture, stepping)?;
         log.captured().unwrap_or(Side::Unknown {
             at_index: divergence.index,
         })

@@ -112,6 +112,7 @@ pub struct Tunnel {
     env_seed: bool,
     catalog: Catalog,
     problems: Vec<CatalogError>,
+    stepping: sim::Stepping,
 }
 
 impl Tunnel {
@@ -122,6 +123,7 @@ impl Tunnel {
             env_seed: true,
             catalog: Catalog::new(),
             problems: Vec::new(),
+            stepping: sim::Stepping::default(),
         }
     }
 
@@ -219,6 +221,13 @@ impl Tunnel {
         Ok(scenario)
     }
 
+    /// Advances simulated time as `stepping` says: by default every tick;
+    /// [`sim::Stepping::SkipIdle`] skips time in which nothing can happen.
+    pub fn stepping(mut self, stepping: sim::Stepping) -> Tunnel {
+        self.stepping = stepping;
+        self
+    }
+
     /// Runs the scenario and judges it.
     pub fn run(self) -> Result<Outcome, TunnelError> {
         self.run_with(&mut NoProgress)
@@ -227,8 +236,10 @@ impl Tunnel {
     /// Runs the scenario, reporting progress about every simulated second.
     pub fn run_with(self, progress: &mut dyn Progress) -> Result<Outcome, TunnelError> {
         let scenario = self.check()?;
-        let output = sim::run(&scenario, &self.catalog, progress)?;
-        let summary = summary::build(&scenario, &output.measurements, output.wall);
+        let log = crate::metrics::EventLog::Off;
+        let (output, _) = sim::run_stepped(&scenario, &self.catalog, progress, log, self.stepping)?;
+        let mut summary = summary::build(&scenario, &output.measurements, output.wall);
+        summary.skipped_seconds = output.skipped.as_secs_f64();
         Ok(Outcome::new(scenario, summary, output.measurements))
     }
 
@@ -244,8 +255,10 @@ impl Tunnel {
         progress: &mut dyn Progress,
     ) -> Result<DeterminismCheck, TunnelError> {
         let scenario = self.check()?;
-        let (output, determinism) = determinism::check(&scenario, &self.catalog, progress)?;
-        let summary = summary::build(&scenario, &output.measurements, output.wall);
+        let (output, determinism) =
+            determinism::check(&scenario, &self.catalog, progress, self.stepping)?;
+        let mut summary = summary::build(&scenario, &output.measurements, output.wall);
+        summary.skipped_seconds = output.skipped.as_secs_f64();
         Ok(DeterminismCheck {
             outcome: Outcome::new(scenario, summary, output.measurements),
             determinism,

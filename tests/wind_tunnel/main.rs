@@ -9,5 +9,6 @@ mod invariants;
 mod library;
 mod queueing;
 mod scenarios;
+mod skip;
 mod support;
 mod sweeps;

@@ -418,7 +418,7 @@ impl<N: Network> TcpTransport<N> {
     ) -> Result<Bytes, SendError> {
         let expired = async {
             match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
+                Some(d) => crate::framework::timer::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
@@ -666,7 +666,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
     frames: &mut FramedRead<R, FrameCodec>,
     timeout: Duration,
 ) -> Option<Option<Result<Frame, super::FrameError>>> {
-    let mut stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut stall = None;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(next) = frames.poll_next_unpin(cx) {
             return std::task::Poll::Ready(Some(next));
@@ -675,7 +675,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
             stall = None;
             return std::task::Poll::Pending;
         }
-        let sleep = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let sleep = stall.get_or_insert_with(|| Box::pin(crate::framework::timer::sleep(timeout)));
         match sleep.as_mut().poll(cx) {
             std::task::Poll::Ready(()) => std::task::Poll::Ready(None),
             std::task::Poll::Pending => std::task::Poll::Pending,

@@ -112,7 +112,7 @@ async fn relay(client: crate::framework::Client, db: StoreClient, ctx: Context) 
         let page = match db.scan(&call, OUTBOX_PREFIX, None).await {
             Ok(p) if !p.items.is_empty() => p.items,
             _ => {
-                tokio::time::sleep(IDLE).await;
+                crate::framework::timer::idle(IDLE).await;
                 continue;
             }
         };
@@ -131,7 +131,7 @@ async fn relay(client: crate::framework::Client, db: StoreClient, ctx: Context) 
                 // Another relay, or this one before a crash, published it first.
                 Ok(_) => ctx.count("events.republished", 1),
                 Err(_) => {
-                    tokio::time::sleep(IDLE).await;
+                    crate::framework::timer::idle(IDLE).await;
                     break;
                 }
             }
@@ -206,7 +206,7 @@ async fn open_accounts(db: &StoreClient, ctx: &Context) {
         {
             return;
         }
-        tokio::time::sleep(IDLE).await;
+        crate::framework::timer::idle(IDLE).await;
     }
 }
 

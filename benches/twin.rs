@@ -1,0 +1,211 @@
+//! windtunnel against its bare-turmoil twin: the same topology and load, run back to back, as a
+//! ratio of wall times. Also the speed of a nearly idle hour.
+//!
+//! The twin is the baseline scenario (scenarios/baseline.toml) with no framework: turmoil
+//! 0.7.2 and hand-written 64-byte TCP request/response. A client host sends `rate` requests a
+//! second, evenly spaced, to one of 2 api hosts; each calls one of 2 auth hosts and then one of
+//! 4 webhook hosts, which calls the db host. Service times are the scenario's means, fixed:
+//! 1 ms at api, auth and db, 5 ms at a webhook; links take 1-4 ms (turmoil's own latency).
+//! Every host is stepped every 1 ms tick, as windtunnel's hosts are. It is the engine's
+//! ceiling for a scenario of that shape: what windtunnel adds (the framework, the network
+//! model, the recorder, faults, checks) is the difference.
+//!
+//! Usage: `cargo bench --bench twin [-- RATE SIM_SECONDS]`. With no arguments it measures
+//! 200/s and 2,000/s for 60 s each, then the idle hour. Prints one line per measurement; the
+//! ratio is the twin's wall time over windtunnel's (1.0: as fast as bare turmoil).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turmoil::net::{TcpListener, TcpStream};
+use windtunnel::tunnel::Tunnel;
+
+/// Idle connections to one host, reused by its callers.
+type Pool = Rc<RefCell<Vec<TcpStream>>>;
+
+/// One 64-byte request and its 64-byte answer over a pooled connection to `addr`.
+async fn call(pool: &Pool, addr: &str) -> std::io::Result<()> {
+    let idle = pool.borrow_mut().pop();
+    let mut stream = match idle {
+        Some(s) => s,
+        None => TcpStream::connect(addr).await?,
+    };
+    stream.write_all(&[7u8; 64]).await?;
+    let mut answer = [0u8; 64];
+    stream.read_exact(&mut answer).await?;
+    pool.borrow_mut().push(stream);
+    Ok(())
+}
+
+/// A host that answers each request after `work`, having first called one host of each tier
+/// in `tiers` in turn (round robin within a tier).
+fn serve(sim: &mut turmoil::Sim<'_>, name: &str, tiers: Vec<Vec<String>>, work: Duration) {
+    let tiers = Rc::new(tiers);
+    sim.host(name, move || {
+        let tiers = tiers.clone();
+        async move {
+            let listener = TcpListener::bind("0.0.0.0:9000").await?;
+            let pools: Rc<Vec<Vec<Pool>>> = Rc::new(
+                tiers
+                    .iter()
+                    .map(|t| t.iter().map(|_| Pool::default()).collect())
+                    .collect(),
+            );
+            let next = Rc::new(RefCell::new(0usize));
+            loop {
+                let (mut stream, _) = listener.accept().await?;
+                let (tiers, pools, next) = (tiers.clone(), pools.clone(), next.clone());
+                tokio::task::spawn_local(async move {
+                    let mut request = [0u8; 64];
+                    while stream.read_exact(&mut request).await.is_ok() {
+                        for (tier, hosts) in tiers.iter().enumerate() {
+                            let pick = {
+                                let mut n = next.borrow_mut();
+                                *n += 1;
+                                *n % hosts.len()
+                            };
+                            let addr = format!("{}:9000", hosts[pick]);
+                            if call(&pools[tier][pick], &addr).await.is_err() {
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(work).await;
+                        if stream.write_all(&request).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// Runs the twin; returns the wall time and the requests answered.
+fn twin(rate: u64, secs: u64) -> (Duration, u64) {
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(secs + 30))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(4))
+        .rng_seed(1)
+        .tcp_capacity(4096)
+        .build();
+    let names = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    };
+    let (apis, auths, webhooks) = (names("api", 2), names("auth", 2), names("webhook", 4));
+    let ms = Duration::from_millis;
+    serve(&mut sim, "db", vec![], ms(1));
+    for w in &webhooks {
+        serve(&mut sim, w, vec![vec!["db".to_string()]], ms(5));
+    }
+    for a in &auths {
+        serve(&mut sim, a, vec![], ms(1));
+    }
+    for a in &apis {
+        serve(&mut sim, a, vec![auths.clone(), webhooks.clone()], ms(1));
+    }
+    let answered = Rc::new(RefCell::new(0u64));
+    let counter = answered.clone();
+    sim.client("client", async move {
+        let pools: Vec<Pool> = apis.iter().map(|_| Pool::default()).collect();
+        let gap = Duration::from_nanos(1_000_000_000 / rate.max(1));
+        let start = tokio::time::Instant::now();
+        let mut calls = Vec::new();
+        for i in 0..rate * secs {
+            tokio::time::sleep_until(start + gap * i as u32).await;
+            let k = i as usize % apis.len();
+            let (pool, addr, counter) = (
+                pools[k].clone(),
+                format!("{}:9000", apis[k]),
+                counter.clone(),
+            );
+            calls.push(tokio::task::spawn_local(async move {
+                if call(&pool, &addr).await.is_ok() {
+                    *counter.borrow_mut() += 1;
+                }
+            }));
+        }
+        for c in calls {
+            let _ = c.await;
+        }
+        Ok(())
+    });
+    let started = Instant::now();
+    if let Err(e) = sim.run() {
+        eprintln!("the twin failed: {e}");
+    }
+    let wall = started.elapsed();
+    let n = *answered.borrow();
+    (wall, n)
+}
+
+/// scenarios/baseline.toml with its load's rate and the run's length replaced.
+fn baseline(rate: &str, duration: &str) -> String {
+    let text = std::fs::read_to_string("scenarios/baseline.toml").unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            if line.starts_with("rate = ") {
+                format!("rate = \"{rate}\"")
+            } else if line.starts_with("duration = ") {
+                format!("duration = \"{duration}\"")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs windtunnel's baseline at `rate` for `secs`; returns the simulation's wall time (the
+/// report is not written) and the requests sent.
+fn windtunnel_run(rate: &str, duration: &str) -> Option<(Duration, u64, f64)> {
+    let text = baseline(rate, duration);
+    let outcome = match Tunnel::toml(&text, "baseline.toml")
+        .seed_from_env(false)
+        .run()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("windtunnel failed: {e}");
+            return None;
+        }
+    };
+    let s = outcome.summary();
+    let sent = s.loads.values().map(|l| l.sent).sum();
+    Some((Duration::from_secs_f64(s.wall_seconds), sent, s.speedup))
+}
+
+fn compare(rate: u64, secs: u64) {
+    let (bare, answered) = twin(rate, secs);
+    let Some((ours, sent, _)) = windtunnel_run(&format!("{rate}/s"), &format!("{secs}s")) else {
+        return;
+    };
+    println!(
+        "{rate}/s for {secs} s: bare twin {:.2} s ({answered} answered), windtunnel {:.2} s \
+         ({sent} sent): ratio {:.2}",
+        bare.as_secs_f64(),
+        ours.as_secs_f64(),
+        bare.as_secs_f64() / ours.as_secs_f64().max(1e-9)
+    );
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if let [rate, secs, ..] = args[..] {
+        compare(rate, secs);
+        return;
+    }
+    compare(200, 60);
+    compare(2000, 60);
+    if let Some((wall, sent, speedup)) = windtunnel_run("0.1/s", "1h") {
+        println!(
+            "0.1/s for 1 h: windtunnel {:.2} s ({sent} sent): {speedup:.0}x real time",
+            wall.as_secs_f64()
+        );
+    }
+}

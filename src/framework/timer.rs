@@ -1,0 +1,173 @@
+//! Timers the simulation can see: what lets a run skip idle time and stay exact.
+//!
+//! A simulated run steps every host one tick (1 ms) at a time. When nothing is happening it
+//! may instead jump straight to the next moment something can happen, but only if it knows
+//! that moment: tokio keeps its timers to itself. So windtunnel's own code makes its timers
+//! here, in two kinds:
+//! - **work in flight** ([`sleep`], [`sleep_until`], [`timeout`], [`timeout_at`]): a call's
+//!   deadline, a handler's service time, a message's latency, a backoff. While one of these is
+//!   armed on any host, the run does not skip.
+//! - **background wake-ups** ([`idle`], [`idle_until`]): a poller's next look, a health check's
+//!   next round, a load generator's next arrival. Each one's time is on the thread's agenda,
+//!   and a skip ends at the earliest.
+//!
+//! A timer made with tokio directly (in a service of your own, say) is invisible here. If one
+//! fires inside a skip, the run notices (a task ran inside it) and runs again from the start
+//! without skipping, so results never depend on it; use these functions in services of your
+//! own to keep their idle time cheap (docs/design.md, "Skipping idle time").
+//!
+//! Outside a simulation (`serve`) these are tokio's timers plus a counter.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+thread_local! {
+    /// Work timers armed on this thread.
+    static BUSY: Cell<usize> = const { Cell::new(0) };
+    /// Background wake-ups on this thread, by simulated time: how many at each.
+    static WAKES: RefCell<BTreeMap<Duration, usize>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// When the next thing can happen, as far as this thread's timers know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// A timer of work in flight is armed: something may happen at any tick.
+    Busy,
+    /// Nothing is armed but background wake-ups, the earliest at this simulated time.
+    Until(Duration),
+    /// No timer at all.
+    Never,
+}
+
+/// What this thread's timers allow the simulation to skip.
+pub fn horizon() -> Horizon {
+    if BUSY.with(Cell::get) > 0 {
+        return Horizon::Busy;
+    }
+    WAKES.with(|w| match w.borrow().keys().next() {
+        Some(at) => Horizon::Until(*at),
+        None => Horizon::Never,
+    })
+}
+
+/// Forgets every timer of this thread: called when a simulation starts, so one that ended
+/// badly on this thread cannot hold the next one back.
+pub fn reset() {
+    BUSY.with(|b| b.set(0));
+    WAKES.with(|w| w.borrow_mut().clear());
+}
+
+/// Counts one armed work timer while it lives.
+struct Busy;
+
+impl Busy {
+    fn arm() -> Busy {
+        BUSY.with(|b| b.set(b.get() + 1));
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // `try_with`: a timer dropped while the thread exits has nobody left to tell.
+        let _ = BUSY.try_with(|b| b.set(b.get().saturating_sub(1)));
+    }
+}
+
+/// Holds one background wake-up on the agenda while it lives.
+struct Wake(Option<Duration>);
+
+impl Wake {
+    fn at(at: Instant) -> Wake {
+        // Outside a simulation there is no agenda to keep.
+        let Some(now) = turmoil::sim_elapsed() else {
+            return Wake(None);
+        };
+        let when = now.saturating_add(at.saturating_duration_since(Instant::now()));
+        WAKES.with(|w| *w.borrow_mut().entry(when).or_insert(0) += 1);
+        Wake(Some(when))
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        let Some(when) = self.0 else {
+            return;
+        };
+        let _ = WAKES.try_with(|w| {
+            let mut w = w.borrow_mut();
+            if let Some(n) = w.get_mut(&when) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(&when);
+                }
+            }
+        });
+    }
+}
+
+/// Sleeps for `duration`, as work in flight.
+pub async fn sleep(duration: Duration) {
+    let _busy = Busy::arm();
+    tokio::time::sleep(duration).await
+}
+
+/// Sleeps until `deadline`, as work in flight.
+pub async fn sleep_until(deadline: Instant) {
+    let _busy = Busy::arm();
+    tokio::time::sleep_until(deadline).await
+}
+
+/// Runs `future` for at most `duration`, as work in flight.
+pub async fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let _busy = Busy::arm();
+    tokio::time::timeout(duration, future).await
+}
+
+/// Runs `future` until `deadline` at the latest, as work in flight.
+pub async fn timeout_at<F: Future>(
+    deadline: Instant,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let _busy = Busy::arm();
+    tokio::time::timeout_at(deadline, future).await
+}
+
+/// Sleeps for `duration`, as a background wake-up the simulation may skip to.
+pub async fn idle(duration: Duration) {
+    idle_until(Instant::now() + duration).await
+}
+
+/// Sleeps until `at`, as a background wake-up the simulation may skip to.
+pub async fn idle_until(at: Instant) {
+    let _wake = Wake::at(at);
+    tokio::time::sleep_until(at).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_timers_count_while_armed_and_background_ones_are_not_work() {
+        reset();
+        assert_eq!(horizon(), Horizon::Never);
+        let work = tokio::spawn(sleep(Duration::from_millis(5)));
+        tokio::task::yield_now().await;
+        assert_eq!(horizon(), Horizon::Busy);
+        work.await.ok();
+        assert_eq!(horizon(), Horizon::Never);
+        // Outside turmoil a background wake-up has no simulated time to be kept at.
+        let bg = tokio::spawn(idle(Duration::from_millis(5)));
+        tokio::task::yield_now().await;
+        assert_eq!(horizon(), Horizon::Never);
+        bg.abort();
+    }
+}

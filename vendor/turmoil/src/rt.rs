@@ -1,0 +1,528 @@
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::SmallRng;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use tokio::task::LocalSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use tokio::time::{sleep, sleep_until, Duration, Instant};
+
+use super::Result;
+
+// To support re-creation, we need to store a factory of the future that
+// represents the software. This is somewhat annoying in that it requires
+// boxxing to avoid generics.
+type Software<'a> = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result>>> + 'a>;
+
+/// Runtime kinds.
+pub enum Kind<'a> {
+    /// A runtime for executing test code.
+    Client,
+
+    /// A runtime that is running simulated host software.
+    Host { software: Software<'a> },
+
+    /// A runtime without any software. The network topology uses this for
+    /// time tracking and message delivery.
+    NoSoftware,
+}
+
+/// Runtime configuration.
+#[derive(Clone, Default)]
+pub struct Config {
+    /// Whether io is enabled on the runtime.
+    pub enable_io: bool,
+
+    /// Rng used to seed the tokio runtime.
+    ///
+    /// Only used if the `tokio_unstable` cfg flag is set.
+    #[cfg_attr(not(tokio_unstable), expect(dead_code))]
+    pub rng: Option<SmallRng>,
+
+    /// When the runtime last polled one of its own tasks (windtunnel patch; tasks of the
+    /// `LocalSet` are seen by `Rt::tick` itself).
+    pub last_poll: Arc<Mutex<Option<Instant>>>,
+
+    /// How many times the runtime's thread has parked (windtunnel patch).
+    pub parks: Arc<AtomicU64>,
+}
+
+/// Where a skip is (windtunnel patch; see [`Rt::skip`]).
+#[derive(Clone, Copy)]
+enum Phase {
+    Start,
+    /// Running to the window start, from this park count.
+    Advance { parks: u64 },
+    /// Turning both schedulers, this many polls left.
+    Spin { left: u32 },
+    /// Running to the end.
+    Finish,
+}
+
+/// How a skip is made exact (windtunnel patch; see [`Rt::skip`]). Times are from its start.
+struct SkipPlan {
+    /// Ticks the skip stands for.
+    ticks: u64,
+    /// Where the first run of time stops: a multiple of 64 ms of the runtime's clock.
+    window: Duration,
+    /// The end of the skip.
+    end: Duration,
+    /// A multiple of 64 ms between the window and the end, if there is one: a park is forced
+    /// there, so the timers that move down the wheel there do not add one of their own.
+    forced: Option<Duration>,
+}
+
+impl SkipPlan {
+    /// Given the parks it took to reach the window, how many polls to spin there and at which
+    /// instants to park before the end, so that both schedulers have turned as many times as
+    /// `ticks` ticks would have turned them: the `LocalSet` once per tick (mod 256), the
+    /// runtime once per tick (mod 31).
+    fn owed(&self, parked: u64) -> (u32, Vec<Duration>) {
+        let k = self.ticks as i128;
+        // The first poll turned the `LocalSet` once; each spin turns it once more.
+        let spins = (k - 2).rem_euclid(256) + 1;
+        // An idle tick turns the runtime twice: the wake that ended the tick before leaves
+        // the time driver's `did_wake` set, so its first park only clears it, and the second
+        // runs time on. So `ticks` ticks turn it `2 * ticks` times. The skip turned it once
+        // per park up to the window, and then once per spin, once more to clear `did_wake`
+        // again, and once per dummy.
+        let mut dummies = (2 * k - 1 - parked as i128 - spins).rem_euclid(31) as u64;
+        let mut at = Vec::new();
+        if let Some(forced) = self.forced {
+            if dummies == 0 {
+                dummies = 31;
+            }
+            at.push(forced);
+        }
+        let mut ms = self.window + Duration::from_millis(1);
+        while (at.len() as u64) < dummies && ms < self.end {
+            if Some(ms) != self.forced {
+                at.push(ms);
+            }
+            ms += Duration::from_millis(1);
+        }
+        at.sort();
+        (spins as u32, at)
+    }
+}
+
+/// Per host simulated runtime.
+///
+/// The tokio runtime is paused (see [`Builder::start_paused`]), which gives us
+/// control over when and how to advance time. In particular, see [`Rt::tick`],
+/// which lets the runtime do a bit more work.
+pub struct Rt<'a> {
+    pub kind: Kind<'a>,
+
+    /// Handle to the Tokio runtime driving this simulated host. Each runtime
+    /// may have a different sense of "now" which simulates clock skew.
+    tokio: Runtime,
+
+    /// Local task set used for running !Send tasks.
+    local: LocalSet,
+
+    /// A user readable name to identify the node.
+    pub nodename: Arc<str>,
+
+    /// Optional handle to a host's software. When software finishes, the handle is
+    /// consumed to check for error, which is propagated up to fail the simulation.
+    handle: Option<JoinHandle<Result>>,
+
+    /// Runtime configuration.
+    config: Config,
+
+    /// Whether no task ran strictly inside the last skip (windtunnel patch).
+    quiet: bool,
+
+    /// Where the runtime's clock started (windtunnel patch).
+    base: Instant,
+}
+
+impl<'a> Rt<'a> {
+    pub(crate) fn client<F>(nodename: Arc<str>, client: F, mut config: Config) -> Self
+    where
+        F: Future<Output = Result> + 'static,
+    {
+        let (tokio, local, base) = init(&mut config);
+
+        let handle = with(&tokio, &local, || tokio::task::spawn_local(client));
+
+        Self {
+            kind: Kind::Client,
+            tokio,
+            local,
+            nodename,
+            handle: Some(handle),
+            config,
+            quiet: true,
+            base,
+        }
+    }
+
+    pub(crate) fn host<F, Fut>(nodename: Arc<str>, software: F, mut config: Config) -> Self
+    where
+        F: Fn() -> Fut + 'a,
+        Fut: Future<Output = Result> + 'static,
+    {
+        let (tokio, local, base) = init(&mut config);
+
+        let software: Software = Box::new(move || Box::pin(software()));
+        let handle = with(&tokio, &local, || tokio::task::spawn_local(software()));
+
+        Self {
+            kind: Kind::Host { software },
+            tokio,
+            local,
+            nodename,
+            handle: Some(handle),
+            config,
+            quiet: true,
+            base,
+        }
+    }
+
+    pub(crate) fn no_software() -> Self {
+        let mut config = Config::default();
+        let (tokio, local, base) = init(&mut config);
+
+        Self {
+            kind: Kind::NoSoftware,
+            tokio,
+            local,
+            nodename: String::new().into(),
+            handle: None,
+            config,
+            quiet: true,
+            base,
+        }
+    }
+
+    pub(crate) fn is_client(&self) -> bool {
+        matches!(self.kind, Kind::Client)
+    }
+
+    fn is_host(&self) -> bool {
+        matches!(self.kind, Kind::Host { .. })
+    }
+
+    pub(crate) fn is_software_running(&self) -> bool {
+        self.handle.is_some()
+    }
+
+    /// Whether no task ran strictly inside the last tick (windtunnel patch). Without
+    /// `tokio_unstable` the runtime's own tasks cannot be seen, so a tick is never quiet.
+    pub(crate) fn was_quiet(&self) -> bool {
+        cfg!(tokio_unstable) && self.quiet
+    }
+
+    /// How many times a task of this runtime has been woken from outside it: from another
+    /// host, or the network (windtunnel patch). It needs `tokio_unstable`; without it no step
+    /// is called quiet.
+    pub(crate) fn remote_wakes(&self) -> u64 {
+        #[cfg(tokio_unstable)]
+        {
+            self.tokio.metrics().remote_schedule_count()
+        }
+        #[cfg(not(tokio_unstable))]
+        {
+            0
+        }
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        let _guard = self.tokio.enter();
+        Instant::now()
+    }
+
+    // This method is called by [`Sim::run`], which iterates through all the
+    // runtimes and ticks each one. The magic of this method is described in the
+    // documentation for [`LocalSet::run_until`], but it may not be entirely
+    // obvious how things fit together.
+    //
+    // A [`LocalSet`] tracks the tasks to run, which may in turn spawn more
+    // tasks. `run_until` drives a top level task to completion, but not its
+    // children. If you look below, you may be confused. The task we run here
+    // just sleeps and has no children! However, it's the _same `LocalSet`_ that
+    // is used to run software on the host.
+    //
+    // In this way, every time `tick` is called, the following unfolds:
+    //
+    // 1. Time advances on the runtime
+    // 2. We schedule a new task that simply sleeps
+    // 3. Other tasks on the `LocalSet` get a chance to run
+    // 4. The sleep finishes
+    // 5. The runtime pauses
+    //
+    // Returns whether the software has finished successfully or the error
+    // that caused failure. Subsequent calls do not return the error as it is
+    // expected to fail the simulation.
+    pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
+        self.tokio.block_on(async {
+            self.local
+                .run_until(async {
+                    sleep(duration).await;
+                })
+                .await
+        });
+        self.software_finished()
+    }
+
+    /// Runs the host through `duration`, a whole number of `tick`s in which it is expected to
+    /// do nothing, leaving it exactly as `duration / tick` calls of [`Rt::tick`] would have
+    /// (windtunnel patch). [`Rt::was_quiet`] says afterwards whether it did do nothing.
+    ///
+    /// Time runs to the end in one go, but tokio's schedulers count their turns, and the
+    /// count decides when they look at their queues of tasks woken from outside (the runtime
+    /// every 31 turns, a `LocalSet` every 31 of its own, on a `u8`): a tick that does nothing is
+    /// one turn of each. And each tick's `block_on` draws a seed for the thread's random
+    /// numbers from the runtime's generator. So the skip makes the turns it owes. It parks at the window
+    /// start `W` (time runs there in parks of its own, counted), then turns both schedulers
+    /// (`spins`: the future wakes itself and returns pending) and parks at as many more instants
+    /// before the end as the runtime still owes (`dummies`: timers nobody waits on). Those
+    /// instants lie where tokio's timer wheel has nothing else to do: between two multiples of
+    /// 64 ms of the runtime's clock, where timers of higher wheel levels move down.
+    pub(crate) fn skip(&mut self, duration: Duration, tick: Duration) -> Result<bool> {
+        let Some(plan) = self.plan_skip(duration, tick) else {
+            // Not a shape the skip can make exact (too short, or not in whole milliseconds):
+            // one long tick, which nobody may call quiet.
+            self.quiet = false;
+            return self.tick(duration);
+        };
+        let local = &self.local;
+        let last_poll = &self.config.last_poll;
+        let parks = &self.config.parks;
+        self.quiet = self.tokio.block_on(async {
+            let start = Instant::now();
+            let window = start + plan.window;
+            let end = start + duration;
+            let mut woke = false;
+            let mut phase = Phase::Start;
+            let mut timer = Box::pin(sleep_until(window));
+            let mut dummies = Vec::new();
+            let mut armed = Vec::new();
+            local
+                .run_until(std::future::poll_fn(|cx| {
+                    let now = Instant::now();
+                    loop {
+                        match phase {
+                            Phase::Start => {
+                                phase = Phase::Advance {
+                                    parks: parks.load(Ordering::Relaxed),
+                                };
+                            }
+                            Phase::Advance { parks: before } => {
+                                if now != window {
+                                    woke = woke || now != start;
+                                    return timer.as_mut().poll(cx);
+                                }
+                                let parked = parks.load(Ordering::Relaxed) - before;
+                                let (spins, at) = plan.owed(parked);
+                                dummies = at;
+                                phase = Phase::Spin { left: spins };
+                            }
+                            Phase::Spin { left } => {
+                                woke = woke || now != window;
+                                if left > 1 {
+                                    phase = Phase::Spin { left: left - 1 };
+                                    cx.waker().wake_by_ref();
+                                    return Poll::Pending;
+                                }
+                                let noop = &mut Context::from_waker(Waker::noop());
+                                for at in std::mem::take(&mut dummies) {
+                                    let mut dummy = Box::pin(sleep_until(start + at));
+                                    let _ = dummy.as_mut().poll(noop);
+                                    armed.push(dummy);
+                                }
+                                timer = Box::pin(sleep_until(end));
+                                phase = Phase::Finish;
+                                return timer.as_mut().poll(cx);
+                            }
+                            Phase::Finish => {
+                                if now != end {
+                                    woke = woke || now != window;
+                                }
+                                return timer.as_mut().poll(cx);
+                            }
+                        }
+                    }
+                }))
+                .await;
+            let polled = last_poll.lock().map_or(None, |t| *t);
+            !woke && polled.is_none_or(|t| t <= start)
+        });
+        // Every `block_on` draws the seed of the thread's random numbers (`select!` uses them)
+        // from the runtime's generator: a tick each. Draw the ones the other ticks would have.
+        for _ in 1..plan.ticks {
+            self.tokio.block_on(async {});
+        }
+        self.software_finished()
+    }
+
+    /// Where a skip of `duration` parks and how many turns it owes, or `None` when the skip
+    /// cannot be made exact in one go (too short, or times not in whole milliseconds).
+    fn plan_skip(&self, duration: Duration, tick: Duration) -> Option<SkipPlan> {
+        let whole_ms = |d: Duration| d.subsec_nanos() % 1_000_000 == 0;
+        if !whole_ms(duration) || !whole_ms(tick) || tick.is_zero() {
+            return None;
+        }
+        let ticks = duration.as_nanos() / tick.as_nanos();
+        if ticks * tick.as_nanos() != duration.as_nanos() {
+            return None;
+        }
+        let now = self.now().checked_duration_since(self.base)?;
+        if !whole_ms(now) {
+            return None;
+        }
+        // Milliseconds of the runtime's clock: tokio's timer wheel counts from its start.
+        let start_ms = now.as_millis() as u64;
+        let end_ms = start_ms + duration.as_millis() as u64;
+        let block = (end_ms - 1) / 64 * 64;
+        let (window_ms, forced) = if end_ms - block >= 33 {
+            (block, None)
+        } else {
+            (block.checked_sub(64)?, Some(block))
+        };
+        if window_ms <= start_ms {
+            return None;
+        }
+        Some(SkipPlan {
+            ticks: ticks as u64,
+            window: Duration::from_millis(window_ms - start_ms),
+            end: Duration::from_millis(end_ms - start_ms),
+            forced: forced.map(|b| Duration::from_millis(b - start_ms)),
+        })
+    }
+
+    fn software_finished(&mut self) -> Result<bool> {
+        // pull for software completion
+        match &self.handle {
+            Some(handle) if handle.is_finished() => {
+                // Consume handle to extract task result
+                if let Some(h) = self.handle.take() {
+                    match self.tokio.block_on(h) {
+                        // If the host was crashed the JoinError is cancelled, which
+                        // needs to be handled to not fail the simulation.
+                        Err(je) if je.is_cancelled() => {}
+                        res => res??,
+                    }
+                };
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => Ok(true),
+        }
+    }
+
+    pub(crate) fn crash(&mut self) {
+        if !self.is_host() {
+            panic!("can only crash host's software");
+        }
+
+        if self.handle.take().is_some() {
+            self.cancel_tasks();
+        };
+    }
+
+    pub(crate) fn bounce(&mut self) {
+        if !self.is_host() {
+            panic!("can only bounce host's software");
+        }
+
+        self.cancel_tasks();
+
+        if let Kind::Host { software } = &self.kind {
+            let handle = with(&self.tokio, &self.local, || {
+                tokio::task::spawn_local(software())
+            });
+            self.handle.replace(handle);
+        };
+    }
+
+    /// Cancel all tasks within the [`Rt`] by dropping the current tokio
+    /// [`Runtime`].
+    ///
+    /// Dropping the runtime blocks the calling thread until all futures have
+    /// completed, which is desired here to ensure host software completes and
+    /// all resources are dropped.
+    ///
+    /// Both the [`Runtime`] and [`LocalSet`] are replaced with new instances.
+    fn cancel_tasks(&mut self) {
+        let (tokio, local, base) = init(&mut self.config);
+
+        self.base = base;
+        _ = mem::replace(&mut self.tokio, tokio);
+        drop(mem::replace(&mut self.local, local));
+    }
+}
+
+fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
+    let mut tokio_builder = tokio::runtime::Builder::new_current_thread();
+
+    #[cfg(tokio_unstable)]
+    tokio_builder.unhandled_panic(tokio::runtime::UnhandledPanic::ShutdownRuntime);
+
+    if config.enable_io {
+        tokio_builder.enable_io();
+    }
+
+    let parks = config.parks.clone();
+    tokio_builder.on_thread_park(move || {
+        parks.fetch_add(1, Ordering::Relaxed);
+    });
+
+    #[cfg(tokio_unstable)]
+    {
+        let last_poll = config.last_poll.clone();
+        tokio_builder.on_before_task_poll(move |_| {
+            if let Ok(mut t) = last_poll.lock() {
+                *t = Some(Instant::now());
+            }
+        });
+    }
+
+    #[cfg(tokio_unstable)]
+    if let Some(rng) = &mut config.rng {
+        let bytes: [u8; 32] = rand::Rng::random(rng);
+        let seed = tokio::runtime::RngSeed::from_bytes(&bytes);
+        tokio_builder.rng_seed(seed);
+    }
+
+    let tokio = tokio_builder
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+
+    // The instant tokio's timer wheel counts its milliseconds from (windtunnel patch): the
+    // clock is paused, so it has not moved since the runtime was built.
+    let base = tokio.block_on(async { Instant::now() });
+
+    tokio.block_on(async {
+        // Sleep to "round" `Instant::now()` to the closest `ms`
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    });
+
+    (tokio, new_local(), base)
+}
+
+fn new_local() -> LocalSet {
+    #[cfg(not(tokio_unstable))]
+    let local = LocalSet::new();
+
+    #[cfg(tokio_unstable)]
+    let mut local = LocalSet::new();
+
+    #[cfg(tokio_unstable)]
+    local.unhandled_panic(tokio::runtime::UnhandledPanic::ShutdownRuntime);
+
+    local
+}
+
+fn with<R>(tokio: &Runtime, local: &LocalSet, f: impl FnOnce() -> R) -> R {
+    tokio.block_on(async { local.run_until(async { f() }).await })
+}
