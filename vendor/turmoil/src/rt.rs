@@ -500,7 +500,11 @@ fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
 
     // The instant tokio's timer wheel counts its milliseconds from (windtunnel patch): the
     // clock is paused, so it has not moved since the runtime was built.
-    let base = tokio.block_on(async { Instant::now() });
+    // (Entering, not `block_on`: a `block_on` would draw a seed from the runtime's generator.)
+    let base = {
+        let _guard = tokio.enter();
+        Instant::now()
+    };
 
     tokio.block_on(async {
         // Sleep to "round" `Instant::now()` to the closest `ms`
