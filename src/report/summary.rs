@@ -295,7 +295,7 @@ fn traffic_summary(series: &Series, run: Duration) -> TrafficSummary {
             ok: c.ok,
             dropped: c.dropped,
             errors: c.errors.clone(),
-            latency_ms: h.filter(|h| !h.is_empty()).map(latency_of),
+            latency_ms: h.filter(|h| !h.is_empty()).map(|h| latency_of(&h)),
         })
         .collect();
     TrafficSummary {
