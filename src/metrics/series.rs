@@ -6,13 +6,16 @@
 //! once the run is a few buckets past it, it is packed to its nonzero counters (a few bytes
 //! each), so a long run holds a few open buckets per series and packed
 //! ones for the rest. A late request into a packed bucket unpacks it again; packing is lossless,
-//! so windows, merged from buckets, read exactly what dense buckets would give.
+//! so windows, merged from buckets, read exactly what dense buckets would give. A bucket's error
+//! counts name their codes by index into the series' own list of codes, not by a map of
+//! strings each.
 
 mod packed;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -67,6 +70,66 @@ impl Counts {
     pub fn failed(&self) -> u64 {
         self.errors.values().sum()
     }
+}
+
+/// One bucket's outcome counts: a [`Counts`] whose error codes are indices into the series'
+/// list of codes (a few bytes a code, where a map of strings takes hundreds).
+#[derive(Debug, Clone, Default)]
+struct BucketCounts {
+    sent: u64,
+    ok: u64,
+    dropped: u64,
+    /// (code, count), in the order codes first failed here.
+    errors: Vec<(u32, u64)>,
+}
+
+impl BucketCounts {
+    fn add(&mut self, outcome: &Outcome, codes: &mut Vec<Arc<str>>) {
+        self.sent += 1;
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Dropped => self.dropped += 1,
+            Outcome::Error(code) => self.add_error(intern(codes, code), 1),
+        }
+    }
+
+    fn add_error(&mut self, code: u32, n: u64) {
+        match self.errors.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, count)) => *count += n,
+            None => self.errors.push((code, n)),
+        }
+    }
+
+    /// Adds these counts to `to`, naming codes from `codes`.
+    fn add_to(&self, to: &mut Counts, codes: &[Arc<str>]) {
+        to.sent += self.sent;
+        to.ok += self.ok;
+        to.dropped += self.dropped;
+        for (code, n) in &self.errors {
+            let name = codes.get(*code as usize).map_or("", |c| &**c);
+            *to.errors.entry(name.to_string()).or_insert(0) += n;
+        }
+    }
+
+    /// Adds `other`'s counts, whose codes index `theirs`, to these, whose codes index `mine`.
+    fn merge(&mut self, other: &BucketCounts, mine: &mut Vec<Arc<str>>, theirs: &[Arc<str>]) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.dropped += other.dropped;
+        for (code, n) in &other.errors {
+            let name = theirs.get(*code as usize).map_or("", |c| &**c);
+            self.add_error(intern(mine, name), *n);
+        }
+    }
+}
+
+/// The index of `code` in `codes`, added at the end if it is not there.
+fn intern(codes: &mut Vec<Arc<str>>, code: &str) -> u32 {
+    let i = codes.iter().position(|c| &**c == code).unwrap_or_else(|| {
+        codes.push(Arc::from(code));
+        codes.len() - 1
+    });
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 fn micros(latency: Duration) -> u64 {
@@ -137,7 +200,7 @@ impl Latency {
 
 #[derive(Debug, Clone, Default)]
 struct Bucket {
-    counts: Counts,
+    counts: BucketCounts,
     latency: Latency,
 }
 
@@ -148,6 +211,8 @@ pub struct Series {
     overall: Histogram<u64>,
     totals: Counts,
     buckets: Vec<Bucket>,
+    /// The error codes buckets name, in the order they first failed.
+    codes: Vec<Arc<str>>,
     /// The buckets whose histogram is open, in the order they were opened.
     open: Vec<usize>,
     /// The latest bucket a request of the series ended in.
@@ -173,6 +238,7 @@ impl Series {
             overall: new_hist(3),
             totals: Counts::default(),
             buckets: vec![Bucket::default(); buckets.max(1)],
+            codes: Vec::new(),
             open: Vec::new(),
             latest: 0,
         }
@@ -190,7 +256,7 @@ impl Series {
     pub fn record(&mut self, start: Duration, latency: Duration, outcome: &Outcome) {
         self.totals.add(outcome);
         let i = self.index(start);
-        self.buckets[i].counts.add(outcome);
+        self.buckets[i].counts.add(outcome, &mut self.codes);
         if *outcome != Outcome::Dropped {
             let us = micros(latency);
             self.overall.saturating_record(us);
@@ -246,8 +312,12 @@ impl Series {
     }
 
     /// Per-bucket counts, in time order.
-    pub fn bucket_counts(&self) -> impl Iterator<Item = &Counts> {
-        self.buckets.iter().map(|b| &b.counts)
+    pub fn bucket_counts(&self) -> impl Iterator<Item = Counts> + '_ {
+        self.buckets.iter().map(|b| {
+            let mut counts = Counts::default();
+            b.counts.add_to(&mut counts, &self.codes);
+            counts
+        })
     }
 
     /// Per-bucket latency histograms (None where nothing was answered), in time order: borrowed
@@ -272,7 +342,7 @@ impl Series {
         let first = self.index(window.start);
         let last = self.index(window.end.saturating_sub(Duration::from_nanos(1)));
         for b in &self.buckets[first..=last] {
-            counts.merge(&b.counts);
+            b.counts.add_to(&mut counts, &self.codes);
             b.latency.add_to(&mut latency);
         }
         WindowStats {
@@ -288,7 +358,8 @@ impl Series {
         let _ = self.overall.add(&other.overall);
         self.totals.merge(&other.totals);
         for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
-            mine.counts.merge(&theirs.counts);
+            mine.counts
+                .merge(&theirs.counts, &mut self.codes, &other.codes);
             if matches!(theirs.latency, Latency::Empty) {
                 continue;
             }
@@ -310,10 +381,11 @@ impl Series {
 mod tests {
     use super::*;
 
-    /// A dense bucket histogram as series kept them before packing: every record of bucket `i`.
+    /// Buckets as series kept them before packing: a dense histogram and a `Counts` each.
     struct Dense {
         width: Duration,
         buckets: Vec<Histogram<u64>>,
+        counts: Vec<Counts>,
     }
 
     impl Dense {
@@ -321,29 +393,57 @@ mod tests {
             Dense {
                 width,
                 buckets: (0..n).map(|_| new_hist(2)).collect(),
+                counts: vec![Counts::default(); n],
             }
         }
 
-        fn record(&mut self, start: Duration, latency: Duration) {
+        fn record(&mut self, start: Duration, latency: Duration, outcome: &Outcome) {
             let i = (start.as_nanos() / self.width.as_nanos()) as usize;
             let i = i.min(self.buckets.len() - 1);
-            self.buckets[i].saturating_record(micros(latency));
+            self.counts[i].add(outcome);
+            if *outcome != Outcome::Dropped {
+                self.buckets[i].saturating_record(micros(latency));
+            }
         }
 
         fn window(&self, window: &Range<Duration>) -> Histogram<u64> {
-            let mut h = new_hist(2);
+            self.window_stats(window).1
+        }
+
+        fn window_stats(&self, window: &Range<Duration>) -> (Counts, Histogram<u64>) {
+            let (mut counts, mut h) = (Counts::default(), new_hist(2));
             for (i, b) in self.buckets.iter().enumerate() {
                 let start = self.width * i as u32;
                 if start + self.width > window.start && start < window.end {
                     h.add(b).expect("same bounds");
+                    counts.merge(&self.counts[i]);
                 }
             }
-            h
+            (counts, h)
+        }
+
+        /// Checks every window and bucket of `series` against these buckets.
+        fn check(&self, series: &Series, run: Duration) {
+            for w in windows() {
+                let got = series.window(&w, run);
+                let (counts, latency) = self.window_stats(&w);
+                assert_eq!(got.counts, counts, "window {w:?}");
+                assert!(got.latency == latency, "window {w:?}");
+            }
+            for (i, (c, h)) in series
+                .bucket_counts()
+                .zip(series.bucket_latency())
+                .enumerate()
+            {
+                assert_eq!(c, self.counts[i], "bucket {i}");
+                let h = h.map(Cow::into_owned).unwrap_or_else(|| new_hist(2));
+                assert!(h == self.buckets[i], "bucket {i}");
+            }
         }
     }
 
-    /// Deterministic requests: one every 7 ms, latencies from 0.2 ms to about 100 ms, one in
-    /// fifty failed and one in fifty dropped.
+    /// Deterministic requests: one every 7 ms, latencies from 0.2 ms to about 100 ms; one in
+    /// fifty times out, one in fifty is dropped, one in 150 is refused as unavailable.
     fn requests(seconds: u64) -> Vec<(Duration, Duration, Outcome)> {
         let mut out = Vec::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -355,6 +455,7 @@ mod tests {
             let outcome = match x % 50 {
                 0 => Outcome::Error("timeout".into()),
                 1 => Outcome::Dropped,
+                2 if ms % 3 == 0 => Outcome::Error("unavailable".into()),
                 _ => Outcome::Ok,
             };
             out.push((Duration::from_millis(ms), latency, outcome));
@@ -381,9 +482,7 @@ mod tests {
         let mut dense = Dense::new(width, n);
         for (start, latency, outcome) in requests(20) {
             series.record(start, latency, &outcome);
-            if outcome != Outcome::Dropped {
-                dense.record(start, latency);
-            }
+            dense.record(start, latency, &outcome);
         }
         // A late request into a bucket packed long ago, and one far past the others' ends.
         let late = [
@@ -392,8 +491,9 @@ mod tests {
         ];
         assert!(matches!(series.buckets[1].latency, Latency::Packed(_)));
         for (start, latency) in late {
-            series.record(start, latency, &Outcome::Error("timeout".into()));
-            dense.record(start, latency);
+            let outcome = Outcome::Error("late".into());
+            series.record(start, latency, &outcome);
+            dense.record(start, latency, &outcome);
         }
         assert!(
             series.open.len() <= OPEN_BUCKETS + 1 + late.len(),
@@ -409,6 +509,7 @@ mod tests {
             packed >= n - OPEN_BUCKETS - 1 - late.len(),
             "{packed} packed"
         );
+        dense.check(&series, run);
         for w in windows() {
             let got = series.window(&w, run).latency;
             let want = dense.window(&w);
@@ -422,10 +523,6 @@ mod tests {
                 ),
             );
         }
-        for (i, h) in series.bucket_latency().enumerate() {
-            let h = h.map(Cow::into_owned).unwrap_or_else(|| new_hist(2));
-            assert!(h == dense.buckets[i], "bucket {i}");
-        }
         // Whole-run figures come from the overall histogram, untouched by packing.
         assert!(series.window(&(Duration::ZERO..run), run).latency == *series.overall());
     }
@@ -435,7 +532,18 @@ mod tests {
         let (width, n, run) = (Duration::from_secs(1), 20, Duration::from_secs(20));
         let mut a = Series::new(width, n);
         let mut b = Series::new(width, n);
+        // `b` fails with a code `a` never sees, so their lists of codes differ.
+        b.record(
+            Duration::ZERO,
+            Duration::from_millis(1),
+            &Outcome::Error("refused".into()),
+        );
         let mut dense = Dense::new(width, n);
+        dense.record(
+            Duration::ZERO,
+            Duration::from_millis(1),
+            &Outcome::Error("refused".into()),
+        );
         for (k, (start, latency, outcome)) in requests(20).into_iter().enumerate() {
             // `b` only sees the first half of the run: merged into `a`, its buckets meet packed
             // ones there, and open ones when `a` is merged into it.
@@ -445,43 +553,25 @@ mod tests {
                 &mut a
             };
             to.record(start, latency, &outcome);
-            if outcome != Outcome::Dropped {
-                dense.record(start, latency);
-            }
+            dense.record(start, latency, &outcome);
         }
         let mut merged = a.clone();
         merged.merge(&b);
-        assert_eq!(
-            merged.totals().sent,
-            a.totals().sent + b.totals().sent,
-            "counts add"
-        );
-        for w in windows() {
-            assert!(merged.window(&w, run).latency == dense.window(&w), "{w:?}");
-        }
+        assert_eq!(merged.totals().sent, a.totals().sent + b.totals().sent);
+        dense.check(&merged, run);
         let mut other_way = b.clone();
         assert!(!other_way.open.is_empty());
         other_way.merge(&a);
-        for w in windows() {
-            assert!(
-                other_way.window(&w, run).latency == dense.window(&w),
-                "{w:?}"
-            );
-        }
+        dense.check(&other_way, run);
         // And into a series with nothing yet.
         let mut empty = Series::new(width, n);
         empty.merge(&a);
         empty.merge(&b);
-        for w in windows() {
-            assert!(empty.window(&w, run).latency == dense.window(&w), "{w:?}");
-        }
+        dense.check(&empty, run);
         // A record after the merge lands in the right bucket, packed or not.
-        merged.record(
-            Duration::from_millis(500),
-            Duration::from_secs(30),
-            &Outcome::Ok,
-        );
-        dense.record(Duration::from_millis(500), Duration::from_secs(30));
-        assert!(merged.window(&windows()[0], run).latency == dense.window(&windows()[0]));
+        let (start, late) = (Duration::from_millis(500), Outcome::Error("late".into()));
+        merged.record(start, Duration::from_secs(30), &late);
+        dense.record(start, Duration::from_secs(30), &late);
+        dense.check(&merged, run);
     }
 }
