@@ -3,12 +3,13 @@
 //! Memory is bounded by histograms, never by per-request lists: an overall HdrHistogram (3
 //! significant digits) and one histogram (2 digits) per bucket that saw traffic. A bucket's
 //! histogram is dense (26 KB, cheap to record into) only while requests may still end in it:
-//! once the run is a few buckets past it, it is packed to its nonzero counters (a few bytes
-//! each), so a long run holds a few open buckets per series and packed
-//! ones for the rest. A late request into a packed bucket unpacks it again; packing is lossless,
-//! so windows, merged from buckets, read exactly what dense buckets would give. A bucket's error
-//! counts name their codes by index into the series' own list of codes, not by a map of
-//! strings each.
+//! once the run is a few buckets past it, it is packed to its nonzero counters (about a byte
+//! each), so a long run holds a few open buckets per series and packed ones for the rest. A late
+//! request into a packed bucket unpacks it again; packing is lossless, so windows, merged from
+//! buckets, and the per-bucket timeline read exactly what dense buckets would give. A bucket's
+//! error counts name their codes by index into the series' own list of codes, not by a map of
+//! strings each. A series' memory is thus bounded by its bucket count (at most 3,600), whatever
+//! the run's length.
 
 mod packed;
 
