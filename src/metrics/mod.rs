@@ -285,7 +285,8 @@ impl Recorder {
         }
     }
 
-    /// Everything measured, once the run is over.
+    /// Everything measured, once the run is over. The load and endpoint series move out (they
+    /// are most of a long run's memory): a second call finds them empty.
     pub fn finish(&self, end: Duration) -> Measurements {
         let mut s = self.state();
         let width = s.bucket_width;
@@ -309,8 +310,8 @@ impl Recorder {
             bucket_width: s.bucket_width,
             fingerprint: s.fingerprint.finish(),
             events: s.events,
-            loads: s.loads.clone(),
-            endpoints: s.endpoints.clone(),
+            loads: std::mem::take(&mut s.loads),
+            endpoints: std::mem::take(&mut s.endpoints),
             instances: s.instances.clone(),
             checks: s.checks.clone(),
             traces: s.traces.kept(),

@@ -13,6 +13,7 @@ pub mod summary;
 pub mod sweep;
 pub mod text;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::metrics::Measurements;
@@ -42,9 +43,12 @@ pub fn write_report(
 ) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(dir)?;
     let mut files = Vec::new();
-    let json = serde_json::to_string_pretty(summary)?;
+    // Streamed: a long run's summary is tens of MB of JSON.
     let path = dir.join("summary.json");
-    std::fs::write(&path, json + "\n")?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    serde_json::to_writer_pretty(&mut out, summary)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
     files.push(path);
     for (name, series) in &measurements.loads {
         let path = dir.join(format!("{}.hgrm", file_stem(name)));

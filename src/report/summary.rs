@@ -298,8 +298,8 @@ fn traffic_summary(series: &Series, run: Duration) -> TrafficSummary {
             sent: c.sent,
             ok: c.ok,
             dropped: c.dropped,
-            errors: c.errors.clone(),
-            latency_ms: h.filter(|h| !h.is_empty()).map(latency_of),
+            errors: c.errors,
+            latency_ms: h.filter(|h| !h.is_empty()).map(|h| latency_of(&h)),
         })
         .collect();
     TrafficSummary {
