@@ -303,6 +303,7 @@ fn run_once(
         .max_message_latency(Duration::ZERO)
         .rng_seed(scenario.seed)
         .build();
+    sim.watch_quiet(stepping == Stepping::SkipIdle);
     for (node, group) in &world::by_node(&placements) {
         add_node(&mut sim, &world, node, group.clone());
     }

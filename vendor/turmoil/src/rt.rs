@@ -1,15 +1,14 @@
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio::task::LocalSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
-
 use tokio::time::{sleep, sleep_until, Duration, Instant};
 
 use super::Result;
@@ -44,9 +43,13 @@ pub struct Config {
     #[cfg_attr(not(tokio_unstable), expect(dead_code))]
     pub rng: Option<SmallRng>,
 
-    /// When the runtime last polled one of its own tasks (windtunnel patch; tasks of the
-    /// `LocalSet` are seen by `Rt::tick` itself).
+    /// When the runtime last polled one of its own tasks during a skip (windtunnel patch;
+    /// tasks of the `LocalSet` are seen by `Rt::skip` itself).
     pub last_poll: Arc<Mutex<Option<Instant>>>,
+
+    /// Whether a skip is running, so the poll hook notes `last_poll` (windtunnel patch: an
+    /// ordinary tick pays one atomic load per poll, not a lock).
+    pub skipping: Arc<AtomicBool>,
 
     /// How many times the runtime's thread has parked (windtunnel patch).
     pub parks: Arc<AtomicU64>,
@@ -81,7 +84,7 @@ impl SkipPlan {
     /// Given the parks it took to reach the window, how many polls to spin there and at which
     /// instants to park before the end, so that both schedulers have turned as many times as
     /// `ticks` ticks would have turned them: the `LocalSet` once per tick (mod 256), the
-    /// runtime once per tick (mod 31).
+    /// runtime twice per tick (mod 31).
     fn owed(&self, parked: u64) -> (u32, Vec<Duration>) {
         let k = self.ticks as i128;
         // The first poll turned the `LocalSet` once; each spin turns it once more.
@@ -278,10 +281,11 @@ impl<'a> Rt<'a> {
     ///
     /// Time runs to the end in one go, but tokio's schedulers count their turns, and the
     /// count decides when they look at their queues of tasks woken from outside (the runtime
-    /// every 31 turns, a `LocalSet` every 31 of its own, on a `u8`): a tick that does nothing is
-    /// one turn of each. And each tick's `block_on` draws a seed for the thread's random
-    /// numbers from the runtime's generator. So the skip makes the turns it owes. It parks at the window
-    /// start `W` (time runs there in parks of its own, counted), then turns both schedulers
+    /// every 31 turns, a `LocalSet` every 31 of its own, on a `u8`): a tick that does nothing
+    /// turns the `LocalSet` once and the runtime twice (see `SkipPlan::owed`). And each tick's
+    /// `block_on` draws a seed for the thread's random numbers from the runtime's generator.
+    /// So the skip makes the turns it owes. It parks at the window start `W` (time runs there
+    /// in parks of its own, counted), then turns both schedulers
     /// (`spins`: the future wakes itself and returns pending) and parks at as many more instants
     /// before the end as the runtime still owes (`dummies`: timers nobody waits on). Those
     /// instants lie where tokio's timer wheel has nothing else to do: between two multiples of
@@ -296,6 +300,7 @@ impl<'a> Rt<'a> {
         let local = &self.local;
         let last_poll = &self.config.last_poll;
         let parks = &self.config.parks;
+        self.config.skipping.store(true, Ordering::Relaxed);
         self.quiet = self.tokio.block_on(async {
             let start = Instant::now();
             let window = start + plan.window;
@@ -355,6 +360,7 @@ impl<'a> Rt<'a> {
             let polled = last_poll.lock().map_or(None, |t| *t);
             !woke && polled.is_none_or(|t| t <= start)
         });
+        self.config.skipping.store(false, Ordering::Relaxed);
         // Every `block_on` draws the seed of the thread's random numbers (`select!` uses them)
         // from the runtime's generator: a tick each. Draw the ones the other ticks would have.
         for _ in 1..plan.ticks {
@@ -477,8 +483,11 @@ fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
 
     #[cfg(tokio_unstable)]
     {
-        let last_poll = config.last_poll.clone();
+        let (last_poll, skipping) = (config.last_poll.clone(), config.skipping.clone());
         tokio_builder.on_before_task_poll(move |_| {
+            if !skipping.load(Ordering::Relaxed) {
+                return;
+            }
             if let Ok(mut t) = last_poll.lock() {
                 *t = Some(Instant::now());
             }
