@@ -114,9 +114,13 @@ struct State {
     fingerprint: Fnv1a,
     events: u64,
     loads: BTreeMap<String, Series>,
-    endpoints: BTreeMap<String, Series>,
-    /// Calls in flight: span -> (sent at, service, endpoint).
-    calls: BTreeMap<u64, (Duration, Arc<str>, Arc<str>)>,
+    /// Per endpoint (`service.endpoint`), in the order first called; a series is made when
+    /// the first call to it ends.
+    endpoints: Vec<(String, Option<Series>)>,
+    /// Which entry of `endpoints` each (service, endpoint) pair seen goes to.
+    endpoint_names: Vec<(Arc<str>, Arc<str>, usize)>,
+    /// Calls in flight: span -> (sent at, index in `endpoints`).
+    calls: BTreeMap<u64, (Duration, usize)>,
     server: BTreeMap<u64, ServerRequest>,
     abandoned: BTreeMap<u64, Duration>,
     abandon_sweep: Duration,
@@ -191,7 +195,8 @@ impl Recorder {
                 fingerprint: Fnv1a::default(),
                 events: 0,
                 loads: BTreeMap::new(),
-                endpoints: BTreeMap::new(),
+                endpoints: Vec::new(),
+                endpoint_names: Vec::new(),
                 calls: BTreeMap::new(),
                 server: BTreeMap::new(),
                 abandoned: BTreeMap::new(),
@@ -310,7 +315,11 @@ impl Recorder {
             fingerprint: s.fingerprint.finish(),
             events: s.events,
             loads: s.loads.clone(),
-            endpoints: s.endpoints.clone(),
+            endpoints: s
+                .endpoints
+                .iter()
+                .filter_map(|(name, series)| Some((name.clone(), series.clone()?)))
+                .collect(),
             instances: s.instances.clone(),
             checks: s.checks.clone(),
             traces: s.traces.kept(),
@@ -472,15 +481,39 @@ impl State {
     }
 
     fn call_ended(&mut self, e: &Event, outcome: Outcome) {
-        let Some((sent, service, endpoint)) = self.calls.remove(&e.span_id.0) else {
+        let Some((sent, index)) = self.calls.remove(&e.span_id.0) else {
             return;
         };
         let (width, buckets) = (self.bucket_width, self.buckets);
-        let name = format!("{service}.{endpoint}");
-        self.endpoints
-            .entry(name)
-            .or_insert_with(|| Series::new(width, buckets))
+        self.endpoints[index]
+            .1
+            .get_or_insert_with(|| Series::new(width, buckets))
             .record(sent, e.at.saturating_sub(sent), &outcome);
+    }
+
+    /// Where calls to `service.endpoint` are counted: an index in `endpoints`, found by the
+    /// names themselves (a handful of pairs, the same shared names call after call) and made
+    /// at the first call.
+    fn endpoint_index(&mut self, service: &Arc<str>, endpoint: &Arc<str>) -> usize {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
+        if let Some((_, _, i)) = self
+            .endpoint_names
+            .iter()
+            .find(|(s, e, _)| same(s, service) && same(e, endpoint))
+        {
+            return *i;
+        }
+        let name = format!("{service}.{endpoint}");
+        let index = match self.endpoints.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                self.endpoints.push((name, None));
+                self.endpoints.len() - 1
+            }
+        };
+        self.endpoint_names
+            .push((service.clone(), endpoint.clone(), index));
+        index
     }
 
     fn sweep_abandoned(&mut self, now: Duration) {
@@ -507,8 +540,8 @@ impl State {
                         self.checks.unauthenticated_calls += 1;
                     }
                 }
-                self.calls
-                    .insert(e.span_id.0, (e.at, e.service.clone(), e.endpoint.clone()));
+                let index = self.endpoint_index(&e.service, &e.endpoint);
+                self.calls.insert(e.span_id.0, (e.at, index));
             }
             EventKind::CallAnswered { error } => {
                 if error.is_none() && &*e.instance == GATEWAY && self.is_authenticator(&e.service) {
