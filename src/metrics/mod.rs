@@ -7,6 +7,7 @@
 
 pub mod business;
 pub mod eventlog;
+pub mod fingerprint;
 pub mod series;
 pub mod traces;
 
@@ -14,11 +15,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::framework::ids::Fnv1a;
 use crate::framework::{Event, EventKind, EventSink};
 use crate::lock::lock;
 pub use business::BusinessMetric;
 pub use eventlog::{Divergence, EventDescription, EventLog, Side};
+pub use fingerprint::WordHash;
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
 
@@ -111,7 +112,7 @@ struct State {
     buckets: usize,
     hop_allowance: Duration,
     authenticator: Option<Arc<str>>,
-    fingerprint: Fnv1a,
+    fingerprint: WordHash,
     events: u64,
     loads: BTreeMap<String, Series>,
     /// Per endpoint (`service.endpoint`), in the order first called; a series is made when
@@ -192,7 +193,7 @@ impl Recorder {
                 buckets,
                 hop_allowance: config.hop_allowance,
                 authenticator: config.authenticator.map(Arc::from),
-                fingerprint: Fnv1a::default(),
+                fingerprint: WordHash::default(),
                 events: 0,
                 loads: BTreeMap::new(),
                 endpoints: Vec::new(),
@@ -228,7 +229,7 @@ impl Recorder {
         let mut s = self.state();
         write_load(&mut s.fingerprint, load, start, end, &outcome);
         if s.log.is_on() {
-            let mut one = Fnv1a::default();
+            let mut one = WordHash::default();
             write_load(&mut one, load, start, end, &outcome);
             s.log.observe(one.finish(), |index| EventDescription {
                 index,
@@ -336,7 +337,7 @@ pub struct Measurements {
     pub run: Duration,
     /// Width of a bucket.
     pub bucket_width: Duration,
-    /// FNV-1a over the ordered event log and load results.
+    /// The [`WordHash`] of the ordered event log and load results.
     pub fingerprint: u64,
     /// Events seen.
     pub events: u64,
@@ -372,12 +373,12 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Feeds one load result into `h`: the bytes the fingerprint takes from it.
-fn write_load(h: &mut Fnv1a, load: &str, start: Duration, end: Duration, outcome: &Outcome) {
-    h.write(load.as_bytes());
+/// Feeds one load result into `h`: what the fingerprint takes from it.
+fn write_load(h: &mut WordHash, load: &str, start: Duration, end: Duration, outcome: &Outcome) {
+    h.write_str(load);
     h.write_u64(nanos(start));
     h.write_u64(nanos(end));
-    h.write(outcome_code(outcome).as_bytes());
+    h.write_str(outcome_code(outcome));
 }
 
 fn outcome_code(o: &Outcome) -> &str {
@@ -423,7 +424,7 @@ impl State {
     fn hash(&mut self, e: &Event) {
         eventlog::write_event(&mut self.fingerprint, e);
         if self.log.is_on() {
-            let mut one = Fnv1a::default();
+            let mut one = WordHash::default();
             eventlog::write_event(&mut one, e);
             self.log
                 .observe(one.finish(), |index| eventlog::describe_event(index, e));
