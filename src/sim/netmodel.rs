@@ -276,17 +276,27 @@ async fn travel(
         if wait.is_zero() {
             return Ok(());
         }
+        let now = Instant::now();
+        let arrives = now.checked_add(wait).filter(|_| wait != Duration::MAX);
+        // The deadline needs a timer only if it can come before the leg ends or together
+        // with it: a deadline later than the leg's end by a tick and two timer slots would fire
+        // only after this wait was over and its timer dropped, so it is not armed (most legs).
+        let margin = model.tick + Duration::from_millis(2);
+        let armed = deadline.filter(|d| {
+            arrives
+                .and_then(|at| at.checked_add(margin))
+                .is_none_or(|late| *d < late)
+        });
         let expired = async {
-            match deadline {
+            match armed {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
         let waited = async {
-            if wait == Duration::MAX {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep(wait).await
+            match arrives {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
