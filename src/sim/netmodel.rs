@@ -339,12 +339,15 @@ impl Transport for ModelTransport {
         };
         let model = self.model.clone();
         let me = self.me.clone();
-        let inner = self.inner.clone();
-        let addr = addr.to_string();
+        // The call itself, made now but not started until the request leg has been travelled
+        // (a future does nothing before it is polled), inside this call's one allocation.
+        let call = self
+            .inner
+            .send_unboxed(addr, request, deadline, cancel.clone());
         let rng = Mutex::new(self.fork_rng());
         Box::pin(async move {
             travel(&model, &rng, &me, &to, deadline, &cancel).await?;
-            let answer = inner.send(&addr, request, deadline, cancel.clone()).await;
+            let answer = call.await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
                     travel(&model, &rng, &to, &me, deadline, &cancel).await?;

@@ -409,6 +409,20 @@ impl<N: Network> TcpTransport<N> {
         Ok(conn)
     }
 
+    /// [`Transport::send`] as a plain future, for a transport that wraps this one and boxes
+    /// its own future around it (one allocation per call, not two). Nothing happens until it
+    /// is polled.
+    pub fn send_unboxed(
+        &self,
+        addr: &str,
+        request: RequestFrame,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<Bytes, SendError>> + Send + 'static {
+        self.clone()
+            .send_inner(addr.to_string(), request, deadline, cancel)
+    }
+
     async fn send_inner(
         self,
         addr: String,
@@ -598,6 +612,7 @@ async fn serve_conn<N: Network>(
 ) {
     let config = &transport.inner.config;
     let max_frame_bytes = config.max_frame_bytes;
+    let peer: Arc<str> = peer.into();
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
         outbox: Arc::new(Outbox::default()),
@@ -688,7 +703,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
 /// connection already run; false when the server is gone.
 async fn deliver(
     conn: &Arc<ServerConn>,
-    peer: &str,
+    peer: &Arc<str>,
     request: RequestFrame,
     inbound: &mpsc::Sender<Inbound>,
     received_at: Duration,
@@ -722,7 +737,7 @@ async fn deliver(
             conn: conn.clone(),
             id,
         },
-        peer: peer.to_string(),
+        peer: peer.clone(),
         received_at,
     };
     if inbound.send(msg).await.is_err() {
@@ -800,10 +815,7 @@ impl<N: Network> Transport for TcpTransport<N> {
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
-        Box::pin(
-            self.clone()
-                .send_inner(addr.to_string(), request, deadline, cancel),
-        )
+        Box::pin(self.send_unboxed(addr, request, deadline, cancel))
     }
 
     fn ready(&self) -> BoxFuture<'static, ()> {
