@@ -11,7 +11,8 @@ pub mod fingerprint;
 pub mod series;
 pub mod traces;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,31 @@ pub use eventlog::{Divergence, EventDescription, EventLog, Side};
 pub use fingerprint::WordHash;
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
+
+/// Hashes the random 64-bit ids (spans, traces) that key the maps of calls and traces in
+/// flight: they are uniform already, so one multiply spreads them. Those maps are only looked
+/// up, never iterated, so no order of theirs can reach a result.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by id that is looked up and never iterated (see [`IdHasher`]).
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// How long the record of an abandoned call is kept while waiting for its handler to end.
 const ABANDON_HORIZON: Duration = Duration::from_secs(120);
@@ -121,7 +147,7 @@ struct State {
     /// Which entry of `endpoints` each (service, endpoint) pair seen goes to.
     endpoint_names: Vec<(Arc<str>, Arc<str>, usize)>,
     /// Calls in flight: span -> (sent at, index in `endpoints`).
-    calls: BTreeMap<u64, (Duration, usize)>,
+    calls: IdMap<(Duration, usize)>,
     server: BTreeMap<u64, ServerRequest>,
     abandoned: BTreeMap<u64, Duration>,
     abandon_sweep: Duration,
@@ -198,7 +224,7 @@ impl Recorder {
                 loads: BTreeMap::new(),
                 endpoints: Vec::new(),
                 endpoint_names: Vec::new(),
-                calls: BTreeMap::new(),
+                calls: IdMap::default(),
                 server: BTreeMap::new(),
                 abandoned: BTreeMap::new(),
                 abandon_sweep: Duration::ZERO,

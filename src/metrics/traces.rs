@@ -8,7 +8,6 @@
 //! events, so memory is bounded by the requests in flight. Events that arrive after a trace was decided (a handler that outlived its
 //! caller) are not added to it: the orphaned-work check counts those.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,7 +76,8 @@ pub struct Trace {
 /// Buffers in-flight traces and keeps the interesting ones.
 #[derive(Debug, Default)]
 pub struct TraceStore {
-    building: BTreeMap<u64, Building>,
+    /// Traces in flight, by trace id (looked up, never iterated).
+    building: super::IdMap<Building>,
     failed: Vec<Trace>,
     sampled: Vec<Trace>,
     slowest: Vec<Trace>,
