@@ -24,9 +24,10 @@ pub use fingerprint::WordHash;
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
 
-/// Hashes the random 64-bit ids (spans, traces) that key the maps of calls and traces in
-/// flight: they are uniform already, so one multiply spreads them. Those maps are only looked
-/// up, never iterated, so no order of theirs can reach a result.
+/// Hashes the random 64-bit ids (spans, traces) that key the maps of calls, requests and traces
+/// in flight: they are uniform already, so one multiply spreads them. Those maps are looked up,
+/// and iterated only where the order cannot matter (a `retain`) or after sorting by id, so no
+/// order of theirs can reach a result.
 #[derive(Debug, Default, Clone, Copy)]
 struct IdHasher(u64);
 
@@ -46,7 +47,7 @@ impl Hasher for IdHasher {
     }
 }
 
-/// A map keyed by id that is looked up and never iterated (see [`IdHasher`]).
+/// A map keyed by id whose order never reaches a result (see [`IdHasher`]).
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// How long the record of an abandoned call is kept while waiting for its handler to end.
@@ -148,7 +149,8 @@ struct State {
     endpoint_names: Vec<(Arc<str>, Arc<str>, usize)>,
     /// Calls in flight: span -> (sent at, index in `endpoints`).
     calls: IdMap<(Duration, usize)>,
-    server: BTreeMap<u64, ServerRequest>,
+    /// Server requests held, by span (iterated only in span order, see `Recorder::finish`).
+    server: IdMap<ServerRequest>,
     abandoned: BTreeMap<u64, Duration>,
     abandon_sweep: Duration,
     instances: BTreeMap<Arc<str>, InstanceTrack>,
@@ -225,7 +227,7 @@ impl Recorder {
                 endpoints: Vec::new(),
                 endpoint_names: Vec::new(),
                 calls: IdMap::default(),
-                server: BTreeMap::new(),
+                server: IdMap::default(),
                 abandoned: BTreeMap::new(),
                 abandon_sweep: Duration::ZERO,
                 instances,
@@ -323,11 +325,12 @@ impl Recorder {
         let width = s.bucket_width;
         let allowance = s.hop_allowance;
         // Handlers still running at the end whose callers gave up count as orphaned until now.
-        let running: Vec<(u64, Option<Duration>)> = s
+        let mut running: Vec<(u64, Option<Duration>)> = s
             .server
             .iter()
             .map(|(span, r)| (*span, r.started))
             .collect();
+        running.sort_unstable_by_key(|(span, _)| *span);
         for (span, started) in running {
             if let (Some(started), Some(gave_up)) = (started, s.abandoned.get(&span).copied()) {
                 orphan(&mut s.checks, started, gave_up + allowance, end);

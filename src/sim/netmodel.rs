@@ -8,6 +8,7 @@
 //! deadline, as it would for a lost packet). Every draw comes from the caller's own seeded stream.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::dist::Dist;
 use crate::framework::ids;
@@ -252,14 +253,15 @@ impl ModelTransport {
     }
 }
 
-/// Waits out one leg; `Err` when the call's deadline or cancellation comes first.
+/// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
+/// is the call's wait for its cancellation, made once for both its legs.
 async fn travel(
     model: &NetModel,
     rng: &Mutex<ChaCha8Rng>,
     from: &Party,
     to: &Party,
     deadline: Option<Instant>,
-    cancel: &CancellationToken,
+    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Result<(), SendError> {
     loop {
         let leg = {
@@ -302,7 +304,7 @@ async fn travel(
         tokio::select! {
             _ = waited => {}
             _ = expired => return Err(SendError::Timeout),
-            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+            _ = &mut cancelled => return Err(SendError::Cancelled),
         }
         if leg != Leg::Held {
             return Ok(());
@@ -346,11 +348,13 @@ impl Transport for ModelTransport {
             .send_unboxed(addr, request, deadline, cancel.clone());
         let rng = Mutex::new(self.fork_rng());
         Box::pin(async move {
-            travel(&model, &rng, &me, &to, deadline, &cancel).await?;
+            let cancelled = cancel.cancelled();
+            tokio::pin!(cancelled);
+            travel(&model, &rng, &me, &to, deadline, cancelled.as_mut()).await?;
             let answer = call.await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
-                    travel(&model, &rng, &to, &me, deadline, &cancel).await?;
+                    travel(&model, &rng, &to, &me, deadline, cancelled).await?;
                 }
                 _ => {}
             }
