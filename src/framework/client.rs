@@ -135,9 +135,15 @@ pub struct Call {
 impl Call {
     /// A call to `service`'s `endpoint` with an empty JSON object body.
     pub fn new(service: &str, endpoint: &str) -> Call {
+        Call::shared(service.into(), endpoint.into())
+    }
+
+    /// A call to `service`'s `endpoint` with names already shared: a caller that makes the
+    /// same call again and again builds its names once, and every call's events share them.
+    pub fn shared(service: Arc<str>, endpoint: Arc<str>) -> Call {
         Call {
-            service: service.into(),
-            endpoint: endpoint.into(),
+            service,
+            endpoint,
             body: Bytes::from_static(b"{}"),
             timeout: None,
             instance: None,

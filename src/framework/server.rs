@@ -426,10 +426,13 @@ struct Dispatch {
 
 impl Dispatch {
     async fn run(self, mut rx: mpsc::Receiver<Inbound>) {
+        // Made once, not once per request.
+        let abort = self.abort.cancelled();
+        tokio::pin!(abort);
         loop {
             let inbound = tokio::select! {
                 m = rx.recv() => match m { Some(m) => m, None => break },
-                _ = self.abort.cancelled() => break,
+                _ = &mut abort => break,
             };
             if self.draining.is_cancelled() {
                 self.transport.respond(

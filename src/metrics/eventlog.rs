@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::framework::ids::Fnv1a;
+use super::fingerprint::WordHash;
 use crate::framework::Event;
 
 /// One event (or load result) of a run, in words.
@@ -244,19 +244,19 @@ fn index_usize(i: u64) -> usize {
 }
 
 /// The hash of one event, over the same fields the run's fingerprint takes from it.
-pub(super) fn write_event(h: &mut Fnv1a, e: &Event) {
+pub(super) fn write_event(h: &mut WordHash, e: &Event) {
     h.write_u64(super::nanos(e.at));
-    h.write(e.kind.name().as_bytes());
-    h.write(e.kind.error_code().unwrap_or("").as_bytes());
-    h.write(e.instance.as_bytes());
-    h.write(e.peer.as_bytes());
-    h.write(e.service.as_bytes());
-    h.write(e.endpoint.as_bytes());
+    h.write_str(e.kind.name());
+    h.write_str(e.kind.error_code().unwrap_or(""));
+    h.write_str(&e.instance);
+    h.write_str(&e.peer);
+    h.write_str(&e.service);
+    h.write_str(&e.endpoint);
     h.write_u64(e.request_id.0);
     h.write_u64(e.span_id.0);
     h.write_u64(e.trace_id.0);
     if let crate::framework::EventKind::Metric { name, value, .. } = &e.kind {
-        h.write(name.as_bytes());
+        h.write_str(name);
         h.write_u64(*value as u64);
     }
 }

@@ -7,20 +7,48 @@
 
 pub mod business;
 pub mod eventlog;
+pub mod fingerprint;
 pub mod series;
 pub mod traces;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::framework::ids::Fnv1a;
 use crate::framework::{Event, EventKind, EventSink};
 use crate::lock::lock;
 pub use business::BusinessMetric;
 pub use eventlog::{Divergence, EventDescription, EventLog, Side};
+pub use fingerprint::WordHash;
 pub use series::{Counts, Outcome, Series, WindowStats};
 pub use traces::{Span, Trace, TraceStore};
+
+/// Hashes the random 64-bit ids (spans, traces) that key the maps of calls, requests and traces
+/// in flight: they are uniform already, so one multiply spreads them. Those maps are looked up,
+/// and iterated only where the order cannot matter (a `retain`) or after sorting by id, so no
+/// order of theirs can reach a result.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by id whose order never reaches a result (see [`IdHasher`]).
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// How long the record of an abandoned call is kept while waiting for its handler to end.
 const ABANDON_HORIZON: Duration = Duration::from_secs(120);
@@ -111,13 +139,18 @@ struct State {
     buckets: usize,
     hop_allowance: Duration,
     authenticator: Option<Arc<str>>,
-    fingerprint: Fnv1a,
+    fingerprint: WordHash,
     events: u64,
     loads: BTreeMap<String, Series>,
-    endpoints: BTreeMap<String, Series>,
-    /// Calls in flight: span -> (sent at, service, endpoint).
-    calls: BTreeMap<u64, (Duration, Arc<str>, Arc<str>)>,
-    server: BTreeMap<u64, ServerRequest>,
+    /// Per endpoint (`service.endpoint`), in the order first called; a series is made when
+    /// the first call to it ends.
+    endpoints: Vec<(String, Option<Series>)>,
+    /// Which entry of `endpoints` each (service, endpoint) pair seen goes to.
+    endpoint_names: Vec<(Arc<str>, Arc<str>, usize)>,
+    /// Calls in flight: span -> (sent at, index in `endpoints`).
+    calls: IdMap<(Duration, usize)>,
+    /// Server requests held, by span (iterated only in span order, see `Recorder::finish`).
+    server: IdMap<ServerRequest>,
     abandoned: BTreeMap<u64, Duration>,
     abandon_sweep: Duration,
     instances: BTreeMap<Arc<str>, InstanceTrack>,
@@ -188,12 +221,13 @@ impl Recorder {
                 buckets,
                 hop_allowance: config.hop_allowance,
                 authenticator: config.authenticator.map(Arc::from),
-                fingerprint: Fnv1a::default(),
+                fingerprint: WordHash::default(),
                 events: 0,
                 loads: BTreeMap::new(),
-                endpoints: BTreeMap::new(),
-                calls: BTreeMap::new(),
-                server: BTreeMap::new(),
+                endpoints: Vec::new(),
+                endpoint_names: Vec::new(),
+                calls: IdMap::default(),
+                server: IdMap::default(),
                 abandoned: BTreeMap::new(),
                 abandon_sweep: Duration::ZERO,
                 instances,
@@ -223,7 +257,7 @@ impl Recorder {
         let mut s = self.state();
         write_load(&mut s.fingerprint, load, start, end, &outcome);
         if s.log.is_on() {
-            let mut one = Fnv1a::default();
+            let mut one = WordHash::default();
             write_load(&mut one, load, start, end, &outcome);
             s.log.observe(one.finish(), |index| EventDescription {
                 index,
@@ -292,11 +326,12 @@ impl Recorder {
         let width = s.bucket_width;
         let allowance = s.hop_allowance;
         // Handlers still running at the end whose callers gave up count as orphaned until now.
-        let running: Vec<(u64, Option<Duration>)> = s
+        let mut running: Vec<(u64, Option<Duration>)> = s
             .server
             .iter()
             .map(|(span, r)| (*span, r.started))
             .collect();
+        running.sort_unstable_by_key(|(span, _)| *span);
         for (span, started) in running {
             if let (Some(started), Some(gave_up)) = (started, s.abandoned.get(&span).copied()) {
                 orphan(&mut s.checks, started, gave_up + allowance, end);
@@ -311,7 +346,10 @@ impl Recorder {
             fingerprint: s.fingerprint.finish(),
             events: s.events,
             loads: std::mem::take(&mut s.loads),
-            endpoints: std::mem::take(&mut s.endpoints),
+            endpoints: std::mem::take(&mut s.endpoints)
+                .into_iter()
+                .filter_map(|(name, series)| Some((name, series?)))
+                .collect(),
             instances: s.instances.clone(),
             checks: s.checks.clone(),
             traces: s.traces.kept(),
@@ -328,7 +366,7 @@ pub struct Measurements {
     pub run: Duration,
     /// Width of a bucket.
     pub bucket_width: Duration,
-    /// FNV-1a over the ordered event log and load results.
+    /// The [`WordHash`] of the ordered event log and load results.
     pub fingerprint: u64,
     /// Events seen.
     pub events: u64,
@@ -364,12 +402,12 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Feeds one load result into `h`: the bytes the fingerprint takes from it.
-fn write_load(h: &mut Fnv1a, load: &str, start: Duration, end: Duration, outcome: &Outcome) {
-    h.write(load.as_bytes());
+/// Feeds one load result into `h`: what the fingerprint takes from it.
+fn write_load(h: &mut WordHash, load: &str, start: Duration, end: Duration, outcome: &Outcome) {
+    h.write_str(load);
     h.write_u64(nanos(start));
     h.write_u64(nanos(end));
-    h.write(outcome_code(outcome).as_bytes());
+    h.write_str(outcome_code(outcome));
 }
 
 fn outcome_code(o: &Outcome) -> &str {
@@ -415,7 +453,7 @@ impl State {
     fn hash(&mut self, e: &Event) {
         eventlog::write_event(&mut self.fingerprint, e);
         if self.log.is_on() {
-            let mut one = Fnv1a::default();
+            let mut one = WordHash::default();
             eventlog::write_event(&mut one, e);
             self.log
                 .observe(one.finish(), |index| eventlog::describe_event(index, e));
@@ -473,15 +511,39 @@ impl State {
     }
 
     fn call_ended(&mut self, e: &Event, outcome: Outcome) {
-        let Some((sent, service, endpoint)) = self.calls.remove(&e.span_id.0) else {
+        let Some((sent, index)) = self.calls.remove(&e.span_id.0) else {
             return;
         };
         let (width, buckets) = (self.bucket_width, self.buckets);
-        let name = format!("{service}.{endpoint}");
-        self.endpoints
-            .entry(name)
-            .or_insert_with(|| Series::new(width, buckets))
+        self.endpoints[index]
+            .1
+            .get_or_insert_with(|| Series::new(width, buckets))
             .record(sent, e.at.saturating_sub(sent), &outcome);
+    }
+
+    /// Where calls to `service.endpoint` are counted: an index in `endpoints`, found by the
+    /// names themselves (a handful of pairs, the same shared names call after call) and made
+    /// at the first call.
+    fn endpoint_index(&mut self, service: &Arc<str>, endpoint: &Arc<str>) -> usize {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || **a == **b;
+        if let Some((_, _, i)) = self
+            .endpoint_names
+            .iter()
+            .find(|(s, e, _)| same(s, service) && same(e, endpoint))
+        {
+            return *i;
+        }
+        let name = format!("{service}.{endpoint}");
+        let index = match self.endpoints.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                self.endpoints.push((name, None));
+                self.endpoints.len() - 1
+            }
+        };
+        self.endpoint_names
+            .push((service.clone(), endpoint.clone(), index));
+        index
     }
 
     fn sweep_abandoned(&mut self, now: Duration) {
@@ -508,8 +570,8 @@ impl State {
                         self.checks.unauthenticated_calls += 1;
                     }
                 }
-                self.calls
-                    .insert(e.span_id.0, (e.at, e.service.clone(), e.endpoint.clone()));
+                let index = self.endpoint_index(&e.service, &e.endpoint);
+                self.calls.insert(e.span_id.0, (e.at, index));
             }
             EventKind::CallAnswered { error } => {
                 if error.is_none() && &*e.instance == GATEWAY && self.is_authenticator(&e.service) {

@@ -1,13 +1,14 @@
 //! Distributed traces (the talk's phosphor, slides 128-138): the spans of a sampled share of edge
 //! requests, and always of failed and of the slowest ones.
 //!
-//! Events of a trace are buffered while its edge request is in flight and turned into spans when
-//! it ends; the trace is then kept or dropped. Only traces whose edge call was seen starting are
-//! buffered, and each keeps at most [`MAX_EVENTS_PER_TRACE`] events, so memory is bounded by the
-//! requests in flight. Events that arrive after a trace was decided (a handler that outlived its
+//! The events of a trace are folded into its spans as they arrive while its edge request is in
+//! flight (each span shares its names with the events, nothing is copied per event), and when
+//! the edge request ends the trace is kept, its spans written out, or dropped. Only traces whose
+//! edge call was seen starting are buffered, and each takes at most [`MAX_EVENTS_PER_TRACE`]
+//! events, so memory is bounded by the requests in flight. Events that arrive after a trace was decided (a handler that outlived its
 //! caller) are not added to it: the orphaned-work check counts those.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -75,10 +76,53 @@ pub struct Trace {
 /// Buffers in-flight traces and keeps the interesting ones.
 #[derive(Debug, Default)]
 pub struct TraceStore {
-    building: BTreeMap<u64, Vec<Event>>,
+    /// Traces in flight, by trace id (looked up, never iterated).
+    building: super::IdMap<Building>,
     failed: Vec<Trace>,
     sampled: Vec<Trace>,
     slowest: Vec<Trace>,
+}
+
+/// What is kept of a trace in flight: its spans as its events fill them in, not the events
+/// themselves, so an event costs a field update and nothing is copied per event. A span's
+/// strings are shared with the events (no copies) until the trace is kept.
+#[derive(Debug)]
+struct Building {
+    /// Events taken so far (at most [`MAX_EVENTS_PER_TRACE`]).
+    events: usize,
+    /// When the edge call was sent (the event that started the buffer).
+    sent: Duration,
+    /// The spans seen so far, in the order their first event came.
+    spans: Vec<PartialSpan>,
+}
+
+/// A span in flight: [`Span`] with times still as durations and strings still shared.
+#[derive(Debug)]
+struct PartialSpan {
+    span_id: u64,
+    parent_span_id: Option<u64>,
+    service: Arc<str>,
+    endpoint: Arc<str>,
+    caller: Option<Arc<str>>,
+    callee: Option<Arc<str>>,
+    cs: Option<Duration>,
+    sr: Option<Duration>,
+    ws: Option<Duration>,
+    ss: Option<Duration>,
+    cr: Option<Duration>,
+    outcome: SpanOutcome,
+    handler: &'static str,
+}
+
+/// What the caller saw of a span, while its trace is in flight.
+#[derive(Debug)]
+enum SpanOutcome {
+    /// Not known yet (an empty string in the kept span).
+    Unknown,
+    /// `ok`.
+    Ok,
+    /// This error code.
+    Error(Arc<str>),
 }
 
 fn ms(d: Duration) -> f64 {
@@ -91,13 +135,19 @@ impl TraceStore {
         let trace = e.trace_id.0;
         let is_edge = e.parent_span_id.is_none() && e.parent_request_id.is_none();
         if is_edge && e.kind == EventKind::CallSent {
-            self.building.entry(trace).or_default();
+            self.building.entry(trace).or_insert_with(|| Building {
+                events: 0,
+                sent: e.at,
+                spans: Vec::new(),
+            });
         }
-        let Some(events) = self.building.get_mut(&trace) else {
+        let Some(building) = self.building.get_mut(&trace) else {
             return;
         };
-        if events.len() < MAX_EVENTS_PER_TRACE {
-            events.push(e.clone());
+        let taken = building.events < MAX_EVENTS_PER_TRACE;
+        if taken {
+            building.events += 1;
+            building.take(e);
         }
         let edge_ended = is_edge
             && matches!(
@@ -105,32 +155,19 @@ impl TraceStore {
                 EventKind::CallAnswered { .. } | EventKind::CallAbandoned { .. }
             );
         if edge_ended {
-            if let Some(events) = self.building.remove(&trace) {
-                self.decide(trace, &events);
+            if let Some(building) = self.building.remove(&trace) {
+                // An edge end past the cap was not taken: without it the trace has no end.
+                if taken {
+                    self.decide(trace, building, e);
+                }
             }
         }
     }
 
     /// Keeps the trace if it failed, is sampled, or is among the slowest. The edge call's own
     /// events give its latency and outcome; spans are built only for a trace that is kept.
-    fn decide(&mut self, trace: u64, events: &[Event]) {
-        let edge = |k: fn(&EventKind) -> bool| {
-            events
-                .iter()
-                .find(|e| e.parent_span_id.is_none() && e.parent_request_id.is_none() && k(&e.kind))
-        };
-        let (Some(sent), Some(ended)) = (
-            edge(|k| *k == EventKind::CallSent),
-            edge(|k| {
-                matches!(
-                    k,
-                    EventKind::CallAnswered { .. } | EventKind::CallAbandoned { .. }
-                )
-            }),
-        ) else {
-            return;
-        };
-        let latency_ms = ms(ended.at.saturating_sub(sent.at));
+    fn decide(&mut self, trace: u64, building: Building, ended: &Event) {
+        let latency_ms = ms(ended.at.saturating_sub(building.sent));
         let outcome = ended.kind.error_code().unwrap_or("ok").to_string();
         let failed = outcome != "ok" && self.failed.len() < KEEP_FAILED;
         let sampled =
@@ -144,7 +181,7 @@ impl TraceStore {
         if !(failed || sampled || slow) {
             return;
         }
-        let spans = spans(events);
+        let spans = building.spans();
         let make = |why: &str| Trace {
             trace_id: format!("{trace:016x}"),
             kept_because: why.to_string(),
@@ -176,61 +213,100 @@ impl TraceStore {
     }
 }
 
-/// Folds a trace's events into spans, ordered by client-send.
-fn spans(events: &[Event]) -> Vec<Span> {
-    let mut by_span: BTreeMap<u64, Span> = BTreeMap::new();
-    for e in events {
-        let s = by_span.entry(e.span_id.0).or_insert_with(|| Span {
-            span_id: format!("{:016x}", e.span_id.0),
-            parent_span_id: e.parent_span_id.map(|p| format!("{:016x}", p.0)),
-            name: format!("{}.{}", e.service, e.endpoint),
-            caller: String::new(),
-            callee: String::new(),
-            cs_ms: None,
-            sr_ms: None,
-            ws_ms: None,
-            ss_ms: None,
-            cr_ms: None,
-            outcome: String::new(),
-            handler: String::new(),
-        });
-        let at = Some(ms(e.at));
+impl Building {
+    /// Folds one event into its span (made by the span's first event).
+    fn take(&mut self, e: &Event) {
+        let span = e.span_id.0;
+        // Spans are few and the latest is the likeliest: search from the end.
+        let i = match self.spans.iter().rposition(|s| s.span_id == span) {
+            Some(i) => i,
+            None => {
+                self.spans.push(PartialSpan {
+                    span_id: span,
+                    parent_span_id: e.parent_span_id.map(|p| p.0),
+                    service: e.service.clone(),
+                    endpoint: e.endpoint.clone(),
+                    caller: None,
+                    callee: None,
+                    cs: None,
+                    sr: None,
+                    ws: None,
+                    ss: None,
+                    cr: None,
+                    outcome: SpanOutcome::Unknown,
+                    handler: "",
+                });
+                self.spans.len() - 1
+            }
+        };
+        let s = &mut self.spans[i];
+        let at = Some(e.at);
         match &e.kind {
             EventKind::CallSent => {
-                s.cs_ms = at;
-                s.caller = e.instance.to_string();
-                s.callee = e.peer.to_string();
+                s.cs = at;
+                s.caller = Some(e.instance.clone());
+                s.callee = Some(e.peer.clone());
             }
             EventKind::CallAnswered { error } => {
-                s.cr_ms = at;
-                s.outcome = error.as_deref().unwrap_or("ok").to_string();
+                s.cr = at;
+                s.outcome = match error {
+                    Some(code) => SpanOutcome::Error(code.clone()),
+                    None => SpanOutcome::Ok,
+                };
             }
             EventKind::CallAbandoned { reason } => {
-                s.cr_ms = at;
-                s.outcome = reason.to_string();
+                s.cr = at;
+                s.outcome = SpanOutcome::Error(reason.clone());
             }
             EventKind::RequestReceived => {
-                s.sr_ms = at;
-                s.callee = e.instance.to_string();
+                s.sr = at;
+                s.callee = Some(e.instance.clone());
             }
-            EventKind::ResponseSent => s.ss_ms = at,
-            EventKind::HandlerStarted => s.ws_ms = at,
-            EventKind::HandlerEnded { .. } => s.handler = "ended".into(),
+            EventKind::ResponseSent => s.ss = at,
+            EventKind::HandlerStarted => s.ws = at,
+            EventKind::HandlerEnded { .. } => s.handler = "ended",
             EventKind::HandlerCancelled => {
-                s.handler = "cancelled".into();
-                s.ss_ms = s.ss_ms.or(at);
+                s.handler = "cancelled";
+                s.ss = s.ss.or(at);
             }
-            EventKind::HandlerTimedOut => s.handler = "timed_out".into(),
+            EventKind::HandlerTimedOut => s.handler = "timed_out",
             _ => {}
         }
     }
-    let mut out: Vec<Span> = by_span.into_values().collect();
-    out.sort_by(|a, b| {
-        a.cs_ms
-            .unwrap_or(f64::MAX)
-            .total_cmp(&b.cs_ms.unwrap_or(f64::MAX))
-    });
-    out
+
+    /// The trace's spans, ordered by client-send (by span id where that ties).
+    fn spans(&self) -> Vec<Span> {
+        let mut partial: Vec<&PartialSpan> = self.spans.iter().collect();
+        partial.sort_by_key(|s| s.span_id);
+        let text = |s: &Option<Arc<str>>| s.as_deref().unwrap_or("").to_string();
+        let mut out: Vec<Span> = partial
+            .into_iter()
+            .map(|s| Span {
+                span_id: format!("{:016x}", s.span_id),
+                parent_span_id: s.parent_span_id.map(|p| format!("{p:016x}")),
+                name: format!("{}.{}", s.service, s.endpoint),
+                caller: text(&s.caller),
+                callee: text(&s.callee),
+                cs_ms: s.cs.map(ms),
+                sr_ms: s.sr.map(ms),
+                ws_ms: s.ws.map(ms),
+                ss_ms: s.ss.map(ms),
+                cr_ms: s.cr.map(ms),
+                outcome: match &s.outcome {
+                    SpanOutcome::Unknown => String::new(),
+                    SpanOutcome::Ok => "ok".to_string(),
+                    SpanOutcome::Error(code) => code.to_string(),
+                },
+                handler: s.handler.to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.cs_ms
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.cs_ms.unwrap_or(f64::MAX))
+        });
+        out
+    }
 }
 
 /// The kept traces in Chrome's trace-event format (opens in Perfetto or chrome://tracing): one

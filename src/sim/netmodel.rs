@@ -8,6 +8,7 @@
 //! deadline, as it would for a lost packet). Every draw comes from the caller's own seeded stream.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::dist::Dist;
 use crate::framework::ids;
@@ -252,14 +253,15 @@ impl ModelTransport {
     }
 }
 
-/// Waits out one leg; `Err` when the call's deadline or cancellation comes first.
+/// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
+/// is the call's wait for its cancellation, made once for both its legs.
 async fn travel(
     model: &NetModel,
     rng: &Mutex<ChaCha8Rng>,
     from: &Party,
     to: &Party,
     deadline: Option<Instant>,
-    cancel: &CancellationToken,
+    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Result<(), SendError> {
     loop {
         let leg = {
@@ -276,23 +278,33 @@ async fn travel(
         if wait.is_zero() {
             return Ok(());
         }
+        let now = Instant::now();
+        let arrives = now.checked_add(wait).filter(|_| wait != Duration::MAX);
+        // The deadline needs a timer only if it can come before the leg ends or together
+        // with it: a deadline later than the leg's end by a tick and two timer slots would fire
+        // only after this wait was over and its timer dropped, so it is not armed (most legs).
+        let margin = model.tick + Duration::from_millis(2);
+        let armed = deadline.filter(|d| {
+            arrives
+                .and_then(|at| at.checked_add(margin))
+                .is_none_or(|late| *d < late)
+        });
         let expired = async {
-            match deadline {
+            match armed {
                 Some(d) => crate::framework::timer::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
         let waited = async {
-            if wait == Duration::MAX {
-                std::future::pending::<()>().await
-            } else {
-                crate::framework::timer::sleep(wait).await
+            match arrives {
+                Some(at) => crate::framework::timer::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
             _ = waited => {}
             _ = expired => return Err(SendError::Timeout),
-            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+            _ = &mut cancelled => return Err(SendError::Cancelled),
         }
         if leg != Leg::Held {
             return Ok(());
@@ -329,15 +341,20 @@ impl Transport for ModelTransport {
         };
         let model = self.model.clone();
         let me = self.me.clone();
-        let inner = self.inner.clone();
-        let addr = addr.to_string();
+        // The call itself, made now but not started until the request leg has been travelled
+        // (a future does nothing before it is polled), inside this call's one allocation.
+        let call = self
+            .inner
+            .send_unboxed(addr, request, deadline, cancel.clone());
         let rng = Mutex::new(self.fork_rng());
         Box::pin(async move {
-            travel(&model, &rng, &me, &to, deadline, &cancel).await?;
-            let answer = inner.send(&addr, request, deadline, cancel.clone()).await;
+            let cancelled = cancel.cancelled();
+            tokio::pin!(cancelled);
+            travel(&model, &rng, &me, &to, deadline, cancelled.as_mut()).await?;
+            let answer = call.await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
-                    travel(&model, &rng, &to, &me, deadline, &cancel).await?;
+                    travel(&model, &rng, &to, &me, deadline, cancelled).await?;
                 }
                 _ => {}
             }

@@ -18,19 +18,33 @@ use crate::system::Env;
 /// endpoints) moves the starting instance of partial fanouts on with every call.
 pub fn endpoint(spec: &EndpointSpec, env: Env, rotation: Arc<AtomicUsize>) -> Endpoint {
     let name = spec.name.as_str().to_string();
+    // The names of each downstream call, made once here and shared by every call made.
+    let targets: Arc<[Target]> = spec
+        .calls
+        .iter()
+        .map(|c| Target {
+            service: Arc::from(c.to.service.as_str()),
+            endpoint: Arc::from(c.to.endpoint.as_str()),
+        })
+        .collect();
     let spec = Arc::new(spec.clone());
     let body = Bytes::from(vec![b'.'; spec.response_bytes as usize]);
     Endpoint::raw(&name, move |ctx: Context, _req: Bytes| {
         let work = env.draw(&spec.time);
         let factor = env.slowdown();
-        let (spec, env, rotation, body) =
-            (spec.clone(), env.clone(), rotation.clone(), body.clone());
+        let (spec, targets, env, rotation, body) = (
+            spec.clone(),
+            targets.clone(),
+            env.clone(),
+            rotation.clone(),
+            body.clone(),
+        );
         async move {
             if !work.is_zero() {
                 crate::framework::timer::sleep(crate::system::slowed(work, factor)).await;
             }
-            for call in &spec.calls {
-                if let Err(e) = make_call(&env, &rotation, &ctx, call).await {
+            for (call, target) in spec.calls.iter().zip(targets.iter()) {
+                if let Err(e) = make_call(&env, &rotation, &ctx, call, target).await {
                     if spec.on_error == OnError::Fail {
                         return Err(e);
                     }
@@ -39,6 +53,12 @@ pub fn endpoint(spec: &EndpointSpec, env: Env, rotation: Arc<AtomicUsize>) -> En
             Ok(body)
         }
     })
+}
+
+/// The service and endpoint a downstream call goes to, as shared names.
+struct Target {
+    service: Arc<str>,
+    endpoint: Arc<str>,
 }
 
 fn policy(wait: Wait) -> FanoutPolicy {
@@ -54,9 +74,10 @@ async fn make_call(
     rotation: &AtomicUsize,
     ctx: &Context,
     call: &Call,
+    target: &Target,
 ) -> Result<(), Error> {
     let client = env.client();
-    let mut rpc = RpcCall::new(call.to.service.as_str(), call.to.endpoint.as_str());
+    let mut rpc = RpcCall::shared(target.service.clone(), target.endpoint.clone());
     if let Some(t) = call.timeout {
         rpc = rpc.timeout(t);
     }

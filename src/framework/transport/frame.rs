@@ -223,16 +223,49 @@ fn put_map(dst: &mut BytesMut, m: &BTreeMap<String, String>) {
     }
 }
 
+/// Most names one connection's decoder remembers (see [`Names`]).
+const NAMES_KEPT: usize = 32;
+
+/// The names (services, endpoints, callers) a connection's frames carried recently, so a name
+/// that comes again is shared rather than allocated again: a connection carries the same few
+/// names frame after frame. At most [`NAMES_KEPT`] are kept, the first ones seen, so a peer
+/// sending a new name in every frame costs an allocation per name and no more memory.
+#[derive(Debug, Default)]
+pub struct Names {
+    kept: Vec<Arc<str>>,
+}
+
+impl Names {
+    /// The name in `bytes`, shared with an earlier frame's when it is one already seen.
+    fn name(&mut self, bytes: &[u8]) -> Result<Arc<str>, FrameError> {
+        if let Some(name) = self.kept.iter().find(|k| k.as_bytes() == bytes) {
+            return Ok(name.clone());
+        }
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| FrameError::Malformed("string is not UTF-8"))?;
+        let name: Arc<str> = Arc::from(text);
+        if self.kept.len() < NAMES_KEPT {
+            self.kept.push(name.clone());
+        }
+        Ok(name)
+    }
+}
+
 /// Decodes one payload (without its length prefix).
-pub fn decode_payload(mut src: Bytes) -> Result<Frame, FrameError> {
+pub fn decode_payload(src: Bytes) -> Result<Frame, FrameError> {
+    decode_payload_with(src, &mut Names::default())
+}
+
+/// Decodes one payload, sharing the names it carries with earlier frames' through `names`.
+pub fn decode_payload_with(mut src: Bytes, names: &mut Names) -> Result<Frame, FrameError> {
     let kind = get_u8(&mut src)?;
     let id = get_u64(&mut src)?;
     let frame = match kind {
         KIND_REQUEST => Frame::Request(RequestFrame {
             id,
-            service: get_str(&mut src)?.into(),
-            endpoint: get_str(&mut src)?.into(),
-            headers: decode_headers(&mut src)?,
+            service: get_name(&mut src, names)?,
+            endpoint: get_name(&mut src, names)?,
+            headers: decode_headers(&mut src, names)?,
             body: get_bytes(&mut src)?,
         }),
         KIND_RESPONSE => Frame::Response(ResponseFrame {
@@ -264,13 +297,13 @@ fn decode_result(src: &mut Bytes) -> Result<Result<Bytes, Error>, FrameError> {
     }
 }
 
-fn decode_headers(src: &mut Bytes) -> Result<Headers, FrameError> {
+fn decode_headers(src: &mut Bytes, names: &mut Names) -> Result<Headers, FrameError> {
     Ok(Headers {
         deadline_remaining: get_opt_u64(src)?.map(Duration::from_nanos),
         request_id: RequestId(get_u64(src)?),
         parent_request_id: get_opt_u64(src)?.map(RequestId),
-        origin_service: get_opt_str(src)?.map(Arc::from),
-        origin_endpoint: get_opt_str(src)?.map(Arc::from),
+        origin_service: get_opt_name(src, names)?,
+        origin_endpoint: get_opt_name(src, names)?,
         trace_id: TraceId(get_u64(src)?),
         span_id: SpanId(get_u64(src)?),
         parent_span_id: get_opt_u64(src)?.map(SpanId),
@@ -315,10 +348,20 @@ fn get_opt_u64(src: &mut Bytes) -> Result<Option<u64>, FrameError> {
     }
 }
 
-fn get_opt_str(src: &mut Bytes) -> Result<Option<String>, FrameError> {
+/// A string field that names something (a service, an endpoint), shared through `names`.
+fn get_name(src: &mut Bytes, names: &mut Names) -> Result<Arc<str>, FrameError> {
+    need(src, 4)?;
+    let len = src.get_u32() as usize;
+    need(src, len)?;
+    let name = names.name(&src[..len])?;
+    src.advance(len);
+    Ok(name)
+}
+
+fn get_opt_name(src: &mut Bytes, names: &mut Names) -> Result<Option<Arc<str>>, FrameError> {
     match get_u8(src)? {
         0 => Ok(None),
-        1 => Ok(Some(get_str(src)?)),
+        1 => Ok(Some(get_name(src, names)?)),
         _ => Err(FrameError::Malformed("bad option tag")),
     }
 }
@@ -381,6 +424,8 @@ impl LargeFrames {
 #[derive(Debug)]
 pub struct FrameCodec {
     max_frame_bytes: usize,
+    /// The names this connection's frames carried.
+    names: Names,
     /// The budget large frames draw on, and what this codec holds of it.
     large: Option<(std::sync::Arc<LargeFrames>, usize)>,
 }
@@ -390,6 +435,7 @@ impl FrameCodec {
     pub fn new(max_frame_bytes: usize) -> FrameCodec {
         FrameCodec {
             max_frame_bytes,
+            names: Names::default(),
             large: None,
         }
     }
@@ -400,6 +446,7 @@ impl FrameCodec {
     pub fn with_budget(max_frame_bytes: usize, budget: std::sync::Arc<LargeFrames>) -> FrameCodec {
         FrameCodec {
             max_frame_bytes,
+            names: Names::default(),
             large: Some((budget, 0)),
         }
     }
@@ -449,7 +496,7 @@ impl Decoder for FrameCodec {
         }
         self.release();
         src.advance(4);
-        decode_payload(src.split_to(len).freeze()).map(Some)
+        decode_payload_with(src.split_to(len).freeze(), &mut self.names).map(Some)
     }
 }
 
@@ -560,6 +607,38 @@ mod tests {
             let mut codec = FrameCodec::new(1024);
             let _ = codec.decode(&mut buf);
         }
+    }
+
+    #[test]
+    fn a_connection_shares_the_names_its_frames_repeat_and_keeps_a_bounded_few() {
+        let request = |service: &str| {
+            Frame::Request(RequestFrame {
+                id: 1,
+                service: service.into(),
+                endpoint: "read".into(),
+                headers: Headers::default(),
+                body: Bytes::new(),
+            })
+        };
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES);
+        let mut decode = |frame: &Frame| {
+            let mut buf = BytesMut::new();
+            encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME_BYTES).expect("encodes");
+            match codec.decode(&mut buf).expect("decodes").expect("complete") {
+                Frame::Request(r) => r,
+                other => panic!("not a request: {other:?}"),
+            }
+        };
+        let (a, b) = (decode(&request("svc.a")), decode(&request("svc.a")));
+        assert!(Arc::ptr_eq(&a.service, &b.service));
+        assert!(Arc::ptr_eq(&a.endpoint, &b.endpoint));
+        for i in 0..100 {
+            assert_eq!(
+                &*decode(&request(&format!("svc.{i}"))).service,
+                format!("svc.{i}")
+            );
+        }
+        assert!(codec.names.kept.len() <= NAMES_KEPT);
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub struct Inbound {
     pub cancelled_by_peer: Arc<AtomicBool>,
     /// Where the answer goes.
     pub responder: Responder,
-    /// The caller's address.
-    pub peer: String,
+    /// The caller's address (shared by the requests of one connection).
+    pub peer: Arc<str>,
     /// When it arrived (time since the start of the run).
     pub received_at: Duration,
 }

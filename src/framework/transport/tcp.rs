@@ -143,6 +143,10 @@ impl Outbox {
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
+    // Made once for the connection, not once per wait: its place among the waiters is taken
+    // once.
+    let closed = outbox.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         let chunk = {
             let mut buf = lock(&outbox.buf);
@@ -160,7 +164,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
             }
             None => tokio::select! {
                 _ = outbox.notify.notified() => {}
-                _ = outbox.closed.cancelled() => break,
+                _ = &mut closed => break,
             },
         }
     }
@@ -189,10 +193,12 @@ impl ClientConn {
 
 async fn client_read_loop<R: AsyncRead + Unpin>(r: R, conn: Arc<ClientConn>) {
     let mut frames = FramedRead::new(r, FrameCodec::new(conn.max_frame_bytes));
+    let closed = conn.outbox.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
             f = frames.next() => f,
-            _ = conn.outbox.closed.cancelled() => break,
+            _ = &mut closed => break,
         };
         match next {
             Some(Ok(Frame::Response(resp))) => {
@@ -409,6 +415,20 @@ impl<N: Network> TcpTransport<N> {
         Ok(conn)
     }
 
+    /// [`Transport::send`] as a plain future, for a transport that wraps this one and boxes
+    /// its own future around it (one allocation per call, not two). Nothing happens until it
+    /// is polled.
+    pub fn send_unboxed(
+        &self,
+        addr: &str,
+        request: RequestFrame,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<Bytes, SendError>> + Send + 'static {
+        self.clone()
+            .send_inner(addr.to_string(), request, deadline, cancel)
+    }
+
     async fn send_inner(
         self,
         addr: String,
@@ -423,10 +443,12 @@ impl<N: Network> TcpTransport<N> {
             }
         };
         tokio::pin!(expired);
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         let conn = tokio::select! {
             c = self.connection(&addr) => c?,
             _ = &mut expired => return Err(SendError::Timeout),
-            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+            _ = &mut cancelled => return Err(SendError::Cancelled),
         };
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
@@ -451,7 +473,7 @@ impl<N: Network> TcpTransport<N> {
         let answer = tokio::select! {
             r = rx => r,
             _ = &mut expired => return Err(SendError::Timeout),
-            _ = cancel.cancelled() => return Err(SendError::Cancelled),
+            _ = &mut cancelled => return Err(SendError::Cancelled),
         };
         drop(guard);
         match answer {
@@ -598,6 +620,7 @@ async fn serve_conn<N: Network>(
 ) {
     let config = &transport.inner.config;
     let max_frame_bytes = config.max_frame_bytes;
+    let peer: Arc<str> = peer.into();
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
         outbox: Arc::new(Outbox::default()),
@@ -607,18 +630,23 @@ async fn serve_conn<N: Network>(
     tokio::spawn(write_loop(w, conn.outbox.clone()));
     let codec = FrameCodec::with_budget(max_frame_bytes, transport.inner.large_frames.clone());
     let mut frames = FramedRead::new(r, codec);
+    // Made once for the connection, not once per frame.
+    let closed = conn.outbox.closed.cancelled();
+    tokio::pin!(closed);
+    let server_gone = inbound.closed();
+    tokio::pin!(server_gone);
     loop {
         // Backpressure: while answers back up, read nothing more from this caller.
         while conn.outbox.queued() > config.max_outbox_bytes {
             tokio::select! {
                 _ = conn.outbox.drained.notified() => {}
-                _ = conn.outbox.closed.cancelled() => break,
+                _ = &mut closed => break,
             }
         }
         let next = tokio::select! {
             f = next_frame(&mut frames, config.partial_frame_timeout) => f,
-            _ = inbound.closed() => break,
-            _ = conn.outbox.closed.cancelled() => break,
+            _ = &mut server_gone => break,
+            _ = &mut closed => break,
         };
         let Some(next) = next else {
             tracing::warn!(%peer, "a frame stayed incomplete too long; closing connection");
@@ -688,7 +716,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
 /// connection already run; false when the server is gone.
 async fn deliver(
     conn: &Arc<ServerConn>,
-    peer: &str,
+    peer: &Arc<str>,
     request: RequestFrame,
     inbound: &mpsc::Sender<Inbound>,
     received_at: Duration,
@@ -722,7 +750,7 @@ async fn deliver(
             conn: conn.clone(),
             id,
         },
-        peer: peer.to_string(),
+        peer: peer.clone(),
         received_at,
     };
     if inbound.send(msg).await.is_err() {
@@ -800,10 +828,7 @@ impl<N: Network> Transport for TcpTransport<N> {
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
-        Box::pin(
-            self.clone()
-                .send_inner(addr.to_string(), request, deadline, cancel),
-        )
+        Box::pin(self.send_unboxed(addr, request, deadline, cancel))
     }
 
     fn ready(&self) -> BoxFuture<'static, ()> {
