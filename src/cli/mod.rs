@@ -68,11 +68,15 @@ enum Command {
         /// event for event; name the first that differs and exit 1 if any does.
         #[arg(long = "check-determinism")]
         check_determinism: bool,
-        /// Skip simulated time in which nothing can happen, in one step instead of a tick at a
-        /// time (faster for mostly idle runs). With --check-determinism, the second run steps
-        /// every tick, so the check also says whether skipping changed anything.
-        #[arg(long = "skip-idle")]
-        skip_idle: bool,
+        /// Step every tick, never skipping simulated time in which nothing can happen (the
+        /// reference; by default such time is skipped in one step, with the same result).
+        /// With --check-determinism, the second run always steps every tick, so the check
+        /// also says whether skipping changed anything.
+        #[arg(long = "every-tick")]
+        every_tick: bool,
+        /// Accepted for scripts written when skipping idle time was not the default.
+        #[arg(long = "skip-idle", hide = true, conflicts_with = "every_tick")]
+        _skip_idle: bool,
     },
     /// Run a scenario at many seeds and report which fail (replay one with `run --seed`).
     Sweep {
@@ -249,12 +253,13 @@ pub fn main_with(systems: Vec<Arc<dyn System>>) -> ExitCode {
             out,
             quiet,
             check_determinism,
-            skip_idle,
+            every_tick,
+            _skip_idle: _,
         } => {
-            let stepping = if skip_idle {
-                crate::sim::Stepping::SkipIdle
-            } else {
+            let stepping = if every_tick {
                 crate::sim::Stepping::EveryTick
+            } else {
+                crate::sim::Stepping::SkipIdle
             };
             run(
                 &catalog,

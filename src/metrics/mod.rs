@@ -515,8 +515,12 @@ impl State {
             return;
         };
         let (width, buckets) = (self.bucket_width, self.buckets);
-        self.endpoints[index]
-            .1
+        // After `finish` has moved the series out, calls dropped as the simulation shuts down
+        // still end here: they are past the run, and counted nowhere.
+        let Some((_, series)) = self.endpoints.get_mut(index) else {
+            return;
+        };
+        series
             .get_or_insert_with(|| Series::new(width, buckets))
             .record(sent, e.at.saturating_sub(sent), &outcome);
     }
@@ -703,6 +707,22 @@ mod tests {
             instances: vec![("svc.a[0]".to_string(), 2)],
             authenticator: Some("svc.login".to_string()),
         })
+    }
+
+    #[test]
+    fn calls_that_end_after_the_run_is_finished_are_counted_nowhere() {
+        // Goal: the calls a simulation drops as it shuts down, after the recorder has handed
+        // its series over, change nothing and do not panic. Method: two calls sent, one
+        // answered in the run; finish; then the other ends, and a third is sent and answered.
+        let r = recorder();
+        r.emit(ev(0, EventKind::CallSent, "client", 1, Some(100)));
+        r.emit(ev(0, EventKind::CallSent, "client", 2, Some(100)));
+        r.emit(ev(5, EventKind::CallAnswered { error: None }, "client", 1, Some(100)));
+        let m = r.finish(Duration::from_secs(10));
+        assert_eq!(m.endpoints["svc.a.get"].totals().ok, 1);
+        r.emit(ev(10_001, EventKind::CallAnswered { error: None }, "client", 2, Some(100)));
+        r.emit(ev(10_002, EventKind::CallSent, "client", 3, Some(100)));
+        r.emit(ev(10_003, EventKind::CallAnswered { error: None }, "client", 3, Some(100)));
     }
 
     #[test]

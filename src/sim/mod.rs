@@ -203,12 +203,12 @@ pub fn run(
 /// How a run advances simulated time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stepping {
-    /// One tick at a time, always: the reference.
-    #[default]
+    /// One tick at a time, always: the reference a skipping run is checked against.
     EveryTick,
     /// One tick at a time, except that time in which nothing can happen is skipped in one
-    /// step (see `next_step`). Off by default: it matches every tick for every shipped
-    /// scenario, but not yet for every service (docs/design.md, "Skipping idle time").
+    /// step (see `next_step`), leaving every host as the ticks would have: the same run,
+    /// event for event (docs/design.md, "Skipping idle time"). The default.
+    #[default]
     SkipIdle,
 }
 
@@ -303,7 +303,6 @@ fn run_once(
         .max_message_latency(Duration::ZERO)
         .rng_seed(scenario.seed)
         .build();
-    sim.watch_quiet(stepping == Stepping::SkipIdle);
     for (node, group) in &world::by_node(&placements) {
         add_node(&mut sim, &world, node, group.clone());
     }
@@ -624,10 +623,8 @@ fn next_step(
     if applied || now.is_zero() || !sim.last_step_was_quiet() {
         return tick;
     }
-    let wake = match crate::framework::timer::horizon() {
-        crate::framework::timer::Horizon::Busy => return tick,
-        crate::framework::timer::Horizon::Until(at) => at.min(limit),
-        crate::framework::timer::Horizon::Never => limit,
+    let Some(wake) = next_wake(limit) else {
+        return tick;
     };
     let whole_ms = tick.subsec_nanos().is_multiple_of(1_000_000) && !tick.is_zero();
     if !whole_ms {
@@ -640,6 +637,23 @@ fn next_step(
         return tick;
     }
     step
+}
+
+/// Whether, as far as windtunnel's own timers tell, a skip could follow a step that ends at
+/// `then` (no work timer armed, and the next wake-up at least [`MIN_SKIP`] later).
+fn may_skip_after(then: Duration, limit: Duration) -> bool {
+    next_wake(limit).is_some_and(|wake| wake.saturating_sub(then) >= MIN_SKIP)
+}
+
+/// The earliest background wake-up on windtunnel's agenda, or `limit` if that is sooner;
+/// `None` while a timer of work in flight is armed.
+fn next_wake(limit: Duration) -> Option<Duration> {
+    use crate::framework::timer::{horizon, Horizon};
+    match horizon() {
+        Horizon::Busy => None,
+        Horizon::Until(at) => Some(at.min(limit)),
+        Horizon::Never => Some(limit),
+    }
 }
 
 /// The shortest skip worth making: turmoil makes a skip exact by parking at a multiple of
@@ -690,7 +704,11 @@ fn step_loop(
                 if let Some((at, _)) = actions.get(next) {
                     limit = limit.min(*at);
                 }
-                next_step(sim, tick, now, limit, applied)
+                let step = next_step(sim, tick, now, limit, applied);
+                // turmoil notes whether a step was quiet only when asked, as that costs a
+                // look at every host and link: a skip, and a tick after which one may follow.
+                sim.watch_quiet(step > tick || may_skip_after(now + tick, limit));
+                step
             }
         };
         let clients_done = sim

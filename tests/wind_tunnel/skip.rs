@@ -1,5 +1,5 @@
-//! Skipping idle time (`Stepping::SkipIdle`, `run --skip-idle`): a run of a shipped system
-//! that jumps over time in which nothing can happen gives exactly the run that steps every
+//! Skipping idle time (`Stepping::SkipIdle`, the default; `run --every-tick` turns it off): a
+//! run that jumps over time in which nothing can happen gives exactly the run that steps every
 //! tick, event for event, and a timer the simulation cannot see makes it fall back to stepping
 //! every tick rather than change a result.
 
@@ -12,8 +12,8 @@ use windtunnel::system::{background, Built, Env, ServiceDef, System};
 use windtunnel::tunnel::{Determinism, Tunnel};
 
 /// Checks `tunnel` (skipping, then every tick: see `Tunnel::check_determinism`) and returns the
-/// simulated seconds the first run skipped.
-fn identical_when_skipping(tunnel: Tunnel) -> f64 {
+/// simulated seconds the first run skipped; `what` names the run in a failure.
+fn identical_when_skipping(what: &str, tunnel: Tunnel) -> f64 {
     let checked = tunnel
         .seed_from_env(false)
         .stepping(Stepping::SkipIdle)
@@ -21,7 +21,7 @@ fn identical_when_skipping(tunnel: Tunnel) -> f64 {
         .expect("the scenario is valid and runs");
     assert!(
         matches!(checked.determinism, Determinism::Identical { .. }),
-        "skipping idle time changed the run: {}",
+        "{what}: skipping idle time changed the run: {}",
         checked.determinism
     );
     checked.outcome.summary().skipped_seconds
@@ -47,7 +47,10 @@ fn shipped_systems_at_low_rates_skip_most_of_a_run_and_change_nothing() {
     // file with its crash must have skipped most of its minute.
     let crash = shipped_at("crash-restart.toml", "0.5/s");
     let tunnel = Tunnel::toml(&crash, "crash-restart.toml");
-    let skipped = identical_when_skipping(tunnel.with_catalog(windtunnel::services::catalog()));
+    let skipped = identical_when_skipping(
+        "crash-restart",
+        tunnel.with_catalog(windtunnel::services::catalog()),
+    );
     assert!(
         skipped > 30.0,
         "crash-restart at 0.5/s skipped only {skipped} s"
@@ -55,14 +58,15 @@ fn shipped_systems_at_low_rates_skip_most_of_a_run_and_change_nothing() {
     for file in ["gateway-webhooks.toml", "card-transactions-crash.toml"] {
         let low = shipped_at(file, "0.5/s");
         let tunnel = Tunnel::toml(&low, file).with_catalog(windtunnel::services::catalog());
-        identical_when_skipping(tunnel);
+        identical_when_skipping(file, tunnel);
     }
 }
 
-/// A service whose instances, every 700 ms, call one another from a background loop that
+/// A service whose instances, every `pause`, call one another from a background loop that
 /// sleeps on tokio's timer (which the simulation cannot see) or on windtunnel's.
 struct Pinger {
     visible: bool,
+    pause: Duration,
 }
 
 impl System for Pinger {
@@ -71,7 +75,7 @@ impl System for Pinger {
     }
 
     fn services(&self) -> Vec<ServiceDef> {
-        let visible = self.visible;
+        let (visible, pause) = (self.visible, self.pause);
         vec![ServiceDef::new("pinger", move |env: &Env| {
             let client = env.client().clone();
             Built::endpoints(vec![Endpoint::raw(
@@ -80,7 +84,6 @@ impl System for Pinger {
             )])
             .with_background(background(move |ctx: Context| async move {
                 loop {
-                    let pause = Duration::from_millis(700);
                     if visible {
                         windtunnel::framework::timer::idle(pause).await;
                     } else {
@@ -96,7 +99,7 @@ impl System for Pinger {
 
 const PINGER: &str = r#"
 name = "pinger"
-description = "Two instances that call each other every 700 ms, and a load of one call in 5 s."
+description = "Two instances that call each other every so often, and a load of one call in 5 s."
 seed = 11
 duration = "20s"
 [network]
@@ -112,39 +115,55 @@ rate = "0.2/s"
 deadline = "100ms"
 "#;
 
+fn pinger(visible: bool, pause_ms: u64) -> Tunnel {
+    let pause = Duration::from_millis(pause_ms);
+    Tunnel::toml(PINGER, "pinger.toml").system(Pinger { visible, pause })
+}
+
 #[test]
 fn a_timer_the_simulation_cannot_see_makes_the_run_step_every_tick_instead() {
     // Goal: a service's own tokio timer never changes a result: the skip it spoils is caught
-    // and the run is done again tick by tick; the same loop on windtunnel's timer skips.
-    // Method: the pinger both ways, each checked against every tick, and the skipped time of
-    // each.
-    let hidden = Tunnel::toml(PINGER, "pinger.toml").system(Pinger { visible: false });
-    assert_eq!(identical_when_skipping(hidden), 0.0);
-    // The same loop on windtunnel's timer does skip. (Its skipped run does not yet match the
-    // tick-by-tick one, which is why skipping is off by default: docs/design.md.)
-    let visible = Tunnel::toml(PINGER, "pinger.toml")
-        .system(Pinger { visible: true })
-        .seed_from_env(false)
-        .stepping(Stepping::SkipIdle)
-        .run()
-        .expect("runs");
-    let skipped = visible.summary().skipped_seconds;
+    // and the run is done again tick by tick; the same loop on windtunnel's timer skips, and
+    // gives the same run as every tick. Method: the pinger both ways, each checked against
+    // every tick, and the skipped time of each.
+    assert_eq!(
+        identical_when_skipping("tokio timer", pinger(false, 700)),
+        0.0
+    );
+    let skipped = identical_when_skipping("windtunnel timer", pinger(true, 700));
     assert!(skipped > 10.0, "the pinger skipped only {skipped} s of 20");
 }
 
 #[test]
-fn skipping_is_a_choice_of_the_library_too() {
-    // Goal: `Tunnel::stepping` reaches the run, and the default steps every tick. Method: a
-    // mostly idle run by default skips nothing; skipping, it skips most of the minute, with the
-    // same fingerprint.
+fn skips_of_every_length_leave_tokio_as_the_ticks_would() {
+    // Goal: a skip makes up every turn of tokio's schedulers that its ticks would have made,
+    // whatever its length: the turn counts decide which of two tasks ready in the same tick
+    // runs first, and the pinger's two instances call each other in the same ticks, so any
+    // count left wrong reorders a pair of requests. Method: pauses from 240 ms to 270 ms (skips
+    // of about 237 to 267 ticks, through 258, where the skip spins once) and longer ones that
+    // cross several 64 ms blocks of the timer wheel, each checked against every tick.
+    for pause in (240..=270).chain([333, 700, 1234]) {
+        let skipped = identical_when_skipping(&format!("pause {pause} ms"), pinger(true, pause));
+        assert!(
+            skipped > 5.0,
+            "pause {pause} ms: skipped only {skipped} s of 20"
+        );
+    }
+}
+
+#[test]
+fn stepping_every_tick_is_a_choice_of_the_library_too() {
+    // Goal: `Tunnel::stepping` reaches the run, and the default skips idle time. Method: a
+    // mostly idle run by default skips most of the minute; stepping every tick, it skips
+    // nothing, with the same fingerprint.
     let low = shipped_at("baseline.toml", "0.2/s");
-    let every = Tunnel::toml(&low, "baseline.toml")
+    let skipping = Tunnel::toml(&low, "baseline.toml")
         .seed_from_env(false)
         .run()
         .expect("runs");
-    let skipping = Tunnel::toml(&low, "baseline.toml")
+    let every = Tunnel::toml(&low, "baseline.toml")
         .seed_from_env(false)
-        .stepping(Stepping::SkipIdle)
+        .stepping(Stepping::EveryTick)
         .run()
         .expect("runs");
     assert_eq!(every.summary().skipped_seconds, 0.0);
