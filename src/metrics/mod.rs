@@ -717,12 +717,30 @@ mod tests {
         let r = recorder();
         r.emit(ev(0, EventKind::CallSent, "client", 1, Some(100)));
         r.emit(ev(0, EventKind::CallSent, "client", 2, Some(100)));
-        r.emit(ev(5, EventKind::CallAnswered { error: None }, "client", 1, Some(100)));
+        r.emit(ev(
+            5,
+            EventKind::CallAnswered { error: None },
+            "client",
+            1,
+            Some(100),
+        ));
         let m = r.finish(Duration::from_secs(10));
         assert_eq!(m.endpoints["svc.a.get"].totals().ok, 1);
-        r.emit(ev(10_001, EventKind::CallAnswered { error: None }, "client", 2, Some(100)));
+        r.emit(ev(
+            10_001,
+            EventKind::CallAnswered { error: None },
+            "client",
+            2,
+            Some(100),
+        ));
         r.emit(ev(10_002, EventKind::CallSent, "client", 3, Some(100)));
-        r.emit(ev(10_003, EventKind::CallAnswered { error: None }, "client", 3, Some(100)));
+        r.emit(ev(
+            10_003,
+            EventKind::CallAnswered { error: None },
+            "client",
+            3,
+            Some(100),
+        ));
     }
 
     #[test]
