@@ -11,8 +11,9 @@
 //! model, the recorder, faults, checks) is the difference.
 //!
 //! Usage: `cargo bench --bench twin [-- RATE SIM_SECONDS]`. With no arguments it measures
-//! 200/s and 2,000/s for 60 s each, then the idle hour (skipping idle time, as `run --skip-idle` does). Prints one line per measurement; the
-//! ratio is the twin's wall time over windtunnel's (1.0: as fast as bare turmoil).
+//! 200/s and 2,000/s for 60 s each, then the idle hour. windtunnel runs as `run` does, skipping
+//! idle time (a loaded run has none to skip). Prints one line per measurement; the ratio is
+//! the twin's wall time over windtunnel's (1.0: as fast as bare turmoil).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
-use windtunnel::sim::Stepping;
 use windtunnel::tunnel::Tunnel;
 
 /// Idle connections to one host, reused by its callers.
@@ -161,10 +161,10 @@ fn baseline(rate: &str, duration: &str) -> String {
 
 /// Runs windtunnel's baseline at `rate` for `secs`; returns the simulation's wall time (the
 /// report is not written) and the requests sent.
-fn windtunnel_run(rate: &str, duration: &str, stepping: Stepping) -> Option<(Duration, u64, f64)> {
+fn windtunnel_run(rate: &str, duration: &str) -> Option<(Duration, u64, f64)> {
     let text = baseline(rate, duration);
     let tunnel = Tunnel::toml(&text, "baseline.toml").seed_from_env(false);
-    let outcome = match tunnel.stepping(stepping).run() {
+    let outcome = match tunnel.run() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("windtunnel failed: {e}");
@@ -179,7 +179,7 @@ fn windtunnel_run(rate: &str, duration: &str, stepping: Stepping) -> Option<(Dur
 fn compare(rate: u64, secs: u64) {
     let (bare, answered) = twin(rate, secs);
     let (rate_s, secs_s) = (format!("{rate}/s"), format!("{secs}s"));
-    let Some((ours, sent, _)) = windtunnel_run(&rate_s, &secs_s, Stepping::EveryTick) else {
+    let Some((ours, sent, _)) = windtunnel_run(&rate_s, &secs_s) else {
         return;
     };
     println!(
@@ -202,7 +202,7 @@ fn main() {
     }
     compare(200, 60);
     compare(2000, 60);
-    if let Some((wall, sent, speedup)) = windtunnel_run("0.1/s", "1h", Stepping::SkipIdle) {
+    if let Some((wall, sent, speedup)) = windtunnel_run("0.1/s", "1h") {
         println!(
             "0.1/s for 1 h, skipping idle time: windtunnel {:.2} s ({sent} sent): {speedup:.0}x \
              real time",
