@@ -214,7 +214,13 @@ pub struct Summary {
     /// (the results are what stepping every tick gives; only the wall time differs).
     #[serde(default)]
     pub skipped_seconds: f64,
-    /// FNV-1a of the ordered event log, in hex: equal for equal runs.
+    /// Where a skip of idle time that was spoiled began, in simulated seconds, if one was: a
+    /// host woke inside it from a timer windtunnel cannot see, and the run was done tick by
+    /// tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_spoiled_at: Option<f64>,
+    /// The word hash (`metrics::WordHash`) of the ordered event log and load results, in hex:
+    /// equal for equal runs.
     pub fingerprint: String,
     /// Framework events seen.
     pub events: u64,
@@ -429,6 +435,7 @@ pub fn build(scenario: &Scenario, m: &Measurements, wall: Duration) -> Summary {
         wall_seconds,
         speedup: run.as_secs_f64() / wall_seconds.max(1e-9),
         skipped_seconds: 0.0,
+        skip_spoiled_at: None,
         fingerprint: format!("{:016x}", m.fingerprint),
         events: m.events,
         bucket_seconds: width.as_secs_f64(),

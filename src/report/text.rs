@@ -31,6 +31,15 @@ pub fn figures(s: &Summary) -> String {
         "{} (seed {}): {:.0} s simulated{skipped} in {:.2} s wall, {:.1}x real time, fingerprint {}",
         s.scenario, s.seed, s.sim_seconds, s.wall_seconds, s.speedup, s.fingerprint
     );
+    if let Some(at) = s.skip_spoiled_at {
+        let _ = writeln!(
+            out,
+            "  idle time not skipped: a host woke inside the skip that began at {at:.3} s, from \
+             a timer windtunnel cannot see (tokio's own, in a service), so the run stepped \
+             every tick; make services' timers with windtunnel::framework::timer \
+             (docs/own-services.md)"
+        );
+    }
     for (name, r) in &s.loads {
         let errors: Vec<String> = r.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
         let detail = if errors.is_empty() {

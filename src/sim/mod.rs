@@ -77,6 +77,9 @@ pub struct RunOutput {
     pub wall: Duration,
     /// Simulated time skipped as idle (in steps longer than a tick).
     pub skipped: Duration,
+    /// Where a skip of idle time that was spoiled began (a host woke inside it, from a timer
+    /// made outside [`crate::framework::timer`]): the run was then done again tick by tick.
+    pub skip_spoiled: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,7 +244,10 @@ pub fn run_stepped(
                 "a host woke inside a skip of idle time: running again tick by tick"
             );
             match run_once(scenario, catalog, progress, log, Stepping::EveryTick)? {
-                Ok(done) => Ok(done),
+                Ok((mut output, log)) => {
+                    output.skip_spoiled = Some(skip.at);
+                    Ok((output, log))
+                }
                 Err(_) => Err(RunError::Simulation(
                     "a run stepped tick by tick reported a skip".into(),
                 )),
@@ -349,6 +355,7 @@ fn run_once(
         measurements,
         wall,
         skipped,
+        skip_spoiled: None,
     };
     Ok(Ok((output, recorder.take_log())))
 }

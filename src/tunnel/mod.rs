@@ -238,9 +238,7 @@ impl Tunnel {
         let scenario = self.check()?;
         let log = crate::metrics::EventLog::Off;
         let (output, _) = sim::run_stepped(&scenario, &self.catalog, progress, log, self.stepping)?;
-        let mut summary = summary::build(&scenario, &output.measurements, output.wall);
-        summary.skipped_seconds = output.skipped.as_secs_f64();
-        Ok(Outcome::new(scenario, summary, output.measurements))
+        Ok(outcome(scenario, output))
     }
 
     /// Runs the scenario twice at its seed and compares the two event logs event for event
@@ -257,13 +255,19 @@ impl Tunnel {
         let scenario = self.check()?;
         let (output, determinism) =
             determinism::check(&scenario, &self.catalog, progress, self.stepping)?;
-        let mut summary = summary::build(&scenario, &output.measurements, output.wall);
-        summary.skipped_seconds = output.skipped.as_secs_f64();
         Ok(DeterminismCheck {
-            outcome: Outcome::new(scenario, summary, output.measurements),
+            outcome: outcome(scenario, output),
             determinism,
         })
     }
+}
+
+/// A run's outcome: its measurements judged, with how it stepped through time.
+fn outcome(scenario: Scenario, output: sim::RunOutput) -> Outcome {
+    let mut summary = summary::build(&scenario, &output.measurements, output.wall);
+    summary.skipped_seconds = output.skipped.as_secs_f64();
+    summary.skip_spoiled_at = output.skip_spoiled.map(|at| at.as_secs_f64());
+    Outcome::new(scenario, summary, output.measurements)
 }
 
 /// Checks that every builtin of a parsed `scenario` is in `catalog`, with the endpoints it was

@@ -132,6 +132,21 @@ fn a_timer_the_simulation_cannot_see_makes_the_run_step_every_tick_instead() {
     );
     let skipped = identical_when_skipping("windtunnel timer", pinger(true, 700));
     assert!(skipped > 10.0, "the pinger skipped only {skipped} s of 20");
+    // The user is told why a run did not skip, and what to do; a run that skipped says nothing.
+    let hidden = pinger(false, 700).seed_from_env(false).run().expect("runs");
+    let spoiled = hidden
+        .summary()
+        .skip_spoiled_at
+        .expect("the spoiled skip is reported");
+    assert!(spoiled < 0.7, "the first skip, before the first wake-up, began at {spoiled} s");
+    let text = windtunnel::report::text::figures(hidden.summary());
+    assert!(
+        text.contains("idle time not skipped") && text.contains("framework::timer"),
+        "{text}"
+    );
+    let visible = pinger(true, 700).seed_from_env(false).run().expect("runs");
+    assert_eq!(visible.summary().skip_spoiled_at, None);
+    assert!(!windtunnel::report::text::figures(visible.summary()).contains("not skipped"));
 }
 
 #[test]
