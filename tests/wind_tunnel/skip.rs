@@ -138,7 +138,10 @@ fn a_timer_the_simulation_cannot_see_makes_the_run_step_every_tick_instead() {
         .summary()
         .skip_spoiled_at
         .expect("the spoiled skip is reported");
-    assert!(spoiled < 0.7, "the first skip, before the first wake-up, began at {spoiled} s");
+    assert!(
+        spoiled < 0.7,
+        "the first skip, before the first wake-up, began at {spoiled} s"
+    );
     let text = windtunnel::report::text::figures(hidden.summary());
     assert!(
         text.contains("idle time not skipped") && text.contains("framework::timer"),
