@@ -256,6 +256,7 @@ fn webhook_run(seed: u64, slower: f64) -> Summary {
         wall_seconds: 2.5,
         speedup: 24.0,
         skipped_seconds: 0.0,
+        skip_spoiled_at: None,
         fingerprint: format!("{:016x}", seed.wrapping_mul(0xC6B7_A97B)),
         events: 288_984,
         bucket_seconds: 1.0,
