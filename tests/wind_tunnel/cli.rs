@@ -171,6 +171,39 @@ fn run_check_determinism_prints_its_verdict_and_keeps_the_exit_code_of_the_asser
 }
 
 #[test]
+fn run_skips_idle_time_unless_told_to_step_every_tick_with_the_same_result() {
+    // Goal: the command line skips idle time by default and `--every-tick` turns it off, with
+    // the same fingerprint; the two ways of asking cannot be mixed. Method: a load of one
+    // request every 5 s, run both ways; then both flags at once.
+    let dir = temp_dir("stepping");
+    let idle = write(
+        &dir,
+        "idle.toml",
+        &crate::support::one_service("").replace("rate = \"100/s\"", "rate = \"0.2/s\""),
+    );
+    let summary = |name: &str| -> serde_json::Value {
+        let path = dir.join(name).join("summary.json");
+        serde_json::from_slice(&std::fs::read(path).expect("summary")).expect("json")
+    };
+    let out_skip = dir.join("skip").display().to_string();
+    let skipping = windtunnel(&["run", &idle, "-q", "--out", &out_skip]);
+    assert_eq!(skipping.status.code(), Some(0), "{}", text(&skipping));
+    let out_every = dir.join("every").display().to_string();
+    let every = windtunnel(&["run", &idle, "-q", "--every-tick", "--out", &out_every]);
+    assert_eq!(every.status.code(), Some(0), "{}", text(&every));
+    let (skip, tick) = (summary("skip"), summary("every"));
+    assert!(
+        skip["skipped_seconds"].as_f64().unwrap_or(0.0) > 10.0,
+        "{skip}"
+    );
+    assert_eq!(tick["skipped_seconds"].as_f64(), Some(0.0));
+    assert_eq!(skip["fingerprint"], tick["fingerprint"]);
+    assert!(skip.get("skip_spoiled_at").is_none(), "{skip}");
+    let both = windtunnel(&["run", &idle, "--every-tick", "--skip-idle"]);
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
+}
+
+#[test]
 fn list_prints_each_shipped_scenario_with_its_description() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let out = windtunnel(&["list", &dir.display().to_string()]);
