@@ -1,13 +1,15 @@
 //! What a run will cost before it starts: hosts, calls per simulated second, and wall time.
 //!
 //! The estimate is a model with two terms, calibrated on a 2-core machine:
-//! - every host is driven every tick whether or not anything happens ([`HOST_TICK`] each);
-//! - every call between services costs about [`PER_CALL`], end to end.
+//! - every host is driven every tick (`HOST_TICK` each);
+//! - every call between services costs about `PER_CALL`, end to end.
 //!
 //! Calls per request are counted from a synthetic endpoint's call tree (a call fanned out to
 //! every instance counts once per instance); an endpoint of a built-in service is taken to cost
-//! [`BUILTIN_CALLS`] calls, its own background work included. It is an order of magnitude, not
-//! a promise: `check` prints it and `run` warns before a run estimated to take hours.
+//! `BUILTIN_CALLS` calls, its own background work included. It is an order of magnitude, not
+//! a promise: `check` prints it and `run` warns before a run estimated to take hours. A run
+//! skips idle time (`sim::Stepping`), so for a mostly idle run the first term is an upper
+//! bound: such a run can be many times cheaper than estimated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

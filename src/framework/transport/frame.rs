@@ -228,7 +228,7 @@ const NAMES_KEPT: usize = 32;
 
 /// The names (services, endpoints, callers) a connection's frames carried recently, so a name
 /// that comes again is shared rather than allocated again: a connection carries the same few
-/// names frame after frame. At most [`NAMES_KEPT`] are kept, the first ones seen, so a peer
+/// names frame after frame. At most `NAMES_KEPT` (32) are kept, the first ones seen, so a peer
 /// sending a new name in every frame costs an allocation per name and no more memory.
 #[derive(Debug, Default)]
 pub struct Names {
