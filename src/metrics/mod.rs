@@ -164,6 +164,9 @@ struct State {
     auth_sweep: Duration,
     /// The per-event hashes a determinism check keeps or compares (off in an ordinary run).
     log: EventLog,
+    /// Set by `Recorder::finish`: what comes after (calls and load requests dropped as the
+    /// simulation shuts down) is past the run, and counted nowhere.
+    finished: bool,
 }
 
 /// Folds events and load results into metrics. Shared by every host of a run.
@@ -237,6 +240,7 @@ impl Recorder {
                 authenticated: BTreeMap::new(),
                 auth_sweep: Duration::ZERO,
                 log: EventLog::Off,
+                finished: false,
             }),
         })
     }
@@ -255,6 +259,9 @@ impl Recorder {
         deadline: Duration,
     ) {
         let mut s = self.state();
+        if s.finished {
+            return;
+        }
         write_load(&mut s.fingerprint, load, start, end, &outcome);
         if s.log.is_on() {
             let mut one = WordHash::default();
@@ -320,9 +327,11 @@ impl Recorder {
     }
 
     /// Everything measured, once the run is over. The load and endpoint series move out (they
-    /// are most of a long run's memory): a second call finds them empty.
+    /// are most of a long run's memory): a second call finds them empty. Events and load
+    /// results that come after are not recorded.
     pub fn finish(&self, end: Duration) -> Measurements {
         let mut s = self.state();
+        s.finished = true;
         let width = s.bucket_width;
         let allowance = s.hop_allowance;
         // Handlers still running at the end whose callers gave up count as orphaned until now.
@@ -515,12 +524,8 @@ impl State {
             return;
         };
         let (width, buckets) = (self.bucket_width, self.buckets);
-        // After `finish` has moved the series out, calls dropped as the simulation shuts down
-        // still end here: they are past the run, and counted nowhere.
-        let Some((_, series)) = self.endpoints.get_mut(index) else {
-            return;
-        };
-        series
+        self.endpoints[index]
+            .1
             .get_or_insert_with(|| Series::new(width, buckets))
             .record(sent, e.at.saturating_sub(sent), &outcome);
     }
@@ -664,6 +669,9 @@ impl State {
 impl EventSink for Recorder {
     fn emit(&self, event: Event) {
         let mut s = self.state();
+        if s.finished {
+            return;
+        }
         s.events += 1;
         s.hash(&event);
         s.apply(&event);
@@ -741,6 +749,8 @@ mod tests {
             3,
             Some(100),
         ));
+        let again = r.finish(Duration::from_secs(10));
+        assert_eq!((again.events, again.fingerprint), (m.events, m.fingerprint));
     }
 
     #[test]

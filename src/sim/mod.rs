@@ -623,14 +623,14 @@ fn next_step(
     sim: &turmoil::Sim<'_>,
     tick: Duration,
     now: Duration,
-    limit: Duration,
+    wake: Option<Duration>,
     applied: bool,
 ) -> Duration {
     // A task another host woke in the last step runs only in the next: not a skip.
     if applied || now.is_zero() || !sim.last_step_was_quiet() {
         return tick;
     }
-    let Some(wake) = next_wake(limit) else {
+    let Some(wake) = wake else {
         return tick;
     };
     let whole_ms = tick.subsec_nanos().is_multiple_of(1_000_000) && !tick.is_zero();
@@ -644,12 +644,6 @@ fn next_step(
         return tick;
     }
     step
-}
-
-/// Whether, as far as windtunnel's own timers tell, a skip could follow a step that ends at
-/// `then` (no work timer armed, and the next wake-up at least [`MIN_SKIP`] later).
-fn may_skip_after(then: Duration, limit: Duration) -> bool {
-    next_wake(limit).is_some_and(|wake| wake.saturating_sub(then) >= MIN_SKIP)
 }
 
 /// The earliest background wake-up on windtunnel's agenda, or `limit` if that is sooner;
@@ -711,10 +705,14 @@ fn step_loop(
                 if let Some((at, _)) = actions.get(next) {
                     limit = limit.min(*at);
                 }
-                let step = next_step(sim, tick, now, limit, applied);
+                let wake = next_wake(limit);
+                let step = next_step(sim, tick, now, wake, applied);
                 // turmoil notes whether a step was quiet only when asked, as that costs a
-                // look at every host and link: a skip, and a tick after which one may follow.
-                sim.watch_quiet(step > tick || may_skip_after(now + tick, limit));
+                // look at every host and link: a skip, and a tick after which one may follow
+                // (no work timer armed, and the next wake-up at least `MIN_SKIP` after it).
+                let may_skip_after =
+                    wake.is_some_and(|at| at.saturating_sub(now + tick) >= MIN_SKIP);
+                sim.watch_quiet(step > tick || may_skip_after);
                 step
             }
         };

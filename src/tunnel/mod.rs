@@ -221,8 +221,9 @@ impl Tunnel {
         Ok(scenario)
     }
 
-    /// Advances simulated time as `stepping` says: by default every tick;
-    /// [`sim::Stepping::SkipIdle`] skips time in which nothing can happen.
+    /// Advances simulated time as `stepping` says: by default time in which nothing can
+    /// happen is skipped ([`sim::Stepping::SkipIdle`]); [`sim::Stepping::EveryTick`] steps
+    /// every tick, the reference.
     pub fn stepping(mut self, stepping: sim::Stepping) -> Tunnel {
         self.stepping = stepping;
         self
