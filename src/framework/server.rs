@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +31,7 @@ use crate::framework::metrics::Metrics;
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
 use crate::framework::sleep_until_opt;
-use crate::framework::transport::{Inbound, ListenError, Transport};
+use crate::framework::transport::{Inbound, Inlet, ListenError, Transport};
 use crate::lock::{lock, read, write};
 
 /// How a service is set up (the talk's `service.Config`).
@@ -49,8 +49,6 @@ pub struct ServiceConfig {
     pub queue: usize,
     /// How long `stop` waits for in-flight handlers before dropping them. Default 5 s.
     pub grace: Duration,
-    /// Requests buffered between transport and server. Default 1024.
-    pub inbound_buffer: usize,
     /// How often to run the health checks out of band and report them as events; `None`: only
     /// in band, through the `health` endpoint.
     pub health_interval: Option<Duration>,
@@ -69,7 +67,6 @@ impl ServiceConfig {
             workers: None,
             queue: 0,
             grace: Duration::from_secs(5),
-            inbound_buffer: 1024,
             health_interval: None,
             limit: None,
         }
@@ -317,7 +314,6 @@ impl Server {
         transport: Arc<dyn Transport>,
         listen: &Listen,
     ) -> Result<String, StartError> {
-        let (tx, rx) = mpsc::channel(self.inner.config.inbound_buffer.max(1));
         if lock(&self.inner.running).is_some() {
             return Err(StartError::AlreadyRunning(self.inner.instance.to_string()));
         }
@@ -331,16 +327,8 @@ impl Server {
             &self.inner.instance,
             zero,
         ));
-        let bound = transport.listen(&listen.bind, tx).await?;
-        let advertised = listen.advertise.clone().unwrap_or_else(|| bound.clone());
-        let running = Running {
-            transport: transport.clone(),
-            addr: bound.clone(),
-            draining: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            stopped: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
+        let (draining, abort) = (CancellationToken::new(), CancellationToken::new());
+        let tracker = TaskTracker::new();
         let dispatch = Dispatch {
             inner: self.inner.clone(),
             // Handlers record business metrics only when someone listens for events.
@@ -350,10 +338,23 @@ impl Server {
                 .enabled()
                 .then(|| self.metrics())
                 .flatten(),
-            transport,
-            draining: running.draining.clone(),
-            abort: running.abort.clone(),
-            tracker: running.tracker.clone(),
+            transport: transport.clone(),
+            draining: draining.clone(),
+            abort: abort.clone(),
+            tracker: tracker.clone(),
+        };
+        // The transport starts each request's task as it reads the request: no queue and no
+        // task in between. Closed when the server aborts, which closes its connections.
+        let inlet = Inlet::new(move |inbound| dispatch.dispatch(inbound), abort.clone());
+        let bound = transport.listen(&listen.bind, inlet).await?;
+        let advertised = listen.advertise.clone().unwrap_or_else(|| bound.clone());
+        let running = Running {
+            transport: transport.clone(),
+            addr: bound.clone(),
+            draining,
+            abort,
+            stopped: CancellationToken::new(),
+            tracker,
         };
         if self.endpoint(HEALTH_ENDPOINT).is_none() {
             self.add_endpoints([self.health_endpoint()]);
@@ -367,7 +368,6 @@ impl Server {
             ));
         }
         *lock(&self.inner.running) = Some(running);
-        tokio::spawn(dispatch.run(rx));
         if let Some(reg) = &self.inner.registry {
             reg.register(&self.inner.name, &self.inner.instance, &advertised);
         }
@@ -414,7 +414,7 @@ impl Server {
     }
 }
 
-/// The loop that takes requests from the transport and starts their tasks.
+/// What starts a task for each request the transport reads.
 struct Dispatch {
     inner: Arc<Inner>,
     metrics: Option<Metrics>,
@@ -425,34 +425,25 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    async fn run(self, mut rx: mpsc::Receiver<Inbound>) {
-        // Made once, not once per request.
-        let abort = self.abort.cancelled();
-        tokio::pin!(abort);
-        loop {
-            let inbound = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => break },
-                _ = &mut abort => break,
-            };
-            if self.draining.is_cancelled() {
-                self.transport.respond(
-                    &inbound.responder,
-                    Err(Error::unavailable("stopping", "server is stopping")),
-                );
-                continue;
-            }
-            let task = RequestTask {
-                inner: self.inner.clone(),
-                metrics: self.metrics.clone(),
-                transport: self.transport.clone(),
-                abort: self.abort.clone(),
-                ev: EventBase::new(&self.inner, &inbound),
-                inbound,
-            };
-            // Boxed: the task then holds a pointer, not a large future copied at every move.
-            self.tracker.spawn(Box::pin(task.run()));
+    /// Starts `inbound`'s task, or refuses it while the server is stopping.
+    fn dispatch(&self, inbound: Inbound) {
+        if self.draining.is_cancelled() {
+            self.transport.respond(
+                &inbound.responder,
+                Err(Error::unavailable("stopping", "server is stopping")),
+            );
+            return;
         }
-        // Dropping `rx` closes the connections: callers still waiting see the connection go.
+        let task = RequestTask {
+            inner: self.inner.clone(),
+            metrics: self.metrics.clone(),
+            transport: self.transport.clone(),
+            abort: self.abort.clone(),
+            ev: EventBase::new(&self.inner, &inbound),
+            inbound,
+        };
+        // Boxed: the task then holds a pointer, not a large future copied at every move.
+        self.tracker.spawn(Box::pin(task.run()));
     }
 }
 

@@ -21,7 +21,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::dist::Dist;
 use crate::framework::ids;
 use crate::framework::transport::{
-    BoxFuture, CancelGate, Inbound, ListenError, RequestFrame, Responder, SendError, TcpTransport,
+    BoxFuture, CancelGate, Inlet, ListenError, RequestFrame, Responder, SendError, TcpTransport,
     Transport, TransportConfig, Turmoil,
 };
 use crate::framework::trust::{Credential, DeploymentKey};
@@ -313,12 +313,8 @@ async fn travel(
 }
 
 impl Transport for ModelTransport {
-    fn listen(
-        &self,
-        addr: &str,
-        inbound: tokio::sync::mpsc::Sender<Inbound>,
-    ) -> BoxFuture<'_, Result<String, ListenError>> {
-        self.inner.listen(addr, inbound)
+    fn listen(&self, addr: &str, inlet: Inlet) -> BoxFuture<'_, Result<String, ListenError>> {
+        self.inner.listen(addr, inlet)
     }
 
     fn stop_listening(&self, addr: &str) -> bool {

@@ -144,11 +144,17 @@ impl World {
             self.deployment
                 .instance(spec, p.index, client, slowdown, Clock::current())?;
         let seed = self.scenario().seed;
-        instance.server.add_middleware(Arc::new(InjectErrors {
-            board: self.faults.clone(),
-            party: p.party(),
-            rng: Mutex::new(ids::stream(seed, &format!("{}/errors", p.id))),
-        }));
+        // Only a scenario with error faults pays for a check on every request; the draws come
+        // from the instance's own stream, so leaving it out moves no other stream.
+        let injects = (self.scenario().faults.iter())
+            .any(|f| matches!(f.kind, crate::scenario::FaultKind::Errors { .. }));
+        if injects {
+            instance.server.add_middleware(Arc::new(InjectErrors {
+                board: self.faults.clone(),
+                party: p.party(),
+                rng: Mutex::new(ids::stream(seed, &format!("{}/errors", p.id))),
+            }));
+        }
         instance
             .start(transport, &Listen::host(&p.node, p.port))
             .await?;

@@ -401,8 +401,11 @@ fn a_transport_without_a_credential_neither_listens_nor_calls() -> turmoil::Resu
     let w = world.clone();
     sim.client("bare", async move {
         let bare: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::default());
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        let listened = bare.listen("0.0.0.0:9000", tx).await;
+        let inlet = windtunnel::framework::transport::Inlet::new(
+            |_| {},
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let listened = bare.listen("0.0.0.0:9000", inlet).await;
         assert!(
             matches!(
                 listened,

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +42,53 @@ pub struct Inbound {
     pub peer: Arc<str>,
     /// When it arrived (time since the start of the run).
     pub received_at: Duration,
+}
+
+/// Where a listener hands each request it reads: the serving side of [`Transport::listen`].
+///
+/// The listener calls [`Inlet::deliver`] on the connection's reader task, so what it runs must
+/// not wait: a server starts a task for the request and returns (no queue between the two, and
+/// no task of its own in between). Once the inlet is closed the listener's connections close,
+/// and a request still arriving is answered "stopping".
+#[derive(Clone)]
+pub struct Inlet {
+    deliver: Arc<dyn Fn(Inbound) + Send + Sync>,
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for Inlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inlet")
+            .field("closed", &self.closed.is_cancelled())
+            .finish()
+    }
+}
+
+impl Inlet {
+    /// An inlet that passes each request to `deliver` until `closed` is cancelled.
+    pub fn new(
+        deliver: impl Fn(Inbound) + Send + Sync + 'static,
+        closed: CancellationToken,
+    ) -> Inlet {
+        Inlet {
+            deliver: Arc::new(deliver),
+            closed,
+        }
+    }
+
+    /// Hands `inbound` to the server; gives it back when the inlet is closed.
+    pub fn deliver(&self, inbound: Inbound) -> Result<(), Inbound> {
+        if self.closed.is_cancelled() {
+            return Err(inbound);
+        }
+        (self.deliver)(inbound);
+        Ok(())
+    }
+
+    /// Resolves once the inlet is closed (the server stopped).
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
 }
 
 /// Why a send did not produce the callee's answer.
@@ -115,15 +161,11 @@ pub enum ListenError {
 
 /// Moves requests and responses between services (the talk's `Transport` interface).
 pub trait Transport: Send + Sync + 'static {
-    /// Accepts connections on `addr`; each request read is sent to `inbound`. Returns the
+    /// Accepts connections on `addr`; each request read is handed to `inlet`. Returns the
     /// address actually bound (the real port when port 0 was asked for).
-    fn listen(
-        &self,
-        addr: &str,
-        inbound: mpsc::Sender<Inbound>,
-    ) -> BoxFuture<'_, Result<String, ListenError>>;
+    fn listen(&self, addr: &str, inlet: Inlet) -> BoxFuture<'_, Result<String, ListenError>>;
     /// Stops accepting on `addr`, an address [`Transport::listen`] returned; returns whether it
-    /// was listening. Open connections stay open until the receiver of `inbound` is dropped.
+    /// was listening. Open connections stay open until the listen's [`Inlet`] is closed.
     fn stop_listening(&self, addr: &str) -> bool;
     /// Answers a request. An answer to a request the caller already cancelled is dropped.
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>);

@@ -28,13 +28,14 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+use tokio::sync::{oneshot, Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +45,7 @@ use super::frame::{
     DEFAULT_MAX_FRAME_BYTES,
 };
 use super::net::Network;
-use super::{BoxFuture, Inbound, ListenError, SendError, Transport};
+use super::{BoxFuture, Inbound, Inlet, ListenError, SendError, Transport};
 use crate::framework::error::Error;
 use crate::framework::trust::Credential;
 use crate::lock::lock;
@@ -55,9 +56,6 @@ pub struct TransportConfig {
     /// Largest frame payload read or written; a larger one closes the connection (read) or
     /// fails the call (write). Default 4 MiB.
     pub max_frame_bytes: usize,
-    /// Requests buffered between the transport and a server before reading pauses.
-    /// Default 1024.
-    pub inbound_buffer: usize,
     /// Asked before a Cancel frame is written to an address; `false` loses it. The wind tunnel's
     /// network model uses it so a partition stops cancellations too. Default: always send.
     pub cancel_gate: Option<CancelGate>,
@@ -100,7 +98,6 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            inbound_buffer: 1024,
             cancel_gate: None,
             max_connections: 1024,
             partial_frame_timeout: Duration::from_secs(10),
@@ -115,61 +112,158 @@ impl Default for TransportConfig {
     }
 }
 
-/// Frames waiting to be written on one connection.
-#[derive(Debug, Default)]
+/// A connection's write half, type-erased so client and server connections share one outbox
+/// type whatever the network.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Frames waiting to be written on one connection, and the connection's write half.
+///
+/// A frame sent while nothing is queued is written at once by the task that sends it (a
+/// simulated or real socket write does not wait when the socket has room), so the common case
+/// wakes no writer task. Whatever does not go out at once stays queued, and the connection's
+/// writer task writes it, with everything queued behind it, as the socket takes it.
 struct Outbox {
-    buf: Mutex<BytesMut>,
+    state: Mutex<OutState>,
     notify: Notify,
-    /// Signalled each time the writer takes what is queued. `notify_one` keeps a permit when
+    /// Signalled each time the writer empties the queue. `notify_one` keeps a permit when
     /// nobody waits, so a reader that checks the queue and then waits cannot miss a drain.
     drained: Notify,
     closed: CancellationToken,
 }
 
+/// The queue and the write half, under one lock so writes keep the order frames were queued in.
+struct OutState {
+    buf: BytesMut,
+    /// Taken out by the writer task when the connection closes.
+    writer: Option<Writer>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queued", &self.queued())
+            .field("closed", &self.closed.is_cancelled())
+            .finish()
+    }
+}
+
+impl OutState {
+    /// Writes what is queued until it is all written (`Ready(Ok)`), the socket is full
+    /// (`Pending`, `cx` woken when it has room) or the write fails.
+    fn write_queued(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        };
+        while !self.buf.is_empty() {
+            match std::pin::Pin::new(&mut *writer).poll_write(cx, &self.buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => self.buf.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl Outbox {
-    /// Bytes queued and not yet taken by the writer.
-    fn queued(&self) -> usize {
-        lock(&self.buf).len()
+    fn new(writer: Writer) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: Mutex::new(OutState {
+                buf: BytesMut::new(),
+                writer: Some(writer),
+            }),
+            notify: Notify::new(),
+            drained: Notify::new(),
+            closed: CancellationToken::new(),
+        })
     }
 
+    /// Bytes queued and not yet written.
+    fn queued(&self) -> usize {
+        lock(&self.state).buf.len()
+    }
+
+    /// Queues `frame` for the writer task. For frames sent where the write half may not be
+    /// usable (a drop guard may run outside the task's runtime).
     fn push(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
         if self.closed.is_cancelled() {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
         }
-        encode_frame(frame, &mut lock(&self.buf), max_frame_bytes)?;
+        encode_frame(frame, &mut lock(&self.state).buf, max_frame_bytes)?;
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Sends `frame` now if nothing is queued before it and the socket takes it whole;
+    /// otherwise queues it for the writer task. Called from a task of the connection's runtime.
+    fn send(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
+        if self.closed.is_cancelled() {
+            return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut state = lock(&self.state);
+        // Only when nothing is queued: then the writer task waits on `notify`, not on the
+        // socket, and a write here cannot take its place as the socket's waiter.
+        let idle = state.buf.is_empty();
+        encode_frame(frame, &mut state.buf, max_frame_bytes)?;
+        if idle {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match state.write_queued(&mut cx) {
+                Poll::Ready(Ok(())) => return Ok(()),
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "write failed; closing connection");
+                    drop(state);
+                    self.closed.cancel();
+                    return Ok(());
+                }
+                Poll::Pending => {}
+            }
+        }
+        drop(state);
         self.notify.notify_one();
         Ok(())
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, outbox: Arc<Outbox>) {
+/// Writes what [`Outbox::push`] and [`Outbox::send`] leave queued, until the connection
+/// closes; then shuts the write half down.
+async fn write_loop(outbox: Arc<Outbox>) {
     // Made once for the connection, not once per wait: its place among the waiters is taken
     // once.
     let closed = outbox.closed.cancelled();
     tokio::pin!(closed);
     loop {
-        let chunk = {
-            let mut buf = lock(&outbox.buf);
-            (!buf.is_empty()).then(|| buf.split())
-        };
-        if chunk.is_some() {
-            outbox.drained.notify_one();
-        }
-        match chunk {
-            Some(c) => {
-                if let Err(e) = w.write_all(&c).await {
-                    tracing::debug!(error = %e, "write failed; closing connection");
-                    break;
-                }
+        let wrote = std::future::poll_fn(|cx| {
+            let mut state = lock(&outbox.state);
+            if state.buf.is_empty() {
+                return Poll::Ready(Ok(false));
             }
-            None => tokio::select! {
-                _ = outbox.notify.notified() => {}
-                _ = &mut closed => break,
-            },
+            state.write_queued(cx).map_ok(|()| true)
+        })
+        .await;
+        match wrote {
+            Ok(true) => {
+                outbox.drained.notify_one();
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed; closing connection");
+                break;
+            }
+        }
+        tokio::select! {
+            _ = outbox.notify.notified() => {}
+            _ = &mut closed => break,
         }
     }
     outbox.closed.cancel();
-    let _ = w.shutdown().await;
+    let writer = lock(&outbox.state).writer.take();
+    if let Some(mut w) = writer {
+        let _ = w.shutdown().await;
+    }
 }
 
 /// The caller's side of one connection.
@@ -405,12 +499,12 @@ impl<N: Network> TcpTransport<N> {
         let conn = Arc::new(ClientConn {
             addr: addr.to_string(),
             cancel_gate: self.inner.config.cancel_gate.clone(),
-            outbox: Arc::new(Outbox::default()),
+            outbox: Outbox::new(Box::new(w)),
             pending: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
             max_frame_bytes: self.inner.config.max_frame_bytes,
         });
-        tokio::spawn(write_loop(w, conn.outbox.clone()));
+        tokio::spawn(write_loop(conn.outbox.clone()));
         tokio::spawn(client_read_loop(r, conn.clone()));
         Ok(conn)
     }
@@ -462,7 +556,7 @@ impl<N: Network> TcpTransport<N> {
         };
         if let Err(e) = conn
             .outbox
-            .push(&Frame::Request(request), conn.max_frame_bytes)
+            .send(&Frame::Request(request), conn.max_frame_bytes)
         {
             lock(&conn.pending).remove(&id);
             return Err(match e {
@@ -536,7 +630,7 @@ impl Drop for Handshaking {
 async fn accept_loop<N: Network>(
     transport: TcpTransport<N>,
     listener: N::Listener,
-    inbound: mpsc::Sender<Inbound>,
+    inlet: Inlet,
     stop: CancellationToken,
 ) {
     let config = &transport.inner.config;
@@ -551,7 +645,7 @@ async fn accept_loop<N: Network>(
         let accepted = tokio::select! {
             a = N::accept(&listener) => a,
             _ = stop.cancelled() => return,
-            _ = inbound.closed() => return,
+            _ = inlet.closed() => return,
         };
         let (mut stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -569,7 +663,7 @@ async fn accept_loop<N: Network>(
                 .fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let (transport, inbound, slots) = (transport.clone(), inbound.clone(), slots.clone());
+        let (transport, inlet, slots) = (transport.clone(), inlet.clone(), slots.clone());
         let credential = credential.clone();
         tokio::spawn(async move {
             let shook = handshake(&transport, &credential, &mut stream, &peer).await;
@@ -581,7 +675,7 @@ async fn accept_loop<N: Network>(
                 tracing::warn!(%peer, "connection limit reached; closing the new connection");
                 return;
             };
-            serve_conn(transport, &credential, stream, peer, inbound).await;
+            serve_conn(transport, &credential, stream, peer, inlet).await;
             drop(slot);
         });
     }
@@ -616,24 +710,24 @@ async fn serve_conn<N: Network>(
     credential: &Credential,
     stream: N::Stream,
     peer: String,
-    inbound: mpsc::Sender<Inbound>,
+    inlet: Inlet,
 ) {
     let config = &transport.inner.config;
     let max_frame_bytes = config.max_frame_bytes;
     let peer: Arc<str> = peer.into();
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
-        outbox: Arc::new(Outbox::default()),
+        outbox: Outbox::new(Box::new(w)),
         inflight: Mutex::new(BTreeMap::new()),
         max_frame_bytes,
     });
-    tokio::spawn(write_loop(w, conn.outbox.clone()));
+    tokio::spawn(write_loop(conn.outbox.clone()));
     let codec = FrameCodec::with_budget(max_frame_bytes, transport.inner.large_frames.clone());
     let mut frames = FramedRead::new(r, codec);
     // Made once for the connection, not once per frame.
     let closed = conn.outbox.closed.cancelled();
     tokio::pin!(closed);
-    let server_gone = inbound.closed();
+    let server_gone = inlet.closed();
     tokio::pin!(server_gone);
     loop {
         // Backpressure: while answers back up, read nothing more from this caller.
@@ -661,9 +755,13 @@ async fn serve_conn<N: Network>(
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 let limit = config.max_inflight_per_connection;
-                if !deliver(&conn, &peer, request, &inbound, transport.now(), limit).await {
+                if !deliver(&conn, &peer, request, &inlet, transport.now(), limit) {
                     break;
                 }
+                // A burst of requests already buffered is read without waiting on the socket:
+                // this yields every so often (tokio's task budget) so the requests' tasks run
+                // and answer before more arrive than a connection may have in flight.
+                tokio::task::consume_budget().await;
             }
             Some(Ok(Frame::Cancel { id })) => {
                 if let Some((token, by_peer)) = lock(&conn.inflight).remove(&id) {
@@ -714,11 +812,11 @@ async fn next_frame<R: AsyncRead + Unpin>(
 
 /// Hands one request to the server, or refuses it at once when `max_inflight` requests of this
 /// connection already run; false when the server is gone.
-async fn deliver(
+fn deliver(
     conn: &Arc<ServerConn>,
     peer: &Arc<str>,
     request: RequestFrame,
-    inbound: &mpsc::Sender<Inbound>,
+    inlet: &Inlet,
     received_at: Duration,
     max_inflight: usize,
 ) -> bool {
@@ -753,7 +851,7 @@ async fn deliver(
         peer: peer.clone(),
         received_at,
     };
-    if inbound.send(msg).await.is_err() {
+    if inlet.deliver(msg).is_err() {
         lock(&conn.inflight).remove(&id);
         let frame = Frame::Response(ResponseFrame {
             id,
@@ -766,11 +864,7 @@ async fn deliver(
 }
 
 impl<N: Network> Transport for TcpTransport<N> {
-    fn listen(
-        &self,
-        addr: &str,
-        inbound: mpsc::Sender<Inbound>,
-    ) -> BoxFuture<'_, Result<String, ListenError>> {
+    fn listen(&self, addr: &str, inlet: Inlet) -> BoxFuture<'_, Result<String, ListenError>> {
         let addr = addr.to_string();
         Box::pin(async move {
             if self.inner.config.credential.is_none() {
@@ -790,7 +884,7 @@ impl<N: Network> Transport for TcpTransport<N> {
                 return Err(ListenError::AlreadyListening(bound));
             }
             lock(&self.inner.listeners).insert(bound.clone(), stop.clone());
-            tokio::spawn(accept_loop(self.clone(), listener, inbound, stop));
+            tokio::spawn(accept_loop(self.clone(), listener, inlet, stop));
             Ok(bound)
         })
     }
@@ -812,12 +906,12 @@ impl<N: Network> Transport for TcpTransport<N> {
         }
         let id = responder.id;
         let frame = Frame::Response(ResponseFrame { id, result });
-        if let Err(e) = conn.outbox.push(&frame, conn.max_frame_bytes) {
+        if let Err(e) = conn.outbox.send(&frame, conn.max_frame_bytes) {
             let fallback = Frame::Response(ResponseFrame {
                 id,
                 result: Err(Error::internal("response_too_large", e.to_string())),
             });
-            let _ = conn.outbox.push(&fallback, conn.max_frame_bytes);
+            let _ = conn.outbox.send(&fallback, conn.max_frame_bytes);
         }
     }
 
