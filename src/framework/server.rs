@@ -597,6 +597,7 @@ impl RequestTask {
         let handler =
             AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
         let result = tokio::select! {
+            biased;
             r = handler => {
                 if let Some(held) = &mut held {
                     held.dropped = false;
@@ -684,6 +685,7 @@ impl RequestTask {
             ));
         }
         let outcome = tokio::select! {
+            biased;
             p = sem.clone().acquire_owned() => match p {
                 Ok(p) => Admission::Admitted(Some(p)),
                 Err(_) => Admission::Refused(Error::unavailable("stopping", "server stopped")),

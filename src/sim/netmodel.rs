@@ -302,6 +302,7 @@ async fn travel(
             }
         };
         tokio::select! {
+            biased;
             _ = waited => {}
             _ = expired => return Err(SendError::Timeout),
             _ = &mut cancelled => return Err(SendError::Cancelled),

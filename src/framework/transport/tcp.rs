@@ -255,6 +255,7 @@ async fn write_loop(outbox: Arc<Outbox>) {
             }
         }
         tokio::select! {
+            biased;
             _ = outbox.notify.notified() => {}
             _ = &mut closed => break,
         }
@@ -291,6 +292,7 @@ async fn client_read_loop<R: AsyncRead + Unpin>(r: R, conn: Arc<ClientConn>) {
     tokio::pin!(closed);
     loop {
         let next = tokio::select! {
+            biased;
             f = frames.next() => f,
             _ = &mut closed => break,
         };
@@ -565,6 +567,7 @@ impl<N: Network> TcpTransport<N> {
             });
         }
         let answer = tokio::select! {
+            biased;
             r = rx => r,
             _ = &mut expired => return Err(SendError::Timeout),
             _ = &mut cancelled => return Err(SendError::Cancelled),
@@ -738,6 +741,7 @@ async fn serve_conn<N: Network>(
             }
         }
         let next = tokio::select! {
+            biased;
             f = next_frame(&mut frames, config.partial_frame_timeout) => f,
             _ = &mut server_gone => break,
             _ = &mut closed => break,
