@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -336,19 +336,20 @@ impl Transport for ModelTransport {
         let Some(to) = self.model.party_at(addr) else {
             return self.inner.send(addr, request, deadline, cancel);
         };
-        let model = self.model.clone();
-        let me = self.me.clone();
-        // The call itself, made now but not started until the request leg has been travelled
-        // (a future does nothing before it is polled), inside this call's one allocation.
-        let call = self
-            .inner
-            .send_unboxed(addr, request, deadline, cancel.clone());
-        let rng = Mutex::new(self.fork_rng());
+        let (model, me, inner) = (self.model.clone(), self.me.clone(), self.inner.clone());
+        let addr = addr.to_string();
+        // The call's stream is seeded now, in the order calls are made; the call itself is made
+        // inside this call's one allocation once the request leg has been travelled (made
+        // outside and moved in, its large future would be copied twice more).
+        let seed = self.fork_seed();
         Box::pin(async move {
+            let rng = Mutex::new(ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             travel(&model, &rng, &me, &to, deadline, cancelled.as_mut()).await?;
-            let answer = call.await;
+            let answer = inner
+                .send_unboxed(&addr, request, deadline, cancel.clone())
+                .await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
                     travel(&model, &rng, &to, &me, deadline, cancelled).await?;
@@ -373,11 +374,10 @@ impl Transport for ModelTransport {
 }
 
 impl ModelTransport {
-    /// A stream for one call, forked from this party's stream: one draw from the parent seeds
-    /// it, so calls do not contend for the parent while they travel.
-    fn fork_rng(&self) -> ChaCha8Rng {
-        use rand::{RngCore, SeedableRng};
-        let seed = crate::lock::lock(&self.rng).next_u64();
-        ChaCha8Rng::seed_from_u64(seed)
+    /// The seed of one call's stream, drawn from this party's stream: each call forks a stream
+    /// of its own, so calls do not contend for the parent while they travel.
+    fn fork_seed(&self) -> u64 {
+        use rand::RngCore;
+        crate::lock::lock(&self.rng).next_u64()
     }
 }

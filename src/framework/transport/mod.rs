@@ -76,13 +76,14 @@ impl Inlet {
         }
     }
 
-    /// Hands `inbound` to the server; gives it back when the inlet is closed.
-    pub fn deliver(&self, inbound: Inbound) -> Result<(), Inbound> {
+    /// Hands `inbound` to the server; false (and `inbound` dropped, unanswered) when the inlet
+    /// is closed.
+    pub fn deliver(&self, inbound: Inbound) -> bool {
         if self.closed.is_cancelled() {
-            return Err(inbound);
+            return false;
         }
         (self.deliver)(inbound);
-        Ok(())
+        true
     }
 
     /// Resolves once the inlet is closed (the server stopped).

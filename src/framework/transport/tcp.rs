@@ -1,10 +1,15 @@
 //! [`Transport`] over TCP: one connection per peer, requests multiplexed by frame id.
 //!
-//! Each connection has a reader task and a writer task. Callers append encoded frames to the
-//! connection's outbox and the writer flushes everything queued in one write, so a burst of
-//! calls costs one simulated segment, not one each. A call that is dropped before its answer
-//! arrives (deadline, cancellation, a decided fanout) sends a Cancel frame from its drop guard,
-//! so cancellation reaches the callee however the caller gave up.
+//! Each connection has a reader task and a writer task. A frame sent while nothing waits in the
+//! connection's outbox is written at once by the task that sends it (a call, or a handler's
+//! answer), which wakes no other task; a frame sent while others wait, or that the socket does
+//! not take whole, is queued, and the writer writes everything queued as the socket takes it.
+//! A server's reader hands each request to the server's [`Inlet`], which starts the request's
+//! task then and there (no queue and no dispatching task in between).
+//!
+//! A call that is dropped before its answer arrives (deadline, cancellation, a decided fanout)
+//! sends a Cancel frame from its drop guard, so cancellation reaches the callee however the
+//! caller gave up.
 //!
 //! A server's side is bounded whoever connects: at most `max_connections` connections per
 //! listener (more are closed at once), a frame that stays incomplete for `partial_frame_timeout`
@@ -325,12 +330,16 @@ struct PendingCall {
 
 impl Drop for PendingCall {
     fn drop(&mut self) {
+        // Answered calls (the reader removed them) ask the gate nothing.
+        if lock(&self.conn.pending).remove(&self.id).is_none() {
+            return;
+        }
         let gate_open = self
             .conn
             .cancel_gate
             .as_ref()
             .is_none_or(|g| (g.0)(&self.conn.addr));
-        if lock(&self.conn.pending).remove(&self.id).is_some() && gate_open {
+        if gate_open {
             let _ = self
                 .conn
                 .outbox
@@ -855,7 +864,7 @@ fn deliver(
         peer: peer.clone(),
         received_at,
     };
-    if inlet.deliver(msg).is_err() {
+    if !inlet.deliver(msg) {
         lock(&conn.inflight).remove(&id);
         let frame = Frame::Response(ResponseFrame {
             id,
