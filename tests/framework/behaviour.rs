@@ -6,10 +6,11 @@ use std::time::Duration;
 use windtunnel::framework::identity::Identity;
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 use windtunnel::framework::middleware::{
     ClientMiddleware, ClientNext, OutboundCall, ServerMiddleware, ServerNext, ServerRequest,
 };
-use windtunnel::framework::transport::BoxFuture;
+use windtunnel::framework::transport::{BoxFuture, Headers, RequestFrame, SendError};
 use windtunnel::framework::{
     Balance, Call, Client, ClientConfig, Context, Endpoint, Error, Listen, Server, ServiceConfig,
 };
@@ -188,7 +189,8 @@ fn endpoints_added_and_removed_at_run_time_take_effect_for_the_next_request() ->
 fn graceful_stop_finishes_in_flight_work_refuses_new_requests_and_leaves_discovery(
 ) -> turmoil::Result {
     // Goal: stop drains. Method: a 200 ms request in flight when stop begins must complete ok;
-    // a request sent during the drain must be refused; afterwards the instance is not listed.
+    // a request sent during the drain (on a connection opened before it) must be refused as
+    // "stopping"; afterwards the instance is not listed.
     let world = World::new();
     let server_slot: Arc<Mutex<Option<Server>>> = Arc::default();
     let mut sim = sim(23);
@@ -215,6 +217,21 @@ fn graceful_stop_finishes_in_flight_work_refuses_new_requests_and_leaves_discove
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let client = w.client("client");
+        // A connection of its own, opened (by a health check) before the stop begins.
+        let direct = transport();
+        let addr = format!("svc:{PORT}");
+        let request = |endpoint: &str| RequestFrame {
+            id: 0,
+            service: "svc.slow".into(),
+            endpoint: endpoint.into(),
+            headers: Headers::default(),
+            body: Bytes::from_static(b"null"),
+        };
+        let none = CancellationToken::new();
+        direct
+            .send(&addr, request("health"), None, none.clone())
+            .await
+            .expect("the instance answers before it stops");
         let ctx = Context::background().with_timeout(Duration::from_secs(2));
         let first = {
             let (client, ctx) = (client.clone(), ctx.clone());
@@ -230,6 +247,10 @@ fn graceful_stop_finishes_in_flight_work_refuses_new_requests_and_leaves_discove
             w.registry.instances("svc.slow").is_empty(),
             "a stopping instance leaves discovery"
         );
+        match direct.send(&addr, request("work"), None, none).await {
+            Err(SendError::Remote(e)) => assert_eq!(e.code(), "unavailable.stopping", "{e}"),
+            other => panic!("a request during the drain must be refused, got {other:?}"),
+        }
         first
             .await?
             .expect("in-flight work finishes during the drain");
