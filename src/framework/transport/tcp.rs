@@ -125,8 +125,11 @@ type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 ///
 /// A frame sent while nothing is queued is written at once by the task that sends it (a
 /// simulated or real socket write does not wait when the socket has room), so the common case
-/// wakes no writer task. Whatever does not go out at once stays queued, and the connection's
-/// writer task writes it, with everything queued behind it, as the socket takes it.
+/// wakes no writer task. Only the first frame of an instant goes out that way: later frames of
+/// the same instant are queued, so that a burst (many calls on one connection at once) still
+/// costs one write of them all, not one each. Whatever does not go out at once stays queued, and
+/// the connection's writer task writes it, with everything queued behind it, as the socket
+/// takes it.
 struct Outbox {
     state: Mutex<OutState>,
     notify: Notify,
@@ -141,6 +144,8 @@ struct OutState {
     buf: BytesMut,
     /// Taken out by the writer task when the connection closes.
     writer: Option<Writer>,
+    /// When a sending task last wrote a frame itself.
+    wrote_directly: Option<Instant>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -179,6 +184,7 @@ impl Outbox {
             state: Mutex::new(OutState {
                 buf: BytesMut::new(),
                 writer: Some(writer),
+                wrote_directly: None,
             }),
             notify: Notify::new(),
             drained: Notify::new(),
@@ -210,10 +216,13 @@ impl Outbox {
         }
         let mut state = lock(&self.state);
         // Only when nothing is queued: then the writer task waits on `notify`, not on the
-        // socket, and a write here cannot take its place as the socket's waiter.
-        let idle = state.buf.is_empty();
+        // socket, and a write here cannot take its place as the socket's waiter. And only once
+        // an instant: the rest of a burst is left for the writer to send in one write.
+        let now = Instant::now();
+        let direct = state.buf.is_empty() && state.wrote_directly != Some(now);
         encode_frame(frame, &mut state.buf, max_frame_bytes)?;
-        if idle {
+        if direct {
+            state.wrote_directly = Some(now);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             match state.write_queued(&mut cx) {
                 Poll::Ready(Ok(())) => return Ok(()),
