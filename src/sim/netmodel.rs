@@ -348,7 +348,7 @@ impl Transport for ModelTransport {
             tokio::pin!(cancelled);
             travel(&model, &rng, &me, &to, deadline, cancelled.as_mut()).await?;
             let answer = inner
-                .send_unboxed(&addr, request, deadline, cancel.clone())
+                .send_unboxed(addr, request, deadline, cancel.clone())
                 .await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {

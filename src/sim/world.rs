@@ -146,7 +146,10 @@ impl World {
         let seed = self.scenario().seed;
         // Only a scenario with error faults pays for a check on every request; the draws come
         // from the instance's own stream, so leaving it out moves no other stream.
-        let injects = (self.scenario().faults.iter())
+        let injects = self
+            .scenario()
+            .faults
+            .iter()
             .any(|f| matches!(f.kind, crate::scenario::FaultKind::Errors { .. }));
         if injects {
             instance.server.add_middleware(Arc::new(InjectErrors {

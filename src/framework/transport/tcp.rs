@@ -2,8 +2,9 @@
 //!
 //! Each connection has a reader task and a writer task. A frame sent while nothing waits in the
 //! connection's outbox is written at once by the task that sends it (a call, or a handler's
-//! answer), which wakes no other task; a frame sent while others wait, or that the socket does
-//! not take whole, is queued, and the writer writes everything queued as the socket takes it.
+//! answer), which wakes no other task, once an instant; a frame sent while others wait, later in
+//! the same instant, or that the socket does not take whole, is queued, and the writer writes
+//! everything queued as the socket takes it (a burst in one write).
 //! A server's reader hands each request to the server's [`Inlet`], which starts the request's
 //! task then and there (no queue and no dispatching task in between).
 //!
@@ -200,17 +201,24 @@ impl Outbox {
     /// Queues `frame` for the writer task. For frames sent where the write half may not be
     /// usable (a drop guard may run outside the task's runtime).
     fn push(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
-        if self.closed.is_cancelled() {
-            return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
-        }
-        encode_frame(frame, &mut lock(&self.state).buf, max_frame_bytes)?;
-        self.notify.notify_one();
-        Ok(())
+        self.put(frame, max_frame_bytes, false)
     }
 
     /// Sends `frame` now if nothing is queued before it and the socket takes it whole;
     /// otherwise queues it for the writer task. Called from a task of the connection's runtime.
     fn send(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
+        self.put(frame, max_frame_bytes, true)
+    }
+
+    /// Encodes `frame` into the queue; with `may_write`, writes it at once when the queue was
+    /// empty and no frame was written that way this instant. Wakes the writer for whatever is
+    /// left queued.
+    fn put(
+        &self,
+        frame: &Frame,
+        max_frame_bytes: usize,
+        may_write: bool,
+    ) -> Result<(), super::FrameError> {
         if self.closed.is_cancelled() {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
         }
@@ -218,10 +226,11 @@ impl Outbox {
         // Only when nothing is queued: then the writer task waits on `notify`, not on the
         // socket, and a write here cannot take its place as the socket's waiter. And only once
         // an instant: the rest of a burst is left for the writer to send in one write.
-        let now = Instant::now();
-        let direct = state.buf.is_empty() && state.wrote_directly != Some(now);
+        let direct = (may_write && state.buf.is_empty())
+            .then(Instant::now)
+            .filter(|now| state.wrote_directly != Some(*now));
         encode_frame(frame, &mut state.buf, max_frame_bytes)?;
-        if direct {
+        if let Some(now) = direct {
             state.wrote_directly = Some(now);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             match state.write_queued(&mut cx) {
@@ -534,13 +543,13 @@ impl<N: Network> TcpTransport<N> {
     /// is polled.
     pub fn send_unboxed(
         &self,
-        addr: &str,
+        addr: impl Into<String>,
         request: RequestFrame,
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<Bytes, SendError>> + Send + 'static {
         self.clone()
-            .send_inner(addr.to_string(), request, deadline, cancel)
+            .send_inner(addr.into(), request, deadline, cancel)
     }
 
     async fn send_inner(
