@@ -12,6 +12,7 @@ pub mod eject;
 pub mod error;
 pub mod event;
 pub mod fanout;
+pub(crate) mod guard;
 pub mod health;
 pub mod identity;
 pub mod ids;

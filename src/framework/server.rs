@@ -25,6 +25,7 @@ use crate::framework::context::{Context, RequestInfo};
 use crate::framework::discovery::Registry;
 use crate::framework::error::Error;
 use crate::framework::event::{Event, EventKind, EventSink, NullSink};
+use crate::framework::guard::Guard;
 use crate::framework::health::{self, CheckResult, Checker, HealthReport, HEALTH_ENDPOINT};
 use crate::framework::limit::{Limit, Limiter};
 use crate::framework::metrics::Metrics;
@@ -519,6 +520,16 @@ struct RequestTask {
     inbound: Inbound,
 }
 
+/// What ended a handler before it returned.
+enum Stop {
+    /// Its caller cancelled or went away.
+    Cancelled,
+    /// Its deadline passed.
+    Late,
+    /// The server is stopping.
+    Stopping,
+}
+
 impl RequestTask {
     fn emit(&self, kind: EventKind) {
         if self.inner.events.enabled() {
@@ -596,6 +607,17 @@ impl RequestTask {
         let chain = read(&self.inner.middleware).clone();
         let handler =
             AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
+        // What can end the handler early, polled only when one of them woke the task (the
+        // handler's own wakes, its calls' legs and answers, skip them).
+        let stops = async {
+            tokio::select! {
+                biased;
+                _ = self.inbound.cancel.cancelled() => Stop::Cancelled,
+                _ = sleep_until_opt(deadline) => Stop::Late,
+                _ = self.abort.cancelled() => Stop::Stopping,
+            }
+        };
+        tokio::pin!(stops);
         let result = tokio::select! {
             biased;
             r = handler => {
@@ -604,19 +626,24 @@ impl RequestTask {
                 }
                 r.unwrap_or_else(|panic| Err(panic_error(panic)))
             }
-            _ = self.inbound.cancel.cancelled() => {
-                self.note_cancel();
-                self.emit(EventKind::HandlerCancelled);
-                return;
-            }
-            _ = sleep_until_opt(deadline) => {
-                self.emit(EventKind::HandlerTimedOut);
-                self.answer(Err(Error::timeout("", "deadline exceeded in handler")));
-                return;
-            }
-            _ = self.abort.cancelled() => {
-                self.emit(EventKind::HandlerCancelled);
-                self.answer(Err(Error::unavailable("stopping", "server stopped before the handler finished")));
+            stop = Guard::new(stops.as_mut()) => {
+                match stop {
+                    Stop::Cancelled => {
+                        self.note_cancel();
+                        self.emit(EventKind::HandlerCancelled);
+                    }
+                    Stop::Late => {
+                        self.emit(EventKind::HandlerTimedOut);
+                        self.answer(Err(Error::timeout("", "deadline exceeded in handler")));
+                    }
+                    Stop::Stopping => {
+                        self.emit(EventKind::HandlerCancelled);
+                        self.answer(Err(Error::unavailable(
+                            "stopping",
+                            "server stopped before the handler finished",
+                        )));
+                    }
+                }
                 return;
             }
         };

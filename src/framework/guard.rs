@@ -1,0 +1,130 @@
+//! Guards: the branches of a `select!` that rarely end (a cancellation, a deadline), polled only
+//! when they were woken.
+//!
+//! A task wakes for many reasons: a handler that calls two services is woken for each leg of
+//! each call. Every wake polls every pending branch of its `select!`, and a cancellation's
+//! branch costs two locks a poll (the token's, then its notifier's), a deadline's a look at the
+//! timer. A [`Guard`] polls its future once, with a waker of its own, and after that only when
+//! that waker was called: the other wakes of the task skip it for the price of an atomic load.
+//! It ends exactly when the future it wraps would have.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::task::AtomicWaker;
+
+/// `future`, polled on its first poll and then only after it woke its task. A future that is
+/// not `Unpin` is guarded pinned where it lives (`Guard::new(fut.as_mut())` after
+/// `tokio::pin!(fut)`), so a guard allocates only its waker.
+pub(crate) struct Guard<F> {
+    future: F,
+    flag: Arc<Flag>,
+    /// The waker `future` holds: the flag's, made once.
+    waker: Waker,
+    polled: bool,
+}
+
+/// Notes that the guarded future woke, and passes the wake on to the task.
+struct Flag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future + Unpin> Guard<F> {
+    /// Guards `future`.
+    pub(crate) fn new(future: F) -> Guard<F> {
+        let flag = Arc::new(Flag {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        Guard {
+            future,
+            waker: Waker::from(flag.clone()),
+            flag,
+            polled: false,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Guard<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.flag.task.register(cx.waker());
+        if this.polled && !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.polled = true;
+        Pin::new(&mut this.future).poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_ends_when_its_future_does_and_not_before() {
+        // Goal: a guarded cancellation skipped on the task's other wakes still ends the select
+        // when the token is cancelled. Method: a select of a guarded cancellation and a loop of
+        // short sleeps (other wakes); cancel after 10 of them from another task.
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            canceller.cancel();
+        });
+        let mut wakes = 0u32;
+        let cancelled = token.cancelled();
+        tokio::pin!(cancelled);
+        let mut guard = Guard::new(cancelled.as_mut());
+        let ended_by_guard = loop {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {
+                    wakes += 1;
+                    if wakes > 100 {
+                        break false;
+                    }
+                }
+                _ = &mut guard => break true,
+            }
+        };
+        assert!(ended_by_guard, "the guard never ended");
+        assert!((9..=11).contains(&wakes), "ended after {wakes} other wakes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guarded_deadline_fires_at_its_time() {
+        // Goal: a guarded timer fires when it is due, though it is not polled on other wakes.
+        let start = tokio::time::Instant::now();
+        let mut guard = Guard::new(Box::pin(tokio::time::sleep(Duration::from_millis(25))));
+        let mut ticks = 0u32;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut guard => break,
+                _ = tokio::time::sleep(Duration::from_millis(3)) => ticks += 1,
+            }
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(25));
+        assert_eq!(ticks, 8);
+    }
+}
