@@ -13,11 +13,11 @@
 //! Prints this process's resident set (VmRSS) at every simulated hour, its growth per hour, and
 //! the peak (VmHWM) after the run, the summary and the report (Linux; 0 elsewhere).
 //!
-//! Usage (`--profile release` builds the bench as `cargo run --release` builds the binary):
-//! - `cargo bench --profile release --bench long_run`: the recorder, 24 h;
-//! - `... --bench long_run -- --hours 6`: the recorder, 6 h;
-//! - `... --bench long_run -- --sim 4`: the real simulation, 4 h (about 20 min);
-//! - `... --bench long_run -- --toml 24`: print the scenario file, 24 h.
+//! Usage:
+//! - `cargo bench --bench long_run`: the recorder, 24 h;
+//! - `cargo bench --bench long_run -- --hours 6`: the recorder, 6 h;
+//! - `cargo bench --bench long_run -- --sim 4`: the real simulation, 4 h (about 20 min);
+//! - `cargo bench --bench long_run -- --toml 24`: print the scenario file, 24 h.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,8 +10,7 @@
 //! Both attackers hold the deployment's key (a service gone wrong, not a stranger: a stranger
 //! never gets past the handshake).
 //!
-//! Usage: `cargo bench --profile release --bench memory`. Prints one line per attack with the
-//! growth in MB.
+//! Usage: `cargo bench --bench memory`. Prints one line per attack with the growth in MB.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,9 +2,7 @@
 //! against a bare turmoil TCP ping-pong of the same shape, measured in one run.
 //!
 //! Shape: 2 hosts, 50 concurrent callers multiplexed on one client host, 64-byte bodies,
-//! one-way latency 0.2-2 ms, 1 ms ticks. Usage:
-//! `cargo bench --profile release --bench rpc [-- SIM_SECONDS]` (`--profile release`: built as
-//! `cargo run --release` builds the binary, with LTO).
+//! one-way latency 0.2-2 ms, 1 ms ticks. Usage: `cargo bench --bench rpc [-- SIM_SECONDS]`.
 
 use std::cell::Cell;
 use std::rc::Rc;

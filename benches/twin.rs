@@ -10,8 +10,7 @@
 //! ceiling for a scenario of that shape: what windtunnel adds (the framework, the network
 //! model, the recorder, faults, checks) is the difference.
 //!
-//! Usage: `cargo bench --profile release --bench twin [-- RATE SIM_SECONDS]` (`--profile release`:
-//! built as `cargo run --release` builds the binary, with LTO). With no arguments it measures
+//! Usage: `cargo bench --bench twin [-- RATE SIM_SECONDS]`. With no arguments it measures
 //! 200/s and 2,000/s for 60 s each, then the idle hour. windtunnel runs as `run` does, skipping
 //! idle time (a loaded run has none to skip). Prints one line per measurement; the ratio is
 //! the twin's wall time over windtunnel's (1.0: as fast as bare turmoil).
