@@ -24,11 +24,12 @@ pub(crate) struct Guard<F> {
     flag: Arc<Flag>,
     /// The waker `future` holds: the flag's, made once.
     waker: Waker,
-    polled: bool,
 }
 
 /// Notes that the guarded future woke, and passes the wake on to the task.
 struct Flag {
+    /// Whether the future is to be polled at the task's next poll: set at first, so that the
+    /// first poll arms it, and then by its wakes.
     woken: AtomicBool,
     task: AtomicWaker,
 }
@@ -48,14 +49,13 @@ impl<F: Future + Unpin> Guard<F> {
     /// Guards `future`.
     pub(crate) fn new(future: F) -> Guard<F> {
         let flag = Arc::new(Flag {
-            woken: AtomicBool::new(false),
+            woken: AtomicBool::new(true),
             task: AtomicWaker::new(),
         });
         Guard {
             future,
             waker: Waker::from(flag.clone()),
             flag,
-            polled: false,
         }
     }
 }
@@ -66,10 +66,9 @@ impl<F: Future + Unpin> Future for Guard<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         this.flag.task.register(cx.waker());
-        if this.polled && !this.flag.woken.swap(false, Ordering::AcqRel) {
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.polled = true;
         Pin::new(&mut this.future).poll(&mut Context::from_waker(&this.waker))
     }
 }
