@@ -13,6 +13,7 @@
 //! reports what it does as a counter event (see [`MECHANISM_COUNTERS`]). Retries and hedges
 //! run under the call's context, so none outlives its caller's deadline or cancellation.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -351,58 +352,67 @@ impl Client {
     }
 
     /// Makes one call: with the service's retries and hedging, when it has them.
-    pub async fn send(&self, ctx: &Context, call: Call) -> Result<Reply, Error> {
-        let ctx = match call.timeout {
-            Some(t) => ctx.with_timeout(t),
-            None => ctx.child(),
-        };
-        let policy = self.policy(&call.service);
-        let idempotent = call.idempotent
-            || policy
-                .idempotent
-                .is_some_and(|e| e.contains(&*call.endpoint));
-        let retry = policy.retry.filter(|_| idempotent);
-        let hedge = policy.hedge.filter(|_| idempotent);
-        if retry.is_none() && hedge.is_none() {
-            return self.attempt(&ctx, &call, &policy, None).await;
-        }
-        let (retry_budget, hedge_budget) = self.budgets(&call.service, retry, hedge);
-        if let Some(b) = &retry_budget {
-            b.deposit();
-        }
-        if let Some(b) = &hedge_budget {
-            b.deposit();
-        }
-        // Instances already used by this call: retries and hedges go elsewhere when they can.
-        let used = Mutex::new(Vec::new());
-        let mut attempt = 1u32;
-        loop {
-            let result = match hedge {
-                Some(hedge) => {
-                    self.hedged(&ctx, &call, &policy, hedge, hedge_budget.as_deref(), &used)
-                        .await
+    // Not an `async fn`: an `async fn` would hold the call twice in its future (the argument,
+    // and the binding it is moved into), which makes every caller's future larger.
+    #[allow(clippy::manual_async_fn)]
+    pub fn send<'a>(
+        &'a self,
+        ctx: &'a Context,
+        call: Call,
+    ) -> impl Future<Output = Result<Reply, Error>> + 'a {
+        async move {
+            let ctx = match call.timeout {
+                Some(t) => ctx.with_timeout(t),
+                None => ctx.child(),
+            };
+            let policy = self.policy(&call.service);
+            let idempotent = call.idempotent
+                || policy
+                    .idempotent
+                    .is_some_and(|e| e.contains(&*call.endpoint));
+            let retry = policy.retry.filter(|_| idempotent);
+            let hedge = policy.hedge.filter(|_| idempotent);
+            if retry.is_none() && hedge.is_none() {
+                return self.attempt(&ctx, &call, &policy, None).await;
+            }
+            let (retry_budget, hedge_budget) = self.budgets(&call.service, retry, hedge);
+            if let Some(b) = &retry_budget {
+                b.deposit();
+            }
+            if let Some(b) = &hedge_budget {
+                b.deposit();
+            }
+            // Instances already used by this call: retries and hedges go elsewhere when they can.
+            let used = Mutex::new(Vec::new());
+            let mut attempt = 1u32;
+            loop {
+                let result = match hedge {
+                    Some(hedge) => {
+                        self.hedged(&ctx, &call, &policy, hedge, hedge_budget.as_deref(), &used)
+                            .await
+                    }
+                    None => self.attempt(&ctx, &call, &policy, Some(&used)).await,
+                };
+                let (policy_retry, error) = match (retry, result) {
+                    (Some(r), Err(e)) if attempt < r.attempts && retry::is_retryable(&e) => (r, e),
+                    (_, other) => return other,
+                };
+                let ceiling = policy_retry.ceiling(attempt);
+                let wait = ceiling.mul_f64(lock(&self.inner.rng).random_range(0.0..=1.0));
+                if ctx.is_cancelled() || ctx.remaining().is_some_and(|left| wait >= left) {
+                    return Err(error);
                 }
-                None => self.attempt(&ctx, &call, &policy, Some(&used)).await,
-            };
-            let (policy_retry, error) = match (retry, result) {
-                (Some(r), Err(e)) if attempt < r.attempts && retry::is_retryable(&e) => (r, e),
-                (_, other) => return other,
-            };
-            let ceiling = policy_retry.ceiling(attempt);
-            let wait = ceiling.mul_f64(lock(&self.inner.rng).random_range(0.0..=1.0));
-            if ctx.is_cancelled() || ctx.remaining().is_some_and(|left| wait >= left) {
-                return Err(error);
+                if retry_budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                    self.count("retry.budget_exhausted", &call.service, "");
+                    return Err(error);
+                }
+                self.count("retry.sent", &call.service, "");
+                tokio::select! {
+                    _ = crate::framework::timer::sleep(wait) => {}
+                    _ = ctx.token().cancelled() => return Err(error),
+                }
+                attempt += 1;
             }
-            if retry_budget.as_ref().is_some_and(|b| !b.withdraw()) {
-                self.count("retry.budget_exhausted", &call.service, "");
-                return Err(error);
-            }
-            self.count("retry.sent", &call.service, "");
-            tokio::select! {
-                _ = crate::framework::timer::sleep(wait) => {}
-                _ = ctx.token().cancelled() => return Err(error),
-            }
-            attempt += 1;
         }
     }
 
@@ -515,7 +525,7 @@ impl Client {
                     Err(e) if e.matches("unavailable.unreachable") && call.instance.is_none() => {
                         self.mark_down(&instance.id);
                         tried.push(instance.id.clone());
-                        let left = self.inner.registry.instances(&call.service).len();
+                        let left = self.inner.registry.snapshot(&call.service).len();
                         if tried.len() >= left || ctx.is_cancelled() {
                             return Err(e);
                         }
@@ -535,9 +545,9 @@ impl Client {
         tried: &[Arc<str>],
         avoid: &[Arc<str>],
     ) -> Result<InstanceInfo, Error> {
-        let all = self.inner.registry.instances(&call.service);
+        let all = self.inner.registry.snapshot(&call.service);
         if let Some(id) = &call.instance {
-            let pinned = all.into_iter().find(|i| i.id == *id).ok_or_else(|| {
+            let pinned = all.iter().find(|i| i.id == *id).cloned().ok_or_else(|| {
                 Error::unavailable(
                     "no_instance",
                     format!("{} has no instance {id}", call.service),
@@ -550,8 +560,12 @@ impl Client {
             }
             return Ok(pinned);
         }
-        let mut candidates = all;
-        candidates.retain(|i| !tried.contains(&i.id));
+        // The registry's list itself, copied only when a step below leaves some out (most
+        // calls: none does).
+        let mut candidates = Cow::Borrowed(&all[..]);
+        if !tried.is_empty() {
+            keep_only(&mut candidates, |i| !tried.contains(&i.id));
+        }
         if candidates.is_empty() {
             return Err(Error::unavailable(
                 "no_instances",
@@ -562,14 +576,14 @@ impl Client {
         if policy.breaker.is_some() {
             let now = Instant::now();
             let breakers = lock(&self.inner.breakers);
-            candidates.retain(|i| breakers.allows(&i.id, now));
+            keep_only(&mut candidates, |i| breakers.allows(&i.id, now));
             if candidates.is_empty() {
                 drop(breakers);
                 return Err(self.circuit_open(call));
             }
         }
         if !avoid.is_empty() && candidates.iter().any(|i| !avoid.contains(&i.id)) {
-            candidates.retain(|i| !avoid.contains(&i.id));
+            keep_only(&mut candidates, |i| !avoid.contains(&i.id));
         }
         {
             let down = lock(&self.inner.down_until);
@@ -577,7 +591,7 @@ impl Client {
                 let now = Instant::now();
                 let is_up = |i: &InstanceInfo| down.get(&i.id).is_none_or(|until| *until <= now);
                 if candidates.iter().any(is_up) {
-                    candidates.retain(is_up);
+                    keep_only(&mut candidates, is_up);
                 }
             }
         }
@@ -587,7 +601,7 @@ impl Client {
             let kept = |i: &InstanceInfo| !outliers.is_ejected(&call.service, &i.id, now);
             // Ejection only steers: with every candidate ejected, they are all still tried.
             if candidates.iter().any(kept) {
-                candidates.retain(kept);
+                keep_only(&mut candidates, kept);
             }
         }
         let idx = match policy.balance {
@@ -723,7 +737,7 @@ impl Client {
         let local: Mutex<Option<bool>> = Mutex::new(None);
         let local_ref = &local;
         let headers = &headers;
-        let end = move |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
+        let send = move |ctx: &Context, out: OutboundCall| {
             let request = RequestFrame {
                 id: 0,
                 service: out.service,
@@ -732,21 +746,20 @@ impl Client {
                 body: out.body,
             };
             let fut = transport.send(&out.addr, request, ctx.deadline(), ctx.token().clone());
-            Box::pin(async move {
-                fut.await.map_err(|e| {
-                    *lock(local_ref) = match &e {
-                        SendError::Remote(_) => None,
-                        SendError::Timeout | SendError::Cancelled => Some(true),
-                        _ => Some(false),
-                    };
-                    e.into_error()
-                })
-            })
+            async move { fut.await.map_err(|e| note_local(local_ref, e)) }
         };
         let chain = crate::lock::read(&self.inner.middleware).clone();
-        let result = ClientNext::new(&chain, &end)
-            .run(ctx.clone(), outbound)
-            .await;
+        let result = if chain.is_empty() {
+            // No middleware: the transport's future is awaited here, not boxed once more.
+            send(ctx, outbound).await
+        } else {
+            let end = |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
+                Box::pin(send(&ctx, out))
+            };
+            ClientNext::new(&chain, &end)
+                .run(ctx.clone(), outbound)
+                .await
+        };
         let local = *lock(&local);
         guard.finish(&result, local);
         let failed = eject::is_failure(&result);
@@ -783,7 +796,7 @@ impl Client {
         let Some(failed) = failed else {
             return;
         };
-        let instances = self.inner.registry.instances(service).len();
+        let instances = self.inner.registry.snapshot(service).len();
         let now = Instant::now();
         let ejected =
             lock(&self.inner.outliers).observe(policy, service, instance, instances, failed, now);
@@ -816,6 +829,24 @@ impl Client {
             parent_span_id,
             meta: ctx.meta_all().clone(),
         }
+    }
+}
+
+/// Turns a transport error into the call's error, noting in `local` how the attempt failed
+/// locally: `Some(true)` when a Cancel frame went out for it.
+fn note_local(local: &Mutex<Option<bool>>, e: SendError) -> Error {
+    *lock(local) = match &e {
+        SendError::Remote(_) => None,
+        SendError::Timeout | SendError::Cancelled => Some(true),
+        _ => Some(false),
+    };
+    e.into_error()
+}
+
+/// Leaves out of `candidates` those `keep` refuses; copies the list only when it does.
+fn keep_only(candidates: &mut Cow<'_, [InstanceInfo]>, keep: impl Fn(&InstanceInfo) -> bool) {
+    if !candidates.iter().all(&keep) {
+        candidates.to_mut().retain(|i| keep(i));
     }
 }
 

@@ -20,7 +20,9 @@ pub struct InstanceInfo {
 /// Service name -> instances. Shared by every client and server of a system.
 #[derive(Debug, Default)]
 pub struct Registry {
-    services: Mutex<BTreeMap<String, Vec<InstanceInfo>>>,
+    /// Each list is replaced whole when it changes, so a caller can hold a snapshot of it
+    /// without a copy (a client reads it on every call).
+    services: Mutex<BTreeMap<String, Arc<[InstanceInfo]>>>,
 }
 
 impl Registry {
@@ -29,20 +31,23 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
-    fn services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<InstanceInfo>>> {
+    fn services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<[InstanceInfo]>>> {
         lock(&self.services)
     }
 
     /// Adds (or moves) an instance of `service`.
     pub fn register(&self, service: &str, id: &str, addr: &str) {
         let mut services = self.services();
-        let list = services.entry(service.to_string()).or_default();
-        list.retain(|i| &*i.id != id);
-        list.push(InstanceInfo {
+        let list = services
+            .entry(service.to_string())
+            .or_insert_with(|| Arc::from([]));
+        let mut next: Vec<InstanceInfo> = list.iter().filter(|i| &*i.id != id).cloned().collect();
+        next.push(InstanceInfo {
             id: id.into(),
             addr: addr.into(),
         });
-        list.sort();
+        next.sort();
+        *list = next.into();
     }
 
     /// Removes an instance; returns whether it was there.
@@ -51,14 +56,25 @@ impl Registry {
         let Some(list) = services.get_mut(service) else {
             return false;
         };
-        let before = list.len();
-        list.retain(|i| &*i.id != id);
-        before != list.len()
+        if !list.iter().any(|i| &*i.id == id) {
+            return false;
+        }
+        *list = list.iter().filter(|i| &*i.id != id).cloned().collect();
+        true
     }
 
     /// The instances of `service`, in id order.
     pub fn instances(&self, service: &str) -> Vec<InstanceInfo> {
-        self.services().get(service).cloned().unwrap_or_default()
+        self.snapshot(service).to_vec()
+    }
+
+    /// The instances of `service`, in id order, as the registry holds them now: no copy is
+    /// made, and later changes do not show in it.
+    pub fn snapshot(&self, service: &str) -> Arc<[InstanceInfo]> {
+        self.services()
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]))
     }
 
     /// The instance with `id`, if registered under `service`.
@@ -71,5 +87,34 @@ impl Registry {
     /// Every registered service name, sorted.
     pub fn service_names(&self) -> Vec<String> {
         self.services().keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[InstanceInfo]) -> Vec<&str> {
+        list.iter().map(|i| &*i.id).collect()
+    }
+
+    #[test]
+    fn a_snapshot_lists_instances_in_id_order_and_keeps_its_moment() {
+        let registry = Registry::new();
+        registry.register("svc", "svc[1]", "b:1");
+        registry.register("svc", "svc[0]", "a:1");
+        let before = registry.snapshot("svc");
+        assert_eq!(ids(&before), ["svc[0]", "svc[1]"]);
+        registry.register("svc", "svc[0]", "c:1");
+        assert!(registry.deregister("svc", "svc[1]"));
+        assert!(!registry.deregister("svc", "svc[1]"));
+        // The earlier snapshot is unchanged; a new one sees the move and the removal.
+        assert_eq!(ids(&before), ["svc[0]", "svc[1]"]);
+        assert_eq!(&*before[0].addr, "a:1");
+        let after = registry.snapshot("svc");
+        assert_eq!(ids(&after), ["svc[0]"]);
+        assert_eq!(&*after[0].addr, "c:1");
+        assert_eq!(registry.instances("svc"), after.to_vec());
+        assert!(registry.snapshot("other").is_empty());
     }
 }

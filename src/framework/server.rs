@@ -128,7 +128,8 @@ struct Inner {
     config: ServiceConfig,
     name: Arc<str>,
     instance: Arc<str>,
-    endpoints: RwLock<BTreeMap<String, Endpoint>>,
+    /// Shared, so a request takes its endpoint without copying it.
+    endpoints: RwLock<BTreeMap<String, Arc<Endpoint>>>,
     middleware: RwLock<Arc<[Arc<dyn ServerMiddleware>]>>,
     events: Arc<dyn EventSink>,
     registry: Option<Arc<Registry>>,
@@ -211,7 +212,7 @@ impl Server {
     pub fn add_endpoints(&self, eps: impl IntoIterator<Item = Endpoint>) {
         let mut table = write(&self.inner.endpoints);
         for ep in eps {
-            table.insert(ep.name().to_string(), ep);
+            table.insert(ep.name().to_string(), Arc::new(ep));
         }
     }
 
@@ -225,12 +226,17 @@ impl Server {
 
     /// The endpoint named `name`.
     pub fn endpoint(&self, name: &str) -> Option<Endpoint> {
-        read(&self.inner.endpoints).get(name).cloned()
+        read(&self.inner.endpoints)
+            .get(name)
+            .map(|e| Endpoint::clone(e))
     }
 
     /// Every endpoint, by name.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        read(&self.inner.endpoints).values().cloned().collect()
+        read(&self.inner.endpoints)
+            .values()
+            .map(|e| Endpoint::clone(e))
+            .collect()
     }
 
     /// The server middleware, outermost first.
@@ -440,41 +446,36 @@ impl Dispatch {
             metrics: self.metrics.clone(),
             transport: self.transport.clone(),
             abort: self.abort.clone(),
-            ev: EventBase::new(&self.inner, &inbound),
+            ev: EventBase::new(&inbound),
             inbound,
         };
-        // Boxed: the task then holds a pointer, not a large future copied at every move.
-        self.tracker.spawn(Box::pin(task.run()));
+        // Boxed: the task then holds a pointer, not a large future copied at every move. The
+        // block owns the request once; `run` borrows it (a `run(self)` would hold two copies).
+        self.tracker
+            .spawn(Box::pin(async move { task.run().await }));
     }
 }
 
-/// The fields every server event of one request shares.
+/// The fields every server event of one request shares (with the instance's name, kept once in
+/// the server: a request's task stays small enough for the allocator's per-size caches).
 struct EventBase {
-    instance: Arc<str>,
     peer: Arc<str>,
-    service: Arc<str>,
-    endpoint: Arc<str>,
     info: RequestInfo,
     trace_id: crate::framework::ids::TraceId,
     deadline: Option<Duration>,
 }
 
 impl EventBase {
-    fn new(inner: &Inner, inbound: &Inbound) -> EventBase {
+    fn new(inbound: &Inbound) -> EventBase {
         let r = &inbound.request;
         let h = &r.headers;
-        let service = r.service.clone();
-        let endpoint = r.endpoint.clone();
         EventBase {
-            instance: inner.instance.clone(),
             peer: h.origin_service.clone().unwrap_or_else(|| Arc::from("")),
-            service: service.clone(),
-            endpoint: endpoint.clone(),
             info: RequestInfo {
                 request_id: h.request_id,
                 parent_request_id: h.parent_request_id,
-                service,
-                endpoint,
+                service: r.service.clone(),
+                endpoint: r.endpoint.clone(),
                 origin_service: h.origin_service.clone(),
                 origin_endpoint: h.origin_endpoint.clone(),
                 span_id: h.span_id,
@@ -485,14 +486,14 @@ impl EventBase {
         }
     }
 
-    fn event(&self, at: Duration, kind: EventKind) -> Event {
+    fn event(&self, instance: &Arc<str>, at: Duration, kind: EventKind) -> Event {
         Event {
             at,
             kind,
-            instance: self.instance.clone(),
+            instance: instance.clone(),
             peer: self.peer.clone(),
-            service: self.service.clone(),
-            endpoint: self.endpoint.clone(),
+            service: self.info.service.clone(),
+            endpoint: self.info.endpoint.clone(),
             request_id: self.info.request_id,
             parent_request_id: self.info.parent_request_id,
             trace_id: self.trace_id,
@@ -533,9 +534,11 @@ enum Stop {
 impl RequestTask {
     fn emit(&self, kind: EventKind) {
         if self.inner.events.enabled() {
-            self.inner
-                .events
-                .emit(self.ev.event(self.transport.elapsed(), kind));
+            self.inner.events.emit(self.ev.event(
+                &self.inner.instance,
+                self.transport.elapsed(),
+                kind,
+            ));
         }
     }
 
@@ -544,7 +547,7 @@ impl RequestTask {
         self.emit(EventKind::ResponseSent);
     }
 
-    async fn run(self) {
+    async fn run(&self) {
         self.emit(EventKind::RequestReceived);
         let deadline = self
             .inbound
@@ -600,8 +603,8 @@ impl RequestTask {
             self.metrics.clone(),
         );
         let req = ServerRequest {
-            service: self.ev.service.clone(),
-            endpoint: self.ev.endpoint.clone(),
+            service: self.ev.info.service.clone(),
+            endpoint: self.ev.info.endpoint.clone(),
             body: self.inbound.request.body.clone(),
         };
         let chain = read(&self.inner.middleware).clone();
@@ -683,7 +686,7 @@ impl RequestTask {
                 },
                 self.inner.instance.clone(),
                 self.inner.name.clone(),
-                self.ev.endpoint.clone(),
+                self.ev.info.endpoint.clone(),
             ));
         }
         Err(Error::of(

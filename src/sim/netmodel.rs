@@ -336,20 +336,20 @@ impl Transport for ModelTransport {
         let Some(to) = self.model.party_at(addr) else {
             return self.inner.send(addr, request, deadline, cancel);
         };
-        let (model, me, inner) = (self.model.clone(), self.me.clone(), self.inner.clone());
-        let addr = addr.to_string();
-        // The call's stream is seeded now, in the order calls are made; the call itself is made
-        // inside this call's one allocation once the request leg has been travelled (made
-        // outside and moved in, its large future would be copied twice more).
+        let (model, me) = (self.model.clone(), self.me.clone());
+        // The call's stream is seeded now, in the order calls are made. The call itself is made
+        // now too, in a box of its own, and started once the request leg has been travelled:
+        // two small allocations cost less than one that holds both futures (too large for the
+        // allocator's per-size caches), and each move of this future copies less.
         let seed = self.fork_seed();
+        let call = self.inner.send(addr, request, deadline, cancel.clone());
         Box::pin(async move {
-            let rng = Mutex::new(ChaCha8Rng::seed_from_u64(seed));
+            // Boxed for the same reason: the stream's state is a few hundred bytes.
+            let rng = Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed)));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             travel(&model, &rng, &me, &to, deadline, cancelled.as_mut()).await?;
-            let answer = inner
-                .send_unboxed(addr, request, deadline, cancel.clone())
-                .await;
+            let answer = call.await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
                     travel(&model, &rng, &to, &me, deadline, cancelled).await?;

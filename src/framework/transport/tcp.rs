@@ -507,6 +507,13 @@ impl<N: Network> TcpTransport<N> {
         })
     }
 
+    /// The pooled connection to `addr`, if there is one and it is open.
+    fn pooled(&self, addr: &str) -> Option<Arc<ClientConn>> {
+        let pool = lock(&self.inner.pool);
+        let conn = pool.get(addr)?.get()?;
+        (!conn.outbox.closed.is_cancelled()).then(|| conn.clone())
+    }
+
     async fn connect(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
         let unreachable = |reason: String| SendError::Unreachable {
             addr: addr.to_string(),
@@ -538,10 +545,8 @@ impl<N: Network> TcpTransport<N> {
         Ok(conn)
     }
 
-    /// [`Transport::send`] as a plain future, for a transport that wraps this one and boxes
-    /// its own future around it (one allocation per call, not two). Nothing happens until it
-    /// is polled.
-    pub fn send_unboxed(
+    /// [`Transport::send`] as a plain future: nothing happens until it is polled.
+    fn send_unboxed(
         &self,
         addr: impl Into<String>,
         request: RequestFrame,
@@ -568,8 +573,17 @@ impl<N: Network> TcpTransport<N> {
         tokio::pin!(expired);
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
+        // A live pooled connection is taken without the connecting path's large future in this
+        // one (which would size every call's future for the rare call that connects).
+        let pooled = self.pooled(&addr);
+        let connecting = async {
+            match pooled {
+                Some(conn) => Ok(conn),
+                None => Box::pin(self.connection(&addr)).await,
+            }
+        };
         let conn = tokio::select! {
-            c = self.connection(&addr) => c?,
+            c = connecting => c?,
             _ = &mut expired => return Err(SendError::Timeout),
             _ = &mut cancelled => return Err(SendError::Cancelled),
         };
