@@ -545,18 +545,7 @@ impl<N: Network> TcpTransport<N> {
         Ok(conn)
     }
 
-    /// [`Transport::send`] as a plain future: nothing happens until it is polled.
-    fn send_unboxed(
-        &self,
-        addr: impl Into<String>,
-        request: RequestFrame,
-        deadline: Option<Instant>,
-        cancel: CancellationToken,
-    ) -> impl Future<Output = Result<Bytes, SendError>> + Send + 'static {
-        self.clone()
-            .send_inner(addr.into(), request, deadline, cancel)
-    }
-
+    /// The call behind [`Transport::send`]: nothing happens until it is polled.
     async fn send_inner(
         self,
         addr: String,
@@ -967,7 +956,10 @@ impl<N: Network> Transport for TcpTransport<N> {
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
-        Box::pin(self.send_unboxed(addr, request, deadline, cancel))
+        Box::pin(
+            self.clone()
+                .send_inner(addr.to_string(), request, deadline, cancel),
+        )
     }
 
     fn ready(&self) -> BoxFuture<'static, ()> {
