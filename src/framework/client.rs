@@ -721,9 +721,9 @@ impl Client {
                 self.count(t.metric(), &call.service, &instance.id);
             }
         }
-        let mut guard = CallGuard::new(self, ctx, call, instance, &headers, timed);
+        let mut guard = CallGuard::new(self, call, instance, &headers, timed);
         guard.probe = probe;
-        guard.emit(EventKind::CallSent);
+        guard.emit_at(guard.sent, EventKind::CallSent);
         let outbound = OutboundCall {
             service: call.service.clone(),
             endpoint: call.endpoint.clone(),
@@ -864,15 +864,18 @@ struct CallGuard<'a> {
     deadline: Option<Duration>,
     /// When the call went out, when its round trip feeds the peak-EWMA estimates.
     started: Option<Instant>,
+    /// When the call went out, as time since the start of the run (zero without events).
+    sent: Duration,
     /// Whether this call is its circuit's half-open probe.
     probe: bool,
     done: bool,
 }
 
 impl<'a> CallGuard<'a> {
+    /// The guard of a call with headers `h`, made in the same instant as `h` (their deadline is
+    /// read off the clock once for both).
     fn new(
         client: &'a Client,
-        ctx: &Context,
         call: &Call,
         instance: &InstanceInfo,
         h: &Headers,
@@ -881,17 +884,18 @@ impl<'a> CallGuard<'a> {
         *lock(&client.inner.inflight)
             .entry(instance.id.clone())
             .or_insert(0) += 1;
-        // The deadline is only reported in events: skip the clock reads when nobody listens.
-        let deadline = if client.inner.events.enabled() {
-            let now = client.inner.transport.elapsed();
-            ctx.remaining().map(|r| now + r)
+        // The times are only reported in events: skip the clock read when nobody listens.
+        let sent = if client.inner.events.enabled() {
+            client.inner.transport.elapsed()
         } else {
-            None
+            Duration::ZERO
         };
+        let deadline = h.deadline_remaining.map(|r| sent + r);
         let started = timed.then(Instant::now);
         CallGuard {
             client,
             started,
+            sent,
             probe: false,
             instance: instance.id.clone(),
             service: call.service.clone(),
@@ -907,12 +911,19 @@ impl<'a> CallGuard<'a> {
     }
 
     fn emit(&self, kind: EventKind) {
+        if self.client.inner.events.enabled() {
+            self.emit_at(self.client.inner.transport.elapsed(), kind);
+        }
+    }
+
+    /// Reports `kind` as happening at `at`, a time read earlier in the same instant.
+    fn emit_at(&self, at: Duration, kind: EventKind) {
         let inner = &self.client.inner;
         if !inner.events.enabled() {
             return;
         }
         inner.events.emit(Event {
-            at: inner.transport.elapsed(),
+            at,
             kind,
             instance: inner.name.clone(),
             peer: self.instance.clone(),

@@ -337,17 +337,19 @@ impl Server {
         let (draining, abort) = (CancellationToken::new(), CancellationToken::new());
         let tracker = TaskTracker::new();
         let dispatch = Dispatch {
-            inner: self.inner.clone(),
-            // Handlers record business metrics only when someone listens for events.
-            metrics: self
-                .inner
-                .events
-                .enabled()
-                .then(|| self.metrics())
-                .flatten(),
-            transport: transport.clone(),
-            draining: draining.clone(),
-            abort: abort.clone(),
+            serving: Arc::new(Serving {
+                inner: self.inner.clone(),
+                // Handlers record business metrics only when someone listens for events.
+                metrics: self
+                    .inner
+                    .events
+                    .enabled()
+                    .then(|| self.metrics())
+                    .flatten(),
+                transport: transport.clone(),
+                draining: draining.clone(),
+                abort: abort.clone(),
+            }),
             tracker: tracker.clone(),
         };
         // The transport starts each request's task as it reads the request: no queue and no
@@ -421,31 +423,34 @@ impl Server {
     }
 }
 
-/// What starts a task for each request the transport reads.
-struct Dispatch {
+/// What every request's task in one run of a server shares, held once behind one `Arc` (a
+/// request's task clones a single pointer, not each of these).
+struct Serving {
     inner: Arc<Inner>,
     metrics: Option<Metrics>,
     transport: Arc<dyn Transport>,
     draining: CancellationToken,
     abort: CancellationToken,
+}
+
+/// What starts a task for each request the transport reads.
+struct Dispatch {
+    serving: Arc<Serving>,
     tracker: TaskTracker,
 }
 
 impl Dispatch {
     /// Starts `inbound`'s task, or refuses it while the server is stopping.
     fn dispatch(&self, inbound: Inbound) {
-        if self.draining.is_cancelled() {
-            self.transport.respond(
+        if self.serving.draining.is_cancelled() {
+            self.serving.transport.respond(
                 &inbound.responder,
                 Err(Error::unavailable("stopping", "server is stopping")),
             );
             return;
         }
         let task = RequestTask {
-            inner: self.inner.clone(),
-            metrics: self.metrics.clone(),
-            transport: self.transport.clone(),
-            abort: self.abort.clone(),
+            serving: self.serving.clone(),
             ev: EventBase::new(&inbound),
             inbound,
         };
@@ -513,10 +518,7 @@ enum Admission {
 
 /// One request, from arrival to answer.
 struct RequestTask {
-    inner: Arc<Inner>,
-    metrics: Option<Metrics>,
-    transport: Arc<dyn Transport>,
-    abort: CancellationToken,
+    serving: Arc<Serving>,
     ev: EventBase,
     inbound: Inbound,
 }
@@ -533,35 +535,57 @@ enum Stop {
 
 impl RequestTask {
     fn emit(&self, kind: EventKind) {
-        if self.inner.events.enabled() {
-            self.inner.events.emit(self.ev.event(
-                &self.inner.instance,
-                self.transport.elapsed(),
-                kind,
-            ));
+        self.emit_at(self.clock(), kind);
+    }
+
+    /// Reports `kind` as happening at `at`, a time read from [`RequestTask::clock`] in the same
+    /// instant: events of one instant share one clock read.
+    fn emit_at(&self, at: Duration, kind: EventKind) {
+        if self.serving.inner.events.enabled() {
+            self.serving
+                .inner
+                .events
+                .emit(self.ev.event(&self.serving.inner.instance, at, kind));
+        }
+    }
+
+    /// Time since the start of the run, read only when events are wanted (zero otherwise).
+    fn clock(&self) -> Duration {
+        if self.serving.inner.events.enabled() {
+            self.serving.transport.elapsed()
+        } else {
+            Duration::ZERO
         }
     }
 
     fn answer(&self, result: Result<Bytes, Error>) {
-        self.transport.respond(&self.inbound.responder, result);
-        self.emit(EventKind::ResponseSent);
+        self.answer_at(self.clock(), result);
+    }
+
+    /// Answers, reporting the answer as sent at `at` (read in this instant).
+    fn answer_at(&self, at: Duration, result: Result<Bytes, Error>) {
+        self.serving
+            .transport
+            .respond(&self.inbound.responder, result);
+        self.emit_at(at, EventKind::ResponseSent);
     }
 
     async fn run(&self) {
-        self.emit(EventKind::RequestReceived);
+        let received = self.clock();
+        self.emit_at(received, EventKind::RequestReceived);
         let deadline = self
             .inbound
             .request
             .headers
             .deadline_remaining
             .map(|d| Instant::now() + d);
-        let Some(endpoint) = read(&self.inner.endpoints)
+        let Some(endpoint) = read(&self.serving.inner.endpoints)
             .get(&*self.inbound.request.endpoint)
             .cloned()
         else {
             let msg = format!(
                 "{} has no endpoint {:?}",
-                self.inner.name, self.inbound.request.endpoint
+                self.serving.inner.name, self.inbound.request.endpoint
             );
             self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
             return;
@@ -582,15 +606,19 @@ impl RequestTask {
                 return;
             }
         };
-        let _permit = match self.admit(deadline).await {
-            Admission::Admitted(p) => p,
-            Admission::Refused(e) => {
-                self.answer(Err(e));
-                return;
-            }
-            Admission::Cancelled => return,
+        // A worker free on arrival starts the handler in the instant the request arrived.
+        let (_permit, started) = match self.try_admit() {
+            Some(p) => (p, received),
+            None => match self.admit(deadline).await {
+                Admission::Admitted(p) => (p, self.clock()),
+                Admission::Refused(e) => {
+                    self.answer(Err(e));
+                    return;
+                }
+                Admission::Cancelled => return,
+            },
         };
-        self.emit(EventKind::HandlerStarted);
+        self.emit_at(started, EventKind::HandlerStarted);
         if let Some(held) = &mut held {
             held.working = Some(Instant::now());
         }
@@ -600,14 +628,14 @@ impl RequestTask {
             self.ev.info.clone(),
             self.ev.trace_id,
             self.inbound.request.headers.meta.clone(),
-            self.metrics.clone(),
+            self.serving.metrics.clone(),
         );
         let req = ServerRequest {
             service: self.ev.info.service.clone(),
             endpoint: self.ev.info.endpoint.clone(),
             body: self.inbound.request.body.clone(),
         };
-        let chain = read(&self.inner.middleware).clone();
+        let chain = read(&self.serving.inner.middleware).clone();
         let handler =
             AssertUnwindSafe(ServerNext::new(&chain, &endpoint).run(ctx, req)).catch_unwind();
         // What can end the handler early, polled only when one of them woke the task (the
@@ -617,7 +645,7 @@ impl RequestTask {
                 biased;
                 _ = self.inbound.cancel.cancelled() => Stop::Cancelled,
                 _ = sleep_until_opt(deadline) => Stop::Late,
-                _ = self.abort.cancelled() => Stop::Stopping,
+                _ = self.serving.abort.cancelled() => Stop::Stopping,
             }
         };
         tokio::pin!(stops);
@@ -651,8 +679,9 @@ impl RequestTask {
             }
         };
         let error = result.as_ref().err().map(|e| Arc::<str>::from(e.code()));
-        self.emit(EventKind::HandlerEnded { error });
-        self.answer(result);
+        let ended = self.clock();
+        self.emit_at(ended, EventKind::HandlerEnded { error });
+        self.answer_at(ended, result);
     }
 
     fn note_cancel(&self) {
@@ -664,7 +693,7 @@ impl RequestTask {
     /// Takes a place under the concurrency limit, if there is one; refuses the request at
     /// once when the instance is at its limit.
     fn hold(&self) -> Result<Option<Held<'_>>, Error> {
-        let Some(limiter) = &self.inner.limiter else {
+        let Some(limiter) = &self.serving.inner.limiter else {
             return Ok(None);
         };
         if lock(limiter).try_acquire() {
@@ -676,42 +705,52 @@ impl RequestTask {
             }));
         }
         self.emit(EventKind::RequestRejected);
-        if self.inner.events.enabled() {
-            self.inner.events.emit(Event::outside_calls(
-                self.transport.elapsed(),
+        if self.serving.inner.events.enabled() {
+            self.serving.inner.events.emit(Event::outside_calls(
+                self.serving.transport.elapsed(),
                 EventKind::Metric {
                     name: "limit.refused".into(),
                     kind: crate::framework::MetricKind::Counter,
                     value: 1,
                 },
-                self.inner.instance.clone(),
-                self.inner.name.clone(),
+                self.serving.inner.instance.clone(),
+                self.serving.inner.name.clone(),
                 self.ev.info.endpoint.clone(),
             ));
         }
         Err(Error::of(
             crate::framework::error::ErrorKind::RateLimited,
             "concurrency_limit",
-            format!("{} is at its concurrency limit", self.inner.instance),
+            format!(
+                "{} is at its concurrency limit",
+                self.serving.inner.instance
+            ),
         ))
     }
 
-    /// Waits for a worker, unless the queue is full, the caller gives up or the deadline passes.
+    /// A worker at once, if one is free (or the server has no worker limit); `None` when the
+    /// request must wait in [`RequestTask::admit`].
+    fn try_admit(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        match &self.serving.inner.workers {
+            None => Some(None),
+            Some(sem) => sem.clone().try_acquire_owned().ok().map(Some),
+        }
+    }
+
+    /// Waits for a worker, unless the queue is full, the caller gives up or the deadline passes
+    /// (after [`RequestTask::try_admit`] found none free).
     async fn admit(&self, deadline: Option<Instant>) -> Admission {
-        let Some(sem) = &self.inner.workers else {
+        let Some(sem) = &self.serving.inner.workers else {
             return Admission::Admitted(None);
         };
-        if let Ok(p) = sem.clone().try_acquire_owned() {
-            return Admission::Admitted(Some(p));
-        }
-        let waiting = &self.inner.waiting;
-        if waiting.fetch_add(1, Ordering::Relaxed) >= self.inner.config.queue {
+        let waiting = &self.serving.inner.waiting;
+        if waiting.fetch_add(1, Ordering::Relaxed) >= self.serving.inner.config.queue {
             waiting.fetch_sub(1, Ordering::Relaxed);
             self.emit(EventKind::RequestRejected);
             return Admission::Refused(Error::of(
                 crate::framework::error::ErrorKind::RateLimited,
                 "queue_full",
-                format!("{} is at capacity", self.inner.instance),
+                format!("{} is at capacity", self.serving.inner.instance),
             ));
         }
         let outcome = tokio::select! {
@@ -729,7 +768,7 @@ impl RequestTask {
                 self.emit(EventKind::HandlerTimedOut);
                 Admission::Refused(Error::timeout("queued", "deadline exceeded while queued"))
             }
-            _ = self.abort.cancelled() => Admission::Refused(Error::unavailable("stopping", "server stopped")),
+            _ = self.serving.abort.cancelled() => Admission::Refused(Error::unavailable("stopping", "server stopped")),
         };
         waiting.fetch_sub(1, Ordering::Relaxed);
         outcome
