@@ -640,6 +640,15 @@ impl Client {
         }
     }
 
+    /// Time since the start of the run on this client's transport, read only when events are
+    /// wanted (`None` otherwise): the times events report, and nothing else.
+    fn clock(&self) -> Option<Duration> {
+        self.inner
+            .events
+            .enabled()
+            .then(|| self.inner.transport.elapsed())
+    }
+
     /// Reports one use of a mechanism, as the counter `name` (a business-metric event of this
     /// client).
     fn count(&self, name: &'static str, service: &Arc<str>, instance: &str) {
@@ -864,8 +873,8 @@ struct CallGuard<'a> {
     deadline: Option<Duration>,
     /// When the call went out, when its round trip feeds the peak-EWMA estimates.
     started: Option<Instant>,
-    /// When the call went out, as time since the start of the run (zero without events).
-    sent: Duration,
+    /// When the call went out, as time since the start of the run (`None` without events).
+    sent: Option<Duration>,
     /// Whether this call is its circuit's half-open probe.
     probe: bool,
     done: bool,
@@ -885,12 +894,8 @@ impl<'a> CallGuard<'a> {
             .entry(instance.id.clone())
             .or_insert(0) += 1;
         // The times are only reported in events: skip the clock read when nobody listens.
-        let sent = if client.inner.events.enabled() {
-            client.inner.transport.elapsed()
-        } else {
-            Duration::ZERO
-        };
-        let deadline = h.deadline_remaining.map(|r| sent + r);
+        let sent = client.clock();
+        let deadline = sent.and_then(|at| h.deadline_remaining.map(|r| at + r));
         let started = timed.then(Instant::now);
         CallGuard {
             client,
@@ -911,17 +916,16 @@ impl<'a> CallGuard<'a> {
     }
 
     fn emit(&self, kind: EventKind) {
-        if self.client.inner.events.enabled() {
-            self.emit_at(self.client.inner.transport.elapsed(), kind);
-        }
+        self.emit_at(self.client.clock(), kind);
     }
 
-    /// Reports `kind` as happening at `at`, a time read earlier in the same instant.
-    fn emit_at(&self, at: Duration, kind: EventKind) {
-        let inner = &self.client.inner;
-        if !inner.events.enabled() {
+    /// Reports `kind` as happening at `at`, a time read from [`Client::clock`] in the same
+    /// instant; `None` when events are off.
+    fn emit_at(&self, at: Option<Duration>, kind: EventKind) {
+        let Some(at) = at else {
             return;
-        }
+        };
+        let inner = &self.client.inner;
         inner.events.emit(Event {
             at,
             kind,

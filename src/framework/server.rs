@@ -423,13 +423,18 @@ impl Server {
     }
 }
 
-/// What every request's task in one run of a server shares, held once behind one `Arc` (a
-/// request's task clones a single pointer, not each of these).
+/// What the dispatcher and every request's task in one run of a server share, held once behind
+/// one `Arc` (a request's task clones a single pointer, not each of these).
 struct Serving {
+    /// The server itself.
     inner: Arc<Inner>,
+    /// Where handlers record business metrics; `None` when nobody listens for events.
     metrics: Option<Metrics>,
+    /// The transport requests arrive on and answers leave by.
     transport: Arc<dyn Transport>,
+    /// Fires when the server starts draining: the dispatcher refuses new requests.
     draining: CancellationToken,
+    /// Fires when the grace period is over: handlers still running are dropped.
     abort: CancellationToken,
 }
 
@@ -511,7 +516,7 @@ impl EventBase {
 
 /// Why a request never reached its handler.
 enum Admission {
-    Admitted(Option<OwnedSemaphorePermit>),
+    Admitted(OwnedSemaphorePermit),
     Refused(Error),
     Cancelled,
 }
@@ -539,9 +544,9 @@ impl RequestTask {
     }
 
     /// Reports `kind` as happening at `at`, a time read from [`RequestTask::clock`] in the same
-    /// instant: events of one instant share one clock read.
-    fn emit_at(&self, at: Duration, kind: EventKind) {
-        if self.serving.inner.events.enabled() {
+    /// instant (events of one instant share one clock read); `None` when events are off.
+    fn emit_at(&self, at: Option<Duration>, kind: EventKind) {
+        if let Some(at) = at {
             self.serving
                 .inner
                 .events
@@ -549,13 +554,13 @@ impl RequestTask {
         }
     }
 
-    /// Time since the start of the run, read only when events are wanted (zero otherwise).
-    fn clock(&self) -> Duration {
-        if self.serving.inner.events.enabled() {
-            self.serving.transport.elapsed()
-        } else {
-            Duration::ZERO
-        }
+    /// Time since the start of the run, read only when events are wanted (`None` otherwise).
+    fn clock(&self) -> Option<Duration> {
+        self.serving
+            .inner
+            .events
+            .enabled()
+            .then(|| self.serving.transport.elapsed())
     }
 
     fn answer(&self, result: Result<Bytes, Error>) {
@@ -563,7 +568,7 @@ impl RequestTask {
     }
 
     /// Answers, reporting the answer as sent at `at` (read in this instant).
-    fn answer_at(&self, at: Duration, result: Result<Bytes, Error>) {
+    fn answer_at(&self, at: Option<Duration>, result: Result<Bytes, Error>) {
         self.serving
             .transport
             .respond(&self.inbound.responder, result);
@@ -587,7 +592,7 @@ impl RequestTask {
                 "{} has no endpoint {:?}",
                 self.serving.inner.name, self.inbound.request.endpoint
             );
-            self.answer(Err(Error::bad_request("endpoint_not_found", msg)));
+            self.answer_at(received, Err(Error::bad_request("endpoint_not_found", msg)));
             return;
         };
         let headers = &self.inbound.request.headers;
@@ -596,21 +601,21 @@ impl RequestTask {
         let user = meta(crate::framework::identity::META_USER);
         let scopes = meta(crate::framework::identity::META_SCOPES);
         if let Err(refused) = endpoint.access().check(origin, user, scopes) {
-            self.answer(Err(refused));
+            self.answer_at(received, Err(refused));
             return;
         }
-        let mut held = match self.hold() {
+        let mut held = match self.hold(received) {
             Ok(held) => held,
             Err(refused) => {
-                self.answer(Err(refused));
+                self.answer_at(received, Err(refused));
                 return;
             }
         };
         // A worker free on arrival starts the handler in the instant the request arrived.
         let (_permit, started) = match self.try_admit() {
-            Some(p) => (p, received),
-            None => match self.admit(deadline).await {
-                Admission::Admitted(p) => (p, self.clock()),
+            Ok(p) => (p, received),
+            Err(workers) => match self.admit(workers, deadline).await {
+                Admission::Admitted(p) => (Some(p), self.clock()),
                 Admission::Refused(e) => {
                     self.answer(Err(e));
                     return;
@@ -664,12 +669,14 @@ impl RequestTask {
                         self.emit(EventKind::HandlerCancelled);
                     }
                     Stop::Late => {
-                        self.emit(EventKind::HandlerTimedOut);
-                        self.answer(Err(Error::timeout("", "deadline exceeded in handler")));
+                        let at = self.clock();
+                        self.emit_at(at, EventKind::HandlerTimedOut);
+                        self.answer_at(at, Err(Error::timeout("", "deadline exceeded in handler")));
                     }
                     Stop::Stopping => {
-                        self.emit(EventKind::HandlerCancelled);
-                        self.answer(Err(Error::unavailable(
+                        let at = self.clock();
+                        self.emit_at(at, EventKind::HandlerCancelled);
+                        self.answer_at(at, Err(Error::unavailable(
                             "stopping",
                             "server stopped before the handler finished",
                         )));
@@ -691,8 +698,8 @@ impl RequestTask {
     }
 
     /// Takes a place under the concurrency limit, if there is one; refuses the request at
-    /// once when the instance is at its limit.
-    fn hold(&self) -> Result<Option<Held<'_>>, Error> {
+    /// once when the instance is at its limit (reported at `now`, the arrival's clock read).
+    fn hold(&self, now: Option<Duration>) -> Result<Option<Held<'_>>, Error> {
         let Some(limiter) = &self.serving.inner.limiter else {
             return Ok(None);
         };
@@ -704,10 +711,10 @@ impl RequestTask {
                 dropped: true,
             }));
         }
-        self.emit(EventKind::RequestRejected);
-        if self.serving.inner.events.enabled() {
+        self.emit_at(now, EventKind::RequestRejected);
+        if let Some(now) = now {
             self.serving.inner.events.emit(Event::outside_calls(
-                self.serving.transport.elapsed(),
+                now,
                 EventKind::Metric {
                     name: "limit.refused".into(),
                     kind: crate::framework::MetricKind::Counter,
@@ -728,21 +735,21 @@ impl RequestTask {
         ))
     }
 
-    /// A worker at once, if one is free (or the server has no worker limit); `None` when the
-    /// request must wait in [`RequestTask::admit`].
-    fn try_admit(&self) -> Option<Option<OwnedSemaphorePermit>> {
+    /// A worker at once, if one is free (`Ok(None)` when the server has no worker limit), or
+    /// the workers' semaphore to wait on in [`RequestTask::admit`] when none is.
+    fn try_admit(&self) -> Result<Option<OwnedSemaphorePermit>, &Arc<Semaphore>> {
         match &self.serving.inner.workers {
-            None => Some(None),
-            Some(sem) => sem.clone().try_acquire_owned().ok().map(Some),
+            None => Ok(None),
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(permit) => Ok(Some(permit)),
+                Err(_) => Err(sem),
+            },
         }
     }
 
-    /// Waits for a worker, unless the queue is full, the caller gives up or the deadline passes
-    /// (after [`RequestTask::try_admit`] found none free).
-    async fn admit(&self, deadline: Option<Instant>) -> Admission {
-        let Some(sem) = &self.serving.inner.workers else {
-            return Admission::Admitted(None);
-        };
+    /// Waits for one of `workers`, none being free, unless the queue is full, the caller gives
+    /// up or the deadline passes.
+    async fn admit(&self, workers: &Arc<Semaphore>, deadline: Option<Instant>) -> Admission {
         let waiting = &self.serving.inner.waiting;
         if waiting.fetch_add(1, Ordering::Relaxed) >= self.serving.inner.config.queue {
             waiting.fetch_sub(1, Ordering::Relaxed);
@@ -755,8 +762,8 @@ impl RequestTask {
         }
         let outcome = tokio::select! {
             biased;
-            p = sem.clone().acquire_owned() => match p {
-                Ok(p) => Admission::Admitted(Some(p)),
+            p = workers.clone().acquire_owned() => match p {
+                Ok(p) => Admission::Admitted(p),
                 Err(_) => Admission::Refused(Error::unavailable("stopping", "server stopped")),
             },
             _ = self.inbound.cancel.cancelled() => {
