@@ -652,12 +652,11 @@ impl Client {
     /// Reports one use of a mechanism, as the counter `name` (a business-metric event of this
     /// client).
     fn count(&self, name: &'static str, service: &Arc<str>, instance: &str) {
-        let events = &self.inner.events;
-        if !events.enabled() {
+        let Some(at) = self.clock() else {
             return;
-        }
-        events.emit(Event::outside_calls(
-            self.inner.transport.elapsed(),
+        };
+        self.inner.events.emit(Event::outside_calls(
+            at,
             EventKind::Metric {
                 name: name.into(),
                 kind: crate::framework::MetricKind::Counter,
