@@ -50,6 +50,11 @@ impl Hasher for IdHasher {
 /// A map keyed by id whose order never reaches a result (see [`IdHasher`]).
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
+/// How many distinct name pointers the recorder remembers (see `State::seen_names`): a
+/// run's instances and clients, with room for names made again on restarts. Past it, a name
+/// is found by comparing strings.
+const SEEN_NAMES: usize = 256;
+
 /// How long the record of an abandoned call is kept while waiting for its handler to end.
 const ABANDON_HORIZON: Duration = Duration::from_secs(120);
 
@@ -153,7 +158,12 @@ struct State {
     server: IdMap<ServerRequest>,
     abandoned: BTreeMap<u64, Duration>,
     abandon_sweep: Duration,
-    instances: BTreeMap<Arc<str>, InstanceTrack>,
+    /// Per instance, sorted by name.
+    instances: Vec<(Arc<str>, InstanceTrack)>,
+    /// The names events have carried so far, each with its entry in `instances` (`None`: no
+    /// such instance), matched by pointer: an instance's events share its one name, so an
+    /// event finds its track without comparing strings. At most [`SEEN_NAMES`].
+    seen_names: Vec<(Arc<str>, Option<usize>)>,
     checks: Checks,
     traces: TraceStore,
     business: BTreeMap<Arc<str>, BusinessMetric>,
@@ -196,7 +206,7 @@ impl Recorder {
     /// A recorder for a run.
     pub fn new(config: RecorderConfig) -> Arc<Recorder> {
         let buckets = bucket_count(config.run, config.bucket_width);
-        let instances = config
+        let instances: BTreeMap<Arc<str>, InstanceTrack> = config
             .instances
             .iter()
             .map(|(id, workers)| {
@@ -233,7 +243,8 @@ impl Recorder {
                 server: IdMap::default(),
                 abandoned: BTreeMap::new(),
                 abandon_sweep: Duration::ZERO,
-                instances,
+                instances: instances.into_iter().collect(),
+                seen_names: Vec::new(),
                 checks: Checks::default(),
                 traces: TraceStore::default(),
                 business: BTreeMap::new(),
@@ -309,7 +320,7 @@ impl Recorder {
         let mut s = self.state();
         let width = s.bucket_width;
         let from = bucket_index(at, width, s.buckets);
-        if let Some(track) = s.instances.get_mut(instance) {
+        if let Some(track) = s.instance_by_name(instance) {
             for b in &mut track.buckets[from..] {
                 b.up = up;
             }
@@ -346,7 +357,7 @@ impl Recorder {
                 orphan(&mut s.checks, started, gave_up + allowance, end);
             }
         }
-        for track in s.instances.values_mut() {
+        for (_, track) in &mut s.instances {
             accumulate_busy(track, end, width);
         }
         Measurements {
@@ -359,7 +370,7 @@ impl Recorder {
                 .into_iter()
                 .filter_map(|(name, series)| Some((name, series?)))
                 .collect(),
-            instances: s.instances.clone(),
+            instances: s.instances.iter().cloned().collect(),
             checks: s.checks.clone(),
             traces: s.traces.kept(),
             business: s.business.clone(),
@@ -469,22 +480,49 @@ impl State {
         }
     }
 
+    /// The track of the instance an event names (see `seen_names`).
+    fn instance(&mut self, name: &Arc<str>) -> Option<&mut InstanceTrack> {
+        let index = match self.seen_names.iter().find(|(n, _)| Arc::ptr_eq(n, name)) {
+            Some((_, index)) => *index,
+            None => {
+                let index = self.index_of(name);
+                if self.seen_names.len() < SEEN_NAMES {
+                    self.seen_names.push((name.clone(), index));
+                }
+                index
+            }
+        };
+        Some(&mut self.instances[index?].1)
+    }
+
+    /// The track of the instance called `name`, found by comparing strings.
+    fn instance_by_name(&mut self, name: &str) -> Option<&mut InstanceTrack> {
+        let index = self.index_of(name)?;
+        Some(&mut self.instances[index].1)
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.instances
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()
+    }
+
     /// Applies `f` to an instance's counters at `at`. The bucket's maxima are taken after every
     /// event but an arrival: an arrival is followed at the same instant by its start or its
     /// refusal, so a request refused for a full queue never counts as waiting in it.
-    fn track(&mut self, instance: &str, at: Duration, f: impl FnOnce(&mut InstanceTrack)) {
+    fn track(&mut self, instance: &Arc<str>, at: Duration, f: impl FnOnce(&mut InstanceTrack)) {
         self.track_with(instance, at, true, f);
     }
 
     fn track_with(
         &mut self,
-        instance: &str,
+        instance: &Arc<str>,
         at: Duration,
         update_max: bool,
         f: impl FnOnce(&mut InstanceTrack),
     ) {
         let width = self.bucket_width;
-        if let Some(track) = self.instances.get_mut(instance) {
+        if let Some(track) = self.instance(instance) {
             accumulate_busy(track, at, width);
             f(track);
             if !update_max {
@@ -606,8 +644,7 @@ impl State {
                 // A server starts a handler in the same poll when a worker is free, so a
                 // request waits exactly when every worker is busy as it arrives.
                 let waiting = self
-                    .instances
-                    .get(&e.instance)
+                    .instance(&e.instance)
                     .is_some_and(|t| t.busy >= t.workers);
                 self.server.insert(
                     e.span_id.0,
@@ -647,7 +684,7 @@ impl State {
             | EventKind::ResponseSent => self.finish_server(e),
             EventKind::HealthChecked { healthy } => {
                 let width = self.bucket_width;
-                if let Some(track) = self.instances.get_mut(&e.instance) {
+                if let Some(track) = self.instance(&e.instance) {
                     let i = bucket_index(e.at, width, track.buckets.len());
                     let b = &mut track.buckets[i];
                     b.healthy = Some(b.healthy.unwrap_or(true) && *healthy);

@@ -18,10 +18,21 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: crate::Map<Pair, Link>,
 
-    /// We don't use a Rt for async. Right now, we just use it to tick time
-    /// forward in the same way we do it elsewhere. We'd like to represent
-    /// network state with async in the future.
-    rt: Rt<'static>,
+    /// The indices in `links` of each host's links, in the order `links` holds them
+    /// (windtunnel patch: delivering to a host visits its own links, not every link).
+    by_host: crate::Map<IpAddr, Vec<usize>>,
+
+    /// The network's clock (windtunnel patch). It was a runtime with no software, ticked
+    /// like the hosts' only to read its time; it is now that time, moved as the runtime's
+    /// paused clock moved (see [`Topology::tick_by`]), without a runtime to drive.
+    now: Instant,
+}
+
+/// `d` rounded up to a whole number of milliseconds, as tokio's timer wheel rounds a sleep's
+/// end (windtunnel patch).
+fn round_up_to_ms(d: Duration) -> Duration {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -176,14 +187,20 @@ impl Topology {
         Topology {
             config,
             links: crate::Map::default(),
-            rt: Rt::no_software(),
+            by_host: crate::Map::default(),
+            // The runtime's clock, once it has rounded itself to its timer wheel's
+            // milliseconds; the runtime is not needed after.
+            now: Rt::no_software().now(),
         }
     }
 
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
+        let (index, old) = self.links.insert_full(pair, Link::new(self.now));
+        assert!(old.is_none());
+        self.by_host.entry(a).or_default().push(index);
+        self.by_host.entry(b).or_default().push(index);
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -249,8 +266,13 @@ impl Topology {
 
     // Move messages from any network links to the `dst` host.
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        for (pair, link) in &mut self.links {
-            if pair.0 == dst.addr || pair.1 == dst.addr {
+        // The host's links in `links` order, as a walk over every link would visit them
+        // (windtunnel patch: links are only ever added, so the indices stay valid).
+        let Some(indices) = self.by_host.get(&dst.addr) else {
+            return;
+        };
+        for &index in indices {
+            if let Some((_, link)) = self.links.get_index_mut(index) {
                 link.deliver_messages(&self.config, rand, dst);
             }
         }
@@ -283,10 +305,15 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        let _ = self.rt.tick(duration);
-        // The clock is read once for every link (windtunnel patch: each read enters the
-        // topology's runtime, and a run of ten hosts has dozens of links).
-        let now = self.rt.now();
+        // A runtime ticked by `duration` sleeps that long on a paused clock that sits on a
+        // whole millisecond of its timer wheel: the wheel rounds the sleep's end up to the
+        // next millisecond, and the clock moves to it (windtunnel patch: the same instants,
+        // without driving a runtime each step for them).
+        self.now = self
+            .now
+            .checked_add(round_up_to_ms(duration))
+            .unwrap_or(self.now);
+        let now = self.now;
         for link in self.links.values_mut() {
             link.tick(now);
         }
@@ -456,12 +483,15 @@ impl Link {
         rand: &mut dyn RngCore,
         host: &mut Host,
     ) {
-        let deliverable = self
-            .deliverable
-            .entry(host.addr)
-            .or_default()
-            .drain(..)
-            .collect::<Vec<Envelope>>();
+        // Most ticks a link has nothing for either of its hosts: then no address is hashed,
+        // no entry made and nothing collected (windtunnel patch).
+        if self.deliverable.values().all(VecDeque::is_empty) {
+            return;
+        }
+        let deliverable = match self.deliverable.get_mut(&host.addr) {
+            Some(queue) if !queue.is_empty() => queue.drain(..).collect::<Vec<Envelope>>(),
+            _ => return,
+        };
 
         for message in deliverable {
             let (src, dst) = (message.src, message.dst);
@@ -586,5 +616,29 @@ mod tests {
     fn link_access_gives_useful_panic_message() {
         let mut topo = Topology::new(Link::default());
         topo.hold("10.0.0.1".parse().unwrap(), "192.168.0.1".parse().unwrap());
+    }
+
+    /// The network's clock moves as the runtime it replaced moved when ticked by the same
+    /// steps: whole milliseconds, nothing, and parts of one (windtunnel patch).
+    #[test]
+    fn the_network_clock_moves_as_a_ticked_runtime_did() {
+        let mut rt = crate::rt::Rt::no_software();
+        let mut topo = Topology::new(Link::default());
+        let (rt0, topo0) = (rt.now(), topo.now);
+        let steps = [
+            Duration::from_millis(1),
+            Duration::ZERO,
+            Duration::from_micros(500),
+            Duration::from_micros(1500),
+            Duration::from_nanos(1),
+            Duration::from_millis(64),
+            Duration::from_nanos(999_999),
+            Duration::from_millis(3_601_000),
+        ];
+        for step in steps {
+            let _ = rt.tick(step);
+            topo.tick_by(step);
+            assert_eq!(rt.now() - rt0, topo.now - topo0, "after a step of {step:?}");
+        }
     }
 }
