@@ -163,3 +163,81 @@ fn call_past_its_deadline_times_out_at_the_deadline_and_the_callee_drops_its_han
     assert_eq!(at_leaf.len(), 1, "the leaf reports dropping the handler");
     Ok(())
 }
+
+#[test]
+fn a_call_timing_out_leaves_its_caller_live_and_a_cancelled_caller_cancels_its_calls(
+) -> turmoil::Result {
+    // Goal: a call's own timeout ends that call only, never the context it was made under;
+    // cancelling that context ends every call made under it, with or without a timeout of its
+    // own, and their handlers are dropped at the callee. Method: a leaf that sleeps 10 s; one
+    // 100 ms call under a context; then two calls under it (one with a 5 s timeout, one with
+    // none) while another task cancels it 50 ms in; probes in the handlers record drops.
+    let world = World::new();
+    let probe = Probe::default();
+    let mut sim = sim(5);
+    let (w, p) = (world.clone(), probe.clone());
+    sim.host("leaf", move || {
+        let (w, p) = (w.clone(), p.clone());
+        async move {
+            let slow = Endpoint::new("slow", move |_ctx: Context, _req: serde_json::Value| {
+                let guard = p.enter("leaf");
+                async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    guard.done();
+                    Ok(serde_json::json!({}))
+                }
+            });
+            w.serve("leaf", "svc.leaf", 0, vec![slow]).await
+        }
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        let client = w.client("client");
+        let ctx = Context::background();
+        let err = client
+            .send(
+                &ctx,
+                Call::new("svc.leaf", "slow").timeout(Duration::from_millis(100)),
+            )
+            .await
+            .expect_err("a 10 s handler cannot answer a 100 ms call");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(!ctx.is_cancelled(), "a call's timeout cancelled its caller");
+        let canceller = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            canceller.cancel();
+        });
+        let start = now();
+        let (timed, untimed) = tokio::join!(
+            client.send(
+                &ctx,
+                Call::new("svc.leaf", "slow").timeout(Duration::from_secs(5))
+            ),
+            client.send(&ctx, Call::new("svc.leaf", "slow")),
+        );
+        let waited = now() - start;
+        for result in [timed, untimed] {
+            let err = result.expect_err("the caller was cancelled");
+            assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+        }
+        assert!(
+            waited <= Duration::from_millis(51),
+            "the calls ended {waited:?} after they started"
+        );
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        Ok(())
+    });
+    sim.run()?;
+    let state = probe.state();
+    assert!(
+        state.finished.is_empty(),
+        "no handler may run to completion: {state:?}"
+    );
+    assert_eq!(
+        state.dropped.len(),
+        3,
+        "every handler is dropped: {state:?}"
+    );
+    Ok(())
+}
