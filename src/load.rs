@@ -259,14 +259,16 @@ impl Generator {
                 .as_ref()
                 .and_then(|w| w.system.request(w.end(&name), n, &mut body_rng))
                 .unwrap_or_else(|| padding.clone());
-            tasks.spawn(async move {
+            // Boxed: the request's future holds a whole call's (kilobytes), and tokio moves a
+            // task's future more than once as it spawns and ends it; a box moves as a pointer.
+            tasks.spawn(Box::pin(async move {
                 let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
                 if let (Some(w), Some(answer)) = (&workload, &answer) {
                     w.system.answered(w.end(&name), answer, &w.notes);
                 }
                 recorder.record_load(&name, t, clock.now(), outcome, deadline);
                 inflight.fetch_sub(1, Ordering::Relaxed);
-            });
+            }));
         }
         tasks.close();
         tasks.wait().await;
