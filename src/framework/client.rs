@@ -361,16 +361,9 @@ impl Client {
         call: Call,
     ) -> impl Future<Output = Result<Reply, Error>> + 'a {
         async move {
-            // The call's own context. Middleware may cancel it, so with middleware it is a
-            // child with a token of its own; without, only this client's code holds it, which
-            // never cancels it, so it shares the caller's cancellation.
-            let ctx = if crate::lock::read(&self.inner.middleware).is_empty() {
-                ctx.for_call(call.timeout.map(|t| Instant::now() + t))
-            } else {
-                match call.timeout {
-                    Some(t) => ctx.with_timeout(t),
-                    None => ctx.child(),
-                }
+            let ctx = match call.timeout {
+                Some(t) => ctx.with_timeout(t),
+                None => ctx.child(),
             };
             let policy = self.policy(&call.service);
             let idempotent = call.idempotent

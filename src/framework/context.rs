@@ -118,26 +118,6 @@ impl Context {
         self.derive(|i| i.deadline = Some(d))
     }
 
-    /// The context of one call made under this one, for a client that hands it to no code but
-    /// its own: it expires at `deadline` (or this one's deadline, if sooner) and shares this
-    /// one's cancellation instead of taking a token of its own, which nothing would cancel but
-    /// this one. That saves the token and the parent's list of children, made and unmade on
-    /// every call.
-    pub(crate) fn for_call(&self, deadline: Option<Instant>) -> Context {
-        match deadline {
-            None => self.clone(),
-            Some(deadline) => {
-                let d = self.inner.deadline.map_or(deadline, |p| p.min(deadline));
-                Context {
-                    inner: Arc::new(Inner {
-                        deadline: Some(d),
-                        ..(*self.inner).clone()
-                    }),
-                }
-            }
-        }
-    }
-
     /// A child with its own cancellation, cancelled also when this one is.
     pub fn child(&self) -> Context {
         self.derive(|_| {})

@@ -26,8 +26,9 @@ pub enum Kind<'a> {
     /// A runtime that is running simulated host software.
     Host { software: Software<'a> },
 
-    /// A runtime without any software. The network topology uses this for
-    /// time tracking and message delivery.
+    /// A runtime without any software. The network topology makes one to read
+    /// where its clock starts, and keeps the time itself from there (windtunnel
+    /// patch: it used to tick this runtime every step to track time).
     NoSoftware,
 }
 

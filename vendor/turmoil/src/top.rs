@@ -305,13 +305,14 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        // A runtime ticked by `duration` sleeps that long on a paused clock that sits on a
-        // whole millisecond of its timer wheel: the wheel rounds the sleep's end up to the
-        // next millisecond, and the clock moves to it (windtunnel patch: the same instants,
-        // without driving a runtime each step for them).
+        // A runtime ticked by `duration` sleeps that long (tokio caps a sleep at about 30
+        // years) on a paused clock that sits on a whole millisecond of its timer wheel: the
+        // wheel rounds the sleep's end up to the next millisecond, and the clock moves to it
+        // (windtunnel patch: the same instants, without driving a runtime each step for them).
+        let slept = duration.min(Duration::from_secs(86400 * 365 * 30));
         self.now = self
             .now
-            .checked_add(round_up_to_ms(duration))
+            .checked_add(round_up_to_ms(slept))
             .unwrap_or(self.now);
         let now = self.now;
         for link in self.links.values_mut() {
@@ -619,7 +620,8 @@ mod tests {
     }
 
     /// The network's clock moves as the runtime it replaced moved when ticked by the same
-    /// steps: whole milliseconds, nothing, and parts of one (windtunnel patch).
+    /// steps: whole milliseconds, nothing, parts of one, and more than tokio sleeps at once
+    /// (windtunnel patch).
     #[test]
     fn the_network_clock_moves_as_a_ticked_runtime_did() {
         let mut rt = crate::rt::Rt::no_software();
@@ -634,6 +636,7 @@ mod tests {
             Duration::from_millis(64),
             Duration::from_nanos(999_999),
             Duration::from_millis(3_601_000),
+            Duration::from_secs(86400 * 365 * 40),
         ];
         for step in steps {
             let _ = rt.tick(step);
