@@ -31,6 +31,26 @@ fn hop(
     })
 }
 
+/// Host "leaf" serving svc.leaf's endpoint "slow": a handler that sleeps 10 s, entered and
+/// (if it ever ends) finished in `probe` as "leaf".
+fn slow_leaf(sim: &mut turmoil::Sim<'_>, world: &World, probe: &Probe) {
+    let (w, p) = (world.clone(), probe.clone());
+    sim.host("leaf", move || {
+        let (w, p) = (w.clone(), p.clone());
+        async move {
+            let slow = Endpoint::new("slow", move |_ctx: Context, _req: serde_json::Value| {
+                let guard = p.enter("leaf");
+                async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    guard.done();
+                    Ok(serde_json::json!({}))
+                }
+            });
+            w.serve("leaf", "svc.leaf", 0, vec![slow]).await
+        }
+    });
+}
+
 #[test]
 fn deadline_set_by_the_caller_is_seen_shrunk_two_hops_down() -> turmoil::Result {
     // Goal: a callee two hops down sees the caller's deadline, less the time already spent.
@@ -93,21 +113,7 @@ fn call_past_its_deadline_times_out_at_the_deadline_and_the_callee_drops_its_han
     let world = World::new();
     let probe = Probe::default();
     let mut sim = sim(3);
-    let (w, p) = (world.clone(), probe.clone());
-    sim.host("leaf", move || {
-        let (w, p) = (w.clone(), p.clone());
-        async move {
-            let slow = Endpoint::new("slow", move |_ctx: Context, _req: serde_json::Value| {
-                let guard = p.enter("leaf");
-                async move {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    guard.done();
-                    Ok(serde_json::json!({}))
-                }
-            });
-            w.serve("leaf", "svc.leaf", 0, vec![slow]).await
-        }
-    });
+    slow_leaf(&mut sim, &world, &probe);
     let w = world.clone();
     let deadline_at: Arc<Mutex<Option<Duration>>> = Arc::default();
     let d = deadline_at.clone();
@@ -175,21 +181,7 @@ fn a_call_timing_out_leaves_its_caller_live_and_a_cancelled_caller_cancels_its_c
     let world = World::new();
     let probe = Probe::default();
     let mut sim = sim(5);
-    let (w, p) = (world.clone(), probe.clone());
-    sim.host("leaf", move || {
-        let (w, p) = (w.clone(), p.clone());
-        async move {
-            let slow = Endpoint::new("slow", move |_ctx: Context, _req: serde_json::Value| {
-                let guard = p.enter("leaf");
-                async move {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    guard.done();
-                    Ok(serde_json::json!({}))
-                }
-            });
-            w.serve("leaf", "svc.leaf", 0, vec![slow]).await
-        }
-    });
+    slow_leaf(&mut sim, &world, &probe);
     let w = world.clone();
     sim.client("client", async move {
         let client = w.client("client");
