@@ -1,5 +1,8 @@
 //! RPC round trips per wall-clock second through windtunnel's client and server over turmoil,
-//! against a bare turmoil TCP ping-pong of the same shape, measured in one run.
+//! against a bare turmoil TCP ping-pong of the same shape, measured in one run. Between the two
+//! runs a floor: a hand-written multiplexed RPC with a deadline per call and a task per request,
+//! the least any RPC framework with deadlines does; what windtunnel costs above it is its own
+//! per-call features (headers, contexts, cancellation, ids, balancing, events).
 //!
 //! Shape: 2 hosts, 50 concurrent callers multiplexed on one client host, 64-byte bodies,
 //! one-way latency 0.2-2 ms, 1 ms ticks. Usage: `cargo bench --bench rpc [-- SIM_SECONDS]`.
@@ -31,6 +34,7 @@ fn builder(sim_secs: u64) -> turmoil::Sim<'static> {
 }
 
 /// Round trips and wall seconds of the bare ping-pong.
+#[inline(never)] // a symbol of its own, for callgrind's --toggle-collect
 fn bare(sim_secs: u64) -> (u64, f64) {
     let mut sim = builder(sim_secs);
     sim.host("server", || async move {
@@ -72,6 +76,114 @@ fn bare(sim_secs: u64) -> (u64, f64) {
     });
     let start = std::time::Instant::now();
     sim.run().expect("bare ping-pong runs");
+    (count.get(), start.elapsed().as_secs_f64())
+}
+
+/// Bytes of a floor frame: length, call id, deadline, 64-byte body.
+const FLOOR_FRAME: usize = 4 + 8 + 8 + 64;
+
+/// Writes the frames it is handed to one connection, in order (one writer per connection, as a
+/// multiplexed transport needs). Its channel is unbounded only because no more than the 50
+/// callers' frames, one each, are ever in it.
+async fn floor_writer(
+    mut w: turmoil::net::tcp::OwnedWriteHalf,
+    mut frames: tokio::sync::mpsc::UnboundedReceiver<[u8; FLOOR_FRAME]>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if w.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Round trips and wall seconds of the floor: the least any multiplexed RPC with deadlines
+/// does per call, hand-written. One connection for the 50 callers; each call takes an id,
+/// parks a oneshot in a map of calls in flight, hands a framed request to the connection's
+/// writer task and waits for the answer under a 1 s deadline (one timer). The server reads
+/// frames and starts a task per request (a handler may take time), which hands the answer to
+/// its connection's writer; the client's read task finds the call by id. No headers, contexts,
+/// cancellation, events or balancing: what is left of windtunnel's cost above this line is
+/// those.
+#[inline(never)] // as `bare`
+fn floor(sim_secs: u64) -> (u64, f64) {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use tokio::sync::{mpsc, oneshot};
+
+    let mut sim = builder(sim_secs);
+    sim.host("server", || async move {
+        let l = turmoil::net::TcpListener::bind("0.0.0.0:9000").await?;
+        loop {
+            let (s, _) = l.accept().await?;
+            tokio::task::spawn_local(async move {
+                let (mut r, w) = s.into_split();
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::task::spawn_local(floor_writer(w, rx));
+                let mut frame = [0u8; FLOOR_FRAME];
+                while r.read_exact(&mut frame).await.is_ok() {
+                    let (tx, request) = (tx.clone(), frame);
+                    tokio::task::spawn_local(async move {
+                        let _ = tx.send(request);
+                    });
+                }
+            });
+        }
+    });
+    let count = Rc::new(Cell::new(0u64));
+    let c = count.clone();
+    sim.client("client", async move {
+        let (mut r, w) = turmoil::net::TcpStream::connect("server:9000")
+            .await?
+            .into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::task::spawn_local(floor_writer(w, rx));
+        type Waiting = BTreeMap<u64, oneshot::Sender<[u8; FLOOR_FRAME]>>;
+        let pending: Rc<RefCell<Waiting>> = Rc::default();
+        let in_flight = pending.clone();
+        tokio::task::spawn_local(async move {
+            let mut frame = [0u8; FLOOR_FRAME];
+            while r.read_exact(&mut frame).await.is_ok() {
+                let id = u64::from_le_bytes(frame[4..12].try_into().unwrap_or_default());
+                if let Some(waiter) = in_flight.borrow_mut().remove(&id) {
+                    let _ = waiter.send(frame);
+                }
+            }
+        });
+        let next = Rc::new(Cell::new(0u64));
+        let mut tasks = Vec::new();
+        for _ in 0..CALLERS {
+            let (c, tx, pending, next) = (c.clone(), tx.clone(), pending.clone(), next.clone());
+            tasks.push(tokio::task::spawn_local(async move {
+                let end = tokio::time::Instant::now() + Duration::from_secs(sim_secs);
+                while tokio::time::Instant::now() < end {
+                    let id = next.get();
+                    next.set(id + 1);
+                    let (answer, answered) = oneshot::channel();
+                    pending.borrow_mut().insert(id, answer);
+                    let mut frame = [0u8; FLOOR_FRAME];
+                    frame[..4].copy_from_slice(&(FLOOR_FRAME as u32 - 4).to_le_bytes());
+                    frame[4..12].copy_from_slice(&id.to_le_bytes());
+                    frame[12..20].copy_from_slice(&1_000u64.to_le_bytes());
+                    frame[20..].copy_from_slice(&BODY);
+                    if tx.send(frame).is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(1), answered).await {
+                        Ok(Ok(_)) => c.set(c.get() + 1),
+                        _ => {
+                            pending.borrow_mut().remove(&id);
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    });
+    let start = std::time::Instant::now();
+    sim.run().expect("the floor runs");
     (count.get(), start.elapsed().as_secs_f64())
 }
 
@@ -149,18 +261,20 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
     let (bare_n, bare_wall) = bare(sim_secs);
+    let (floor_n, floor_wall) = floor(sim_secs);
     let (fw_n, fw_wall) = framework(sim_secs, Arc::new(NullSink));
     let (ev_n, ev_wall) = framework(sim_secs, Arc::new(CountingSink::default()));
     let bare_rate = bare_n as f64 / bare_wall;
     let line = |name: &str, n: u64, wall: f64| {
         let rate = n as f64 / wall;
         println!(
-            "{name:<26} {n} round trips in {wall:.3} s wall = {rate:.0}/s, {:.1}x real time, ratio to bare {:.2}",
+            "{name:<30} {n} round trips in {wall:.3} s wall = {rate:.0}/s, {:.1}x real time, ratio to bare {:.2}",
             sim_secs as f64 / wall,
             rate / bare_rate
         );
     };
     line("bare turmoil", bare_n, bare_wall);
+    line("floor (multiplexed, deadline)", floor_n, floor_wall);
     line("windtunnel (events off)", fw_n, fw_wall);
     line("windtunnel (events on)", ev_n, ev_wall);
 }
