@@ -148,6 +148,10 @@ pub struct Rt<'a> {
 
     /// Where the runtime's clock started (windtunnel patch).
     base: Instant,
+
+    /// The runtime's clock as its last tick left it (windtunnel patch): [`Rt::now`] reads it
+    /// here instead of entering the runtime, once per host per step.
+    clock: Instant,
 }
 
 impl<'a> Rt<'a> {
@@ -156,6 +160,7 @@ impl<'a> Rt<'a> {
         F: Future<Output = Result> + 'static,
     {
         let (tokio, local, base) = init(&mut config);
+        let clock = read_clock(&tokio);
 
         let handle = with(&tokio, &local, || tokio::task::spawn_local(client));
 
@@ -168,6 +173,7 @@ impl<'a> Rt<'a> {
             config,
             quiet: true,
             base,
+            clock,
         }
     }
 
@@ -177,6 +183,7 @@ impl<'a> Rt<'a> {
         Fut: Future<Output = Result> + 'static,
     {
         let (tokio, local, base) = init(&mut config);
+        let clock = read_clock(&tokio);
 
         let software: Software = Box::new(move || Box::pin(software()));
         let handle = with(&tokio, &local, || tokio::task::spawn_local(software()));
@@ -190,12 +197,14 @@ impl<'a> Rt<'a> {
             config,
             quiet: true,
             base,
+            clock,
         }
     }
 
     pub(crate) fn no_software() -> Self {
         let mut config = Config::default();
         let (tokio, local, base) = init(&mut config);
+        let clock = read_clock(&tokio);
 
         Self {
             kind: Kind::NoSoftware,
@@ -206,6 +215,7 @@ impl<'a> Rt<'a> {
             config,
             quiet: true,
             base,
+            clock,
         }
     }
 
@@ -241,9 +251,17 @@ impl<'a> Rt<'a> {
         }
     }
 
+    /// The runtime's clock. Only [`Rt::tick`] and [`Rt::skip`] move it (the clock is paused,
+    /// and software that moves it itself, with `tokio::time::advance`, is not supported), so
+    /// it is kept rather than read (windtunnel patch).
     pub(crate) fn now(&self) -> Instant {
-        let _guard = self.tokio.enter();
-        Instant::now()
+        debug_assert_eq!(self.clock, self.read_clock(), "the runtime's clock moved by itself");
+        self.clock
+    }
+
+    /// The runtime's clock, read from the runtime.
+    pub(crate) fn read_clock(&self) -> Instant {
+        read_clock(&self.tokio)
     }
 
     // This method is called by [`Sim::run`], which iterates through all the
@@ -276,6 +294,13 @@ impl<'a> Rt<'a> {
                 })
                 .await
         });
+        // The clock sits on a whole millisecond of tokio's timer wheel, which rounds the
+        // sleep's end up to the next one; the clock stops there (windtunnel patch). A step of
+        // more than a day (tokio cuts a sleep at about 30 years) is read instead.
+        self.clock = match self.clock.checked_add(crate::top::round_up_to_ms(duration)) {
+            Some(end) if duration <= Duration::from_secs(86_400) => end,
+            _ => self.read_clock(),
+        };
         self.software_finished()
     }
 
@@ -373,6 +398,7 @@ impl<'a> Rt<'a> {
         for _ in 1..plan.ticks {
             handle.block_on(async {});
         }
+        self.clock = self.read_clock();
         self.software_finished()
     }
 
@@ -470,6 +496,7 @@ impl<'a> Rt<'a> {
         self.base = base;
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
+        self.clock = self.read_clock();
     }
 }
 
@@ -530,6 +557,13 @@ fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
     (tokio, new_local(), base)
 }
 
+/// `tokio`'s clock now, read by entering the runtime (not `block_on`, which would draw a seed
+/// from the runtime's generator).
+fn read_clock(tokio: &Runtime) -> Instant {
+    let _guard = tokio.enter();
+    Instant::now()
+}
+
 fn new_local() -> LocalSet {
     #[cfg(not(tokio_unstable))]
     let local = LocalSet::new();
@@ -545,4 +579,61 @@ fn new_local() -> LocalSet {
 
 fn with<R>(tokio: &Runtime, local: &LocalSet, f: impl FnOnce() -> R) -> R {
     tokio.block_on(async { local.run_until(async { f() }).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Config, Rt};
+
+    #[test]
+    fn the_kept_clock_is_the_runtimes_after_every_tick_and_skip() {
+        // Software whose timers end between the ticks' milliseconds and past them, and a task
+        // that keeps waking itself: the runtime's clock moves through all of them, and must
+        // end each tick where the kept clock says (windtunnel patch).
+        // (Each runs out, then waits for ever: a step of two days would otherwise wake them
+        // millions of times.)
+        let software = || async {
+            let _spinner = tokio::task::spawn_local(async {
+                for _ in 0..5_000 {
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_micros(700)).await;
+                }
+            });
+            for _ in 0..500 {
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                tokio::time::sleep(Duration::from_micros(2_500)).await;
+                tokio::time::sleep(Duration::from_millis(70)).await;
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        };
+        let mut rt = Rt::host("h".into(), software, Config::default());
+        assert_eq!(rt.now(), rt.read_clock(), "as built");
+        let tick = Duration::from_millis(1);
+        let steps = [
+            Duration::from_millis(1),
+            Duration::ZERO,
+            Duration::from_micros(500),
+            Duration::from_micros(1500),
+            Duration::from_nanos(1),
+            Duration::from_millis(64),
+            Duration::from_nanos(999_999),
+        ];
+        for round in 0..40 {
+            for step in steps {
+                let _ = rt.tick(step);
+                assert_eq!(rt.now(), rt.read_clock(), "after a tick of {step:?}, round {round}");
+            }
+            let _ = rt.skip(Duration::from_millis(300), tick);
+            assert_eq!(rt.now(), rt.read_clock(), "after a skip, round {round}");
+        }
+        let _ = rt.tick(Duration::from_secs(2 * 86_400));
+        assert_eq!(rt.now(), rt.read_clock(), "after a tick of two days");
+        rt.bounce();
+        assert_eq!(rt.now(), rt.read_clock(), "after a bounce");
+        let _ = rt.tick(tick);
+        assert_eq!(rt.now(), rt.read_clock(), "after a bounce and a tick");
+    }
 }

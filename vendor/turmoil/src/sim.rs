@@ -41,6 +41,11 @@ pub struct Sim<'a> {
 
     /// Whether steps note if they were quiet (see [`Sim::watch_quiet`]).
     watch_quiet: bool,
+
+    /// The hosts running software this step, and the others, by index in `rts`: kept from
+    /// step to step so a step allocates nothing for them (windtunnel patch).
+    running: Vec<usize>,
+    stopped: Vec<usize>,
 }
 
 impl<'a> Sim<'a> {
@@ -59,6 +64,8 @@ impl<'a> Sim<'a> {
             steps: 1, // bumped after each step
             last_step_quiet: true,
             watch_quiet: false,
+            running: Vec::new(),
+            stopped: Vec::new(),
         }
     }
 
@@ -453,15 +460,24 @@ impl<'a> Sim<'a> {
         // completes, extract the result and return early if an error is
         // encountered.
 
-        let (mut running, stopped): (Vec<_>, Vec<_>) = self
-            .rts
-            .iter_mut()
-            .partition(|(_, rt)| rt.is_software_running());
+        // Which hosts run software is decided for all of them before any is ticked.
+        let mut running = std::mem::take(&mut self.running);
+        let mut stopped = std::mem::take(&mut self.stopped);
+        running.clear();
+        stopped.clear();
+        for (i, rt) in self.rts.values().enumerate() {
+            if rt.is_software_running() {
+                running.push(i);
+            } else {
+                stopped.push(i);
+            }
+        }
         if self.config.random_node_order {
             running.shuffle(&mut self.world.borrow_mut().rng);
         }
 
-        for (&addr, rt) in running {
+        for &i in &running {
+            let (&addr, rt) = self.rts.get_index_mut(i).expect("missing host");
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
                 let mut world = self.world.borrow_mut();
@@ -502,10 +518,13 @@ impl<'a> Sim<'a> {
 
         // Tick the nodes that are not actively running (i.e., crashed) to ensure their clock keeps up
         // with the rest of the simulation when they are restarted (bounced).
-        for (&addr, _rt) in stopped {
+        for &i in &stopped {
+            let (&addr, _) = self.rts.get_index(i).expect("missing host");
             let mut world = self.world.borrow_mut();
             world.tick(addr, tick);
         }
+        self.running = running;
+        self.stopped = stopped;
 
         self.elapsed += tick;
         self.steps += 1;
