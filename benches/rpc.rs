@@ -83,14 +83,22 @@ fn bare(sim_secs: u64) -> (u64, f64) {
 const FLOOR_FRAME: usize = 4 + 8 + 8 + 64;
 
 /// Writes the frames it is handed to one connection, in order (one writer per connection, as a
-/// multiplexed transport needs). Its channel is unbounded only because no more than the 50
-/// callers' frames, one each, are ever in it.
+/// multiplexed transport needs): each wake, every frame waiting in one write, so a burst of
+/// calls made in one instant costs the network one segment, as windtunnel's transport batches
+/// them. Its channel is unbounded only because no more than the 50 callers' frames, one each,
+/// are ever in it.
 async fn floor_writer(
     mut w: turmoil::net::tcp::OwnedWriteHalf,
     mut frames: tokio::sync::mpsc::UnboundedReceiver<[u8; FLOOR_FRAME]>,
 ) {
+    let mut batch = Vec::with_capacity(CALLERS * FLOOR_FRAME);
     while let Some(frame) = frames.recv().await {
-        if w.write_all(&frame).await.is_err() {
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while let Ok(frame) = frames.try_recv() {
+            batch.extend_from_slice(&frame);
+        }
+        if w.write_all(&batch).await.is_err() {
             break;
         }
     }
