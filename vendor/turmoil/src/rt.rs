@@ -294,13 +294,8 @@ impl<'a> Rt<'a> {
                 })
                 .await
         });
-        // The clock sits on a whole millisecond of tokio's timer wheel, which rounds the
-        // sleep's end up to the next one; the clock stops there (windtunnel patch). A step of
-        // more than a day (tokio cuts a sleep at about 30 years) is read instead.
-        self.clock = match self.clock.checked_add(crate::top::round_up_to_ms(duration)) {
-            Some(end) if duration <= Duration::from_secs(86_400) => end,
-            _ => self.read_clock(),
-        };
+        // Where the tick's sleep left the paused clock (windtunnel patch).
+        self.clock = crate::top::clock_after_sleep(self.clock, duration);
         self.software_finished()
     }
 
@@ -543,11 +538,7 @@ fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
 
     // The instant tokio's timer wheel counts its milliseconds from (windtunnel patch): the
     // clock is paused, so it has not moved since the runtime was built.
-    // (Entering, not `block_on`: a `block_on` would draw a seed from the runtime's generator.)
-    let base = {
-        let _guard = tokio.enter();
-        Instant::now()
-    };
+    let base = read_clock(&tokio);
 
     tokio.block_on(async {
         // Sleep to "round" `Instant::now()` to the closest `ms`
@@ -629,8 +620,10 @@ mod tests {
             // A skip reads the clock; the next round's ticks check what it left.
             let _ = rt.skip(Duration::from_millis(300), tick);
         }
-        let _ = rt.tick(Duration::from_secs(2 * 86_400));
-        assert_eq!(rt.now(), rt.read_clock(), "after a tick of two days");
+        for step in [Duration::from_secs(2 * 86_400), Duration::from_secs(86400 * 365 * 40)] {
+            let _ = rt.tick(step);
+            assert_eq!(rt.now(), rt.read_clock(), "after a tick of {step:?}");
+        }
         rt.bounce();
         assert_eq!(rt.now(), rt.read_clock(), "after a bounce");
         let _ = rt.tick(tick);

@@ -28,11 +28,15 @@ pub(crate) struct Topology {
     now: Instant,
 }
 
-/// `d` rounded up to a whole number of milliseconds, as tokio's timer wheel rounds a sleep's
-/// end (windtunnel patch).
-pub(crate) fn round_up_to_ms(d: Duration) -> Duration {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+/// Where a paused tokio clock at `now` stops after a runtime sleeps `d` on it (windtunnel
+/// patch). The clock sits on a whole millisecond of the runtime's timer wheel; the wheel rounds
+/// the sleep's end up to the next one, and tokio cuts a sleep at about 30 years. The network's
+/// clock and each host's follow this rule (`src/rt.rs`), so neither is read from a runtime.
+pub(crate) fn clock_after_sleep(now: Instant, d: Duration) -> Instant {
+    let slept = d.min(Duration::from_secs(86400 * 365 * 30));
+    let ms = slept.as_nanos().div_ceil(1_000_000);
+    let rounded = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+    now.checked_add(rounded).unwrap_or(now)
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -305,15 +309,9 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        // A runtime ticked by `duration` sleeps that long (tokio caps a sleep at about 30
-        // years) on a paused clock that sits on a whole millisecond of its timer wheel: the
-        // wheel rounds the sleep's end up to the next millisecond, and the clock moves to it
-        // (windtunnel patch: the same instants, without driving a runtime each step for them).
-        let slept = duration.min(Duration::from_secs(86400 * 365 * 30));
-        self.now = self
-            .now
-            .checked_add(round_up_to_ms(slept))
-            .unwrap_or(self.now);
+        // The instants a runtime ticked by `duration` would reach, without driving one each
+        // step for them (windtunnel patch).
+        self.now = clock_after_sleep(self.now, duration);
         let now = self.now;
         for link in self.links.values_mut() {
             link.tick(now);
