@@ -263,6 +263,11 @@ fn framework(sim_secs: u64, events: Arc<dyn EventSink>) -> (u64, f64) {
     (count.get(), start.elapsed().as_secs_f64())
 }
 
+/// The allocator `windtunnel` installs, for every run here alike (the bare runs spawn tasks
+/// too), so the ratios compare the same allocator (src/alloc.rs).
+#[global_allocator]
+static ALLOC: windtunnel::alloc::MallocAligned = windtunnel::alloc::MallocAligned;
+
 fn main() {
     let sim_secs: u64 = std::env::args()
         .skip(1)

@@ -191,6 +191,11 @@ fn compare(rate: u64, secs: u64) {
     );
 }
 
+/// The allocator `windtunnel` installs, for every run here alike (the bare runs spawn tasks
+/// too), so the ratios compare the same allocator (src/alloc.rs).
+#[global_allocator]
+static ALLOC: windtunnel::alloc::MallocAligned = windtunnel::alloc::MallocAligned;
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)

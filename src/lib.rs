@@ -24,9 +24,11 @@
 //! - [`serve`]: a scenario's services on the real network.
 //! - [`services`]: the example systems (accounts, webhooks, card payments), written against the
 //!   public API only, as a user's own are.
-//! - `cli`: the `windtunnel` command (feature `cli`).
+//! - `cli`: the `windtunnel` command (feature `cli`). [`alloc`]: the global allocator the
+//!   binary and the benches install (spawning a task then costs a cached `malloc`).
 #![warn(missing_docs)]
 
+pub mod alloc;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod dist;

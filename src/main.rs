@@ -1,5 +1,9 @@
 //! The `windtunnel` binary: parse the command line, run the command (see `windtunnel::cli`).
 
+/// Task spawns take cached `malloc` blocks, not `posix_memalign` (see `windtunnel::alloc`).
+#[global_allocator]
+static ALLOC: windtunnel::alloc::MallocAligned = windtunnel::alloc::MallocAligned;
+
 fn main() -> std::process::ExitCode {
     windtunnel::cli::main()
 }

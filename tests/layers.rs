@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 #[rustfmt::skip]
 const LAYERS: &[(&str, &[&str])] = &[
     ("lock", &[]),
+    ("alloc", &[]),
     ("units", &[]),
     ("dist", &["units"]),
     ("framework", &["lock"]),
