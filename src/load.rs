@@ -23,6 +23,7 @@ mod http;
 pub use self::http::HttpPool;
 
 use crate::framework::ids;
+use crate::framework::timer;
 use crate::framework::{Call, Client, Context};
 use crate::metrics::{Outcome, Recorder};
 use crate::scenario::{Arrival, Load, LoadTarget};
@@ -125,7 +126,7 @@ impl Sender {
                 method,
                 path,
             } => {
-                let budget = deadline.saturating_duration_since(Instant::now());
+                let budget = deadline.saturating_duration_since(timer::now());
                 let mut request = http_crate::Request::builder()
                     .method(method.clone())
                     .uri(fill_params(path, seq))

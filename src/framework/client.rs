@@ -38,6 +38,7 @@ use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
 use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
 use crate::framework::retry::{self, Bucket, Hedge, HedgeDelay, LatencyWindow, Retry};
 use crate::framework::sleep_until_opt;
+use crate::framework::timer;
 use crate::framework::transport::{BoxFuture, Headers, RequestFrame, SendError, Transport};
 use crate::lock::lock;
 
@@ -456,13 +457,13 @@ impl Client {
                 .and_then(|w| w.quantile(q)),
         };
         let timed = |copy: u32, fut| async move {
-            let started = Instant::now();
+            let started = timer::now();
             (copy, fut.await, started)
         };
         let mut copies = FuturesUnordered::new();
         copies.push(timed(1, self.attempt(ctx, call, policy, Some(used))));
         let mut sent = 1u32;
-        let mut next = delay.map(|d| Instant::now() + d);
+        let mut next = delay.map(|d| timer::now() + d);
         loop {
             let may_hedge = sent < hedge.attempts && next.is_some();
             tokio::select! {
@@ -473,7 +474,7 @@ impl Client {
                             lock(&self.inner.observed)
                                 .entry(call.service.clone())
                                 .or_default()
-                                .observe(Instant::now() - started);
+                                .observe(timer::now() - started);
                         }
                         if copy > 1 {
                             self.count("hedge.won", &call.service, &reply.instance);
@@ -554,7 +555,7 @@ impl Client {
                 )
             })?;
             if policy.breaker.is_some()
-                && !lock(&self.inner.breakers).allows(&pinned.id, Instant::now())
+                && !lock(&self.inner.breakers).allows(&pinned.id, timer::now())
             {
                 return Err(self.circuit_open(call));
             }
@@ -574,7 +575,7 @@ impl Client {
         }
         // An open circuit is a hard no; what follows only steers among what is left.
         if policy.breaker.is_some() {
-            let now = Instant::now();
+            let now = timer::now();
             let breakers = lock(&self.inner.breakers);
             keep_only(&mut candidates, |i| breakers.allows(&i.id, now));
             if candidates.is_empty() {
@@ -588,7 +589,7 @@ impl Client {
         {
             let down = lock(&self.inner.down_until);
             if !down.is_empty() {
-                let now = Instant::now();
+                let now = timer::now();
                 let is_up = |i: &InstanceInfo| down.get(&i.id).is_none_or(|until| *until <= now);
                 if candidates.iter().any(is_up) {
                     keep_only(&mut candidates, is_up);
@@ -596,7 +597,7 @@ impl Client {
             }
         }
         if policy.eject.is_some() {
-            let now = Instant::now();
+            let now = timer::now();
             let outliers = lock(&self.inner.outliers);
             let kept = |i: &InstanceInfo| !outliers.is_ejected(&call.service, &i.id, now);
             // Ejection only steers: with every candidate ejected, they are all still tried.
@@ -684,7 +685,7 @@ impl Client {
         let inflight = lock(&self.inner.inflight);
         let load = |i: usize| inflight.get(&candidates[i].id).copied().unwrap_or(0);
         let b_cheaper = if by_latency {
-            let now = Instant::now();
+            let now = timer::now();
             let latency = lock(&self.inner.latency);
             let cost = |i: usize| latency.cost(&candidates[i].id, load(i), now);
             cost(b) < cost(a)
@@ -699,7 +700,7 @@ impl Client {
     }
 
     fn mark_down(&self, id: &Arc<str>) {
-        let until = Instant::now() + self.inner.config.unreachable_backoff;
+        let until = timer::now() + self.inner.config.unreachable_backoff;
         lock(&self.inner.down_until).insert(id.clone(), until);
     }
 
@@ -723,7 +724,7 @@ impl Client {
         let timed = policy.balance == Balance::PeakEwma;
         let mut probe = false;
         if policy.breaker.is_some() {
-            let sent = lock(&self.inner.breakers).on_send(&instance.id, Instant::now());
+            let sent = lock(&self.inner.breakers).on_send(&instance.id, timer::now());
             if let Some(t) = sent {
                 probe = true;
                 self.count(t.metric(), &call.service, &instance.id);
@@ -780,7 +781,7 @@ impl Client {
                 &instance.id,
                 probe,
                 failed,
-                Instant::now(),
+                timer::now(),
             );
             if let Some(t) = changed {
                 self.count(t.metric(), &call.service, &instance.id);
@@ -805,7 +806,7 @@ impl Client {
             return;
         };
         let instances = self.inner.registry.snapshot(service).len();
-        let now = Instant::now();
+        let now = timer::now();
         let ejected =
             lock(&self.inner.outliers).observe(policy, service, instance, instances, failed, now);
         if ejected.is_some() {
@@ -895,7 +896,7 @@ impl<'a> CallGuard<'a> {
         // The times are only reported in events: skip the clock read when nobody listens.
         let sent = client.clock();
         let deadline = sent.and_then(|at| h.deadline_remaining.map(|r| at + r));
-        let started = timed.then(Instant::now);
+        let started = timed.then(timer::now);
         CallGuard {
             client,
             started,
@@ -970,12 +971,12 @@ impl Drop for CallGuard<'_> {
         }
         // Answered, failed or given up: the time it took is what the caller saw of the instance.
         if let Some(started) = self.started {
-            let now = Instant::now();
+            let now = timer::now();
             lock(&self.client.inner.latency).observe(&self.instance, now - started, now);
         }
         if !self.done && self.probe {
             // A probe given up unanswered says nothing of the instance: the next call probes.
-            lock(&self.client.inner.breakers).abandon_probe(&self.instance, Instant::now());
+            lock(&self.client.inner.breakers).abandon_probe(&self.instance, timer::now());
         }
         if !self.done {
             self.emit(EventKind::CancelSent);

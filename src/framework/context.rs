@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::framework::ids::{RequestId, SpanId, TraceId};
 use crate::framework::metrics::Metrics;
+use crate::framework::timer;
 
 /// Request-scoped state. Cheap to clone (an `Arc`).
 #[derive(Debug, Clone)]
@@ -106,7 +107,7 @@ impl Context {
 
     /// A child that expires `timeout` from now, or at this context's deadline if sooner.
     pub fn with_timeout(&self, timeout: Duration) -> Context {
-        self.with_deadline(Instant::now() + timeout)
+        self.with_deadline(timer::now() + timeout)
     }
 
     /// A child that expires at `deadline`, or at this context's deadline if sooner.
@@ -145,7 +146,7 @@ impl Context {
     pub fn remaining(&self) -> Option<Duration> {
         self.inner
             .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+            .map(|d| d.saturating_duration_since(timer::now()))
     }
 
     /// Cancels this context and every context derived from it.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 pub use crate::framework::event::MetricKind;
 use crate::framework::event::{Event, EventKind, EventSink};
+use crate::framework::timer;
 
 /// Where one service instance records its business metrics. Cheap to clone (one `Arc`): every
 /// request's context carries a clone.
@@ -65,7 +66,7 @@ impl Metrics {
             return;
         }
         m.sink.emit(Event::outside_calls(
-            Instant::now().saturating_duration_since(m.zero),
+            timer::now().saturating_duration_since(m.zero),
             EventKind::Metric {
                 name: name.into(),
                 kind,

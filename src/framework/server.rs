@@ -32,6 +32,7 @@ use crate::framework::metrics::Metrics;
 use crate::framework::middleware::{ServerMiddleware, ServerNext, ServerRequest};
 use crate::framework::service::Endpoint;
 use crate::framework::sleep_until_opt;
+use crate::framework::timer;
 use crate::framework::transport::{Inbound, Inlet, ListenError, Transport};
 use crate::lock::{lock, read, write};
 
@@ -325,9 +326,9 @@ impl Server {
             return Err(StartError::AlreadyRunning(self.inner.instance.to_string()));
         }
         transport.ready().await;
-        let zero = Instant::now()
+        let zero = timer::now()
             .checked_sub(transport.elapsed())
-            .unwrap_or_else(Instant::now);
+            .unwrap_or_else(timer::now);
         *write(&self.inner.metrics) = Some(Metrics::new(
             self.inner.events.clone(),
             &self.inner.name,
@@ -349,6 +350,7 @@ impl Server {
                 transport: transport.clone(),
                 draining: draining.clone(),
                 abort: abort.clone(),
+                no_peer: Arc::from(""),
             }),
             tracker: tracker.clone(),
         };
@@ -436,6 +438,8 @@ struct Serving {
     draining: CancellationToken,
     /// Fires when the grace period is over: handlers still running are dropped.
     abort: CancellationToken,
+    /// The peer of events of requests that name no calling service (made once, not per event).
+    no_peer: Arc<str>,
 }
 
 /// What starts a task for each request the transport reads.
@@ -456,7 +460,6 @@ impl Dispatch {
         }
         let task = RequestTask {
             serving: self.serving.clone(),
-            ev: EventBase::new(&inbound),
             inbound,
         };
         // Boxed: the task then holds a pointer, not a large future copied at every move. The
@@ -466,51 +469,19 @@ impl Dispatch {
     }
 }
 
-/// The fields every server event of one request shares (with the instance's name, kept once in
-/// the server: a request's task stays small enough for the allocator's per-size caches).
-struct EventBase {
-    peer: Arc<str>,
-    info: RequestInfo,
-    trace_id: crate::framework::ids::TraceId,
-    deadline: Option<Duration>,
-}
-
-impl EventBase {
-    fn new(inbound: &Inbound) -> EventBase {
-        let r = &inbound.request;
-        let h = &r.headers;
-        EventBase {
-            peer: h.origin_service.clone().unwrap_or_else(|| Arc::from("")),
-            info: RequestInfo {
-                request_id: h.request_id,
-                parent_request_id: h.parent_request_id,
-                service: r.service.clone(),
-                endpoint: r.endpoint.clone(),
-                origin_service: h.origin_service.clone(),
-                origin_endpoint: h.origin_endpoint.clone(),
-                span_id: h.span_id,
-                parent_span_id: h.parent_span_id,
-            },
-            trace_id: h.trace_id,
-            deadline: h.deadline_remaining.map(|d| inbound.received_at + d),
-        }
-    }
-
-    fn event(&self, instance: &Arc<str>, at: Duration, kind: EventKind) -> Event {
-        Event {
-            at,
-            kind,
-            instance: instance.clone(),
-            peer: self.peer.clone(),
-            service: self.info.service.clone(),
-            endpoint: self.info.endpoint.clone(),
-            request_id: self.info.request_id,
-            parent_request_id: self.info.parent_request_id,
-            trace_id: self.trace_id,
-            span_id: self.info.span_id,
-            parent_span_id: self.info.parent_span_id,
-            deadline: self.deadline,
-        }
+/// Where a request sits in the tree of calls, from its headers (for its handler's context).
+fn request_info(inbound: &Inbound) -> RequestInfo {
+    let r = &inbound.request;
+    let h = &r.headers;
+    RequestInfo {
+        request_id: h.request_id,
+        parent_request_id: h.parent_request_id,
+        service: r.service.clone(),
+        endpoint: r.endpoint.clone(),
+        origin_service: h.origin_service.clone(),
+        origin_endpoint: h.origin_endpoint.clone(),
+        span_id: h.span_id,
+        parent_span_id: h.parent_span_id,
     }
 }
 
@@ -521,10 +492,11 @@ enum Admission {
     Cancelled,
 }
 
-/// One request, from arrival to answer.
+/// One request, from arrival to answer. Its events' fields are read from the request's own
+/// headers as each event is made, not copied into the task: the task stays small enough for
+/// the allocator's per-size caches.
 struct RequestTask {
     serving: Arc<Serving>,
-    ev: EventBase,
     inbound: Inbound,
 }
 
@@ -547,10 +519,30 @@ impl RequestTask {
     /// instant (events of one instant share one clock read); `None` when events are off.
     fn emit_at(&self, at: Option<Duration>, kind: EventKind) {
         if let Some(at) = at {
-            self.serving
-                .inner
-                .events
-                .emit(self.ev.event(&self.serving.inner.instance, at, kind));
+            self.serving.inner.events.emit(self.event(at, kind));
+        }
+    }
+
+    /// The server event `kind` of this request, at `at`.
+    fn event(&self, at: Duration, kind: EventKind) -> Event {
+        let r = &self.inbound.request;
+        let h = &r.headers;
+        Event {
+            at,
+            kind,
+            instance: self.serving.inner.instance.clone(),
+            peer: h
+                .origin_service
+                .clone()
+                .unwrap_or_else(|| self.serving.no_peer.clone()),
+            service: r.service.clone(),
+            endpoint: r.endpoint.clone(),
+            request_id: h.request_id,
+            parent_request_id: h.parent_request_id,
+            trace_id: h.trace_id,
+            span_id: h.span_id,
+            parent_span_id: h.parent_span_id,
+            deadline: h.deadline_remaining.map(|d| self.inbound.received_at + d),
         }
     }
 
@@ -583,7 +575,7 @@ impl RequestTask {
             .request
             .headers
             .deadline_remaining
-            .map(|d| Instant::now() + d);
+            .map(|d| timer::now() + d);
         let Some(endpoint) = read(&self.serving.inner.endpoints)
             .get(&*self.inbound.request.endpoint)
             .cloned()
@@ -625,19 +617,19 @@ impl RequestTask {
         };
         self.emit_at(started, EventKind::HandlerStarted);
         if let Some(held) = &mut held {
-            held.working = Some(Instant::now());
+            held.working = Some(timer::now());
         }
         let ctx = Context::for_request(
             deadline,
             self.inbound.cancel.clone(),
-            self.ev.info.clone(),
-            self.ev.trace_id,
+            request_info(&self.inbound),
+            self.inbound.request.headers.trace_id,
             self.inbound.request.headers.meta.clone(),
             self.serving.metrics.clone(),
         );
         let req = ServerRequest {
-            service: self.ev.info.service.clone(),
-            endpoint: self.ev.info.endpoint.clone(),
+            service: self.inbound.request.service.clone(),
+            endpoint: self.inbound.request.endpoint.clone(),
             body: self.inbound.request.body.clone(),
         };
         let chain = read(&self.serving.inner.middleware).clone();
@@ -706,7 +698,7 @@ impl RequestTask {
         if lock(limiter).try_acquire() {
             return Ok(Some(Held {
                 limiter,
-                arrived: Instant::now(),
+                arrived: timer::now(),
                 working: None,
                 dropped: true,
             }));
@@ -722,7 +714,7 @@ impl RequestTask {
                 },
                 self.serving.inner.instance.clone(),
                 self.serving.inner.name.clone(),
-                self.ev.info.endpoint.clone(),
+                self.inbound.request.endpoint.clone(),
             ));
         }
         Err(Error::of(
@@ -795,7 +787,7 @@ struct Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let now = Instant::now();
+        let now = timer::now();
         let rtt = now.saturating_duration_since(self.arrived);
         let work = self
             .working
@@ -813,7 +805,7 @@ async fn out_of_band_health(
     every: Duration,
     stopped: CancellationToken,
 ) {
-    let mut next = Instant::now() + every;
+    let mut next = timer::now() + every;
     loop {
         tokio::select! {
             _ = crate::framework::timer::idle_until(next) => {}

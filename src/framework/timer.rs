@@ -17,6 +17,10 @@
 //! own to keep their idle time cheap (docs/design.md, "Skipping idle time").
 //!
 //! Outside a simulation (`serve`) these are tokio's timers plus a counter.
+//!
+//! [`now`] reads the clock for all of them, and for the framework's other uses of the time:
+//! inside a simulation it reads the host's clock once per clock epoch (turmoil's runtimes move
+//! their paused clocks only when they park, and number those moments), not on every call.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -30,6 +34,33 @@ thread_local! {
     static BUSY: Cell<usize> = const { Cell::new(0) };
     /// Background wake-ups on this thread, by simulated time: how many at each.
     static WAKES: RefCell<BTreeMap<Duration, usize>> = const { RefCell::new(BTreeMap::new()) };
+    /// The clock as read in one clock epoch of a simulated host, and that epoch.
+    static NOW: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
+}
+
+/// tokio's `Instant::now()`, read once per clock epoch inside a simulation.
+///
+/// Inside a host of a simulation the clock is paused and moves only when the host's runtime
+/// parks; turmoil numbers those moments ([`turmoil::clock_epoch`], which also changes from one
+/// host to the next). A time read in one epoch is the time for the rest of it, so it is kept
+/// here and handed back, which costs a fifth of a read of tokio's clock (a lookup of the
+/// runtime and a lock). Anywhere else (the real network, a plain tokio runtime) the clock is
+/// read every time. Debug builds check every kept time against the clock.
+pub fn now() -> Instant {
+    let Some(epoch) = turmoil::clock_epoch() else {
+        return Instant::now();
+    };
+    NOW.with(|kept| match kept.get() {
+        Some((e, at)) if e == epoch => {
+            debug_assert_eq!(at, Instant::now(), "the clock moved inside an epoch");
+            at
+        }
+        _ => {
+            let at = Instant::now();
+            kept.set(Some((epoch, at)));
+            at
+        }
+    })
 }
 
 /// When the next thing can happen, as far as this thread's timers know.
@@ -87,7 +118,7 @@ impl Wake {
         let Some(now) = turmoil::sim_elapsed() else {
             return Wake(None);
         };
-        let when = now.saturating_add(at.saturating_duration_since(Instant::now()));
+        let when = now.saturating_add(at.saturating_duration_since(self::now()));
         WAKES.with(|w| *w.borrow_mut().entry(when).or_insert(0) += 1);
         Wake(Some(when))
     }
@@ -142,7 +173,7 @@ pub async fn timeout_at<F: Future>(
 
 /// Sleeps for `duration`, as a background wake-up the simulation may skip to.
 pub async fn idle(duration: Duration) {
-    idle_until(Instant::now() + duration).await
+    idle_until(now() + duration).await
 }
 
 /// Sleeps until `at`, as a background wake-up the simulation may skip to.

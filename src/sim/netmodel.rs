@@ -20,6 +20,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::dist::Dist;
 use crate::framework::ids;
+use crate::framework::timer;
 use crate::framework::transport::{
     BoxFuture, CancelGate, Inlet, ListenError, RequestFrame, Responder, SendError, TcpTransport,
     Transport, TransportConfig, Turmoil,
@@ -278,7 +279,7 @@ async fn travel(
         if wait.is_zero() {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = timer::now();
         let arrives = now.checked_add(wait).filter(|_| wait != Duration::MAX);
         // The deadline needs a timer only if it can come before the leg ends or together
         // with it: a deadline later than the leg's end by a tick and two timer slots would fire

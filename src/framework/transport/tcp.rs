@@ -53,6 +53,8 @@ use super::frame::{
 use super::net::Network;
 use super::{BoxFuture, Inbound, Inlet, ListenError, SendError, Transport};
 use crate::framework::error::Error;
+use crate::framework::guard::Guard;
+use crate::framework::timer;
 use crate::framework::trust::Credential;
 use crate::lock::lock;
 
@@ -227,7 +229,7 @@ impl Outbox {
         // socket, and a write here cannot take its place as the socket's waiter. And only once
         // an instant: the rest of a burst is left for the writer to send in one write.
         let direct = (may_write && state.buf.is_empty())
-            .then(Instant::now)
+            .then(timer::now)
             .filter(|now| state.wrote_directly != Some(*now));
         encode_frame(frame, &mut state.buf, max_frame_bytes)?;
         if let Some(now) = direct {
@@ -257,6 +259,8 @@ async fn write_loop(outbox: Arc<Outbox>) {
     // once.
     let closed = outbox.closed.cancelled();
     tokio::pin!(closed);
+    // Guarded: polled only when the connection closes, not at every wake of the writer.
+    let mut closed = Guard::new(closed.as_mut());
     loop {
         let wrote = std::future::poll_fn(|cx| {
             let mut state = lock(&outbox.state);
@@ -313,6 +317,8 @@ async fn client_read_loop<R: AsyncRead + Unpin>(r: R, conn: Arc<ClientConn>) {
     let mut frames = FramedRead::new(r, FrameCodec::new(conn.max_frame_bytes));
     let closed = conn.outbox.closed.cancelled();
     tokio::pin!(closed);
+    // Guarded: polled only when the connection closes, not at every answer read.
+    let mut closed = Guard::new(closed.as_mut());
     loop {
         let next = tokio::select! {
             biased;
@@ -479,8 +485,8 @@ impl<N: Network> TcpTransport<N> {
         let (instant0, run0) = *self
             .inner
             .clock_base
-            .get_or_init(|| (Instant::now(), N::elapsed()));
-        run0 + instant0.elapsed()
+            .get_or_init(|| (timer::now(), N::elapsed()));
+        run0 + timer::now().saturating_duration_since(instant0)
     }
 
     async fn connection(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
@@ -579,7 +585,7 @@ impl<N: Network> TcpTransport<N> {
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
         request.headers.deadline_remaining =
-            deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            deadline.map(|d| d.saturating_duration_since(timer::now()));
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
         let guard = PendingCall {
@@ -757,11 +763,14 @@ async fn serve_conn<N: Network>(
     tokio::spawn(write_loop(conn.outbox.clone()));
     let codec = FrameCodec::with_budget(max_frame_bytes, transport.inner.large_frames.clone());
     let mut frames = FramedRead::new(r, codec);
-    // Made once for the connection, not once per frame.
+    // Made once for the connection, not once per frame, and guarded: polled only when the
+    // connection closes or the server stops, not at every request read.
     let closed = conn.outbox.closed.cancelled();
     tokio::pin!(closed);
+    let mut closed = Guard::new(closed.as_mut());
     let server_gone = inlet.closed();
     tokio::pin!(server_gone);
+    let mut server_gone = Guard::new(server_gone.as_mut());
     loop {
         // Backpressure: while answers back up, read nothing more from this caller.
         while conn.outbox.queued() > config.max_outbox_bytes {

@@ -13,6 +13,59 @@ use tokio::time::{sleep, sleep_until, Duration, Instant};
 
 use super::Result;
 
+thread_local! {
+    /// Whether a host's runtime is being ticked on this thread, and the clock's epoch: a
+    /// number that changes whenever the clock software reads may have moved (windtunnel
+    /// patch; see [`clock_epoch`]).
+    static CLOCK: std::cell::Cell<(bool, u64)> = const { std::cell::Cell::new((false, 0)) };
+}
+
+/// While a host runs inside [`Rt::tick`] or [`Rt::skip`], a number that stays the same for as
+/// long as its runtime's clock does; `None` anywhere else (windtunnel patch).
+///
+/// The runtime's clock is paused: it moves only when the runtime parks with nothing to run
+/// (tokio then advances it to the next timer), and every runtime here counts its parks before
+/// they happen. Each tick of a host starts a new epoch too, as each host has a clock of its
+/// own. So software may keep the time it read under an epoch, and use it again for as long
+/// as the epoch is the same, instead of reading the clock each time (a lock and a lookup of
+/// the runtime). Software that moves the clock itself (`tokio::time::advance`) is not
+/// supported, as for [`Rt::now`].
+pub fn clock_epoch() -> Option<u64> {
+    let (ticking, epoch) = CLOCK.with(std::cell::Cell::get);
+    ticking.then_some(epoch)
+}
+
+/// Starts a new clock epoch (the clock may be about to move).
+fn new_epoch() {
+    CLOCK.with(|c| {
+        let (ticking, epoch) = c.get();
+        c.set((ticking, epoch.wrapping_add(1)));
+    });
+}
+
+/// Marks a host's runtime as ticking on this thread, in a new epoch, until dropped (also when
+/// the tick unwinds), when the epoch changes again.
+struct Ticking;
+
+impl Ticking {
+    fn start() -> Ticking {
+        CLOCK.with(|c| {
+            let (_, epoch) = c.get();
+            c.set((true, epoch.wrapping_add(1)));
+        });
+        Ticking
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        let _ = CLOCK.try_with(|c| {
+            let (_, epoch) = c.get();
+            c.set((false, epoch.wrapping_add(1)));
+        });
+    }
+}
+
 // To support re-creation, we need to store a factory of the future that
 // represents the software. This is somewhat annoying in that it requires
 // boxxing to avoid generics.
@@ -287,6 +340,7 @@ impl<'a> Rt<'a> {
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
+        let ticking = Ticking::start();
         self.tokio.block_on(async {
             self.local
                 .run_until(async {
@@ -294,6 +348,7 @@ impl<'a> Rt<'a> {
                 })
                 .await
         });
+        drop(ticking);
         // Where the tick's sleep left the paused clock (windtunnel patch).
         self.clock = crate::top::clock_after_sleep(self.clock, duration);
         self.software_finished()
@@ -325,6 +380,7 @@ impl<'a> Rt<'a> {
         let last_poll = &self.config.last_poll;
         let parks = &self.config.parks;
         self.config.skipping.store(true, Ordering::Relaxed);
+        let ticking = Ticking::start();
         self.quiet = self.tokio.block_on(async {
             let start = Instant::now();
             let window = start + plan.window;
@@ -384,6 +440,7 @@ impl<'a> Rt<'a> {
             let polled = last_poll.lock().map_or(None, |t| *t);
             !woke && polled.is_none_or(|t| t <= start)
         });
+        drop(ticking);
         self.config.skipping.store(false, Ordering::Relaxed);
         // Every `block_on` draws the seed of the thread's random numbers (`select!` uses them)
         // from the runtime's generator: a tick each. Draw the ones the other ticks would have.
@@ -508,6 +565,8 @@ fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
     let parks = config.parks.clone();
     tokio_builder.on_thread_park(move || {
         parks.fetch_add(1, Ordering::Relaxed);
+        // The clock moves only inside a park, after this (windtunnel patch).
+        new_epoch();
     });
 
     #[cfg(tokio_unstable)]
@@ -628,5 +687,67 @@ mod tests {
         assert_eq!(rt.now(), rt.read_clock(), "after a bounce");
         let _ = rt.tick(tick);
         assert_eq!(rt.now(), rt.read_clock(), "after a bounce and a tick");
+    }
+
+    #[test]
+    fn a_clock_epoch_holds_only_while_the_clock_stands_still() {
+        // Software reads the clock and the epoch in every poll, through timers between and past
+        // the ticks' milliseconds, a task that keeps waking itself, and skips: whenever two
+        // reads share an epoch they must share the time (what lets software keep a time for an
+        // epoch). Outside a tick there is no epoch. (windtunnel patch)
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        type Reads = Rc<RefCell<Vec<(u64, tokio::time::Instant)>>>;
+        fn read(reads: &Reads) {
+            let epoch = super::clock_epoch().expect("an epoch inside a tick");
+            reads.borrow_mut().push((epoch, tokio::time::Instant::now()));
+        }
+        let reads: Reads = Rc::default();
+        let r = reads.clone();
+        let software = move || {
+            let r = r.clone();
+            async move {
+                let r2 = r.clone();
+                let _spinner = tokio::task::spawn_local(async move {
+                    for _ in 0..3_000 {
+                        read(&r2);
+                        tokio::task::yield_now().await;
+                        read(&r2);
+                        tokio::time::sleep(Duration::from_micros(700)).await;
+                    }
+                });
+                for _ in 0..300 {
+                    read(&r);
+                    tokio::time::sleep(Duration::from_micros(300)).await;
+                    read(&r);
+                    tokio::time::sleep(Duration::from_micros(2_500)).await;
+                    read(&r);
+                    tokio::time::sleep(Duration::from_millis(70)).await;
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        };
+        assert_eq!(super::clock_epoch(), None, "before any runtime");
+        let mut rt = Rt::host("h".into(), software, Config::default());
+        let tick = Duration::from_millis(1);
+        for round in 0..30 {
+            for step in [tick, Duration::from_micros(500), Duration::from_millis(3), tick] {
+                let _ = rt.tick(step);
+                assert_eq!(super::clock_epoch(), None, "after a tick, round {round}");
+            }
+            let _ = rt.skip(Duration::from_millis(300), tick);
+            assert_eq!(super::clock_epoch(), None, "after a skip, round {round}");
+        }
+        let reads = reads.borrow();
+        let mut by_epoch = std::collections::BTreeMap::new();
+        for (epoch, at) in reads.iter() {
+            let first = *by_epoch.entry(*epoch).or_insert(*at);
+            assert_eq!(first, *at, "two times in epoch {epoch}");
+        }
+        // The test saw the clock move, and reads that shared an epoch (a task polled twice in
+        // one turn of the scheduler, or two in one turn).
+        assert!(by_epoch.len() > 100, "{} epochs", by_epoch.len());
+        assert!(reads.len() > by_epoch.len() + 100, "{} reads", reads.len());
     }
 }
