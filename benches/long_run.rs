@@ -330,6 +330,11 @@ fn simulation(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The allocator `windtunnel` installs, so this measures what a run of the binary holds
+/// (src/alloc.rs).
+#[global_allocator]
+static ALLOC: windtunnel::alloc::MallocAligned = windtunnel::alloc::MallocAligned;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| -> Option<u64> {

@@ -102,6 +102,11 @@ async fn never_reading(addr: &str) -> Result<f64, Box<dyn std::error::Error>> {
     Ok(peak.saturating_sub(before) as f64 / 1e6)
 }
 
+/// The allocator `windtunnel` installs, so this measures what a run of the binary holds
+/// (src/alloc.rs).
+#[global_allocator]
+static ALLOC: windtunnel::alloc::MallocAligned = windtunnel::alloc::MallocAligned;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,12 +4,12 @@
 //! tokio aligns every task to 128 bytes (a cache line pair on x86_64), so every spawn asks
 //! the system allocator for an over-aligned block. glibc serves those with `posix_memalign`,
 //! which bypasses its per-thread caches and splits a larger block each time: about 600
-//! instructions a spawn, and as many again to free it, where a cached `malloc` of the same
+//! instructions a spawn, and about 150 more to free it, where a cached `malloc` of the same
 //! size costs a few dozen. A simulation spawns several tasks per request (README, "Speed
 //! against bare turmoil"), so [`MallocAligned`] takes such blocks from `malloc` with room to
 //! align them, and frees them the same way.
 //!
-//! The `windtunnel` binary and the benches install it; the library does not, so a program
+//! The `windtunnel` binary and every bench install it; the library does not, so a program
 //! that links windtunnel keeps whatever allocator it chose:
 //!
 //! ```
@@ -64,14 +64,14 @@ unsafe impl GlobalAlloc for MallocAligned {
         if raw.is_null() {
             return raw;
         }
-        // `raw` is `MALLOC_ALIGN`-aligned and `align` a larger power of two, so the next
-        // multiple of `align` strictly above `raw` is between `MALLOC_ALIGN` and `align` bytes
-        // in: room for the word below it, and `size` bytes after it inside the block.
+        // `raw` is `MALLOC_ALIGN`-aligned (two words) and `align` a larger power of two, so the
+        // next multiple of `align` strictly above `raw` is between `MALLOC_ALIGN` and `align`
+        // bytes in: room for the word below it, and `size` bytes after it inside the block.
         let offset = layout.align() - (raw as usize & (layout.align() - 1));
         // SAFETY: `offset <= align`, inside the `size + align` bytes of the block.
         let aligned = unsafe { raw.add(offset) };
-        // SAFETY: the word below `aligned` is inside the block (offset >= 16) and aligned to
-        // a word, as `aligned` is a multiple of at least 32.
+        // SAFETY: the word below `aligned` is inside the block (offset >= two words) and
+        // aligned to a word, as `aligned` is a multiple of at least four words.
         unsafe { aligned.cast::<*mut u8>().sub(1).write(raw) };
         aligned
     }

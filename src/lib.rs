@@ -24,8 +24,9 @@
 //! - [`serve`]: a scenario's services on the real network.
 //! - [`services`]: the example systems (accounts, webhooks, card payments), written against the
 //!   public API only, as a user's own are.
-//! - `cli`: the `windtunnel` command (feature `cli`). [`alloc`]: the global allocator the
-//!   binary and the benches install (spawning a task then costs a cached `malloc`).
+//! - `cli`: the `windtunnel` command (feature `cli`).
+//! - [`alloc`]: the global allocator the binary and the benches install (spawning a task then
+//!   costs a cached `malloc`).
 #![warn(missing_docs)]
 
 pub mod alloc;

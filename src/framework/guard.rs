@@ -6,7 +6,9 @@
 //! branch costs two locks a poll (the token's, then its notifier's), a deadline's a look at the
 //! timer. A [`Guard`] polls its future once, with a waker of its own, and after that only when
 //! that waker was called: the other wakes of the task skip it for the price of an atomic load.
-//! It ends exactly when the future it wraps would have.
+//! It ends exactly when the future it wraps would have, and once ended it polls that future at
+//! every poll again (a guard shared by two `select!`s, one after the other, ends both, as the
+//! future it wraps would: a cancellation's wait stays ready).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,7 +71,12 @@ impl<F: Future + Unpin> Future for Guard<F> {
         if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        Pin::new(&mut this.future).poll(&mut Context::from_waker(&this.waker))
+        let polled = Pin::new(&mut this.future).poll(&mut Context::from_waker(&this.waker));
+        if polled.is_ready() {
+            // Nothing will wake an ended future again: poll it at every poll from now on.
+            this.flag.woken.store(true, Ordering::Release);
+        }
+        polled
     }
 }
 
@@ -125,5 +132,31 @@ mod tests {
         }
         assert_eq!(start.elapsed(), Duration::from_millis(25));
         assert_eq!(ticks, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_that_ended_ends_the_next_select_too() {
+        // Goal: a guard shared by two `select!`s, as a connection's "closed" is by its
+        // backpressure wait and its read, ends the second after it ended the first (the
+        // cancellation it wraps stays ready; nothing wakes it again). Method: cancel, end one
+        // select through the guard, then select again against a wait that never ends.
+        let token = CancellationToken::new();
+        let cancelled = token.cancelled();
+        tokio::pin!(cancelled);
+        let mut guard = Guard::new(cancelled.as_mut());
+        token.cancel();
+        let never = tokio::sync::Notify::new();
+        tokio::select! {
+            _ = never.notified() => panic!("nothing notifies"),
+            _ = &mut guard => {}
+        }
+        let again = tokio::time::timeout(Duration::from_secs(1), async {
+            tokio::select! {
+                _ = never.notified() => false,
+                _ = &mut guard => true,
+            }
+        })
+        .await;
+        assert_eq!(again, Ok(true), "the guard did not end the second select");
     }
 }

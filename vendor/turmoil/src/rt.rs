@@ -20,16 +20,17 @@ thread_local! {
     static CLOCK: std::cell::Cell<(bool, u64)> = const { std::cell::Cell::new((false, 0)) };
 }
 
-/// While a host runs inside [`Rt::tick`] or [`Rt::skip`], a number that stays the same for as
-/// long as its runtime's clock does; `None` anywhere else (windtunnel patch).
+/// While a host's software runs (a tick or a skip of its runtime), a number that stays the
+/// same for as long as its runtime's clock does; `None` anywhere else (windtunnel patch).
 ///
 /// The runtime's clock is paused: it moves only when the runtime parks with nothing to run
-/// (tokio then advances it to the next timer), and every runtime here counts its parks before
-/// they happen. Each tick of a host starts a new epoch too, as each host has a clock of its
-/// own. So software may keep the time it read under an epoch, and use it again for as long
-/// as the epoch is the same, instead of reading the clock each time (a lock and a lookup of
-/// the runtime). Software that moves the clock itself (`tokio::time::advance`) is not
-/// supported, as for [`Rt::now`].
+/// (tokio then advances it to the next timer), and every runtime here starts a new epoch
+/// before each such park (tokio's other looks at its time driver, while tasks are ready, pass
+/// it a zero timeout and so move the clock by nothing). Each tick of a host starts a new epoch
+/// too, as each host has a clock of its own. So software may keep the time it read under an
+/// epoch, and use it again for as long as the epoch is the same, instead of reading the clock
+/// each time (a lock and a lookup of the runtime). Software that moves the clock itself
+/// (`tokio::time::advance`, `resume`) is not supported, as for the host's kept clock.
 pub fn clock_epoch() -> Option<u64> {
     let (ticking, epoch) = CLOCK.with(std::cell::Cell::get);
     ticking.then_some(epoch)
