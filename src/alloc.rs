@@ -29,9 +29,10 @@ const MAX_PADDED_ALIGN: usize = 4096;
 /// The system allocator, with over-aligned blocks of up to 4 KiB alignment carved out of
 /// `malloc` blocks (see the module's documentation).
 ///
-/// Such a block is `size + align` bytes from `malloc`, aligned upwards within it; the word
-/// just below the aligned address keeps where the `malloc` block starts, to free it. All
-/// other requests go to [`System`] unchanged.
+/// Such a block is `size + align` bytes from `malloc` (so it holds up to `align` bytes more
+/// than asked: 128 for a tokio task), aligned upwards within it; the word just below the
+/// aligned address keeps where the `malloc` block starts, to free it. All other requests go to
+/// [`System`] unchanged.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MallocAligned;
 
