@@ -36,11 +36,12 @@ pub fn clock_epoch() -> Option<u64> {
     ticking.then_some(epoch)
 }
 
-/// Starts a new clock epoch (the clock may be about to move).
-fn new_epoch() {
-    CLOCK.with(|c| {
-        let (ticking, epoch) = c.get();
-        c.set((ticking, epoch.wrapping_add(1)));
+/// Starts a new clock epoch (the clock may be about to move, or another host's clock is about
+/// to be read), marking a host's runtime as ticking or not (`Some`), or leaving that as it was.
+fn new_epoch(ticking: Option<bool>) {
+    let _ = CLOCK.try_with(|c| {
+        let (was, epoch) = c.get();
+        c.set((ticking.unwrap_or(was), epoch.wrapping_add(1)));
     });
 }
 
@@ -50,20 +51,14 @@ struct Ticking;
 
 impl Ticking {
     fn start() -> Ticking {
-        CLOCK.with(|c| {
-            let (_, epoch) = c.get();
-            c.set((true, epoch.wrapping_add(1)));
-        });
+        new_epoch(Some(true));
         Ticking
     }
 }
 
 impl Drop for Ticking {
     fn drop(&mut self) {
-        let _ = CLOCK.try_with(|c| {
-            let (_, epoch) = c.get();
-            c.set((false, epoch.wrapping_add(1)));
-        });
+        new_epoch(Some(false));
     }
 }
 
@@ -567,7 +562,7 @@ fn init(config: &mut Config) -> (Runtime, LocalSet, Instant) {
     tokio_builder.on_thread_park(move || {
         parks.fetch_add(1, Ordering::Relaxed);
         // The clock moves only inside a park, after this (windtunnel patch).
-        new_epoch();
+        new_epoch(None);
     });
 
     #[cfg(tokio_unstable)]
