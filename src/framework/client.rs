@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use crate::framework::context::Context;
 use crate::framework::discovery::{InstanceInfo, Registry};
 use crate::framework::eject::{self, Ejection, Outliers};
 use crate::framework::error::Error;
-use crate::framework::event::{Event, EventKind, EventSink, NullSink};
+use crate::framework::event::{Event, EventKind, EventRef, EventSink, NullSink};
 use crate::framework::ids::{self, IdGen, RequestId, SpanId, TraceId};
 use crate::framework::middleware::{ClientMiddleware, ClientNext, OutboundCall};
 use crate::framework::retry::{self, Bucket, Hedge, HedgeDelay, LatencyWindow, Retry};
@@ -232,6 +233,9 @@ struct Inner {
     /// Observed latencies per service, for hedging at a percentile.
     observed: Mutex<BTreeMap<Arc<str>, LatencyWindow>>,
     middleware: RwLock<Arc<[Arc<dyn ClientMiddleware>]>>,
+    /// Whether `middleware` holds any: a call reads this (an atomic load) and takes the
+    /// read lock only when it does.
+    has_middleware: AtomicBool,
 }
 
 /// One service's budgets.
@@ -307,6 +311,7 @@ impl Client {
                 budgets: Mutex::new(BTreeMap::new()),
                 observed: Mutex::new(BTreeMap::new()),
                 middleware: RwLock::new(Arc::from(Vec::new())),
+                has_middleware: AtomicBool::new(false),
             }),
         }
     }
@@ -338,6 +343,7 @@ impl Client {
         let mut v = guard.to_vec();
         v.push(mw);
         *guard = Arc::from(v);
+        self.inner.has_middleware.store(true, Ordering::Release);
     }
 
     /// Calls `service.endpoint` with a serde request and decodes the serde response.
@@ -733,41 +739,56 @@ impl Client {
         let mut guard = CallGuard::new(self, call, instance, &headers, timed);
         guard.probe = probe;
         guard.emit_at(guard.sent, EventKind::CallSent);
-        let outbound = OutboundCall {
-            service: call.service.clone(),
-            endpoint: call.endpoint.clone(),
-            instance: instance.id.clone(),
-            addr: instance.addr.clone(),
-            body: call.body.clone(),
-        };
         let transport = &self.inner.transport;
         // How the last transport attempt failed locally, if it did: `Some(true)` when a Cancel
         // frame went out for it.
         let local: Mutex<Option<bool>> = Mutex::new(None);
         let local_ref = &local;
-        let headers = &headers;
-        let send = move |ctx: &Context, out: OutboundCall| {
-            let request = RequestFrame {
-                id: 0,
-                service: out.service,
-                endpoint: out.endpoint,
-                headers: headers.clone(),
-                body: out.body,
+        let chain = self
+            .inner
+            .has_middleware
+            .load(Ordering::Acquire)
+            .then(|| crate::lock::read(&self.inner.middleware).clone())
+            .filter(|chain| !chain.is_empty());
+        let result = if let Some(chain) = chain {
+            let outbound = OutboundCall {
+                service: call.service.clone(),
+                endpoint: call.endpoint.clone(),
+                instance: instance.id.clone(),
+                addr: instance.addr.clone(),
+                body: call.body.clone(),
             };
-            let fut = transport.send(&out.addr, request, ctx.deadline(), ctx.token().clone());
-            async move { fut.await.map_err(|e| note_local(local_ref, e)) }
-        };
-        let chain = crate::lock::read(&self.inner.middleware).clone();
-        let result = if chain.is_empty() {
-            // No middleware: the transport's future is awaited here, not boxed once more.
-            send(ctx, outbound).await
-        } else {
+            let headers = &headers;
+            // A middleware may send more than once: each send gets its own frame.
+            let send = move |ctx: &Context, out: OutboundCall| {
+                let request = RequestFrame {
+                    id: 0,
+                    service: out.service,
+                    endpoint: out.endpoint,
+                    headers: headers.clone(),
+                    body: out.body,
+                };
+                let fut = transport.send(&out.addr, request, ctx.deadline(), ctx.token().clone());
+                async move { fut.await.map_err(|e| note_local(local_ref, e)) }
+            };
             let end = |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
                 Box::pin(send(&ctx, out))
             };
             ClientNext::new(&chain, &end)
                 .run(ctx.clone(), outbound)
                 .await
+        } else {
+            // No middleware: the frame takes the headers and names as they are (no copies),
+            // and the transport's future is awaited here, not boxed once more.
+            let request = RequestFrame {
+                id: 0,
+                service: call.service.clone(),
+                endpoint: call.endpoint.clone(),
+                headers,
+                body: call.body.clone(),
+            };
+            let fut = transport.send(&instance.addr, request, ctx.deadline(), ctx.token().clone());
+            fut.await.map_err(|e| note_local(local_ref, e))
         };
         let local = *lock(&local);
         guard.finish(&result, local);
@@ -827,14 +848,17 @@ impl Client {
             Some(r) => r.service.clone(),
             None => self.inner.name.clone(),
         };
+        let trace = ctx.trace_id();
+        let (request_id, new_trace, span_id) = self.inner.ids.call_ids(trace.is_none());
         Headers {
             deadline_remaining: ctx.remaining(),
-            request_id: self.inner.ids.request_id(),
+            request_id,
             parent_request_id,
             origin_service: Some(origin_service),
             origin_endpoint,
-            trace_id: ctx.trace_id().unwrap_or_else(|| self.inner.ids.trace_id()),
-            span_id: self.inner.ids.span_id(),
+            // One of the two is set: the context's trace, or the one drawn for it.
+            trace_id: trace.or(new_trace).unwrap_or_default(),
+            span_id,
             parent_span_id,
             meta: ctx.meta_all().clone(),
         }
@@ -926,13 +950,14 @@ impl<'a> CallGuard<'a> {
             return;
         };
         let inner = &self.client.inner;
-        inner.events.emit(Event {
+        // Lent, not built: the names stay the call's own (no reference counts touched).
+        inner.events.emit_ref(EventRef {
             at,
-            kind,
-            instance: inner.name.clone(),
-            peer: self.instance.clone(),
-            service: self.service.clone(),
-            endpoint: self.endpoint.clone(),
+            kind: &kind,
+            instance: &inner.name,
+            peer: &self.instance,
+            service: &self.service,
+            endpoint: &self.endpoint,
             request_id: self.request_id,
             parent_request_id: self.parent_request_id,
             trace_id: self.trace_id,

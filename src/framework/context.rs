@@ -95,9 +95,16 @@ impl Context {
     }
 
     fn derive(&self, f: impl FnOnce(&mut Inner)) -> Context {
+        // Field by field: `..parent.clone()` would clone the parent's token only to drop it
+        // (two locks of the token's, for nothing).
+        let parent = &*self.inner;
         let mut inner = Inner {
-            cancel: self.inner.cancel.child_token(),
-            ..(*self.inner).clone()
+            deadline: parent.deadline,
+            cancel: parent.cancel.child_token(),
+            request: parent.request.clone(),
+            trace_id: parent.trace_id,
+            meta: parent.meta.clone(),
+            metrics: parent.metrics.clone(),
         };
         f(&mut inner);
         Context {

@@ -13,19 +13,27 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, RawWakerVTable, Wake, Waker};
 
-use futures::task::AtomicWaker;
+use crate::lock::lock;
 
 /// `future`, polled on its first poll and then only after it woke its task. A future that is
 /// not `Unpin` is guarded pinned where it lives (`Guard::new(fut.as_mut())` after
 /// `tokio::pin!(fut)`), so a guard allocates only its waker.
+///
+/// A poll that finds the future not woken, by the same task waker as the poll before, costs
+/// one atomic load and touches nothing shared: no lock, no reference count. (The task's waker
+/// is handed to the flag once and kept there; a wake wakes it without taking it, so it is
+/// still there for the next wake.)
 pub(crate) struct Guard<F> {
     future: F,
     flag: Arc<Flag>,
     /// The waker `future` holds: the flag's, made once.
     waker: Waker,
+    /// Which task waker the flag holds (its data and vtable addresses, as [`Waker::will_wake`]
+    /// compares them); `None` before the first poll.
+    registered: Option<(usize, usize)>,
 }
 
 /// Notes that the guarded future woke, and passes the wake on to the task.
@@ -33,7 +41,8 @@ struct Flag {
     /// Whether the future is to be polled at the task's next poll: set at first, so that the
     /// first poll arms it, and then by its wakes.
     woken: AtomicBool,
-    task: AtomicWaker,
+    /// The waker of the task that polls the guard, as of its latest poll by a new waker.
+    task: Mutex<Option<Waker>>,
 }
 
 impl Wake for Flag {
@@ -43,7 +52,9 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        if let Some(task) = lock(&self.task).as_ref() {
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -52,14 +63,21 @@ impl<F: Future + Unpin> Guard<F> {
     pub(crate) fn new(future: F) -> Guard<F> {
         let flag = Arc::new(Flag {
             woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
+            task: Mutex::new(None),
         });
         Guard {
             future,
             waker: Waker::from(flag.clone()),
             flag,
+            registered: None,
         }
     }
+}
+
+/// What tells two wakers apart, as [`Waker::will_wake`] does.
+fn identity(waker: &Waker) -> (usize, usize) {
+    let vtable: *const RawWakerVTable = waker.vtable();
+    (waker.data() as usize, vtable as usize)
 }
 
 impl<F: Future + Unpin> Future for Guard<F> {
@@ -67,10 +85,17 @@ impl<F: Future + Unpin> Future for Guard<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        this.flag.task.register(cx.waker());
-        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+        let id = identity(cx.waker());
+        if this.registered != Some(id) {
+            *lock(&this.flag.task) = Some(cx.waker().clone());
+            this.registered = Some(id);
+        }
+        if !this.flag.woken.load(Ordering::Acquire) {
             return Poll::Pending;
         }
+        // Cleared before the poll: a wake from now on sets it again, and one before it is seen
+        // by the poll itself.
+        this.flag.woken.store(false, Ordering::Release);
         let polled = Pin::new(&mut this.future).poll(&mut Context::from_waker(&this.waker));
         if polled.is_ready() {
             // Nothing will wake an ended future again: poll it at every poll from now on.
@@ -132,6 +157,60 @@ mod tests {
         }
         assert_eq!(start.elapsed(), Duration::from_millis(25));
         assert_eq!(ticks, 8);
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_guard_wakes_the_waker_of_its_latest_poll_every_time() {
+        // Goal: the task waker a guard keeps is the one of its latest poll, and it is woken by
+        // every wake of the guarded future, not only the first (the guard keeps it; a wake
+        // does not take it). Method: a guarded Notify polled by waker `a`, then by `b`; notify
+        // twice with a poll between; then poll by `a` again and notify.
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let n = notify.clone();
+        let mut guard = Guard::new(Box::pin(async move {
+            n.notified().await;
+            n.notified().await;
+            n.notified().await;
+        }));
+        let mut poll = |w: &Waker| Pin::new(&mut guard).poll(&mut Context::from_waker(w));
+        assert!(poll(&wa).is_pending());
+        assert!(poll(&wb).is_pending());
+        notify.notify_one();
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (0, 1)
+        );
+        assert!(poll(&wb).is_pending());
+        assert!(poll(&wb).is_pending(), "a poll without a wake");
+        notify.notify_one();
+        assert_eq!(
+            b.0.load(Ordering::SeqCst),
+            2,
+            "the second wake reached the task too"
+        );
+        assert!(poll(&wa).is_pending());
+        notify.notify_one();
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (1, 2)
+        );
+        assert!(poll(&wa).is_ready());
     }
 
     #[tokio::test(start_paused = true)]

@@ -110,6 +110,21 @@ impl IdGen {
         }
     }
 
+    /// The ids of one call, drawn under one lock in the order `request_id`, `trace_id` (when
+    /// `new_trace`), `span_id` would draw them one by one.
+    pub fn call_ids(&self, new_trace: bool) -> (RequestId, Option<TraceId>, SpanId) {
+        let mut rng = crate::lock::lock(&self.rng);
+        let mut next = || loop {
+            let v = rng.next_u64();
+            if v != 0 {
+                return v;
+            }
+        };
+        let request = RequestId(next());
+        let trace = new_trace.then(|| TraceId(next()));
+        (request, trace, SpanId(next()))
+    }
+
     /// A fresh request id.
     pub fn request_id(&self) -> RequestId {
         RequestId(self.next_u64())
@@ -138,5 +153,13 @@ mod tests {
         let a = IdGen::new(3, "x");
         let b = IdGen::new(3, "x");
         assert_eq!(a.next_u64(), b.next_u64());
+        // A call's ids at once are the ids one by one, in order.
+        let (c, d) = (IdGen::new(3, "y"), IdGen::new(3, "y"));
+        for new_trace in [true, false, true] {
+            let (request, trace, span) = c.call_ids(new_trace);
+            assert_eq!(request, d.request_id());
+            assert_eq!(trace, new_trace.then(|| d.trace_id()));
+            assert_eq!(span, d.span_id());
+        }
     }
 }

@@ -30,7 +30,7 @@ pub use client::{Balance, Call, Client, ClientConfig, Reply};
 pub use context::Context;
 pub use discovery::{InstanceInfo, Registry};
 pub use error::{Error, ErrorKind};
-pub use event::{Event, EventKind, EventSink, MemorySink, NullSink};
+pub use event::{Event, EventKind, EventRef, EventSink, MemorySink, NullSink};
 pub use fanout::{Fanout, FanoutPolicy, FanoutResult};
 pub use metrics::{MetricKind, Metrics};
 pub use server::{Listen, Server, ServiceConfig, StartError};

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::framework::context::{Context, RequestInfo};
 use crate::framework::discovery::Registry;
 use crate::framework::error::Error;
-use crate::framework::event::{Event, EventKind, EventSink, NullSink};
+use crate::framework::event::{Event, EventKind, EventRef, EventSink, NullSink};
 use crate::framework::guard::Guard;
 use crate::framework::health::{self, CheckResult, Checker, HealthReport, HEALTH_ENDPOINT};
 use crate::framework::limit::{Limit, Limiter};
@@ -518,32 +518,26 @@ impl RequestTask {
     /// Reports `kind` as happening at `at`, a time read from [`RequestTask::clock`] in the same
     /// instant (events of one instant share one clock read); `None` when events are off.
     fn emit_at(&self, at: Option<Duration>, kind: EventKind) {
-        if let Some(at) = at {
-            self.serving.inner.events.emit(self.event(at, kind));
-        }
-    }
-
-    /// The server event `kind` of this request, at `at`.
-    fn event(&self, at: Duration, kind: EventKind) -> Event {
+        let Some(at) = at else {
+            return;
+        };
+        // Lent, not built: the names stay the request's own (no reference counts touched).
         let r = &self.inbound.request;
         let h = &r.headers;
-        Event {
+        self.serving.inner.events.emit_ref(EventRef {
             at,
-            kind,
-            instance: self.serving.inner.instance.clone(),
-            peer: h
-                .origin_service
-                .clone()
-                .unwrap_or_else(|| self.serving.no_peer.clone()),
-            service: r.service.clone(),
-            endpoint: r.endpoint.clone(),
+            kind: &kind,
+            instance: &self.serving.inner.instance,
+            peer: h.origin_service.as_ref().unwrap_or(&self.serving.no_peer),
+            service: &r.service,
+            endpoint: &r.endpoint,
             request_id: h.request_id,
             parent_request_id: h.parent_request_id,
             trace_id: h.trace_id,
             span_id: h.span_id,
             parent_span_id: h.parent_span_id,
             deadline: h.deadline_remaining.map(|d| self.inbound.received_at + d),
-        }
+        });
     }
 
     /// Time since the start of the run, read only when events are wanted (`None` otherwise).

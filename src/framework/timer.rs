@@ -36,6 +36,8 @@ thread_local! {
     static WAKES: RefCell<BTreeMap<Duration, usize>> = const { RefCell::new(BTreeMap::new()) };
     /// The clock as read in one clock epoch of a simulated host, and that epoch.
     static NOW: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
+    /// The last [`since`] read in one clock epoch: the epoch, the base and the time since it.
+    static SINCE: Cell<Option<(u64, Instant, Duration)>> = const { Cell::new(None) };
 }
 
 /// tokio's `Instant::now()`, read once per clock epoch inside a simulation.
@@ -59,6 +61,23 @@ pub fn now() -> Instant {
             let at = Instant::now();
             kept.set(Some((epoch, at)));
             at
+        }
+    })
+}
+
+/// The time from `base` to [`now`] (zero if `base` is later), kept for the rest of a clock
+/// epoch as [`now`] keeps the time itself: a transport's time since the start of the run is read
+/// for most events, and this spares each read after the first in an epoch its subtraction.
+pub fn since(base: Instant) -> Duration {
+    let Some(epoch) = turmoil::clock_epoch() else {
+        return Instant::now().saturating_duration_since(base);
+    };
+    SINCE.with(|kept| match kept.get() {
+        Some((e, b, since)) if e == epoch && b == base => since,
+        _ => {
+            let since = now().saturating_duration_since(base);
+            kept.set(Some((epoch, base, since)));
+            since
         }
     })
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::fingerprint::WordHash;
-use crate::framework::Event;
+use crate::framework::EventRef;
 
 /// One event (or load result) of a run, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,14 +244,14 @@ fn index_usize(i: u64) -> usize {
 }
 
 /// The hash of one event, over the same fields the run's fingerprint takes from it.
-pub(super) fn write_event(h: &mut WordHash, e: &Event) {
+pub(super) fn write_event(h: &mut WordHash, e: &EventRef<'_>) {
     h.write_u64(super::nanos(e.at));
     h.write_str(e.kind.name());
     h.write_str(e.kind.error_code().unwrap_or(""));
-    h.write_str(&e.instance);
-    h.write_str(&e.peer);
-    h.write_str(&e.service);
-    h.write_str(&e.endpoint);
+    h.write_str(e.instance);
+    h.write_str(e.peer);
+    h.write_str(e.service);
+    h.write_str(e.endpoint);
     h.write_u64(e.request_id.0);
     h.write_u64(e.span_id.0);
     h.write_u64(e.trace_id.0);
@@ -262,7 +262,7 @@ pub(super) fn write_event(h: &mut WordHash, e: &Event) {
 }
 
 /// An event in words.
-pub(super) fn describe_event(index: u64, e: &Event) -> EventDescription {
+pub(super) fn describe_event(index: u64, e: &EventRef<'_>) -> EventDescription {
     let kind = match e.kind.error_code() {
         Some(code) => format!("{} ({code})", e.kind.name()),
         None => e.kind.name().to_string(),

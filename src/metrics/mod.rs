@@ -16,7 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::framework::{Event, EventKind, EventSink};
+use crate::framework::{Event, EventKind, EventRef, EventSink};
 use crate::lock::lock;
 pub use business::BusinessMetric;
 pub use eventlog::{Divergence, EventDescription, EventLog, Side};
@@ -470,7 +470,7 @@ fn orphan(checks: &mut Checks, started: Duration, allowed_until: Duration, ended
 }
 
 impl State {
-    fn hash(&mut self, e: &Event) {
+    fn hash(&mut self, e: &EventRef<'_>) {
         eventlog::write_event(&mut self.fingerprint, e);
         if self.log.is_on() {
             let mut one = WordHash::default();
@@ -536,13 +536,13 @@ impl State {
     }
 
     /// A server request is over (answered, dropped or refused).
-    fn finish_server(&mut self, e: &Event) {
+    fn finish_server(&mut self, e: &EventRef<'_>) {
         let Some(req) = self.server.remove(&e.span_id.0) else {
             return;
         };
         let started = req.started;
         let waiting = req.waiting && started.is_none();
-        self.track(&e.instance, e.at, |t| {
+        self.track(e.instance, e.at, |t| {
             t.inflight = t.inflight.saturating_sub(1);
             if started.is_some() {
                 t.busy = t.busy.saturating_sub(1);
@@ -557,7 +557,7 @@ impl State {
         }
     }
 
-    fn call_ended(&mut self, e: &Event, outcome: Outcome) {
+    fn call_ended(&mut self, e: &EventRef<'_>, outcome: Outcome) {
         let Some((sent, index)) = self.calls.remove(&e.span_id.0) else {
             return;
         };
@@ -608,20 +608,20 @@ impl State {
         self.authenticator.as_deref() == Some(service)
     }
 
-    fn apply(&mut self, e: &Event) {
+    fn apply(&mut self, e: &EventRef<'_>) {
         match &e.kind {
             EventKind::CallSent => {
-                if &*e.instance == GATEWAY && !self.is_authenticator(&e.service) {
+                if &**e.instance == GATEWAY && !self.is_authenticator(e.service) {
                     // An edge request reaches a service only after auth accepted its token.
                     if !self.authenticated.contains_key(&e.trace_id.0) {
                         self.checks.unauthenticated_calls += 1;
                     }
                 }
-                let index = self.endpoint_index(&e.service, &e.endpoint);
+                let index = self.endpoint_index(e.service, e.endpoint);
                 self.calls.insert(e.span_id.0, (e.at, index));
             }
             EventKind::CallAnswered { error } => {
-                if error.is_none() && &*e.instance == GATEWAY && self.is_authenticator(&e.service) {
+                if error.is_none() && &**e.instance == GATEWAY && self.is_authenticator(e.service) {
                     let until = e.deadline.unwrap_or(e.at + AUTH_HORIZON).max(e.at);
                     self.authenticated.insert(e.trace_id.0, until);
                     if e.at >= self.auth_sweep + AUTH_SWEEP {
@@ -644,7 +644,7 @@ impl State {
                 // A server starts a handler in the same poll when a worker is free, so a
                 // request waits exactly when every worker is busy as it arrives.
                 let waiting = self
-                    .instance(&e.instance)
+                    .instance(e.instance)
                     .is_some_and(|t| t.busy >= t.workers);
                 self.server.insert(
                     e.span_id.0,
@@ -654,7 +654,7 @@ impl State {
                         waiting,
                     },
                 );
-                self.track_with(&e.instance, e.at, false, |t| {
+                self.track_with(e.instance, e.at, false, |t| {
                     t.inflight += 1;
                     if waiting {
                         t.queued += 1;
@@ -670,7 +670,7 @@ impl State {
                 if e.deadline.is_some_and(|d| e.at > d) {
                     self.checks.late_work += 1;
                 }
-                self.track(&e.instance, e.at, |t| {
+                self.track(e.instance, e.at, |t| {
                     if was_waiting {
                         t.queued = t.queued.saturating_sub(1);
                     }
@@ -684,7 +684,7 @@ impl State {
             | EventKind::ResponseSent => self.finish_server(e),
             EventKind::HealthChecked { healthy } => {
                 let width = self.bucket_width;
-                if let Some(track) = self.instance(&e.instance) {
+                if let Some(track) = self.instance(e.instance) {
                     let i = bucket_index(e.at, width, track.buckets.len());
                     let b = &mut track.buckets[i];
                     b.healthy = Some(b.healthy.unwrap_or(true) && *healthy);
@@ -705,6 +705,10 @@ impl State {
 
 impl EventSink for Recorder {
     fn emit(&self, event: Event) {
+        self.emit_ref(event.view());
+    }
+
+    fn emit_ref(&self, event: EventRef<'_>) {
         let mut s = self.state();
         if s.finished {
             return;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::framework::{Event, EventKind};
+use crate::framework::{EventKind, EventRef};
 
 /// Events kept per trace at most.
 pub const MAX_EVENTS_PER_TRACE: usize = 2000;
@@ -131,10 +131,10 @@ fn ms(d: Duration) -> f64 {
 
 impl TraceStore {
     /// Takes one event.
-    pub fn observe(&mut self, e: &Event) {
+    pub fn observe(&mut self, e: &EventRef<'_>) {
         let trace = e.trace_id.0;
         let is_edge = e.parent_span_id.is_none() && e.parent_request_id.is_none();
-        if is_edge && e.kind == EventKind::CallSent {
+        if is_edge && *e.kind == EventKind::CallSent {
             self.building.entry(trace).or_insert_with(|| Building {
                 events: 0,
                 sent: e.at,
@@ -166,7 +166,7 @@ impl TraceStore {
 
     /// Keeps the trace if it failed, is sampled, or is among the slowest. The edge call's own
     /// events give its latency and outcome; spans are built only for a trace that is kept.
-    fn decide(&mut self, trace: u64, building: Building, ended: &Event) {
+    fn decide(&mut self, trace: u64, building: Building, ended: &EventRef<'_>) {
         let latency_ms = ms(ended.at.saturating_sub(building.sent));
         let outcome = ended.kind.error_code().unwrap_or("ok").to_string();
         let failed = outcome != "ok" && self.failed.len() < KEEP_FAILED;
@@ -215,7 +215,7 @@ impl TraceStore {
 
 impl Building {
     /// Folds one event into its span (made by the span's first event).
-    fn take(&mut self, e: &Event) {
+    fn take(&mut self, e: &EventRef<'_>) {
         let span = e.span_id.0;
         // Spans are few and the latest is the likeliest: search from the end.
         let i = match self.spans.iter().rposition(|s| s.span_id == span) {

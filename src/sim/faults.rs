@@ -5,7 +5,6 @@
 //! every request. Error injection is a server middleware that answers with the fault's code
 //! before the handler runs, drawing from the instance's own seeded stream.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use crate::framework::transport::BoxFuture;
 use crate::framework::{Context, Error};
 use crate::lock::lock;
 use crate::scenario::{FaultKind, Target};
-use crate::sim::netmodel::Party;
+use crate::sim::netmodel::{ActiveSet, Party};
 use crate::units::Ratio;
 
 #[derive(Debug, Clone)]
@@ -36,17 +35,13 @@ enum Active {
 /// The in-instance faults active now, by fault index.
 #[derive(Debug, Default)]
 pub struct FaultBoard {
-    active: Mutex<BTreeMap<usize, Active>>,
+    active: ActiveSet<Active>,
 }
 
 impl FaultBoard {
     /// An empty board.
     pub fn new() -> Arc<FaultBoard> {
         Arc::new(FaultBoard::default())
-    }
-
-    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Active>> {
-        lock(&self.active)
     }
 
     /// Starts fault `id`, if it acts inside instances.
@@ -63,17 +58,20 @@ impl FaultBoard {
             },
             _ => return,
         };
-        self.active().insert(id, active);
+        self.active.insert(id, active);
     }
 
     /// Ends fault `id`.
     pub fn end_fault(&self, id: usize) {
-        self.active().remove(&id);
+        self.active.remove(id);
     }
 
     /// The product of the slow factors active on `party` (1 when none).
     pub fn slow_factor(&self, party: &Party) -> f64 {
-        self.active()
+        let Some(active) = self.active.get() else {
+            return 1.0;
+        };
+        active
             .values()
             .filter_map(|a| match a {
                 Active::Slow { target, factor } if party.is(target) => Some(*factor),
@@ -84,7 +82,7 @@ impl FaultBoard {
 
     /// The error to answer with now, if an error fault on `party` fires for this request.
     fn injected(&self, party: &Party, rng: &mut ChaCha8Rng) -> Option<Error> {
-        let active = self.active();
+        let active = self.active.get()?;
         for a in active.values() {
             if let Active::Errors { target, rate, code } = a {
                 if party.is(target) && rng.random_bool(rate.value()) {

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,12 +101,51 @@ fn between(from: &Party, to: &Party, a: &Target, b: &Target) -> bool {
     crosses(from, to, a, b, false)
 }
 
+/// Faults active now, by fault index, looked up on every message or request: most of a run
+/// has none, and then a look is an atomic load, not a lock.
+#[derive(Debug)]
+pub(crate) struct ActiveSet<T> {
+    map: Mutex<BTreeMap<usize, T>>,
+    /// Whether `map` holds anything; written under its lock.
+    any: AtomicBool,
+}
+
+impl<T> Default for ActiveSet<T> {
+    fn default() -> Self {
+        ActiveSet {
+            map: Mutex::new(BTreeMap::new()),
+            any: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T> ActiveSet<T> {
+    /// Adds (or replaces) entry `id`.
+    pub(crate) fn insert(&self, id: usize, value: T) {
+        let mut map = lock(&self.map);
+        map.insert(id, value);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Removes entry `id`.
+    pub(crate) fn remove(&self, id: usize) {
+        let mut map = lock(&self.map);
+        map.remove(&id);
+        self.any.store(!map.is_empty(), Ordering::Release);
+    }
+
+    /// The entries, locked; `None` (and no lock taken) when there are none.
+    pub(crate) fn get(&self) -> Option<std::sync::MutexGuard<'_, BTreeMap<usize, T>>> {
+        self.any.load(Ordering::Acquire).then(|| lock(&self.map))
+    }
+}
+
 /// The network's behaviour: the scenario's links plus the faults active now.
 #[derive(Debug)]
 pub struct NetModel {
     network: Network,
     tick: Duration,
-    active: Mutex<BTreeMap<usize, Bend>>,
+    active: ActiveSet<Bend>,
     /// Address (`host:port`) -> the instance listening there.
     parties: Mutex<BTreeMap<String, Party>>,
 }
@@ -116,13 +156,9 @@ impl NetModel {
         Arc::new(NetModel {
             network,
             tick,
-            active: Mutex::new(BTreeMap::new()),
+            active: ActiveSet::default(),
             parties: Mutex::new(BTreeMap::new()),
         })
-    }
-
-    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Bend>> {
-        lock(&self.active)
     }
 
     /// Records which instance listens at `addr`.
@@ -158,20 +194,22 @@ impl NetModel {
             },
             _ => return,
         };
-        self.active().insert(id, bend);
+        self.active.insert(id, bend);
     }
 
     /// Ends fault `id`'s effect.
     pub fn end_fault(&self, id: usize) {
-        self.active().remove(&id);
+        self.active.remove(id);
     }
 
     /// Whether messages from `from` to `to` are being dropped or held right now.
     fn blocked(&self, from: &Party, to: &Party) -> bool {
-        self.active().values().any(|bend| match bend {
-            Bend::Partition { a, b, oneway } => crosses(from, to, a, b, *oneway),
-            Bend::Hold { a, b } => between(from, to, a, b),
-            _ => false,
+        self.active.get().is_some_and(|active| {
+            active.values().any(|bend| match bend {
+                Bend::Partition { a, b, oneway } => crosses(from, to, a, b, *oneway),
+                Bend::Hold { a, b } => between(from, to, a, b),
+                _ => false,
+            })
         })
     }
 
@@ -191,8 +229,8 @@ impl NetModel {
             }
         }
         let mut latency = latency_dist.sample(rng);
-        let active = self.active();
-        for bend in active.values() {
+        let active = self.active.get();
+        for bend in active.iter().flat_map(|a| a.values()) {
             match bend {
                 Bend::Partition { a, b, oneway } if crosses(from, to, a, b, *oneway) => {
                     return Leg::Lost;
@@ -258,17 +296,14 @@ impl ModelTransport {
 /// is the call's wait for its cancellation, made once for both its legs.
 async fn travel(
     model: &NetModel,
-    rng: &Mutex<ChaCha8Rng>,
+    rng: &mut ChaCha8Rng,
     from: &Party,
     to: &Party,
     deadline: Option<Instant>,
     mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Result<(), SendError> {
     loop {
-        let leg = {
-            let mut rng = lock(rng);
-            model.plan(from, to, &mut rng)
-        };
+        let leg = model.plan(from, to, rng);
         let wait = match leg {
             // turmoil's own delivery adds at most one tick per round trip on top of this (which
             // leg pays it depends on host order), so the model waits the full latency.
@@ -346,14 +381,14 @@ impl Transport for ModelTransport {
         let call = self.inner.send(addr, request, deadline, cancel.clone());
         Box::pin(async move {
             // Boxed for the same reason: the stream's state is a few hundred bytes.
-            let rng = Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed)));
+            let mut rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
-            travel(&model, &rng, &me, &to, deadline, cancelled.as_mut()).await?;
+            travel(&model, &mut rng, &me, &to, deadline, cancelled.as_mut()).await?;
             let answer = call.await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
-                    travel(&model, &rng, &to, &me, deadline, cancelled).await?;
+                    travel(&model, &mut rng, &to, &me, deadline, cancelled).await?;
                 }
                 _ => {}
             }
@@ -380,5 +415,34 @@ impl ModelTransport {
     fn fork_seed(&self) -> u64 {
         use rand::RngCore;
         crate::lock::lock(&self.rng).next_u64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_active_set_is_empty_to_a_look_exactly_when_it_holds_nothing() {
+        // Goal: the lock-free look (`get`) says "none" only when no entry is held, through
+        // inserts, a replacement and removals in any order.
+        let set = ActiveSet::default();
+        assert!(set.get().is_none());
+        set.insert(2, "b");
+        set.insert(1, "a");
+        set.insert(2, "b2");
+        assert_eq!(set.get().map(|m| m.len()), Some(2));
+        set.remove(2);
+        assert_eq!(
+            set.get().map(|m| m.values().copied().collect::<Vec<_>>()),
+            Some(vec!["a"])
+        );
+        set.remove(7);
+        assert!(
+            set.get().is_some(),
+            "removing an absent entry leaves the others"
+        );
+        set.remove(1);
+        assert!(set.get().is_none());
     }
 }

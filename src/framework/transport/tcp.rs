@@ -139,7 +139,12 @@ struct Outbox {
     /// Signalled each time the writer empties the queue. `notify_one` keeps a permit when
     /// nobody waits, so a reader that checks the queue and then waits cannot miss a drain.
     drained: Notify,
+    /// Cancelled when the connection closes, for the tasks that wait for it. Only
+    /// [`Outbox::close`] cancels it.
     closed: CancellationToken,
+    /// Set by [`Outbox::close`] before it cancels `closed`: what [`Outbox::is_closed`] reads
+    /// (an atomic load, where the token's own check takes its lock).
+    is_closed: AtomicBool,
 }
 
 /// The queue and the write half, under one lock so writes keep the order frames were queued in.
@@ -155,7 +160,7 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("queued", &self.queued())
-            .field("closed", &self.closed.is_cancelled())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
@@ -192,7 +197,20 @@ impl Outbox {
             notify: Notify::new(),
             drained: Notify::new(),
             closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
         })
+    }
+
+    /// Closes the connection's queue: frames put from now on are refused, and the tasks that
+    /// wait for `closed` end.
+    fn close(&self) {
+        self.is_closed.store(true, Ordering::Release);
+        self.closed.cancel();
+    }
+
+    /// Whether the queue was closed.
+    fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
     }
 
     /// Bytes queued and not yet written.
@@ -221,7 +239,7 @@ impl Outbox {
         max_frame_bytes: usize,
         may_write: bool,
     ) -> Result<(), super::FrameError> {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
         }
         let mut state = lock(&self.state);
@@ -240,7 +258,7 @@ impl Outbox {
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "write failed; closing connection");
                     drop(state);
-                    self.closed.cancel();
+                    self.close();
                     return Ok(());
                 }
                 Poll::Pending => {}
@@ -287,7 +305,7 @@ async fn write_loop(outbox: Arc<Outbox>) {
             _ = &mut closed => break,
         }
     }
-    outbox.closed.cancel();
+    outbox.close();
     let writer = lock(&outbox.state).writer.take();
     if let Some(mut w) = writer {
         let _ = w.shutdown().await;
@@ -307,7 +325,7 @@ struct ClientConn {
 
 impl ClientConn {
     fn close(&self) {
-        self.outbox.closed.cancel();
+        self.outbox.close();
         // Dropping the senders wakes every waiting call with "connection lost".
         lock(&self.pending).clear();
     }
@@ -486,7 +504,7 @@ impl<N: Network> TcpTransport<N> {
             .inner
             .clock_base
             .get_or_init(|| (timer::now(), N::elapsed()));
-        run0 + timer::now().saturating_duration_since(instant0)
+        run0 + timer::since(instant0)
     }
 
     async fn connection(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
@@ -499,7 +517,7 @@ impl<N: Network> TcpTransport<N> {
                 }
             };
             let conn = slot.get_or_try_init(|| self.connect(addr)).await?.clone();
-            if !conn.outbox.closed.is_cancelled() {
+            if !conn.outbox.is_closed() {
                 return Ok(conn);
             }
             // A dead connection: forget it (unless another caller already replaced it).
@@ -517,7 +535,7 @@ impl<N: Network> TcpTransport<N> {
     fn pooled(&self, addr: &str) -> Option<Arc<ClientConn>> {
         let pool = lock(&self.inner.pool);
         let conn = pool.get(addr)?.get()?;
-        (!conn.outbox.closed.is_cancelled()).then(|| conn.clone())
+        (!conn.outbox.is_closed()).then(|| conn.clone())
     }
 
     async fn connect(&self, addr: &str) -> Result<Arc<ClientConn>, SendError> {
@@ -825,7 +843,7 @@ async fn serve_conn<N: Network>(
     }
     // The caller is gone: nothing it asked for is still wanted.
     conn.cancel_all();
-    conn.outbox.closed.cancel();
+    conn.outbox.close();
 }
 
 /// The next frame, or `None` when part of one has waited `timeout` for the rest. The timer is
