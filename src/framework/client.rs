@@ -778,8 +778,9 @@ impl Client {
                 .run(ctx.clone(), outbound)
                 .await
         } else {
-            // No middleware: the frame takes the headers and names as they are (no copies),
-            // and the transport's future is awaited here, not boxed once more.
+            // No middleware: the frame takes the call's headers (not a copy of them) and the
+            // instance's address by reference, and the transport's future is awaited here,
+            // not boxed once more.
             let request = RequestFrame {
                 id: 0,
                 service: call.service.clone(),

@@ -24,15 +24,16 @@ use crate::lock::lock;
 ///
 /// A poll that finds the future not woken, by the same task waker as the poll before, costs
 /// one atomic load and touches nothing shared: no lock, no reference count. (The task's waker
-/// is handed to the flag once and kept there; a wake wakes it without taking it, so it is
-/// still there for the next wake.)
+/// is handed to the flag once and kept there; a wake wakes a copy of it, so it is still there
+/// for the next wake. A wake costs a lock and a count, where it used to be every poll.)
 pub(crate) struct Guard<F> {
     future: F,
     flag: Arc<Flag>,
     /// The waker `future` holds: the flag's, made once.
     waker: Waker,
     /// Which task waker the flag holds (its data and vtable addresses, as [`Waker::will_wake`]
-    /// compares them); `None` before the first poll.
+    /// compares them; the kept clone's, which keeps that address from being reused); `None`
+    /// before the first poll.
     registered: Option<(usize, usize)>,
 }
 
@@ -51,9 +52,18 @@ impl Wake for Flag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        if let Some(task) = lock(&self.task).as_ref() {
-            task.wake_by_ref();
+        // Only the wake that sets the flag wakes the task: the task then polls the future, and
+        // further wakes before that poll have nothing to add (as a waker taken by its first
+        // wake would not pass them on). A wake between the poll's look at the flag and its
+        // clearing is covered by the future's own poll, which comes after the clearing.
+        if self.woken.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Woken outside the lock (the clone is one count): an executor that polls inside a
+        // wake, or drops a task inside it, must not find the lock held.
+        let task = lock(&self.task).clone();
+        if let Some(task) = task {
+            task.wake();
         }
     }
 }
@@ -85,10 +95,15 @@ impl<F: Future + Unpin> Future for Guard<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let id = identity(cx.waker());
-        if this.registered != Some(id) {
-            *lock(&this.flag.task) = Some(cx.waker().clone());
-            this.registered = Some(id);
+        if this.registered != Some(identity(cx.waker())) {
+            // The identity is the kept clone's: a waker whose clones differ from it (not
+            // tokio's) is simply kept again at every poll.
+            let task = cx.waker().clone();
+            this.registered = Some(identity(&task));
+            // The old waker is dropped after the statement, outside the lock: dropping a waker
+            // may run an executor's code.
+            let old = lock(&this.flag.task).replace(task);
+            drop(old);
         }
         if !this.flag.woken.load(Ordering::Acquire) {
             return Poll::Pending;
@@ -211,6 +226,32 @@ mod tests {
             (1, 2)
         );
         assert!(poll(&wa).is_ready());
+    }
+
+    #[test]
+    fn wakes_before_the_next_poll_wake_the_task_once() {
+        // Goal: a future that wakes its guard again and again before the task polls wakes the
+        // task once (extra wakes would be extra polls, and in a simulation, another order of
+        // polls). Method: a future that keeps its waker; wake it three times, poll, wake twice.
+        let kept: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let slot = kept.clone();
+        let mut guard = Guard::new(Box::pin(std::future::poll_fn(move |cx| {
+            *lock(&slot) = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        let task = Arc::new(Count::default());
+        let waker = Waker::from(task.clone());
+        let mut poll = || Pin::new(&mut guard).poll(&mut Context::from_waker(&waker));
+        let wake = || lock(&kept).as_ref().map(Waker::wake_by_ref);
+        assert!(poll().is_pending());
+        for _ in 0..3 {
+            wake();
+        }
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(poll().is_pending());
+        wake();
+        wake();
+        assert_eq!(task.0.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,7 +73,14 @@ pub fn since(base: Instant) -> Duration {
         return Instant::now().saturating_duration_since(base);
     };
     SINCE.with(|kept| match kept.get() {
-        Some((e, b, since)) if e == epoch && b == base => since,
+        Some((e, b, since)) if e == epoch && b == base => {
+            debug_assert_eq!(
+                since,
+                now().saturating_duration_since(base),
+                "a stale since"
+            );
+            since
+        }
         _ => {
             let since = now().saturating_duration_since(base);
             kept.set(Some((epoch, base, since)));

@@ -81,8 +81,10 @@ impl FaultBoard {
     }
 
     /// The error to answer with now, if an error fault on `party` fires for this request.
-    fn injected(&self, party: &Party, rng: &mut ChaCha8Rng) -> Option<Error> {
+    fn injected(&self, party: &Party, rng: &Mutex<ChaCha8Rng>) -> Option<Error> {
         let active = self.active.get()?;
+        // The instance's stream is locked only while some fault is active.
+        let mut rng = lock(rng);
         for a in active.values() {
             if let Active::Errors { target, rate, code } = a {
                 if party.is(target) && rng.random_bool(rate.value()) {
@@ -111,10 +113,7 @@ impl ServerMiddleware for InjectErrors {
         req: ServerRequest,
         next: ServerNext<'a>,
     ) -> BoxFuture<'a, Result<Bytes, Error>> {
-        let injected = {
-            let mut rng = lock(&self.rng);
-            self.board.injected(&self.party, &mut rng)
-        };
+        let injected = self.board.injected(&self.party, &self.rng);
         match injected {
             Some(e) => Box::pin(std::future::ready(Err(e))),
             None => next.run(ctx, req),
