@@ -744,6 +744,9 @@ impl Client {
         // frame went out for it.
         let local: Mutex<Option<bool>> = Mutex::new(None);
         let local_ref = &local;
+        let send = |ctx: &Context, addr: &str, request: RequestFrame| {
+            transport.send(addr, request, ctx.deadline(), ctx.token().clone())
+        };
         let chain = self
             .inner
             .has_middleware
@@ -760,7 +763,7 @@ impl Client {
             };
             let headers = &headers;
             // A middleware may send more than once: each send gets its own frame.
-            let send = move |ctx: &Context, out: OutboundCall| {
+            let end = |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
                 let request = RequestFrame {
                     id: 0,
                     service: out.service,
@@ -768,11 +771,8 @@ impl Client {
                     headers: headers.clone(),
                     body: out.body,
                 };
-                let fut = transport.send(&out.addr, request, ctx.deadline(), ctx.token().clone());
-                async move { fut.await.map_err(|e| note_local(local_ref, e)) }
-            };
-            let end = |ctx: Context, out: OutboundCall| -> BoxFuture<'_, Result<Bytes, Error>> {
-                Box::pin(send(&ctx, out))
+                let fut = send(&ctx, &out.addr, request);
+                Box::pin(async move { fut.await.map_err(|e| note_local(local_ref, e)) })
             };
             ClientNext::new(&chain, &end)
                 .run(ctx.clone(), outbound)
@@ -788,8 +788,8 @@ impl Client {
                 headers,
                 body: call.body.clone(),
             };
-            let fut = transport.send(&instance.addr, request, ctx.deadline(), ctx.token().clone());
-            fut.await.map_err(|e| note_local(local_ref, e))
+            let answer = send(ctx, &instance.addr, request).await;
+            answer.map_err(|e| note_local(local_ref, e))
         };
         let local = *lock(&local);
         guard.finish(&result, local);
@@ -849,16 +849,14 @@ impl Client {
             Some(r) => r.service.clone(),
             None => self.inner.name.clone(),
         };
-        let trace = ctx.trace_id();
-        let (request_id, new_trace, span_id) = self.inner.ids.call_ids(trace.is_none());
+        let (request_id, trace_id, span_id) = self.inner.ids.call_ids(ctx.trace_id());
         Headers {
             deadline_remaining: ctx.remaining(),
             request_id,
             parent_request_id,
             origin_service: Some(origin_service),
             origin_endpoint,
-            // One of the two is set: the context's trace, or the one drawn for it.
-            trace_id: trace.or(new_trace).unwrap_or_default(),
+            trace_id,
             span_id,
             parent_span_id,
             meta: ctx.meta_all().clone(),

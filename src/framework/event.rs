@@ -162,9 +162,7 @@ impl Event {
             deadline: None,
         }
     }
-}
 
-impl Event {
     /// This event lent, as [`EventSink::emit_ref`] takes it.
     pub fn view(&self) -> EventRef<'_> {
         EventRef {

@@ -110,9 +110,10 @@ impl IdGen {
         }
     }
 
-    /// The ids of one call, drawn under one lock in the order `request_id`, `trace_id` (when
-    /// `new_trace`), `span_id` would draw them one by one.
-    pub fn call_ids(&self, new_trace: bool) -> (RequestId, Option<TraceId>, SpanId) {
+    /// The ids of one call in `trace` (a new trace when `None`), drawn under one lock in the
+    /// order `request_id`, `trace_id` (only for a new trace), `span_id` would draw them one by
+    /// one.
+    pub fn call_ids(&self, trace: Option<TraceId>) -> (RequestId, TraceId, SpanId) {
         let mut rng = crate::lock::lock(&self.rng);
         let mut next = || loop {
             let v = rng.next_u64();
@@ -121,7 +122,7 @@ impl IdGen {
             }
         };
         let request = RequestId(next());
-        let trace = new_trace.then(|| TraceId(next()));
+        let trace = trace.unwrap_or_else(|| TraceId(next()));
         (request, trace, SpanId(next()))
     }
 
@@ -155,10 +156,10 @@ mod tests {
         assert_eq!(a.next_u64(), b.next_u64());
         // A call's ids at once are the ids one by one, in order.
         let (c, d) = (IdGen::new(3, "y"), IdGen::new(3, "y"));
-        for new_trace in [true, false, true] {
-            let (request, trace, span) = c.call_ids(new_trace);
+        for given in [None, Some(TraceId(9)), None] {
+            let (request, trace, span) = c.call_ids(given);
             assert_eq!(request, d.request_id());
-            assert_eq!(trace, new_trace.then(|| d.trace_id()));
+            assert_eq!(trace, given.unwrap_or_else(|| d.trace_id()));
             assert_eq!(span, d.span_id());
         }
     }
