@@ -281,4 +281,34 @@ mod tests {
         parent.cancel();
         assert!(other.is_cancelled());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_reaches_every_descendant_left_after_clones_and_middles_are_dropped() {
+        // Goal: the token's handle count and flag (vendor/tokio-util/PATCH.md: counted and read
+        // without the token's lock) still detach a dropped context from the tree and still
+        // carry a cancellation down it. Method: a root, a middle and a leaf context; clones of
+        // the middle's token made and dropped, then the middle itself dropped while a task waits
+        // on the leaf; the root cancelled.
+        let root = Context::background();
+        let middle = root.child();
+        let leaf = middle.with_timeout(Duration::from_secs(60));
+        let clones: Vec<CancellationToken> = (0..3).map(|_| middle.token().clone()).collect();
+        drop(clones);
+        assert!(!leaf.is_cancelled());
+        drop(middle);
+        let waiter = {
+            let leaf = leaf.clone();
+            tokio::spawn(async move { leaf.token().cancelled().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the leaf's wait ended before any cancellation");
+        root.cancel();
+        assert!(leaf.is_cancelled(), "the dropped middle cut the leaf off the root");
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("the leaf's waiter was not woken")
+            .expect("the waiter panicked");
+        // A context derived from a cancelled one starts cancelled.
+        assert!(leaf.child().is_cancelled());
+    }
 }

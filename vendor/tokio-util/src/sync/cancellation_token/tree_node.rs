@@ -39,6 +39,9 @@
 //! before its child.
 //!
 use crate::loom::sync::{Arc, Mutex, MutexGuard};
+// windtunnel's patch (PATCH.md): the cancelled flag and the handle count are read and counted
+// without the node's lock.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A node of the cancellation tree structure
 ///
@@ -46,6 +49,13 @@ use crate::loom::sync::{Arc, Mutex, MutexGuard};
 pub(crate) struct TreeNode {
     inner: Mutex<Inner>,
     waker: tokio::sync::Notify,
+    /// `Inner::is_cancelled`, readable without the lock: set (under the lock) wherever that
+    /// is, and never cleared. (windtunnel's patch.)
+    cancelled: AtomicBool,
+    /// The number of `CancellationToken` handles to this node, counted without the lock (a
+    /// clone and a drop that is not the last are one atomic operation each, as for an `Arc`).
+    /// (windtunnel's patch: it was `Inner::num_handles`.)
+    num_handles: AtomicUsize,
 }
 impl TreeNode {
     pub(crate) fn new() -> Self {
@@ -55,9 +65,10 @@ impl TreeNode {
                 parent_idx: 0,
                 children: vec![],
                 is_cancelled: false,
-                num_handles: 1,
             }),
             waker: tokio::sync::Notify::new(),
+            cancelled: AtomicBool::new(false),
+            num_handles: AtomicUsize::new(1),
         }
     }
 
@@ -75,12 +86,14 @@ struct Inner {
     parent_idx: usize,
     children: Vec<Arc<TreeNode>>,
     is_cancelled: bool,
-    num_handles: usize,
 }
 
 /// Returns whether or not the node is cancelled
 pub(crate) fn is_cancelled(node: &Arc<TreeNode>) -> bool {
-    node.inner.lock().unwrap().is_cancelled
+    // windtunnel's patch: one atomic load, not a lock. The flag is set under the lock where
+    // `is_cancelled` is, and before any waiter is notified, so a waiter that creates its
+    // `Notified` before it looks at the flag still sees the cancellation one way or the other.
+    node.cancelled.load(Ordering::Acquire)
 }
 
 /// Creates a child node
@@ -97,9 +110,10 @@ pub(crate) fn child_node(parent: &Arc<TreeNode>) -> Arc<TreeNode> {
                 parent_idx: 0,
                 children: vec![],
                 is_cancelled: true,
-                num_handles: 1,
             }),
             waker: tokio::sync::Notify::new(),
+            cancelled: AtomicBool::new(true),
+            num_handles: AtomicUsize::new(1),
         });
     }
 
@@ -109,9 +123,10 @@ pub(crate) fn child_node(parent: &Arc<TreeNode>) -> Arc<TreeNode> {
             parent_idx: locked_parent.children.len(),
             children: vec![],
             is_cancelled: false,
-            num_handles: 1,
         }),
         waker: tokio::sync::Notify::new(),
+        cancelled: AtomicBool::new(false),
+        num_handles: AtomicUsize::new(1),
     });
 
     locked_parent.children.push(child.clone());
@@ -247,13 +262,13 @@ fn remove_child(parent: &mut Inner, mut node: MutexGuard<'_, Inner>) {
 
 /// Increases the reference count of handles.
 pub(crate) fn increase_handle_refcount(node: &Arc<TreeNode>) {
-    let mut locked_node = node.inner.lock().unwrap();
+    // windtunnel's patch: counted as an `Arc` counts its references. Only a handle is cloned,
+    // so the count is at least one here and no other thread can take it to zero meanwhile.
+    let before = node.num_handles.fetch_add(1, Ordering::Relaxed);
 
     // Once no handles are left over, the node gets detached from the tree.
     // There should never be a new handle once all handles are dropped.
-    assert!(locked_node.num_handles > 0);
-
-    locked_node.num_handles += 1;
+    assert!(before > 0);
 }
 
 /// Decreases the reference count of handles.
@@ -261,13 +276,11 @@ pub(crate) fn increase_handle_refcount(node: &Arc<TreeNode>) {
 /// Once no handle is left, we can remove the node from the
 /// tree and connect its parent directly to its children.
 pub(crate) fn decrease_handle_refcount(node: &Arc<TreeNode>) {
-    let num_handles = {
-        let mut locked_node = node.inner.lock().unwrap();
-        locked_node.num_handles -= 1;
-        locked_node.num_handles
-    };
+    // windtunnel's patch: only the last handle's drop takes the locks, as before. AcqRel: the
+    // last drop sees every other handle's work on the tree done.
+    let before = node.num_handles.fetch_sub(1, Ordering::AcqRel);
 
-    if num_handles == 0 {
+    if before == 1 {
         with_locked_node_and_parent(node, |mut node, parent| {
             // Remove the node from the tree
             match parent {
@@ -344,6 +357,7 @@ pub(crate) fn cancel(node: &Arc<TreeNode>) {
 
         // Cancel the child
         locked_child.is_cancelled = true;
+        child.cancelled.store(true, Ordering::Release);
         locked_child.children = Vec::new();
         drop(locked_child);
 
@@ -360,6 +374,7 @@ pub(crate) fn cancel(node: &Arc<TreeNode>) {
 
     // Cancel the node itself.
     locked_node.is_cancelled = true;
+    node.cancelled.store(true, Ordering::Release);
     let to_notify = std::mem::take(&mut locked_node.children);
     drop(locked_node);
 
