@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -614,9 +614,18 @@ impl Client {
         let idx = match policy.balance {
             Balance::RoundRobin => {
                 let mut rr = lock(&self.inner.round_robin);
-                let n = rr.entry(call.service.clone()).or_insert(0);
-                *n = n.wrapping_add(1);
-                (*n - 1) % candidates.len()
+                // The service's name is copied (a count) only at its first call.
+                let n = match rr.get_mut(&call.service) {
+                    Some(n) => {
+                        *n = n.wrapping_add(1);
+                        *n
+                    }
+                    None => {
+                        rr.insert(call.service.clone(), 1);
+                        1
+                    }
+                };
+                n.wrapping_sub(1) % candidates.len()
             }
             Balance::PowerOfTwo => self.power_of_two(&candidates, false),
             Balance::PeakEwma => self.power_of_two(&candidates, true),
@@ -742,7 +751,7 @@ impl Client {
         let transport = &self.inner.transport;
         // How the last transport attempt failed locally, if it did: `Some(true)` when a Cancel
         // frame went out for it.
-        let local: Mutex<Option<bool>> = Mutex::new(None);
+        let local = LocalFailure::default();
         let local_ref = &local;
         let send = |ctx: &Context, addr: &str, request: RequestFrame| {
             transport.send(addr, request, ctx.deadline(), ctx.token().clone())
@@ -791,8 +800,7 @@ impl Client {
             let answer = send(ctx, &instance.addr, request).await;
             answer.map_err(|e| note_local(local_ref, e))
         };
-        let local = *lock(&local);
-        guard.finish(&result, local);
+        guard.finish(&result, local.get());
         let failed = eject::is_failure(&result);
         if let Some(ejection) = policy.eject {
             self.note_outcome(ejection, &call.service, &instance.id, failed);
@@ -866,13 +874,38 @@ impl Client {
 
 /// Turns a transport error into the call's error, noting in `local` how the attempt failed
 /// locally: `Some(true)` when a Cancel frame went out for it.
-fn note_local(local: &Mutex<Option<bool>>, e: SendError) -> Error {
-    *lock(local) = match &e {
+fn note_local(local: &LocalFailure, e: SendError) -> Error {
+    local.set(match &e {
         SendError::Remote(_) => None,
         SendError::Timeout | SendError::Cancelled => Some(true),
         _ => Some(false),
-    };
+    });
     e.into_error()
+}
+
+/// How a call's last transport attempt failed locally, if it did: `None`, or whether a Cancel
+/// frame went out for it. A byte read and written with plain loads and stores (a lock here cost
+/// two atomic instructions a call, though only this call's own futures touch it).
+#[derive(Default)]
+struct LocalFailure(AtomicU8);
+
+impl LocalFailure {
+    fn set(&self, failure: Option<bool>) {
+        let byte = match failure {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        self.0.store(byte, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
 }
 
 /// Leaves out of `candidates` those `keep` refuses; copies the list only when it does.
@@ -913,9 +946,16 @@ impl<'a> CallGuard<'a> {
         h: &Headers,
         timed: bool,
     ) -> CallGuard<'a> {
-        *lock(&client.inner.inflight)
-            .entry(instance.id.clone())
-            .or_insert(0) += 1;
+        {
+            // The instance's id is copied (a count) only at its first call.
+            let mut inflight = lock(&client.inner.inflight);
+            match inflight.get_mut(&instance.id) {
+                Some(n) => *n += 1,
+                None => {
+                    inflight.insert(instance.id.clone(), 1);
+                }
+            }
+        }
         // The times are only reported in events: skip the clock read when nobody listens.
         let sent = client.clock();
         let deadline = sent.and_then(|at| h.deadline_remaining.map(|r| at + r));

@@ -170,7 +170,13 @@ impl Drop for Wake {
 /// Sleeps for `duration`, as work in flight.
 pub async fn sleep(duration: Duration) {
     let _busy = Busy::arm();
-    tokio::time::sleep(duration).await
+    // From this thread's kept time ([`now`]): tokio's `sleep` would read its clock again, a
+    // lock and a runtime handle's count for the same instant. A deadline past the end of time
+    // is left to tokio, which makes it a far-future one.
+    match now().checked_add(duration) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => tokio::time::sleep(duration).await,
+    }
 }
 
 /// Sleeps until `deadline`, as work in flight.
@@ -185,7 +191,11 @@ pub async fn timeout<F: Future>(
     future: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let _busy = Busy::arm();
-    tokio::time::timeout(duration, future).await
+    // From the kept time, as [`sleep`] is.
+    match now().checked_add(duration) {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await,
+        None => tokio::time::timeout(duration, future).await,
+    }
 }
 
 /// Runs `future` until `deadline` at the latest, as work in flight.

@@ -18,41 +18,58 @@ use crate::system::Env;
 /// endpoints) moves the starting instance of partial fanouts on with every call.
 pub fn endpoint(spec: &EndpointSpec, env: Env, rotation: Arc<AtomicUsize>) -> Endpoint {
     let name = spec.name.as_str().to_string();
-    // The names of each downstream call, made once here and shared by every call made.
-    let targets: Arc<[Target]> = spec
-        .calls
-        .iter()
-        .map(|c| Target {
-            service: Arc::from(c.to.service.as_str()),
-            endpoint: Arc::from(c.to.endpoint.as_str()),
-        })
-        .collect();
-    let spec = Arc::new(spec.clone());
-    let body = Bytes::from(vec![b'.'; spec.response_bytes as usize]);
+    // Everything a call of the endpoint reads, in one block: each call takes one count of it,
+    // not one of each part (two atomic instructions per part, per call).
+    let shared = Arc::new(Shared {
+        // The names of each downstream call, made once here and shared by every call made.
+        targets: spec
+            .calls
+            .iter()
+            .map(|c| Target {
+                service: Arc::from(c.to.service.as_str()),
+                endpoint: Arc::from(c.to.endpoint.as_str()),
+            })
+            .collect(),
+        body: Bytes::from(vec![b'.'; spec.response_bytes as usize]),
+        spec: spec.clone(),
+        env,
+        rotation,
+    });
     Endpoint::raw(&name, move |ctx: Context, _req: Bytes| {
-        let work = env.draw(&spec.time);
-        let factor = env.slowdown();
-        let (spec, targets, env, rotation, body) = (
-            spec.clone(),
-            targets.clone(),
-            env.clone(),
-            rotation.clone(),
-            body.clone(),
-        );
+        let work = shared.env.draw(&shared.spec.time);
+        let factor = shared.env.slowdown();
+        let shared = shared.clone();
         async move {
             if !work.is_zero() {
                 crate::framework::timer::sleep(crate::system::slowed(work, factor)).await;
             }
+            let Shared {
+                spec,
+                targets,
+                env,
+                rotation,
+                body,
+            } = &*shared;
             for (call, target) in spec.calls.iter().zip(targets.iter()) {
-                if let Err(e) = make_call(&env, &rotation, &ctx, call, target).await {
+                if let Err(e) = make_call(env, rotation, &ctx, call, target).await {
                     if spec.on_error == OnError::Fail {
                         return Err(e);
                     }
                 }
             }
-            Ok(body)
+            Ok(body.clone())
         }
     })
+}
+
+/// What every call of one synthetic endpoint shares.
+struct Shared {
+    spec: EndpointSpec,
+    targets: Vec<Target>,
+    env: Env,
+    rotation: Arc<AtomicUsize>,
+    /// The response body, the same for every call.
+    body: Bytes,
 }
 
 /// The service and endpoint a downstream call goes to, as shared names.

@@ -254,9 +254,13 @@ fn remove_child(parent: &mut Inner, mut node: MutexGuard<'_, Inner>) {
         parent.children[pos] = replacement_child;
     }
 
+    // windtunnel's patch: never below room for a few children. A token whose only child
+    // comes and goes (a context that makes one call after another) freed its list at every
+    // removal and allocated it again at the next child.
+    const KEEP: usize = 4;
     let len = parent.children.len();
-    if 4 * len <= parent.children.capacity() {
-        parent.children.shrink_to(2 * len);
+    if 4 * len <= parent.children.capacity() && parent.children.capacity() > KEEP {
+        parent.children.shrink_to((2 * len).max(KEEP));
     }
 }
 
