@@ -301,9 +301,15 @@ mod tests {
             tokio::spawn(async move { leaf.token().cancelled().await })
         };
         tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "the leaf's wait ended before any cancellation");
+        assert!(
+            !waiter.is_finished(),
+            "the leaf's wait ended before any cancellation"
+        );
         root.cancel();
-        assert!(leaf.is_cancelled(), "the dropped middle cut the leaf off the root");
+        assert!(
+            leaf.is_cancelled(),
+            "the dropped middle cut the leaf off the root"
+        );
         tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("the leaf's waiter was not woken")
