@@ -96,7 +96,7 @@ impl Context {
 
     fn derive(&self, f: impl FnOnce(&mut Inner)) -> Context {
         // Field by field: `..parent.clone()` would clone the parent's token only to drop it
-        // (two locks of the token's, for nothing).
+        // (two counts of the token's, for nothing).
         let parent = &*self.inner;
         let mut inner = Inner {
             deadline: parent.deadline,

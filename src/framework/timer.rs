@@ -167,16 +167,15 @@ impl Drop for Wake {
     }
 }
 
+/// The longest sleep tokio's `sleep` takes (about 30 years): longer ones are cut to it.
+const LONGEST_SLEEP: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// Sleeps for `duration`, as work in flight.
 pub async fn sleep(duration: Duration) {
     let _busy = Busy::arm();
-    // From this thread's kept time ([`now`]): tokio's `sleep` would read its clock again, a
-    // lock and a runtime handle's count for the same instant. A deadline past the end of time
-    // is left to tokio, which makes it a far-future one.
-    match now().checked_add(duration) {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => tokio::time::sleep(duration).await,
-    }
+    // tokio's `sleep`, counted from this thread's kept time ([`now`]): tokio's would read its
+    // clock again, a lock and a runtime handle's count for the same instant.
+    tokio::time::sleep_until(now() + duration.min(LONGEST_SLEEP)).await
 }
 
 /// Sleeps until `deadline`, as work in flight.

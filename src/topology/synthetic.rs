@@ -18,8 +18,9 @@ use crate::system::Env;
 /// endpoints) moves the starting instance of partial fanouts on with every call.
 pub fn endpoint(spec: &EndpointSpec, env: Env, rotation: Arc<AtomicUsize>) -> Endpoint {
     let name = spec.name.as_str().to_string();
-    // Everything a call of the endpoint reads, in one block: each call takes one count of it,
-    // not one of each part (two atomic instructions per part, per call).
+    // Everything a call of the endpoint reads, in one block: each call takes one count of it
+    // (and one of the body it answers with), not one of each part (two atomic instructions per
+    // part, per call).
     let shared = Arc::new(Shared {
         // The names of each downstream call, made once here and shared by every call made.
         targets: spec

@@ -143,7 +143,8 @@ struct Outbox {
     /// [`Outbox::close`] cancels it.
     closed: CancellationToken,
     /// Set by [`Outbox::close`] before it cancels `closed`: what [`Outbox::is_closed`] reads
-    /// (an atomic load, where the token's own check takes its lock).
+    /// (an atomic load, as the patched token's own check is; tokio-util as published, which a
+    /// program depending on windtunnel builds with, takes the token's lock for it).
     is_closed: AtomicBool,
 }
 
