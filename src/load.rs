@@ -90,8 +90,12 @@ pub struct Gateway {
 enum Sender {
     Rpc {
         client: Client,
-        service: String,
-        endpoint: String,
+        /// The names every request shares (made once, not per request).
+        service: Arc<str>,
+        endpoint: Arc<str>,
+        /// The context every request's own derives from: a root never cancelled, made once
+        /// (each request's context is its child, with the request's deadline).
+        root: Context,
     },
     Http {
         gateway: Gateway,
@@ -111,12 +115,11 @@ impl Sender {
                 client,
                 service,
                 endpoint,
+                root,
             } => {
-                let ctx = Context::background().with_deadline(deadline);
-                match client
-                    .send(&ctx, Call::new(service, endpoint).bytes(body))
-                    .await
-                {
+                let ctx = root.with_deadline(deadline);
+                let call = Call::shared(service.clone(), endpoint.clone()).bytes(body);
+                match client.send(&ctx, call).await {
                     Ok(reply) => (Outcome::Ok, Some(reply.body)),
                     Err(e) => (Outcome::Error(e.code().to_string()), None),
                 }
@@ -186,8 +189,9 @@ impl Generator {
         match &self.load.target {
             LoadTarget::Rpc(target) => Some(Sender::Rpc {
                 client: self.client.clone(),
-                service: target.service.as_str().to_string(),
-                endpoint: target.endpoint.as_str().to_string(),
+                service: Arc::from(target.service.as_str()),
+                endpoint: Arc::from(target.endpoint.as_str()),
+                root: Context::background(),
             }),
             LoadTarget::Route(key) => Some(Sender::Http {
                 gateway: self.gateway.clone()?,

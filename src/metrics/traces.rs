@@ -2,7 +2,8 @@
 //! requests, and always of failed and of the slowest ones.
 //!
 //! The events of a trace are folded into its spans as they arrive while its edge request is in
-//! flight (each span shares its names with the events, nothing is copied per event), and when
+//! flight (a span refers to its names in a table of the store's, nothing is copied or counted
+//! per event), and when
 //! the edge request ends the trace is kept, its spans written out, or dropped. Only traces whose
 //! edge call was seen starting are buffered, and each takes at most [`MAX_EVENTS_PER_TRACE`]
 //! events, so memory is bounded by the requests in flight. Events that arrive after a trace was decided (a handler that outlived its
@@ -25,6 +26,8 @@ const KEEP_SAMPLED: usize = 10;
 const KEEP_SLOWEST: usize = 5;
 /// One trace in this many is sampled (by trace id).
 const SAMPLE_ONE_IN: u64 = 64;
+/// Names held for spans in flight at most (see [`Names`]).
+const MAX_NAMES: usize = 4096;
 
 /// One call within a trace, with its four annotations (client-send, server-recv, server-send,
 /// client-recv), in milliseconds since the start of the run.
@@ -78,6 +81,8 @@ pub struct Trace {
 pub struct TraceStore {
     /// Traces in flight, by trace id (looked up, never iterated).
     building: super::IdMap<Building>,
+    /// The names their spans refer to.
+    names: Names,
     failed: Vec<Trace>,
     sampled: Vec<Trace>,
     slowest: Vec<Trace>,
@@ -85,7 +90,7 @@ pub struct TraceStore {
 
 /// What is kept of a trace in flight: its spans as its events fill them in, not the events
 /// themselves, so an event costs a field update and nothing is copied per event. A span's
-/// strings are shared with the events (no copies) until the trace is kept.
+/// names stay in the store's [`Names`] until the trace is kept.
 #[derive(Debug)]
 struct Building {
     /// Events taken so far (at most [`MAX_EVENTS_PER_TRACE`]).
@@ -96,15 +101,64 @@ struct Building {
     spans: Vec<PartialSpan>,
 }
 
-/// A span in flight: [`Span`] with times still as durations and strings still shared.
+/// The instance, service and endpoint names that spans in flight refer to, each held here once
+/// and found by the address of its text: folding an event into a span then takes no reference
+/// count (two atomic instructions each, about five a span, for every request while at most 25
+/// traces are kept). A held name's text cannot be freed, so its address cannot come to stand
+/// for another name. Names come from the topology and are shared by every call that uses them,
+/// so a run meets a few dozen; past [`MAX_NAMES`] distinct texts a span keeps its own count of
+/// a name instead.
+#[derive(Debug, Default)]
+struct Names {
+    /// Index in `held`, by the address of a name's text (looked up, never iterated).
+    by_address: super::IdMap<u32>,
+    held: Vec<Arc<str>>,
+}
+
+/// A name as a span in flight keeps it.
+#[derive(Debug)]
+enum Name {
+    /// Held in the store's [`Names`], at this index.
+    Held(u32),
+    /// Not held there (the table was full): the span's own count of it.
+    Own(Arc<str>),
+}
+
+impl Names {
+    /// `text` as a span keeps it.
+    fn name(&mut self, text: &Arc<str>) -> Name {
+        let address = Arc::as_ptr(text).cast::<u8>() as usize as u64;
+        if let Some(&index) = self.by_address.get(&address) {
+            return Name::Held(index);
+        }
+        match u32::try_from(self.held.len()) {
+            Ok(index) if self.held.len() < MAX_NAMES => {
+                self.held.push(text.clone());
+                self.by_address.insert(address, index);
+                Name::Held(index)
+            }
+            _ => Name::Own(text.clone()),
+        }
+    }
+
+    /// The text of `name`.
+    fn text<'a>(&'a self, name: &'a Name) -> &'a str {
+        match name {
+            Name::Held(index) => self.held.get(*index as usize).map_or("", |t| t),
+            Name::Own(text) => text,
+        }
+    }
+}
+
+/// A span in flight: [`Span`] with times still as durations and names as [`Names`] keeps them.
 #[derive(Debug)]
 struct PartialSpan {
     span_id: u64,
     parent_span_id: Option<u64>,
-    service: Arc<str>,
-    endpoint: Arc<str>,
-    caller: Option<Arc<str>>,
-    callee: Option<Arc<str>>,
+    service: Name,
+    endpoint: Name,
+    caller: Option<Name>,
+    callee: Option<Name>,
     cs: Option<Duration>,
     sr: Option<Duration>,
     ws: Option<Duration>,
@@ -147,7 +201,7 @@ impl TraceStore {
         let taken = building.events < MAX_EVENTS_PER_TRACE;
         if taken {
             building.events += 1;
-            building.take(e);
+            building.take(e, &mut self.names);
         }
         let edge_ended = is_edge
             && matches!(
@@ -181,7 +235,7 @@ impl TraceStore {
         if !(failed || sampled || slow) {
             return;
         }
-        let spans = building.spans();
+        let spans = building.spans(&self.names);
         let make = |why: &str| Trace {
             trace_id: format!("{trace:016x}"),
             kept_because: why.to_string(),
@@ -215,7 +269,7 @@ impl TraceStore {
 
 impl Building {
     /// Folds one event into its span (made by the span's first event).
-    fn take(&mut self, e: &EventRef<'_>) {
+    fn take(&mut self, e: &EventRef<'_>, names: &mut Names) {
         let span = e.span_id.0;
         // Spans are few and the latest is the likeliest: search from the end.
         let i = match self.spans.iter().rposition(|s| s.span_id == span) {
@@ -224,8 +278,8 @@ impl Building {
                 self.spans.push(PartialSpan {
                     span_id: span,
                     parent_span_id: e.parent_span_id.map(|p| p.0),
-                    service: e.service.clone(),
-                    endpoint: e.endpoint.clone(),
+                    service: names.name(e.service),
+                    endpoint: names.name(e.endpoint),
                     caller: None,
                     callee: None,
                     cs: None,
@@ -244,8 +298,8 @@ impl Building {
         match &e.kind {
             EventKind::CallSent => {
                 s.cs = at;
-                s.caller = Some(e.instance.clone());
-                s.callee = Some(e.peer.clone());
+                s.caller = Some(names.name(e.instance));
+                s.callee = Some(names.name(e.peer));
             }
             EventKind::CallAnswered { error } => {
                 s.cr = at;
@@ -260,7 +314,7 @@ impl Building {
             }
             EventKind::RequestReceived => {
                 s.sr = at;
-                s.callee = Some(e.instance.clone());
+                s.callee = Some(names.name(e.instance));
             }
             EventKind::ResponseSent => s.ss = at,
             EventKind::HandlerStarted => s.ws = at,
@@ -275,16 +329,16 @@ impl Building {
     }
 
     /// The trace's spans, ordered by client-send (by span id where that ties).
-    fn spans(&self) -> Vec<Span> {
+    fn spans(&self, names: &Names) -> Vec<Span> {
         let mut partial: Vec<&PartialSpan> = self.spans.iter().collect();
         partial.sort_by_key(|s| s.span_id);
-        let text = |s: &Option<Arc<str>>| s.as_deref().unwrap_or("").to_string();
+        let text = |s: &Option<Name>| s.as_ref().map_or("", |n| names.text(n)).to_string();
         let mut out: Vec<Span> = partial
             .into_iter()
             .map(|s| Span {
                 span_id: format!("{:016x}", s.span_id),
                 parent_span_id: s.parent_span_id.map(|p| format!("{p:016x}")),
-                name: format!("{}.{}", s.service, s.endpoint),
+                name: format!("{}.{}", names.text(&s.service), names.text(&s.endpoint)),
                 caller: text(&s.caller),
                 callee: text(&s.callee),
                 cs_ms: s.cs.map(ms),
@@ -338,4 +392,32 @@ pub fn chrome_trace_json(traces: &[Trace]) -> serde_json::Value {
         }
     }
     serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_held_once_by_its_address_and_its_text_comes_back() {
+        // Goal: spans in flight find a shared name by its address, an equal text at another
+        // address is a name of its own, and a full table hands out the span's own count.
+        let mut names = Names::default();
+        let shared: Arc<str> = Arc::from("service.webhook");
+        let first = names.name(&shared);
+        let again = names.name(&shared.clone());
+        assert!(matches!((&first, &again), (Name::Held(0), Name::Held(0))));
+        let other: Arc<str> = Arc::from("service.webhook");
+        assert!(matches!(names.name(&other), Name::Held(1)));
+        assert_eq!(names.text(&first), "service.webhook");
+        assert_eq!(Arc::strong_count(&shared), 2, "held once, not per look-up");
+        for i in names.held.len()..MAX_NAMES {
+            names.name(&Arc::from(format!("name-{i}").as_str()));
+        }
+        let late: Arc<str> = Arc::from("api.late");
+        let kept = names.name(&late);
+        assert!(matches!(kept, Name::Own(_)), "the table is bounded");
+        assert_eq!(names.text(&kept), "api.late");
+        assert_eq!(names.held.len(), MAX_NAMES);
+    }
 }
