@@ -9,6 +9,7 @@
 //! events, so memory is bounded by the requests in flight. Events that arrive after a trace was decided (a handler that outlived its
 //! caller) are not added to it: the orphaned-work check counts those.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ const KEEP_SLOWEST: usize = 5;
 const SAMPLE_ONE_IN: u64 = 64;
 /// Names held for spans in flight at most (see [`Names`]).
 const MAX_NAMES: usize = 4096;
+/// Addresses noted per held name at most, its own included (see [`Names`]).
+const MAX_ADDRESSES_PER_NAME: u8 = 16;
 
 /// One call within a trace, with its four annotations (client-send, server-recv, server-send,
 /// client-recv), in milliseconds since the start of the run.
@@ -101,18 +104,28 @@ struct Building {
     spans: Vec<PartialSpan>,
 }
 
-/// The instance, service and endpoint names that spans in flight refer to, each held here once
-/// and found by the address of its text: folding an event into a span then takes no reference
-/// count (two atomic instructions each, about five a span, for every request while at most 25
-/// traces are kept). A held name's text cannot be freed, so its address cannot come to stand
-/// for another name. Names come from the topology and are shared by every call that uses them,
-/// so a run meets a few dozen; past [`MAX_NAMES`] distinct texts a span keeps its own count of
-/// a name instead.
+/// The instance, service and endpoint names that spans in flight refer to, each held here once:
+/// folding an event into a span then takes no reference count (two atomic instructions each,
+/// about five a span, for every request while at most 25 traces are kept). Most names are
+/// shared by every call that uses them (the topology's, a load's) and are found by the address
+/// of their text. One text can come at a few addresses (the registry's copy of an instance's
+/// name, the instance's own, each connection's decoded one): a name found by its text at a new
+/// address keeps that copy too and notes its address, up to [`MAX_ADDRESSES_PER_NAME`]; past
+/// that (a name made afresh for every call, as a gateway route's or a `Client::call`'s) it is
+/// found by its text each time. A kept copy cannot be freed, so its address cannot come to
+/// stand for another name. At most [`MAX_NAMES`] distinct texts are held; past that a span keeps
+/// its own count of a name.
 #[derive(Debug, Default)]
 struct Names {
-    /// Index in `held`, by the address of a name's text (looked up, never iterated).
+    /// Index in `held`, by the address of a kept copy's text (looked up, never iterated).
     by_address: super::IdMap<u32>,
+    /// Index in `held`, by text.
+    by_text: BTreeMap<Arc<str>, u32>,
     held: Vec<Arc<str>>,
+    /// Per held name, how many addresses are noted for it.
+    addresses: Vec<u8>,
+    /// The other copies whose addresses are noted, kept so they are not freed.
+    copies: Vec<Arc<str>>,
 }
 
 /// A name as a span in flight keeps it.
@@ -131,9 +144,21 @@ impl Names {
         if let Some(&index) = self.by_address.get(&address) {
             return Name::Held(index);
         }
+        if let Some(&index) = self.by_text.get(&**text) {
+            if let Some(noted) = self.addresses.get_mut(index as usize) {
+                if *noted < MAX_ADDRESSES_PER_NAME {
+                    *noted += 1;
+                    self.copies.push(text.clone());
+                    self.by_address.insert(address, index);
+                }
+            }
+            return Name::Held(index);
+        }
         match u32::try_from(self.held.len()) {
             Ok(index) if self.held.len() < MAX_NAMES => {
                 self.held.push(text.clone());
+                self.addresses.push(1);
+                self.by_text.insert(text.clone(), index);
                 self.by_address.insert(address, index);
                 Name::Held(index)
             }
@@ -399,18 +424,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_name_is_held_once_by_its_address_and_its_text_comes_back() {
-        // Goal: spans in flight find a shared name by its address, an equal text at another
-        // address is a name of its own, and a full table hands out the span's own count.
+    fn a_name_is_held_once_found_by_its_address_or_its_text() {
+        // Goal: spans in flight find a shared name by its address and a name made afresh by
+        // its text (held once either way), and a full table hands out the span's own count.
         let mut names = Names::default();
         let shared: Arc<str> = Arc::from("service.webhook");
         let first = names.name(&shared);
         let again = names.name(&shared.clone());
         assert!(matches!((&first, &again), (Name::Held(0), Name::Held(0))));
-        let other: Arc<str> = Arc::from("service.webhook");
-        assert!(matches!(names.name(&other), Name::Held(1)));
+        // Another copy of the same text: found by its text, then kept and found by its address.
+        let copy: Arc<str> = Arc::from("service.webhook");
+        assert!(matches!(names.name(&copy), Name::Held(0)));
+        assert!(matches!(names.name(&copy), Name::Held(0)));
+        assert_eq!(
+            Arc::strong_count(&copy),
+            2,
+            "a copy is kept once, when first seen"
+        );
+        // Copies made afresh for every call: past the per-name bound, found by text, not kept.
+        for _ in 0..2 * MAX_ADDRESSES_PER_NAME {
+            let afresh: Arc<str> = Arc::from("service.webhook");
+            assert!(matches!(names.name(&afresh), Name::Held(0)));
+        }
+        assert_eq!(names.copies.len(), usize::from(MAX_ADDRESSES_PER_NAME) - 1);
+        assert_eq!(names.held.len(), 1);
         assert_eq!(names.text(&first), "service.webhook");
-        assert_eq!(Arc::strong_count(&shared), 2, "held once, not per look-up");
+        assert_eq!(
+            Arc::strong_count(&shared),
+            3,
+            "held once (and once by text), not per look"
+        );
         for i in names.held.len()..MAX_NAMES {
             names.name(&Arc::from(format!("name-{i}").as_str()));
         }
