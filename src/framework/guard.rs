@@ -4,8 +4,9 @@
 //! A task wakes for many reasons: a handler that calls two services is woken for each leg of
 //! each call. Every wake polls every pending branch of its `select!`, and a cancellation's
 //! branch costs a lock a poll (its notifier's; and the token's too with tokio-util as
-//! published), a deadline's a look at the timer. A [`Guard`] polls its future once, with a waker of its own, and after that only when
-//! that waker was called: the other wakes of the task skip it for the price of an atomic load.
+//! published), a deadline's a look at the timer. A [`Guard`] polls its future once, with a
+//! waker of its own, and after that only when that waker was called: the other wakes of the
+//! task skip it for the price of an atomic load.
 //! It ends exactly when the future it wraps would have, and once ended it polls that future at
 //! every poll again (a guard shared by two `select!`s, one after the other, ends both, as the
 //! future it wraps would: a cancellation's wait stays ready).

@@ -85,6 +85,16 @@ pub fn stream(root: u64, name: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive_seed(root, name))
 }
 
+/// The next draw of `rng` that is not zero.
+fn nonzero(rng: &mut ChaCha8Rng) -> u64 {
+    loop {
+        let v = rng.next_u64();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
 /// A source of ids, shared by the tasks of one client or server.
 #[derive(Debug)]
 pub struct IdGen {
@@ -101,13 +111,7 @@ impl IdGen {
 
     /// The next raw id; never zero, so zero can mean "none" on the wire.
     pub fn next_u64(&self) -> u64 {
-        let mut rng = crate::lock::lock(&self.rng);
-        loop {
-            let v = rng.next_u64();
-            if v != 0 {
-                return v;
-            }
-        }
+        nonzero(&mut crate::lock::lock(&self.rng))
     }
 
     /// The ids of one call in `trace` (a new trace when `None`), drawn under one lock in the
@@ -115,15 +119,9 @@ impl IdGen {
     /// one.
     pub fn call_ids(&self, trace: Option<TraceId>) -> (RequestId, TraceId, SpanId) {
         let mut rng = crate::lock::lock(&self.rng);
-        let mut next = || loop {
-            let v = rng.next_u64();
-            if v != 0 {
-                return v;
-            }
-        };
-        let request = RequestId(next());
-        let trace = trace.unwrap_or_else(|| TraceId(next()));
-        (request, trace, SpanId(next()))
+        let request = RequestId(nonzero(&mut rng));
+        let trace = trace.unwrap_or_else(|| TraceId(nonzero(&mut rng)));
+        (request, trace, SpanId(nonzero(&mut rng)))
     }
 
     /// A fresh request id.

@@ -3,11 +3,11 @@
 //!
 //! The events of a trace are folded into its spans as they arrive while its edge request is in
 //! flight (a span refers to its names in a table of the store's, nothing is copied or counted
-//! per event), and when
-//! the edge request ends the trace is kept, its spans written out, or dropped. Only traces whose
-//! edge call was seen starting are buffered, and each takes at most [`MAX_EVENTS_PER_TRACE`]
-//! events, so memory is bounded by the requests in flight. Events that arrive after a trace was decided (a handler that outlived its
-//! caller) are not added to it: the orphaned-work check counts those.
+//! per event), and when the edge request ends the trace is kept, its spans written out, or
+//! dropped. Only traces whose edge call was seen starting are buffered, and each takes at most
+//! [`MAX_EVENTS_PER_TRACE`] events, so memory is bounded by the requests in flight. Events that
+//! arrive after a trace was decided (a handler that outlived its caller) are not added to it:
+//! the orphaned-work check counts those.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

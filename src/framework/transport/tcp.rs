@@ -142,10 +142,6 @@ struct Outbox {
     /// Cancelled when the connection closes, for the tasks that wait for it. Only
     /// [`Outbox::close`] cancels it.
     closed: CancellationToken,
-    /// Set by [`Outbox::close`] before it cancels `closed`: what [`Outbox::is_closed`] reads
-    /// (an atomic load, as the patched token's own check is; tokio-util as published, which a
-    /// program depending on windtunnel builds with, takes the token's lock for it).
-    is_closed: AtomicBool,
 }
 
 /// The queue and the write half, under one lock so writes keep the order frames were queued in.
@@ -198,20 +194,19 @@ impl Outbox {
             notify: Notify::new(),
             drained: Notify::new(),
             closed: CancellationToken::new(),
-            is_closed: AtomicBool::new(false),
         })
     }
 
     /// Closes the connection's queue: frames put from now on are refused, and the tasks that
     /// wait for `closed` end.
     fn close(&self) {
-        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
     }
 
-    /// Whether the queue was closed.
+    /// Whether the queue was closed (one atomic load with the patched token,
+    /// vendor/tokio-util/PATCH.md).
     fn is_closed(&self) -> bool {
-        self.is_closed.load(Ordering::Acquire)
+        self.closed.is_cancelled()
     }
 
     /// Bytes queued and not yet written.
