@@ -50,3 +50,10 @@ pub mod units;
 
 pub use system::{Env, ServiceDef, System};
 pub use tunnel::{Outcome, Tunnel};
+
+/// The copy of turmoil windtunnel runs on: 0.7.2 with the changes described in
+/// vendor/turmoil/PATCH.md (a step longer than a tick, cheaper bookkeeping, a clock epoch). A
+/// crate of yours that needs turmoil itself (a hand-wired test beside windtunnel's runs) names
+/// it through this path: a `turmoil` dependency of its own would be the published crate, a
+/// second copy with a world of its own, which windtunnel's hosts cannot see.
+pub use turmoil;

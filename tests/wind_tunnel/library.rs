@@ -1,6 +1,7 @@
 //! The wind tunnel as a library: a user's own system, registered through the public API, run
 //! from TOML written in Rust, judged by its own invariant; and the errors a user meets.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -282,4 +283,58 @@ errors = { target = "svc.pricing", rate = "33%", code = "unavailable" }
     // window of 10 s plus the slot being filled) plus 10/s: about 1,100.
     assert!((600..=1300).contains(&retries), "{retries} retries");
     assert!(outcome.to_string().contains("mechanisms: "), "{outcome}");
+}
+
+#[test]
+fn a_crate_outside_the_repository_builds_and_runs_with_the_guides_dependency_lines() {
+    // Goal: a crate of a user's own that depends on windtunnel as docs/own-services.md says
+    // ("Outside this repository": by path, without the command line, tokio's unstable cfg set)
+    // builds, and its wind tunnel test passes. windtunnel compiles only against its own copy of
+    // turmoil, which a `[patch]` in this repository's Cargo.toml would not hand on to such a
+    // crate. Method: copy tests/fixtures/outside-crate out of the repository, make its paths
+    // absolute, give it this build's Cargo.lock (so nothing needs fetching) and run its tests.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = root.join("tests/fixtures/outside-crate");
+    let work = std::env::temp_dir().join(format!("windtunnel-outside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let quoted = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
+    let manifest = std::fs::read_to_string(fixture.join("Cargo.toml"))
+        .expect("the fixture's manifest")
+        .replace(
+            "\"../../../vendor/tokio-util\"",
+            &quoted(&root.join("vendor/tokio-util")),
+        )
+        .replace("\"../../..\"", &quoted(root));
+    for dir in ["src", "tests", ".cargo"] {
+        std::fs::create_dir_all(work.join(dir)).expect("a temporary directory");
+    }
+    std::fs::write(work.join("Cargo.toml"), manifest).expect("write the manifest");
+    for (from, to) in [
+        (fixture.join("src/lib.rs"), "src/lib.rs"),
+        (fixture.join("tests/counter.rs"), "tests/counter.rs"),
+        (root.join("Cargo.lock"), "Cargo.lock"),
+        (root.join(".cargo/config.toml"), ".cargo/config.toml"),
+    ] {
+        std::fs::copy(&from, work.join(to)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    // Its own target directory, kept between runs: the first build of its dependencies takes a
+    // minute or so, later ones rebuild only the crate.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-crate");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["test", "--offline"])
+        .current_dir(&work)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("cargo runs");
+    let _ = std::fs::remove_dir_all(&work);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("test the_counter_runs_in_a_wind_tunnel_and_replays_bit_for_bit ... ok"),
+        "{stdout}"
+    );
 }
