@@ -25,7 +25,7 @@ use http_body_util::Full;
 use hyper::body::Body;
 
 use crate::framework::ids::{IdGen, RequestId, TraceId};
-use crate::framework::{Call, Client, Context};
+use crate::framework::{Client, Context};
 
 pub use self::http::{serve, serve_connection};
 pub use errors::{status_for, GatewayError};
@@ -220,7 +220,7 @@ impl Gateway {
             None => read.await?,
         };
         let rpc_body = body::rpc_body(&raw, &params)?;
-        let call = Call::new(route.service(), route.endpoint()).bytes(rpc_body);
+        let call = route.call().bytes(rpc_body);
         let reply = self.client.send(&ctx, call).await?;
         Ok(json_response(route.status(), reply.body))
     }

@@ -7,8 +7,11 @@
 //! percent-decoded, and a parameter never matches an empty segment.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::{Method, StatusCode};
+
+use crate::framework::Call;
 
 /// Why a route could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,8 +124,9 @@ fn parse_segment(text: &str, part: &str, seen: &[Segment]) -> Result<Segment, Ro
 pub struct Route {
     method: Method,
     pattern: Pattern,
-    service: String,
-    endpoint: String,
+    // Shared with every call the route makes (`Call::shared`), not copied per request.
+    service: Arc<str>,
+    endpoint: Arc<str>,
     status: StatusCode,
 }
 
@@ -137,8 +141,8 @@ impl Route {
         Ok(Route {
             method,
             pattern: Pattern::parse(pattern)?,
-            service: service.to_string(),
-            endpoint: endpoint.to_string(),
+            service: service.into(),
+            endpoint: endpoint.into(),
             status: StatusCode::OK,
         })
     }
@@ -175,6 +179,12 @@ impl Route {
     /// The status of a success.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// A call of this route's endpoint, with an empty body; its names are the route's own,
+    /// shared, so a request through the gateway allocates none.
+    pub fn call(&self) -> Call {
+        Call::shared(self.service.clone(), self.endpoint.clone())
     }
 }
 
@@ -287,6 +297,11 @@ mod tests {
         };
         assert_eq!(route.endpoint(), "read");
         assert_eq!(params.get("id").map(String::as_str), Some("a1"));
+        let call = route.call();
+        assert_eq!(
+            (call.service(), call.endpoint()),
+            ("service.account", "read")
+        );
     }
 
     #[test]
