@@ -13,7 +13,10 @@
 //!
 //! The search assumes that a rate that fails fails at every higher rate. At one seed that is
 //! true up to noise: near the knee a rate can pass where a slightly lower one failed. The
-//! answer is then a rate that passes with a failing one within the precision above it.
+//! answer is then a rate that passes with a failing one within the precision above it. A file
+//! that asserts a floor on something that grows with the rate (`goodput > 1400/s`, `ok >= 500`,
+//! `count(hedge.sent) > 0`) breaks the assumption from below, since low rates fail it, and is
+//! refused before any probe with the assertions named.
 
 use toml::{Table, Value};
 
@@ -48,6 +51,15 @@ pub enum CapacityError {
     /// The precision is not a fraction above 0 and below 1.
     #[error("the precision must be above 0% and below 100%, found {}%", .0 * 100.0)]
     Precision(f64),
+    /// Assertions that set a floor on a quantity that grows with the rate: low rates fail
+    /// them, so "the highest rate that holds" is not what they ask.
+    #[error("{file}: capacity needs assertions that only get harder as the rate rises, and {assertions} set a floor that low rates cannot reach (the search would report no capacity): search a copy of the file without them, with latency and error-rate bounds to say what holding means")]
+    Floors {
+        /// The scenario file.
+        file: String,
+        /// The assertions, quoted and joined.
+        assertions: String,
+    },
     /// The file asserts nothing, so every rate would pass.
     #[error("the scenario asserts nothing, so every rate passes: add an [[assert]] that says what \"holding\" means (e.g. p99 and error rate bounds)")]
     NothingAsserted,
@@ -128,6 +140,18 @@ pub fn capacity(
     if scenario.assertions.is_empty() {
         return Err(CapacityError::NothingAsserted);
     }
+    let floors: Vec<String> = scenario
+        .assertions
+        .iter()
+        .filter(|a| is_floor(a))
+        .map(|a| format!("{:?}", a.text))
+        .collect();
+    if !floors.is_empty() {
+        return Err(CapacityError::Floors {
+            file: name.to_string(),
+            assertions: floors.join(", "),
+        });
+    }
     let start = round_rate(scenario.loads[index].rate.as_per_second());
     let mut probes: Vec<Probe> = Vec::new();
     let mut probe = |rate: f64, probes: &mut Vec<Probe>| -> Result<bool, CapacityError> {
@@ -177,6 +201,22 @@ pub fn capacity(
         failing: hi,
         probes,
     })
+}
+
+/// Whether `a` sets a floor (or an exact value above zero) on a quantity that grows with the
+/// load's rate: goodput, requests sent or answered, a counter. `== 0` is a ceiling.
+fn is_floor(a: &crate::scenario::Assertion) -> bool {
+    use crate::scenario::{Metric, Op};
+    let grows = matches!(
+        a.metric,
+        Metric::Goodput | Metric::Sent | Metric::Ok | Metric::Count(_)
+    );
+    let floor = match a.op {
+        Op::Gt | Op::Ge => true,
+        Op::Eq => a.bound.value() > 0.0,
+        Op::Lt | Op::Le => false,
+    };
+    grows && floor
 }
 
 /// Rates are probed at four significant digits, so a probe's rate prints as it ran.

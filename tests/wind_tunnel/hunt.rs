@@ -88,6 +88,35 @@ fn capacity_of_an_unknown_load_names_the_loads_there_are() {
 }
 
 #[test]
+fn capacity_refuses_a_floor_on_goodput_before_any_probe() {
+    // Goal: a file that asserts a floor on something that grows with the rate (the shipped
+    // overload.toml asserts goodput > 1400/s) is refused with the assertion named, instead of
+    // a search that halves the rate to nothing and reports no capacity. A ceiling on a counter
+    // (`== 0`) is not a floor and is searched.
+    let catalog = windtunnel::services::catalog();
+    let options = CapacityOptions {
+        load: "gets".to_string(),
+        precision: 0.02,
+        max_probes: 10,
+        seed: 1,
+    };
+    let floor = capped("100/s") + "[[assert]]\nthat = \"goodput > 90/s\"\n";
+    let mut probes = 0;
+    let e = capacity(&floor, "c.toml", &catalog, &options, &mut |_| probes += 1)
+        .expect_err("a floor is refused");
+    assert!(e.to_string().contains("\"goodput > 90/s\""), "{e}");
+    assert_eq!(probes, 0, "refused before any probe");
+    let ceiling = capped("1000/s") + "[[assert]]\nthat = \"count(hedge.sent) == 0\"\n";
+    let options = CapacityOptions {
+        max_probes: 2,
+        ..options
+    };
+    let found = capacity(&ceiling, "c.toml", &catalog, &options, &mut |_| {})
+        .expect("a ceiling is searched");
+    assert_eq!(found.probes.len(), 2);
+}
+
+#[test]
 fn shrinking_keeps_the_one_fault_that_breaks_the_assertion_and_drops_the_rest() {
     // Goal: a failing file comes back as the smallest file that fails the same way. Method:
     // four faults of which only an error burst breaks "error_rate == 0"; shrink must keep
