@@ -168,8 +168,9 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
     if failure.starts_with("invariant ") && !asserts.is_empty() {
         out.push(("drop every assertion".to_string(), without(t, "assert")));
     }
-    for i in (0..asserts.len()).rev() {
-        out.push((format!("drop assertion {}", i + 1), removed(t, "assert", i)));
+    for (i, assert) in asserts.iter().enumerate().rev() {
+        let that = assert.get("that").and_then(Value::as_str).unwrap_or("?");
+        out.push((format!("drop assertion {that:?}"), removed(t, "assert", i)));
     }
     let faults = array(t, "fault");
     for (i, fault) in faults.iter().enumerate().rev() {
@@ -177,9 +178,12 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
         out.push((what, removed(t, "fault", i)));
     }
     out.extend(shorter_runs(t));
+    // Loads and assertions are named by what they are, not their place: a change kept
+    // renumbers the ones after it, and the header lists every change kept.
     for (i, load) in array(t, "load").iter().enumerate() {
         out.extend(slower_load(t, i, load));
-        out.push((format!("drop load {}", i + 1), removed(t, "load", i)));
+        let name = load.get("name").and_then(Value::as_str).unwrap_or("?");
+        out.push((format!("drop load {name}"), removed(t, "load", i)));
     }
     for (i, fault) in faults.iter().enumerate() {
         out.extend(narrower_fault(t, i, fault));
@@ -303,7 +307,7 @@ fn slower_load(t: &Table, i: usize, load: &Value) -> Vec<(String, Table)> {
             let mut c = t.clone();
             let text = format!("{}/s", (half * 100.0).round() / 100.0);
             set_in(&mut c, "load", i, "rate", Value::String(text.clone()));
-            out.push((format!("load {name}: {text}"), c));
+            out.push((format!("load {name}: rate {text}"), c));
         }
     }
     out
@@ -320,4 +324,41 @@ fn narrower_fault(t: &Table, i: usize, fault: &Value) -> Option<(String, Table)>
     let d = format_duration(half);
     set_in(&mut c, "fault", i, "duration", Value::String(d.clone()));
     Some((format!("fault {} lasts {d}", i + 1), c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_name_loads_and_assertions_by_what_they_are_not_their_place() {
+        // Goal: the shrunk file's header stays readable when one change renumbers the rest
+        // (it once listed "drop load 2" twice, for two different loads).
+        let t: Table = toml::from_str(
+            r#"
+[[load]]
+name = "first"
+rate = "10/s"
+[[load]]
+name = "second"
+rate = "4/s"
+[[assert]]
+that = "error_rate == 0"
+"#,
+        )
+        .expect("TOML");
+        let names: Vec<String> = candidates(&t, "assert error_rate == 0")
+            .into_iter()
+            .map(|(what, _)| what)
+            .collect();
+        for expected in [
+            "drop load first",
+            "drop load second",
+            "load first: rate 5/s",
+            "load second: rate 2/s",
+            "drop assertion \"error_rate == 0\"",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
+        }
+    }
 }
