@@ -98,7 +98,8 @@ pub fn estimate(scenario: &Scenario, authenticated: bool) -> Estimate {
             };
             mean_rate(load, scenario.duration) * per_request * run
         })
-        .sum();
+        // An empty sum of floats is -0.0, which prints as "-0": a file without loads makes none.
+        .fold(0.0, |sum, calls| sum + calls);
     let ticks = run / scenario.tick.as_secs_f64().max(f64::MIN_POSITIVE);
     let wall_secs = HOST_TICK.as_secs_f64() * hosts as f64 * ticks + PER_CALL.as_secs_f64() * calls;
     Estimate {

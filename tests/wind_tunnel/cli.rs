@@ -1208,6 +1208,16 @@ fn check_estimates_the_cost_and_run_warns_before_a_run_of_hours() {
 }
 
 #[test]
+fn the_estimate_of_a_file_without_loads_counts_no_calls() {
+    // Goal: `check` of a file made to be served (routes, no loads) estimates 0 calls, not
+    // "-0" (an empty sum of floats is negative zero).
+    let out = windtunnel(&["check", "examples/accounts.toml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("about 0 calls per simulated second"), "{t}");
+}
+
+#[test]
 fn the_estimate_of_a_deep_wide_call_graph_comes_at_once() {
     // Goal: `check` stays instant on a file of 64 calls per endpoint six services deep
     // (64^5 paths through the graph). Method: check it; the estimate counts 64^5 calls a
