@@ -53,7 +53,7 @@ pub enum CapacityError {
     Precision(f64),
     /// Assertions that set a floor on a quantity that grows with the rate: low rates fail
     /// them, so "the highest rate that holds" is not what they ask.
-    #[error("{file}: capacity needs assertions that only get harder as the rate rises, and {assertions} set a floor that low rates cannot reach (the search would report no capacity): search a copy of the file without them, with latency and error-rate bounds to say what holding means")]
+    #[error("{file}: capacity needs assertions that only get harder as the rate rises; these set a floor that low rates cannot reach, so the search would report no capacity: {assertions}. Search a copy of the file without them, with latency and error-rate bounds to say what holding means")]
     Floors {
         /// The scenario file.
         file: String,
