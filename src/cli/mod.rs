@@ -169,7 +169,7 @@ enum Command {
     },
     /// Find the highest rate of a load at which every assertion and invariant holds; with
     /// two files (a policy on and off), both side by side. Its assertions must only get harder
-    /// as the rate rises: a floor such as `goodput > 1400/s` is refused.
+    /// as the rate rises: a lower bound such as `goodput > 1400/s` is refused.
     Capacity {
         /// The scenario file(s).
         #[arg(required = true, num_args = 1..=8)]

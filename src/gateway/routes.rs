@@ -181,8 +181,8 @@ impl Route {
         self.status
     }
 
-    /// A call of this route's endpoint, with an empty body; its names are the route's own,
-    /// shared, so a request through the gateway allocates none.
+    /// A call of this route's endpoint, with an empty JSON object body (`{}`); its names are the
+    /// route's own, shared, so a request through the gateway allocates none.
     pub fn call(&self) -> Call {
         Call::shared(self.service.clone(), self.endpoint.clone())
     }

@@ -14,9 +14,9 @@
 //! The search assumes that a rate that fails fails at every higher rate. At one seed that is
 //! true up to noise: near the knee a rate can pass where a slightly lower one failed. The
 //! answer is then a rate that passes with a failing one within the precision above it. A file
-//! that asserts a floor on something that grows with the rate (`goodput > 1400/s`, `ok >= 500`,
-//! `count(hedge.sent) > 0`) breaks the assumption from below, since low rates fail it, and is
-//! refused before any probe with the assertions named.
+//! that asserts a floor on what the searched load adds to (`goodput > 1400/s`, `errors > 0`,
+//! `p99(latency) > 200ms`, `count(hedge.sent) > 0`) breaks the assumption from below, since low
+//! rates fail it, and is refused before any probe with the assertions named.
 
 use toml::{Table, Value};
 
@@ -51,9 +51,9 @@ pub enum CapacityError {
     /// The precision is not a fraction above 0 and below 1.
     #[error("the precision must be above 0% and below 100%, found {}%", .0 * 100.0)]
     Precision(f64),
-    /// Assertions that set a floor on a quantity that grows with the rate: low rates fail
-    /// them, so "the highest rate that holds" is not what they ask.
-    #[error("{file}: capacity needs assertions that only get harder as the rate rises; these set a floor that low rates cannot reach, so the search would report no capacity: {assertions}. Search a copy of the file without them, with latency and error-rate bounds to say what holding means")]
+    /// Assertions that set a floor on what the searched load adds to: low rates fail them,
+    /// so "the highest rate that holds" is not what they ask.
+    #[error("{file}: capacity needs assertions that only get harder as the rate rises (upper bounds, such as p99 and error rate below a limit); these are lower bounds on what the load adds to, which a light enough load fails, so the search would not find the highest rate that holds: {assertions}. Search a copy of the file without them")]
     Floors {
         /// The scenario file.
         file: String,
@@ -143,7 +143,7 @@ pub fn capacity(
     let floors: Vec<String> = scenario
         .assertions
         .iter()
-        .filter(|a| is_floor(a))
+        .filter(|a| is_floor(a, &scenario.loads[index]))
         .map(|a| format!("{:?}", a.text))
         .collect();
     if !floors.is_empty() {
@@ -203,20 +203,29 @@ pub fn capacity(
     })
 }
 
-/// Whether `a` sets a floor (or an exact value above zero) on a quantity that grows with the
-/// load's rate: goodput, requests sent or answered, a counter. `== 0` is a ceiling.
-fn is_floor(a: &crate::scenario::Assertion) -> bool {
-    use crate::scenario::{Metric, Op};
-    let grows = matches!(
-        a.metric,
-        Metric::Goodput | Metric::Sent | Metric::Ok | Metric::Count(_)
-    );
+/// Whether `a` sets a floor that the searched `load` can fail by being too light: a lower
+/// bound (`>`, `>=` above zero, `==` above zero) on anything it adds to. Every metric grows, or
+/// stays at zero, as a load falls to nothing (no requests, no errors, no slow ones, no
+/// counts), so any floor fails there: `goodput > 1400/s`, `errors > 0`, `p99(latency) > 200ms`
+/// (an off twin's claim). An assertion about another load, or a route it does not take, is
+/// not: that load's rate is not searched.
+fn is_floor(a: &crate::scenario::Assertion, load: &crate::scenario::Load) -> bool {
+    use crate::scenario::{LoadTarget, Metric, Op, Scope};
+    let bound = a.bound.value();
     let floor = match a.op {
-        Op::Gt | Op::Ge => true,
-        Op::Eq => a.bound.value() > 0.0,
+        Op::Gt => true,
+        Op::Ge | Op::Eq => bound > 0.0,
         Op::Lt | Op::Le => false,
     };
-    grows && floor
+    // Counters and checks are counted whatever the scope.
+    let scoped = matches!(a.metric, Metric::Count(_) | Metric::Check(_));
+    let touches = scoped
+        || match &a.scope {
+            Scope::All | Scope::Endpoint(_) => true,
+            Scope::Load(name) => *name == load.name,
+            Scope::Route(route) => matches!(&load.target, LoadTarget::Route(r) if r == route),
+        };
+    floor && touches
 }
 
 /// Rates are probed at four significant digits, so a probe's rate prints as it ran.

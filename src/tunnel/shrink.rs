@@ -174,7 +174,7 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
     }
     let faults = array(t, "fault");
     for (i, fault) in faults.iter().enumerate().rev() {
-        let what = format!("drop fault {} ({})", i + 1, describe(fault));
+        let what = format!("drop fault ({})", describe(fault));
         out.push((what, removed(t, "fault", i)));
     }
     out.extend(shorter_runs(t));
@@ -182,8 +182,10 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
     // renumbers the ones after it, and the header lists every change kept.
     for (i, load) in array(t, "load").iter().enumerate() {
         out.extend(slower_load(t, i, load));
-        let name = load.get("name").and_then(Value::as_str).unwrap_or("?");
-        out.push((format!("drop load {name}"), removed(t, "load", i)));
+        out.push((
+            format!("drop load {}", load_name(load)),
+            removed(t, "load", i),
+        ));
     }
     for (i, fault) in faults.iter().enumerate() {
         out.extend(narrower_fault(t, i, fault));
@@ -286,10 +288,18 @@ fn shorter_runs(t: &Table) -> Vec<(String, Table)> {
     out
 }
 
+/// A load as the header names it: its name, or what it calls when it has none.
+fn load_name(load: &Value) -> &str {
+    ["name", "rpc", "route"]
+        .iter()
+        .find_map(|key| load.get(*key).and_then(Value::as_str))
+        .unwrap_or("?")
+}
+
 /// Load `i` at half its rate, without its stages.
 fn slower_load(t: &Table, i: usize, load: &Value) -> Vec<(String, Table)> {
     let mut out = Vec::new();
-    let name = load.get("name").and_then(Value::as_str).unwrap_or("?");
+    let name = load_name(load);
     if load.get("stages").is_some() {
         let mut c = t.clone();
         if let Some(l) = item_mut(&mut c, "load", i) {
@@ -323,7 +333,7 @@ fn narrower_fault(t: &Table, i: usize, fault: &Value) -> Option<(String, Table)>
     let mut c = t.clone();
     let d = format_duration(half);
     set_in(&mut c, "fault", i, "duration", Value::String(d.clone()));
-    Some((format!("fault {} lasts {d}", i + 1), c))
+    Some((format!("fault ({}) lasts {d}", describe(fault)), c))
 }
 
 #[cfg(test)]
@@ -333,7 +343,8 @@ mod tests {
     #[test]
     fn candidates_name_loads_and_assertions_by_what_they_are_not_their_place() {
         // Goal: the shrunk file's header stays readable when one change renumbers the rest
-        // (it once listed "drop load 2" twice, for two different loads).
+        // (it once listed "drop load 2" twice, for two different loads): loads by name (or
+        // what they call), assertions by their text, faults by kind, target and start.
         let t: Table = toml::from_str(
             r#"
 [[load]]
@@ -342,8 +353,15 @@ rate = "10/s"
 [[load]]
 name = "second"
 rate = "4/s"
+[[load]]
+rpc = "svc.echo.get"
+rate = "2/s"
 [[assert]]
 that = "error_rate == 0"
+[[fault]]
+at = "2s"
+duration = "1s"
+crash = { target = "svc.echo" }
 "#,
         )
         .expect("TOML");
@@ -357,6 +375,9 @@ that = "error_rate == 0"
             "load first: rate 5/s",
             "load second: rate 2/s",
             "drop assertion \"error_rate == 0\"",
+            "drop load svc.echo.get",
+            "drop fault (crash svc.echo at 2s)",
+            "fault (crash svc.echo at 2s) lasts 500ms",
         ] {
             assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
         }

@@ -675,10 +675,16 @@ fn serve_applies_a_services_concurrency_limit_on_the_real_network() {
         })
         .collect();
     assert_eq!((ok, refused.len()), (2, 4), "{answers:?}");
+    // Against the answered ones rather than a fixed bound, however busy the machine: each
+    // answer waited for the 300 ms of work, each refusal for none of it.
+    let fastest_answer = answers
+        .iter()
+        .filter(|((status, _), _)| *status == 200)
+        .map(|(_, took)| *took)
+        .min()
+        .unwrap_or_default();
     assert!(
-        refused
-            .iter()
-            .all(|(_, took)| *took < std::time::Duration::from_millis(250)),
+        refused.iter().all(|(_, took)| *took < fastest_answer),
         "refused at once, not after the work: {answers:?}"
     );
 }

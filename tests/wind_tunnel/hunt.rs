@@ -89,10 +89,10 @@ fn capacity_of_an_unknown_load_names_the_loads_there_are() {
 
 #[test]
 fn capacity_refuses_a_floor_on_goodput_before_any_probe() {
-    // Goal: a file that asserts a floor on something that grows with the rate (the shipped
-    // overload.toml asserts goodput > 1400/s) is refused with the assertion named, instead of
-    // a search that halves the rate to nothing and reports no capacity. A ceiling on a counter
-    // (`== 0`) is not a floor and is searched.
+    // Goal: a file that asserts a lower bound on what the searched load adds to (the shipped
+    // overload.toml asserts goodput > 1400/s; off twins assert errors > 0) is refused with the
+    // assertions named, instead of a search that halves the rate to nothing and reports no
+    // capacity. A ceiling on a counter (`== 0`) and a floor on another load are searched.
     let catalog = windtunnel::services::catalog();
     let options = CapacityOptions {
         load: "gets".to_string(),
@@ -100,19 +100,25 @@ fn capacity_refuses_a_floor_on_goodput_before_any_probe() {
         max_probes: 10,
         seed: 1,
     };
-    let floor = capped("100/s") + "[[assert]]\nthat = \"goodput > 90/s\"\n";
-    let mut probes = 0;
-    let e = capacity(&floor, "c.toml", &catalog, &options, &mut |_| probes += 1)
-        .expect_err("a floor is refused");
-    assert!(e.to_string().contains("\"goodput > 90/s\""), "{e}");
-    assert_eq!(probes, 0, "refused before any probe");
-    let ceiling = capped("1000/s") + "[[assert]]\nthat = \"count(hedge.sent) == 0\"\n";
+    for floor in ["goodput > 90/s", "errors > 0", "p99(latency) >= 5ms"] {
+        let text = capped("100/s") + &format!("[[assert]]\nthat = \"{floor}\"\n");
+        let mut probes = 0;
+        let e = capacity(&text, "c.toml", &catalog, &options, &mut |_| probes += 1)
+            .expect_err("a floor is refused");
+        assert!(e.to_string().contains(&format!("\"{floor}\"")), "{e}");
+        assert!(e.to_string().contains("c.toml"), "{e}");
+        assert_eq!(probes, 0, "refused before any probe");
+    }
+    let others = capped("1000/s")
+        + "[[assert]]\nthat = \"count(hedge.sent) == 0\"\n"
+        + "[[load]]\nname = \"pings\"\nrpc = \"svc.echo.get\"\nrate = \"10/s\"\n"
+        + "[[assert]]\nthat = \"ok > 5\"\nload = \"pings\"\n";
     let options = CapacityOptions {
         max_probes: 2,
         ..options
     };
-    let found = capacity(&ceiling, "c.toml", &catalog, &options, &mut |_| {})
-        .expect("a ceiling is searched");
+    let found = capacity(&others, "c.toml", &catalog, &options, &mut |_| {})
+        .expect("a ceiling, and a floor on another load, are searched");
     assert_eq!(found.probes.len(), 2);
 }
 

@@ -297,6 +297,7 @@ fn a_crate_outside_the_repository_builds_and_runs_with_the_guides_dependency_lin
     let fixture = root.join("tests/fixtures/outside-crate");
     let work = std::env::temp_dir().join(format!("windtunnel-outside-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
+    let _cleanup = RemovedOnDrop(work.clone());
     let quoted = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
     let manifest = std::fs::read_to_string(fixture.join("Cargo.toml"))
         .expect("the fixture's manifest")
@@ -318,16 +319,22 @@ fn a_crate_outside_the_repository_builds_and_runs_with_the_guides_dependency_lin
         std::fs::copy(&from, work.join(to)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     }
     // Its own target directory, kept between runs: the first build of its dependencies takes a
-    // minute or so, later ones rebuild only the crate.
+    // minute or two, later ones rebuild only the crate.
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-crate");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // One job, beside the tests running around it; and only the copied config's flags, as the
+    // guide sets them (flags from the environment would replace its `--cfg tokio_unstable`).
     let out = std::process::Command::new(cargo)
-        .args(["test", "--offline"])
+        .args(["test", "--offline", "--jobs", "1"])
         .current_dir(&work)
         .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_BUILD_BUILD_DIR")
         .output()
         .expect("cargo runs");
-    let _ = std::fs::remove_dir_all(&work);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -337,4 +344,13 @@ fn a_crate_outside_the_repository_builds_and_runs_with_the_guides_dependency_lin
         stdout.contains("test the_counter_runs_in_a_wind_tunnel_and_replays_bit_for_bit ... ok"),
         "{stdout}"
     );
+}
+
+/// Removes a directory when dropped, so a failing test leaves no copy behind.
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

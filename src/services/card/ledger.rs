@@ -108,7 +108,8 @@ pub fn transactions(env: &Env) -> Built {
 /// Most outbox entries a relay publishes at once before it deletes them.
 const RELAY_BATCH: usize = 32;
 
-/// Publishes outbox entries, oldest key first, and deletes them once the bus has them.
+/// Publishes outbox entries in key order, a batch at a time, and deletes them once the bus has
+/// them.
 ///
 /// Entries go out [`RELAY_BATCH`] at a time, each batch's publishes concurrently and its
 /// deletes in one write, so one sync of the bus's disk and one of the store's cover a batch.
@@ -162,6 +163,8 @@ async fn relay(client: crate::framework::Client, db: StoreClient, ctx: Context) 
                 deletes.push(Op::Delete { key });
             }
             if !deletes.is_empty() {
+                // A deadline of its own: the batch's publishes may have used up theirs.
+                let call = ctx.with_timeout(Duration::from_secs(1));
                 let _ = db.write(&call, deletes, None).await;
             }
             if failed {
