@@ -40,6 +40,7 @@ pub use names::{
 };
 
 use error::Locator;
+pub(crate) use traffic::load_name;
 
 /// The built-in (Rust) services a scenario may name with `builtin = "..."`.
 ///

@@ -87,15 +87,28 @@ pub(crate) fn declared_loads(raw: &[Spanned<RawLoad>]) -> BTreeSet<String> {
 
 /// A load's name: as given, else its route (normalised) or rpc as written.
 fn load_name_text(raw: &RawLoad) -> Option<String> {
-    if let Some(name) = &raw.name {
-        return Some(name.get_ref().clone());
+    load_name(
+        raw.name.as_ref().map(|n| n.get_ref().as_str()),
+        raw.rpc.as_ref().map(|r| r.get_ref().as_str()),
+        raw.route.as_ref().map(|r| r.get_ref().as_str()),
+    )
+}
+
+/// The name a load goes by, from its `name`, `rpc` and `route` keys as written: the name if
+/// given, else its route (normalised) or its rpc; `None` when it has both or neither target.
+pub(crate) fn load_name(
+    name: Option<&str>,
+    rpc: Option<&str>,
+    route: Option<&str>,
+) -> Option<String> {
+    if let Some(name) = name {
+        return Some(name.to_string());
     }
-    match (&raw.rpc, &raw.route) {
-        (Some(rpc), None) => Some(rpc.get_ref().clone()),
-        (None, Some(route)) => Some(
-            RouteKey::parse(route.get_ref())
-                .map_or_else(|_| route.get_ref().clone(), |key| key.to_string()),
-        ),
+    match (rpc, route) {
+        (Some(rpc), None) => Some(rpc.to_string()),
+        (None, Some(route)) => {
+            Some(RouteKey::parse(route).map_or_else(|_| route.to_string(), |key| key.to_string()))
+        }
         _ => None,
     }
 }

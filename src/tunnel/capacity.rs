@@ -204,9 +204,9 @@ pub fn capacity(
 }
 
 /// Whether `a` sets a floor that the searched `load` can fail by being too light: a lower
-/// bound (`>`, `>=` above zero, `==` above zero) on anything it adds to. Every metric grows, or
-/// stays at zero, as a load falls to nothing (no requests, no errors, no slow ones, no
-/// counts), so any floor fails there: `goodput > 1400/s`, `errors > 0`, `p99(latency) > 200ms`
+/// bound (`>`, `>=` above zero, `==` above zero) on anything it adds to. Every metric falls
+/// to zero, or stays there, as a load falls to nothing (no requests, no errors, no slow ones,
+/// no counts), so any floor fails there: `goodput > 1400/s`, `errors > 0`, `p99(latency) > 200ms`
 /// (an off twin's claim). An assertion about another load, or a route it does not take, is
 /// not: that load's rate is not searched.
 fn is_floor(a: &crate::scenario::Assertion, load: &crate::scenario::Load) -> bool {

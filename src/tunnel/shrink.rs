@@ -163,6 +163,8 @@ fn failures_of(
 
 /// Every single change to try on `t`, most effective first.
 fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
+    // Assertions, faults and loads are named by what they are, not their place: a change kept
+    // renumbers the ones after it, and the header lists every change kept.
     let mut out = Vec::new();
     let asserts = array(t, "assert");
     if failure.starts_with("invariant ") && !asserts.is_empty() {
@@ -178,8 +180,6 @@ fn candidates(t: &Table, failure: &str) -> Vec<(String, Table)> {
         out.push((what, removed(t, "fault", i)));
     }
     out.extend(shorter_runs(t));
-    // Loads and assertions are named by what they are, not their place: a change kept
-    // renumbers the ones after it, and the header lists every change kept.
     for (i, load) in array(t, "load").iter().enumerate() {
         out.extend(slower_load(t, i, load));
         out.push((
@@ -288,12 +288,10 @@ fn shorter_runs(t: &Table) -> Vec<(String, Table)> {
     out
 }
 
-/// A load as the header names it: its name, or what it calls when it has none.
-fn load_name(load: &Value) -> &str {
-    ["name", "rpc", "route"]
-        .iter()
-        .find_map(|key| load.get(*key).and_then(Value::as_str))
-        .unwrap_or("?")
+/// A load as the header names it: the name it goes by in the file (scenario::load_name).
+fn load_name(load: &Value) -> String {
+    let key = |k: &str| load.get(k).and_then(Value::as_str);
+    crate::scenario::load_name(key("name"), key("rpc"), key("route")).unwrap_or_else(|| "?".into())
 }
 
 /// Load `i` at half its rate, without its stages.

@@ -13,6 +13,8 @@ use windtunnel::system::{
 };
 use windtunnel::tunnel::{Tunnel, TunnelError};
 
+use crate::support::temp_dir;
+
 /// A journal: `append` writes a line to the instance's disk and acknowledges it; `count` says
 /// how many lines it holds. `lossy` acknowledges every tenth line without writing it: the bug
 /// its invariant must catch.
@@ -295,8 +297,7 @@ fn a_crate_outside_the_repository_builds_and_runs_with_the_guides_dependency_lin
     // absolute, give it this build's Cargo.lock (so nothing needs fetching) and run its tests.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = root.join("tests/fixtures/outside-crate");
-    let work = std::env::temp_dir().join(format!("windtunnel-outside-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
+    let work = temp_dir("outside-crate");
     let _cleanup = RemovedOnDrop(work.clone());
     let quoted = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
     let manifest = std::fs::read_to_string(fixture.join("Cargo.toml"))
