@@ -119,7 +119,11 @@ impl Sender {
             } => {
                 let ctx = root.with_deadline(deadline);
                 let call = Call::shared(service.clone(), endpoint.clone()).bytes(body);
-                match client.send(&ctx, call).await {
+                // The call's future is boxed on its own (under a kilobyte), and so is the
+                // request's (a few hundred bytes): each fits the allocator's per-size caches,
+                // where the request's future holding the call (over a kilobyte) did not.
+                let send = Box::pin(client.send(&ctx, call));
+                match send.await {
                     Ok(reply) => (Outcome::Ok, Some(reply.body)),
                     Err(e) => (Outcome::Error(e.code().to_string()), None),
                 }
@@ -141,9 +145,10 @@ impl Sender {
                 let Ok(request) = request.body(http_body_util::Full::new(body)) else {
                     return (Outcome::Error("bad_request.route".to_string()), None);
                 };
-                match crate::framework::timer::timeout_at(deadline, gateway.pool.send(request))
-                    .await
-                {
+                // Boxed for the same reason as the RPC call's: hyper's future is large, and held
+                // here it would make every request's task (RPC ones too) large.
+                let send = Box::pin(gateway.pool.send(request));
+                match crate::framework::timer::timeout_at(deadline, send).await {
                     Ok(answer) => answer,
                     Err(_) => (Outcome::Error("timeout".to_string()), None),
                 }
@@ -264,8 +269,8 @@ impl Generator {
                 .as_ref()
                 .and_then(|w| w.system.request(w.end(&name), n, &mut body_rng))
                 .unwrap_or_else(|| padding.clone());
-            // Boxed: the request's future holds a whole call's (kilobytes), and tokio moves a
-            // task's future more than once as it spawns and ends it; a box moves as a pointer.
+            // Boxed: tokio moves a task's future more than once as it spawns and ends it; a box
+            // moves as a pointer.
             tasks.spawn(Box::pin(async move {
                 let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
                 if let (Some(w), Some(answer)) = (&workload, &answer) {

@@ -1,9 +1,10 @@
 //! The client: one call, with discovery, balancing, deadlines and cancellation.
 //!
-//! A call derives a child context (so its deadline is never later than its caller's), picks an
-//! instance from the registry (round robin, power of two choices on in-flight calls, or on
-//! peak-EWMA latency; skipping instances that recently refused connections, ejected outliers and
-//! open circuits), and hands the request to the transport through the client middleware. A
+//! A call derives a context of its own (its deadline never later than its caller's; its
+//! cancellation the caller's, so cancelling the caller ends it), picks an instance from the
+//! registry (round robin, power of two choices on in-flight calls, or on peak-EWMA latency;
+//! skipping instances that recently refused connections, ejected outliers and open circuits),
+//! and hands the request to the transport through the client middleware. A
 //! call dropped before its answer (a decided fanout, a cancelled parent, a hedge that lost)
 //! reports that it was abandoned and the transport sends a Cancel frame.
 //!
@@ -245,14 +246,13 @@ struct Budgets {
     hedge: Option<Arc<Bucket>>,
 }
 
-/// How a client treats calls to one service, from its config.
+/// How a client picks and watches the instances of one service, from its config: what each
+/// attempt reads. (Retries and hedging are read once, as a call starts: a call's future, which
+/// holds this across its awaits, stays small enough for the allocator's per-size caches.)
 struct Policy<'a> {
     balance: Balance,
     eject: Option<&'a Ejection>,
     breaker: Option<&'a Breaker>,
-    retry: Option<&'a Retry>,
-    hedge: Option<&'a Hedge>,
-    idempotent: Option<&'a BTreeSet<String>>,
 }
 
 /// Makes calls to services. Cheap to clone; clones share state.
@@ -368,17 +368,17 @@ impl Client {
         call: Call,
     ) -> impl Future<Output = Result<Reply, Error>> + 'a {
         async move {
-            let ctx = match call.timeout {
-                Some(t) => ctx.with_timeout(t),
-                None => ctx.child(),
-            };
+            let ctx = ctx.for_call(call.timeout);
             let policy = self.policy(&call.service);
+            let config = &self.inner.config;
+            let service = &*call.service;
             let idempotent = call.idempotent
-                || policy
+                || config
                     .idempotent
+                    .get(service)
                     .is_some_and(|e| e.contains(&*call.endpoint));
-            let retry = policy.retry.filter(|_| idempotent);
-            let hedge = policy.hedge.filter(|_| idempotent);
+            let retry = config.retry.get(service).filter(|_| idempotent);
+            let hedge = config.hedge.get(service).filter(|_| idempotent);
             if retry.is_none() && hedge.is_none() {
                 return self.attempt(&ctx, &call, &policy, None).await;
             }
@@ -650,9 +650,6 @@ impl Client {
             balance: config.balance.get(service).copied().unwrap_or_default(),
             eject: config.eject.get(service),
             breaker: config.breaker.get(service),
-            retry: config.retry.get(service),
-            hedge: config.hedge.get(service),
-            idempotent: config.idempotent.get(service),
         }
     }
 
@@ -783,8 +780,9 @@ impl Client {
                 let fut = send(&ctx, &out.addr, request);
                 Box::pin(async move { fut.await.map_err(|e| note_local(local_ref, e)) })
             };
+            // A middleware's context is a child: cancelling it ends this call, not its caller.
             ClientNext::new(&chain, &end)
-                .run(ctx.clone(), outbound)
+                .run(ctx.child(), outbound)
                 .await
         } else {
             // No middleware: the frame takes the call's headers (not a copy of them) and the

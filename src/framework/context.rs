@@ -15,16 +15,20 @@ use crate::framework::ids::{RequestId, SpanId, TraceId};
 use crate::framework::metrics::Metrics;
 use crate::framework::timer;
 
-/// Request-scoped state. Cheap to clone (an `Arc`).
+/// Request-scoped state. Cheap to clone (a token's count and an `Arc`'s).
+///
+/// A child made per call (a deadline, its own cancellation) shares its parent's request, trace,
+/// metadata and metrics: it allocates only its token's node, not a copy of what it shares.
 #[derive(Debug, Clone)]
 pub struct Context {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug, Clone)]
-struct Inner {
     deadline: Option<Instant>,
     cancel: CancellationToken,
+    shared: Arc<Shared>,
+}
+
+/// What a context's children share with it unless they change it.
+#[derive(Debug, Clone, Default)]
+struct Shared {
     request: Option<RequestInfo>,
     trace_id: Option<TraceId>,
     meta: BTreeMap<String, String>,
@@ -62,14 +66,9 @@ impl Context {
     /// A root context: no deadline, not cancelled, no request, no trace yet.
     pub fn background() -> Context {
         Context {
-            inner: Arc::new(Inner {
-                deadline: None,
-                cancel: CancellationToken::new(),
-                request: None,
-                trace_id: None,
-                meta: BTreeMap::new(),
-                metrics: None,
-            }),
+            deadline: None,
+            cancel: CancellationToken::new(),
+            shared: Arc::default(),
         }
     }
 
@@ -83,9 +82,9 @@ impl Context {
         metrics: Option<Metrics>,
     ) -> Context {
         Context {
-            inner: Arc::new(Inner {
-                deadline,
-                cancel,
+            deadline,
+            cancel,
+            shared: Arc::new(Shared {
                 request: Some(request),
                 trace_id: Some(trace_id),
                 meta,
@@ -94,21 +93,42 @@ impl Context {
         }
     }
 
-    fn derive(&self, f: impl FnOnce(&mut Inner)) -> Context {
-        // Field by field: `..parent.clone()` would clone the parent's token only to drop it
-        // (two counts of the token's, for nothing).
-        let parent = &*self.inner;
-        let mut inner = Inner {
-            deadline: parent.deadline,
-            cancel: parent.cancel.child_token(),
-            request: parent.request.clone(),
-            trace_id: parent.trace_id,
-            meta: parent.meta.clone(),
-            metrics: parent.metrics.clone(),
+    /// The context of one call made under this one, expiring `timeout` from now (or when this
+    /// one does, if sooner): the client's, for the call's own use. It shares this one's
+    /// cancellation, not a child of it, since nothing cancels a call's context alone (a call
+    /// ends early by being dropped, and a middleware gets a child of its own): no token node is
+    /// made and unlinked per call.
+    pub(crate) fn for_call(&self, timeout: Option<Duration>) -> Context {
+        let deadline = match (self.deadline, timeout) {
+            (Some(parent), Some(t)) => Some(parent.min(timer::now() + t)),
+            (None, Some(t)) => Some(timer::now() + t),
+            (parent, None) => parent,
         };
-        f(&mut inner);
         Context {
-            inner: Arc::new(inner),
+            deadline,
+            cancel: self.cancel.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A child with its own cancellation (cancelled also when this one is), expiring at
+    /// `deadline`, sharing everything else.
+    fn child_until(&self, deadline: Option<Instant>) -> Context {
+        Context {
+            deadline,
+            cancel: self.cancel.child_token(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A child whose shared part is this one's, changed by `f` (a copy of it).
+    fn derive_shared(&self, f: impl FnOnce(&mut Shared)) -> Context {
+        let mut shared = (*self.shared).clone();
+        f(&mut shared);
+        Context {
+            deadline: self.deadline,
+            cancel: self.cancel.child_token(),
+            shared: Arc::new(shared),
         }
     }
 
@@ -119,89 +139,88 @@ impl Context {
 
     /// A child that expires at `deadline`, or at this context's deadline if sooner.
     pub fn with_deadline(&self, deadline: Instant) -> Context {
-        let d = match self.inner.deadline {
+        let d = match self.deadline {
             Some(parent) => parent.min(deadline),
             None => deadline,
         };
-        self.derive(|i| i.deadline = Some(d))
+        self.child_until(Some(d))
     }
 
     /// A child with its own cancellation, cancelled also when this one is.
     pub fn child(&self) -> Context {
-        self.derive(|_| {})
+        self.child_until(self.deadline)
     }
 
     /// A child that carries `trace_id` (for an edge request that starts a trace).
     pub fn with_trace(&self, trace_id: TraceId) -> Context {
-        self.derive(|i| i.trace_id = Some(trace_id))
+        self.derive_shared(|s| s.trace_id = Some(trace_id))
     }
 
     /// A child carrying one more piece of metadata; metadata travels to every callee.
     pub fn with_meta(&self, key: impl Into<String>, value: impl Into<String>) -> Context {
         let (k, v) = (key.into(), value.into());
-        self.derive(|i| {
-            i.meta.insert(k, v);
+        self.derive_shared(|s| {
+            s.meta.insert(k, v);
         })
     }
 
     /// The deadline, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.inner.deadline
+        self.deadline
     }
 
     /// Time left before the deadline (zero once passed); `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.inner
-            .deadline
+        self.deadline
             .map(|d| d.saturating_duration_since(timer::now()))
     }
 
     /// Cancels this context and every context derived from it.
     pub fn cancel(&self) {
-        self.inner.cancel.cancel();
+        self.cancel.cancel();
     }
 
     /// Whether this context was cancelled (directly or through a parent).
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
+        self.cancel.is_cancelled()
     }
 
     /// Resolves when this context is cancelled.
     pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await
+        self.cancel.cancelled().await
     }
 
     /// Resolves when this context is cancelled or its deadline passes, whichever is first.
     pub async fn done(&self) {
-        match self.inner.deadline {
+        match self.deadline {
             Some(d) => {
                 tokio::select! {
-                    _ = self.inner.cancel.cancelled() => {}
+                    _ = self.cancel.cancelled() => {}
                     _ = crate::framework::timer::sleep_until(d) => {}
                 }
             }
-            None => self.inner.cancel.cancelled().await,
+            None => self.cancel.cancelled().await,
         }
     }
 
     /// The cancellation token, for code that selects on it.
     pub fn token(&self) -> &CancellationToken {
-        &self.inner.cancel
+        &self.cancel
     }
 
     /// The request this context belongs to, inside a handler.
     pub fn request(&self) -> Option<&RequestInfo> {
-        self.inner.request.as_ref()
+        self.shared.request.as_ref()
     }
 
     /// The trace this context belongs to, once one was started.
     pub fn trace_id(&self) -> Option<TraceId> {
-        self.inner.trace_id
+        self.shared.trace_id
     }
 
     /// A piece of metadata carried from upstream.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.inner.meta.get(key).map(String::as_str)
+        self.shared.meta.get(key).map(String::as_str)
     }
 
     /// A child carrying `identity` to every callee, under
@@ -234,27 +253,27 @@ impl Context {
     /// A child that records business metrics to `metrics` (background work that is not a
     /// handler, such as an event consumer, uses its server's handle this way).
     pub fn with_metrics(&self, metrics: Metrics) -> Context {
-        self.derive(|i| i.metrics = Some(metrics))
+        self.derive_shared(|s| s.metrics = Some(metrics))
     }
 
     /// Adds `by` to the business counter `name` of the service handling this request; does
     /// nothing outside a server.
     pub fn count(&self, name: &str, by: i64) {
-        if let Some(m) = &self.inner.metrics {
+        if let Some(m) = &self.shared.metrics {
             m.count(name, by);
         }
     }
 
     /// Records `value` in the business histogram `name`; does nothing outside a server.
     pub fn observe(&self, name: &str, value: i64) {
-        if let Some(m) = &self.inner.metrics {
+        if let Some(m) = &self.shared.metrics {
             m.observe(name, value);
         }
     }
 
     /// All metadata, ordered by key.
     pub fn meta_all(&self) -> &BTreeMap<String, String> {
-        &self.inner.meta
+        &self.shared.meta
     }
 }
 
@@ -269,6 +288,24 @@ mod tests {
         assert_eq!(child.deadline(), parent.deadline());
         let tighter = parent.with_timeout(Duration::from_millis(10));
         assert!(tighter.deadline() < parent.deadline());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_calls_context_takes_the_sooner_deadline_and_shares_its_callers_cancellation() {
+        let caller = Context::background()
+            .with_timeout(Duration::from_millis(100))
+            .with_trace(TraceId(7));
+        let call = caller.for_call(Some(Duration::from_secs(5)));
+        assert_eq!(call.deadline(), caller.deadline());
+        let tighter = caller.for_call(Some(Duration::from_millis(10)));
+        assert!(tighter.deadline() < caller.deadline());
+        assert_eq!(caller.for_call(None).deadline(), caller.deadline());
+        let unbounded = Context::background().for_call(Some(Duration::from_millis(10)));
+        assert!(unbounded.deadline().is_some());
+        assert_eq!(call.trace_id(), Some(TraceId(7)));
+        assert!(!call.is_cancelled());
+        caller.cancel();
+        assert!(call.is_cancelled() && tighter.is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]

@@ -134,6 +134,87 @@ fn middleware_runs_in_the_order_added_on_both_sides_and_sees_the_serving_instanc
     Ok(())
 }
 
+/// Cancels the context it is given for calls to one endpoint, then carries on down the chain.
+struct GiveUp {
+    endpoint: &'static str,
+}
+
+impl ClientMiddleware for GiveUp {
+    fn call<'a>(
+        &'a self,
+        ctx: Context,
+        call: OutboundCall,
+        next: ClientNext<'a>,
+    ) -> BoxFuture<'a, Result<Bytes, Error>> {
+        if &*call.endpoint == self.endpoint {
+            ctx.cancel();
+        }
+        next.run(ctx, call)
+    }
+}
+
+#[test]
+fn a_middleware_that_cancels_its_context_ends_that_call_and_leaves_its_caller_live(
+) -> turmoil::Result {
+    // Goal: a call's context shares its caller's cancellation (the client makes no token per
+    // call), but the context a client middleware is given is its own: cancelling it ends the
+    // call it was given, not the caller. Method: a middleware that cancels its context for
+    // calls to `slow` (a 10 s handler); a call to `slow`, then one to `echo` under the same
+    // caller's context.
+    let world = World::new();
+    let mut sim = sim(23);
+    let w = world.clone();
+    sim.host("echo", move || {
+        let w = w.clone();
+        async move {
+            let mut config = ServiceConfig::new("svc.echo", "echo");
+            config.instance = Some("svc.echo[0]".into());
+            let server = Server::with(config, w.events.clone(), Some(w.registry.clone()));
+            let slow = Endpoint::raw("slow", |_ctx, body: Bytes| async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(body)
+            });
+            server.add_endpoints([echo(), slow]);
+            server.run(transport(), &Listen::host("echo", PORT)).await?;
+            Ok(())
+        }
+    });
+    let w = world.clone();
+    sim.client("client", async move {
+        let client = w.client("client");
+        client.add_middleware(Arc::new(GiveUp { endpoint: "slow" }));
+        let ctx = Context::background().with_timeout(Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        let err = client
+            .send(&ctx, Call::new("svc.echo", "slow"))
+            .await
+            .expect_err("the middleware cancelled this call");
+        assert_eq!(
+            err.kind(),
+            windtunnel::framework::ErrorKind::Cancelled,
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the cancelled call waited {:?} for its 10 s handler",
+            started.elapsed()
+        );
+        assert!(
+            !ctx.is_cancelled(),
+            "a middleware cancelling its call's context cancelled the caller's"
+        );
+        let reply = client
+            .send(
+                &ctx,
+                Call::new("svc.echo", "echo").bytes(Bytes::from_static(b"hi")),
+            )
+            .await?;
+        assert_eq!(&reply.body[..], b"hi");
+        Ok(())
+    });
+    sim.run()
+}
+
 #[test]
 fn endpoints_added_and_removed_at_run_time_take_effect_for_the_next_request() -> turmoil::Result {
     let world = World::new();

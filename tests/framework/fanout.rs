@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use windtunnel::framework::{Call, Context, Endpoint, Error, FanoutPolicy};
+use windtunnel::framework::{Call, Context, Endpoint, Error, ErrorKind, FanoutPolicy};
 
 use crate::support::{sim, Probe, World};
 
@@ -90,4 +90,65 @@ fn fail_fast_fanout_cancels_the_other_four_handlers_at_their_callees() -> turmoi
     }
     assert_eq!(world.events_at("client", "cancel_sent").len(), 4);
     Ok(())
+}
+
+#[test]
+fn a_cancelled_callers_fanout_ends_by_its_first_call_and_the_fanout_cuts_the_rest(
+) -> turmoil::Result {
+    // Goal: pin the order in which the calls of one cancelled caller end. A call shares its
+    // caller's cancellation token (the client makes no token per call), so the calls' waits
+    // are woken in the order they began waiting: the first call made is the first to see the
+    // cancellation, and a fail-fast fanout then cuts the others. Method: five instances that
+    // answer after 1 s; a fail-fast fanout to each under a context another task cancels at
+    // 50 ms.
+    let world = World::new();
+    let mut sim = sim(6);
+    for i in 0..5usize {
+        let w = world.clone();
+        let host = format!("leaf{i}");
+        sim.host(host.clone(), move || {
+            let (w, host) = (w.clone(), host.clone());
+            async move {
+                let ep = Endpoint::new("work", |_ctx: Context, _req: serde_json::Value| async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok::<_, Error>(serde_json::json!({}))
+                });
+                w.serve(&host, "svc.leaf", i, vec![ep]).await
+            }
+        });
+    }
+    let w = world.clone();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(10)).await; // let every instance register
+        let client = w.client("client");
+        let ctx = Context::background();
+        let canceller = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            canceller.cancel();
+        });
+        let result = client
+            .fanout(FanoutPolicy::FailFast)
+            .to_each_instance(Call::new("svc.leaf", "work"))
+            .execute(&ctx)
+            .await;
+        let err = result.outcome.expect_err("the caller was cancelled");
+        assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+        let codes: Vec<String> = result
+            .results
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .map_or_else(|e| e.code().to_string(), |_| "ok".into())
+            })
+            .collect();
+        assert_ne!(codes[0], "cancelled.fanout_decided", "{codes:?}");
+        assert!(codes[0].starts_with("cancelled"), "{codes:?}");
+        assert!(
+            codes[1..].iter().all(|c| c == "cancelled.fanout_decided"),
+            "{codes:?}"
+        );
+        Ok(())
+    });
+    sim.run()
 }
