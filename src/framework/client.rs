@@ -1,7 +1,8 @@
 //! The client: one call, with discovery, balancing, deadlines and cancellation.
 //!
-//! A call derives a context of its own (its deadline never later than its caller's; its
-//! cancellation the caller's, so cancelling the caller ends it), picks an instance from the
+//! A call derives a context of its own (its deadline never later than its caller's; without
+//! client middleware its cancellation is the caller's, so cancelling the caller ends it; with
+//! middleware, a child of the caller's that the middleware may cancel), picks an instance from the
 //! registry (round robin, power of two choices on in-flight calls, or on peak-EWMA latency;
 //! skipping instances that recently refused connections, ejected outliers and open circuits),
 //! and hands the request to the transport through the client middleware. A
@@ -246,13 +247,18 @@ struct Budgets {
     hedge: Option<Arc<Bucket>>,
 }
 
-/// How a client picks and watches the instances of one service, from its config: what each
-/// attempt reads. (Retries and hedging are read once, as a call starts: a call's future, which
-/// holds this across its awaits, stays small enough for the allocator's per-size caches.)
+/// How a client picks and watches the instances of one service, from its config, and what a
+/// call's middleware is given: what each attempt reads. (A call's retry and hedge settings are
+/// not kept here: a call's future holds this across its awaits, and stays small enough for the
+/// allocator's per-size caches, under 1,032 bytes, only without them.)
 struct Policy<'a> {
     balance: Balance,
     eject: Option<&'a Ejection>,
     breaker: Option<&'a Breaker>,
+    /// Whether the client had middleware as the call began: the call's context then has a
+    /// token of its own, which the middleware is given (and may cancel, ending the call and
+    /// its retries and hedges). A middleware added later is given a child of the caller's.
+    own_token: bool,
 }
 
 /// Makes calls to services. Cheap to clone; clones share state.
@@ -368,8 +374,16 @@ impl Client {
         call: Call,
     ) -> impl Future<Output = Result<Reply, Error>> + 'a {
         async move {
-            let ctx = ctx.for_call(call.timeout);
-            let policy = self.policy(&call.service);
+            // With middleware, which may cancel it, the call's context has a token of its own;
+            // without, it shares its caller's (`Context::for_call`).
+            let own_token = self.inner.has_middleware.load(Ordering::Acquire);
+            let ctx = match (own_token, call.timeout) {
+                (true, Some(t)) => ctx.with_timeout(t),
+                (true, None) => ctx.child(),
+                (false, timeout) => ctx.for_call(timeout),
+            };
+            let mut policy = self.policy(&call.service);
+            policy.own_token = own_token;
             let config = &self.inner.config;
             let service = &*call.service;
             let idempotent = call.idempotent
@@ -642,14 +656,15 @@ impl Client {
         )
     }
 
-    /// How this client balances over `service`, and which of its mechanisms apply: looked up
-    /// once per call.
+    /// How this client balances over `service`, and whether it ejects outliers and breaks
+    /// circuits: looked up once per call (as a call without a token of its own).
     fn policy(&self, service: &str) -> Policy<'_> {
         let config = &self.inner.config;
         Policy {
             balance: config.balance.get(service).copied().unwrap_or_default(),
             eject: config.eject.get(service),
             breaker: config.breaker.get(service),
+            own_token: false,
         }
     }
 
@@ -780,10 +795,14 @@ impl Client {
                 let fut = send(&ctx, &out.addr, request);
                 Box::pin(async move { fut.await.map_err(|e| note_local(local_ref, e)) })
             };
-            // A middleware's context is a child: cancelling it ends this call, not its caller.
-            ClientNext::new(&chain, &end)
-                .run(ctx.child(), outbound)
-                .await
+            // A middleware's context has a token of its own: cancelling it ends this call, not
+            // its caller (see `Policy::own_token`).
+            let mw_ctx = if policy.own_token {
+                ctx.clone()
+            } else {
+                ctx.child()
+            };
+            ClientNext::new(&chain, &end).run(mw_ctx, outbound).await
         } else {
             // No middleware: the frame takes the call's headers (not a copy of them) and the
             // instance's address by reference, and the transport's future is awaited here,

@@ -1,8 +1,8 @@
 //! The context a request carries from hop to hop: deadline, cancellation, request tree, trace.
 //!
 //! Go's `context.Context` (the talk's slide 113) in Rust. A handler receives the context of its
-//! request; every call it makes derives a child from it, so the child's deadline is never later
-//! than the parent's and cancelling the parent cancels every child still in flight.
+//! request; every call it makes derives a context from it, whose deadline is never later than
+//! the parent's, and cancelling the parent cancels every call still in flight.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,8 +17,12 @@ use crate::framework::timer;
 
 /// Request-scoped state. Cheap to clone (a token's count and an `Arc`'s).
 ///
-/// A child made per call (a deadline, its own cancellation) shares its parent's request, trace,
-/// metadata and metrics: it allocates only its token's node, not a copy of what it shares.
+/// A context derived with another deadline or cancellation ([`Context::child`],
+/// [`Context::with_timeout`], [`Context::with_deadline`]) shares its parent's request, trace,
+/// metadata and metrics: it allocates only its token's node. [`Context::with_trace`],
+/// [`Context::with_meta`] and [`Context::with_metrics`] copy what they change. The context the
+/// client makes for a call without middleware shares its caller's token too, and allocates
+/// nothing.
 #[derive(Debug, Clone)]
 pub struct Context {
     deadline: Option<Instant>,
@@ -94,10 +98,11 @@ impl Context {
     }
 
     /// The context of one call made under this one, expiring `timeout` from now (or when this
-    /// one does, if sooner): the client's, for the call's own use. It shares this one's
-    /// cancellation, not a child of it, since nothing cancels a call's context alone (a call
-    /// ends early by being dropped, and a middleware gets a child of its own): no token node is
-    /// made and unlinked per call.
+    /// one does, if sooner; with no timeout, when this one does): the client's, for a call
+    /// without middleware. It shares this one's cancellation, not a child of it, so no token
+    /// node is made and unlinked per call: nothing cancels a call's context alone (a call ends
+    /// early by being dropped). Never cancel it: that would cancel this one, and every call
+    /// made under it.
     pub(crate) fn for_call(&self, timeout: Option<Duration>) -> Context {
         let deadline = match (self.deadline, timeout) {
             (Some(parent), Some(t)) => Some(parent.min(timer::now() + t)),
@@ -306,6 +311,10 @@ mod tests {
         assert!(!call.is_cancelled());
         caller.cancel();
         assert!(call.is_cancelled() && tighter.is_cancelled());
+        // The other way too: the two share one token (why a call's context is never cancelled).
+        let caller = Context::background();
+        caller.for_call(None).cancel();
+        assert!(caller.is_cancelled());
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,11 +156,11 @@ impl ClientMiddleware for GiveUp {
 #[test]
 fn a_middleware_that_cancels_its_context_ends_that_call_and_leaves_its_caller_live(
 ) -> turmoil::Result {
-    // Goal: a call's context shares its caller's cancellation (the client makes no token per
-    // call), but the context a client middleware is given is its own: cancelling it ends the
-    // call it was given, not the caller. Method: a middleware that cancels its context for
-    // calls to `slow` (a 10 s handler); a call to `slow`, then one to `echo` under the same
-    // caller's context.
+    // Goal: without middleware a call's context shares its caller's cancellation token (the
+    // client makes no token per call); the context a client middleware is given has a token of
+    // its own: cancelling it ends the call it was given, not the caller. Method: a middleware
+    // that cancels its context for calls to `slow` (a 10 s handler); a call to `slow`, then one
+    // to `echo` under the same caller's context.
     let world = World::new();
     let mut sim = sim(23);
     let w = world.clone();

@@ -95,12 +95,12 @@ fn fail_fast_fanout_cancels_the_other_four_handlers_at_their_callees() -> turmoi
 #[test]
 fn a_cancelled_callers_fanout_ends_by_its_first_call_and_the_fanout_cuts_the_rest(
 ) -> turmoil::Result {
-    // Goal: pin the order in which the calls of one cancelled caller end. A call shares its
-    // caller's cancellation token (the client makes no token per call), so the calls' waits
-    // are woken in the order they began waiting: the first call made is the first to see the
-    // cancellation, and a fail-fast fanout then cuts the others. Method: five instances that
-    // answer after 1 s; a fail-fast fanout to each under a context another task cancels at
-    // 50 ms.
+    // Goal: pin the order in which the calls of one cancelled caller end. Without client
+    // middleware a call shares its caller's cancellation token (the client makes no token per
+    // call), so the calls' waits are woken in the order they began waiting: the first call
+    // made is the first to see the cancellation, and a fail-fast fanout then cuts the others.
+    // Method: five instances that answer after 1 s; a fail-fast fanout to each under a context
+    // another task cancels at 50 ms.
     let world = World::new();
     let mut sim = sim(6);
     for i in 0..5usize {

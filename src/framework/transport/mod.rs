@@ -171,7 +171,9 @@ pub trait Transport: Send + Sync + 'static {
     /// Answers a request. An answer to a request the caller already cancelled is dropped.
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>);
     /// Sends `request` to `addr` and waits for the answer, until `deadline` or until `cancel`
-    /// fires. Giving up (or dropping the future) sends a Cancel frame.
+    /// fires. Giving up (or dropping the future) sends a Cancel frame. `cancel` may be the
+    /// caller's own token (a call without client middleware shares it): wait on it, never
+    /// cancel it.
     fn send(
         &self,
         addr: &str,
