@@ -382,8 +382,7 @@ impl Client {
                 (true, None) => ctx.child(),
                 (false, timeout) => ctx.for_call(timeout),
             };
-            let mut policy = self.policy(&call.service);
-            policy.own_token = own_token;
+            let policy = self.policy(&call.service, own_token);
             let config = &self.inner.config;
             let service = &*call.service;
             let idempotent = call.idempotent
@@ -657,14 +656,15 @@ impl Client {
     }
 
     /// How this client balances over `service`, and whether it ejects outliers and breaks
-    /// circuits: looked up once per call (as a call without a token of its own).
-    fn policy(&self, service: &str) -> Policy<'_> {
+    /// circuits, for a call whose context has a token of its own or not: looked up once per
+    /// call.
+    fn policy(&self, service: &str, own_token: bool) -> Policy<'_> {
         let config = &self.inner.config;
         Policy {
             balance: config.balance.get(service).copied().unwrap_or_default(),
             eject: config.eject.get(service),
             breaker: config.breaker.get(service),
-            own_token: false,
+            own_token,
         }
     }
 

@@ -104,16 +104,21 @@ impl Context {
     /// early by being dropped). Never cancel it: that would cancel this one, and every call
     /// made under it.
     pub(crate) fn for_call(&self, timeout: Option<Duration>) -> Context {
-        let deadline = match (self.deadline, timeout) {
-            (Some(parent), Some(t)) => Some(parent.min(timer::now() + t)),
-            (None, Some(t)) => Some(timer::now() + t),
-            (parent, None) => parent,
+        let deadline = match timeout {
+            Some(t) => Some(self.sooner(timer::now() + t)),
+            None => self.deadline,
         };
         Context {
             deadline,
             cancel: self.cancel.clone(),
             shared: self.shared.clone(),
         }
+    }
+
+    /// `deadline`, or this context's deadline if that is sooner.
+    fn sooner(&self, deadline: Instant) -> Instant {
+        self.deadline
+            .map_or(deadline, |parent| parent.min(deadline))
     }
 
     /// A child with its own cancellation (cancelled also when this one is), expiring at
@@ -144,11 +149,7 @@ impl Context {
 
     /// A child that expires at `deadline`, or at this context's deadline if sooner.
     pub fn with_deadline(&self, deadline: Instant) -> Context {
-        let d = match self.deadline {
-            Some(parent) => parent.min(deadline),
-            None => deadline,
-        };
-        self.child_until(Some(d))
+        self.child_until(Some(self.sooner(deadline)))
     }
 
     /// A child with its own cancellation, cancelled also when this one is.

@@ -218,8 +218,8 @@ fn is_floor(a: &crate::scenario::Assertion, load: &crate::scenario::Load) -> boo
         Op::Lt | Op::Le => false,
     };
     // Counters and checks are counted whatever the scope.
-    let scoped = matches!(a.metric, Metric::Count(_) | Metric::Check(_));
-    let touches = scoped
+    let unscoped = matches!(a.metric, Metric::Count(_) | Metric::Check(_));
+    let touches = unscoped
         || match &a.scope {
             Scope::All | Scope::Endpoint(_) => true,
             Scope::Load(name) => *name == load.name,

@@ -167,16 +167,11 @@ fn a_middleware_that_cancels_its_context_ends_that_call_and_leaves_its_caller_li
     sim.host("echo", move || {
         let w = w.clone();
         async move {
-            let mut config = ServiceConfig::new("svc.echo", "echo");
-            config.instance = Some("svc.echo[0]".into());
-            let server = Server::with(config, w.events.clone(), Some(w.registry.clone()));
             let slow = Endpoint::raw("slow", |_ctx, body: Bytes| async move {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 Ok(body)
             });
-            server.add_endpoints([echo(), slow]);
-            server.run(transport(), &Listen::host("echo", PORT)).await?;
-            Ok(())
+            w.serve("echo", "svc.echo", 0, vec![echo(), slow]).await
         }
     });
     let w = world.clone();
