@@ -11,3 +11,4 @@ mod hostile;
 mod mechanisms;
 mod storage;
 mod support;
+mod timers;

@@ -212,6 +212,8 @@ pub mod barriers;
 
 pub mod net;
 
+pub mod deadline;
+
 mod rt;
 pub use rt::clock_epoch;
 use rt::Rt;
