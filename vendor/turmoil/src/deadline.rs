@@ -16,7 +16,6 @@
 //! uses tokio's timer.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,21 +28,33 @@ scoped_tls::scoped_thread_local!(static CURRENT: RefCell<Deadlines>);
 /// The tick with which a host keeps its own deadlines: tokio's timer resolution.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
-/// Milliseconds ahead kept in the ring, one bucket each; later deadlines wait in `later`.
-const RING: u64 = 1024;
+/// Bits of a millisecond count each level of the wheel covers, and the levels: tokio's wheel.
+const BITS: u32 = 6;
+const LEVELS: usize = 6;
+/// Slots in a level.
+const SLOTS: usize = 1 << BITS;
+/// Milliseconds the wheel spans; later deadlines wait in its last level, as in tokio's.
+const SPAN: u64 = 1 << (BITS as usize * LEVELS);
 
-/// Entries of dropped deadlines tolerated before the buckets are rebuilt from the armed ones,
+/// Entries of dropped deadlines tolerated before the slots are rebuilt from the armed ones,
 /// if they also outnumber those.
 const STALE_SLACK: usize = 4096;
 
 /// Numbers each host's queue, so a deadline never touches another host's.
 static QUEUES: AtomicU64 = AtomicU64::new(1);
 
-/// One deadline in a bucket: its `seq` and slot. Stale when the slot no longer holds `seq`
-/// (the deadline was dropped).
-type Entry = (u64, u32);
+/// One deadline in a slot of the wheel: its millisecond, `seq` and slot in `slots`. Stale when
+/// that slot no longer holds `seq` (the deadline was dropped).
+#[derive(Clone, Copy)]
+struct Entry {
+    when: u64,
+    seq: u64,
+    slot: u32,
+}
 
-/// One host's deadlines, in buckets of a millisecond: the tick at whose start each is due.
+/// One host's deadlines, in a hierarchical timing wheel shaped as tokio's (six levels of 64
+/// slots, a millisecond a slot at the lowest), so they wake in the order tokio's wheel would
+/// have woken them: by millisecond, and within one in the order they reached its slot.
 pub(crate) struct Deadlines {
     /// This queue's number.
     id: u64,
@@ -52,14 +63,13 @@ pub(crate) struct Deadlines {
     base: Instant,
     /// The host's clock as its current tick started.
     now: Instant,
-    /// The last millisecond whose bucket was emptied.
-    fired: u64,
-    /// Buckets for the milliseconds `fired + 1 ..= fired + RING`, by millisecond modulo `RING`
-    /// (allocated when the first deadline is armed).
-    ring: Vec<Vec<Entry>>,
-    /// Buckets further ahead, by millisecond.
-    later: BTreeMap<u64, Vec<Entry>>,
-    /// Entries in `ring` and `later`, stale ones included.
+    /// The millisecond the wheel has been advanced to.
+    elapsed: u64,
+    /// Each level's slots (allocated when the first deadline is armed), oldest entry first.
+    levels: Vec<[Vec<Entry>; SLOTS]>,
+    /// Each level's occupied slots, a bit each.
+    occupied: [u64; LEVELS],
+    /// Entries in the wheel, stale ones included.
     entries: usize,
     /// Each slot's armed deadline: its `seq` (0 when free) and the waker to wake.
     slots: Vec<(u64, Option<Waker>)>,
@@ -71,6 +81,23 @@ pub(crate) struct Deadlines {
     live: usize,
     /// Wakers of due deadlines, kept between ticks for its capacity.
     due: Vec<Waker>,
+    /// A slot's entries while they are processed, kept for its capacity.
+    spare: Vec<Entry>,
+}
+
+/// The level of the wheel at which a deadline at `when` waits at `elapsed`: the highest
+/// group of six bits in which the two differ (tokio's `level_for`).
+fn level_for(elapsed: u64, when: u64) -> usize {
+    let masked = (elapsed ^ when) | (SLOTS as u64 - 1);
+    if masked >= SPAN {
+        return LEVELS - 1;
+    }
+    masked.ilog2() as usize / BITS as usize
+}
+
+/// The slot of `when` at `level`.
+fn slot_for(when: u64, level: usize) -> usize {
+    ((when >> (level as u32 * BITS)) % SLOTS as u64) as usize
 }
 
 impl Deadlines {
@@ -80,17 +107,18 @@ impl Deadlines {
             id: QUEUES.fetch_add(1, Ordering::Relaxed),
             base,
             now,
-            fired: 0,
-            ring: Vec::new(),
-            later: BTreeMap::new(),
+            elapsed: 0,
+            levels: Vec::new(),
+            occupied: [0; LEVELS],
             entries: 0,
             slots: Vec::new(),
             free: Vec::new(),
             seq: 0,
             live: 0,
             due: Vec::new(),
+            spare: Vec::new(),
         };
-        q.fired = q.millis(now);
+        q.elapsed = q.millis(now);
         q
     }
 
@@ -109,8 +137,8 @@ impl Deadlines {
         CURRENT.set(deadlines, f)
     }
 
-    /// Starts a tick at `now`: wakes every deadline due by then, by millisecond and then in
-    /// the order they were armed.
+    /// Starts a tick at `now`: wakes every deadline due by then, in the order tokio's wheel
+    /// would have.
     pub(crate) fn start_tick(deadlines: &RefCell<Deadlines>, now: Instant) {
         let mut due = {
             let mut q = deadlines.borrow_mut();
@@ -118,14 +146,11 @@ impl Deadlines {
             let to = q.millis(now);
             let mut due = std::mem::take(&mut q.due);
             if q.live == 0 {
-                // Nothing armed: whatever the buckets hold is stale, and time may jump.
+                // Nothing armed: whatever the wheel holds is stale, and time may jump.
                 q.clear();
-                q.fired = q.fired.max(to);
+                q.elapsed = q.elapsed.max(to);
             }
-            while q.fired < to {
-                q.fired += 1;
-                q.fire(&mut due);
-            }
+            q.advance(to, &mut due);
             due
         };
         // Woken outside the borrow: a waker may do anything.
@@ -135,39 +160,86 @@ impl Deadlines {
         deadlines.borrow_mut().due = due;
     }
 
-    /// Empties the bucket of millisecond `fired` into `due`, and brings the bucket that enters
-    /// the ring's reach from `later`.
-    fn fire(&mut self, due: &mut Vec<Waker>) {
-        let at = (self.fired % RING) as usize;
-        if let Some(bucket) = self.ring.get_mut(at) {
-            let mut bucket = std::mem::take(bucket);
-            self.entries -= bucket.len();
-            for (seq, slot) in bucket.drain(..) {
-                let entry = &mut self.slots[slot as usize];
-                if entry.0 != seq {
+    /// Advances the wheel to millisecond `to`, as tokio's `Wheel::poll` does: the slot that
+    /// expires first, lowest level first, again and again. A slot of the lowest level is due
+    /// whole; a higher one's entries due by its start are due, and the others move down to the
+    /// level their deadline now needs.
+    fn advance(&mut self, to: u64, due: &mut Vec<Waker>) {
+        while let Some((level, slot, deadline)) = self.next_expiration() {
+            if deadline > to {
+                break;
+            }
+            self.occupied[level] &= !(1 << slot);
+            let mut entries = std::mem::replace(
+                &mut self.levels[level][slot],
+                std::mem::take(&mut self.spare),
+            );
+            for entry in entries.drain(..) {
+                let Entry { when, seq, slot: at } = entry;
+                if self.slots[at as usize].0 != seq {
+                    self.entries -= 1;
                     continue;
                 }
-                entry.0 = 0;
-                if let Some(waker) = entry.1.take() {
-                    due.push(waker);
+                if when <= deadline {
+                    self.entries -= 1;
+                    self.fire(at, due);
+                } else {
+                    self.put(level_for(deadline, when), entry);
                 }
-                self.free.push(slot);
-                self.live -= 1;
             }
-            // The emptied bucket, its capacity kept, is the one for `fired + RING`.
-            self.ring[at] = bucket;
+            self.spare = entries;
+            self.elapsed = self.elapsed.max(deadline);
         }
-        let reach = self.fired + RING;
-        if let Some(entries) = self.later.remove(&reach) {
-            self.ring[at] = entries;
+        self.elapsed = self.elapsed.max(to);
+    }
+
+    /// The first slot to expire, at the lowest level that has one: its level, slot and
+    /// millisecond (tokio's `Level::next_expiration`).
+    fn next_expiration(&self) -> Option<(usize, usize, u64)> {
+        for level in 0..LEVELS {
+            let occupied = self.occupied[level];
+            if occupied == 0 {
+                continue;
+            }
+            let slot_range = 1u64 << (level as u32 * BITS);
+            let level_range = slot_range << BITS;
+            let now_slot = ((self.elapsed / slot_range) % SLOTS as u64) as u32 + 1;
+            let slot = (occupied.rotate_right(now_slot).trailing_zeros() + now_slot) as usize
+                % SLOTS;
+            let mut deadline = (self.elapsed & !(level_range - 1)) + slot as u64 * slot_range;
+            if deadline <= self.elapsed {
+                deadline += level_range;
+            }
+            return Some((level, slot, deadline));
         }
+        None
+    }
+
+    /// Frees the armed deadline in `slot` and keeps its waker to be woken.
+    fn fire(&mut self, slot: u32, due: &mut Vec<Waker>) {
+        let entry = &mut self.slots[slot as usize];
+        entry.0 = 0;
+        if let Some(waker) = entry.1.take() {
+            due.push(waker);
+        }
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    /// Puts `entry` last in its slot at `level`.
+    fn put(&mut self, level: usize, entry: Entry) {
+        let slot = slot_for(entry.when, level);
+        self.levels[level][slot].push(entry);
+        self.occupied[level] |= 1 << slot;
     }
 
     /// Drops every entry (all stale: called with nothing armed).
     fn clear(&mut self) {
         if self.entries > 0 {
-            self.ring.iter_mut().for_each(Vec::clear);
-            self.later.clear();
+            for level in &mut self.levels {
+                level.iter_mut().for_each(Vec::clear);
+            }
+            self.occupied = [0; LEVELS];
             self.entries = 0;
         }
     }
@@ -177,6 +249,7 @@ impl Deadlines {
         self.live == 0
     }
 
+    /// Arms a deadline at `at`, after the current tick, for `waker`: its queue, `seq` and slot.
     fn arm(&mut self, at: Instant, waker: &Waker) -> (u64, u64, u32) {
         self.seq += 1;
         let seq = self.seq;
@@ -190,42 +263,42 @@ impl Deadlines {
                 u32::try_from(self.slots.len() - 1).expect("over 4 billion deadlines armed")
             }
         };
-        // Due at a later tick than the current one (an earlier deadline is complete at once).
-        let ms = self.millis(at).max(self.fired + 1);
-        if self.ring.is_empty() {
-            self.ring = (0..RING).map(|_| Vec::new()).collect();
+        if self.levels.is_empty() {
+            self.levels = (0..LEVELS)
+                .map(|_| std::array::from_fn(|_| Vec::new()))
+                .collect();
         }
-        if ms <= self.fired + RING {
-            self.ring[(ms % RING) as usize].push((seq, slot));
-        } else {
-            self.later.entry(ms).or_default().push((seq, slot));
-        }
+        let when = self.millis(at).max(self.elapsed + 1);
+        self.put(level_for(self.elapsed, when), Entry { when, seq, slot });
         self.entries += 1;
         self.live += 1;
         (self.id, seq, slot)
     }
 
+    /// Disarms the deadline `seq` in `slot`, if it is still armed; its entry goes stale.
     fn disarm(&mut self, seq: u64, slot: u32) {
         let entry = &mut self.slots[slot as usize];
         if entry.0 != seq {
             return;
         }
-        *entry = (0, None);
+        let waker = entry.1.take();
+        entry.0 = 0;
         self.free.push(slot);
         self.live -= 1;
         let stale = self.entries - self.live;
         if stale > STALE_SLACK && stale > self.live {
             let slots = &self.slots;
-            let armed = |(seq, slot): &Entry| slots[*slot as usize].0 == *seq;
-            for bucket in &mut self.ring {
-                bucket.retain(armed);
+            for (level, occupied) in self.levels.iter_mut().zip(&mut self.occupied) {
+                for (at, bucket) in level.iter_mut().enumerate() {
+                    bucket.retain(|e| slots[e.slot as usize].0 == e.seq);
+                    if bucket.is_empty() {
+                        *occupied &= !(1 << at);
+                    }
+                }
             }
-            self.later.retain(|_, bucket| {
-                bucket.retain(armed);
-                !bucket.is_empty()
-            });
             self.entries = self.live;
         }
+        drop(waker);
     }
 }
 
