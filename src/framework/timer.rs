@@ -172,63 +172,38 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// Sleeps for `duration`, as work in flight.
 pub async fn sleep(duration: Duration) {
-    // Counted from this thread's kept time ([`now`]): tokio's `sleep` would read its clock
-    // again, a lock and a runtime handle's count for the same instant.
-    sleep_until(now() + duration.min(LONGEST_SLEEP)).await
+    let _busy = Busy::arm();
+    // tokio's `sleep`, counted from this thread's kept time ([`now`]): tokio's would read its
+    // clock again, a lock and a runtime handle's count for the same instant.
+    tokio::time::sleep_until(now() + duration.min(LONGEST_SLEEP)).await
 }
 
 /// Sleeps until `deadline`, as work in flight.
-///
-/// Inside a simulated host ticked every millisecond the host keeps the deadline itself
-/// ([`turmoil::deadline`]): it wakes as the first tick at or after it starts, where tokio's
-/// timer would have woken it, for a push on a heap instead of a registration with tokio's
-/// timer driver. Anywhere else it is tokio's timer.
 pub async fn sleep_until(deadline: Instant) {
     let _busy = Busy::arm();
-    match turmoil::deadline::sleep_until(deadline) {
-        Some(kept) => kept.await,
-        None => tokio::time::sleep_until(deadline).await,
-    }
+    tokio::time::sleep_until(deadline).await
 }
-
-/// The error of [`timeout`] and [`timeout_at`]: the deadline came first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed;
-
-impl std::fmt::Display for Elapsed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("deadline has elapsed")
-    }
-}
-
-impl std::error::Error for Elapsed {}
 
 /// Runs `future` for at most `duration`, as work in flight.
-pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+pub async fn timeout<F: Future>(
+    duration: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let _busy = Busy::arm();
     // From the kept time, as [`sleep`] is.
-    timeout_at(now() + duration.min(LONGEST_SLEEP), future).await
+    match now().checked_add(duration) {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await,
+        None => tokio::time::timeout(duration, future).await,
+    }
 }
 
 /// Runs `future` until `deadline` at the latest, as work in flight.
-///
-/// `future` is polled first each time, as tokio's `timeout_at` does: a future ready at the
-/// deadline's tick wins over it.
-pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
+pub async fn timeout_at<F: Future>(
+    deadline: Instant,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
     let _busy = Busy::arm();
-    let Some(kept) = turmoil::deadline::sleep_until(deadline) else {
-        return tokio::time::timeout_at(deadline, future)
-            .await
-            .map_err(|_| Elapsed);
-    };
-    let mut future = std::pin::pin!(future);
-    let mut kept = std::pin::pin!(kept);
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Ok(out));
-        }
-        kept.as_mut().poll(cx).map(|()| Err(Elapsed))
-    })
-    .await
+    tokio::time::timeout_at(deadline, future).await
 }
 
 /// Sleeps for `duration`, as a background wake-up the simulation may skip to.

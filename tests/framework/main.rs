@@ -11,4 +11,3 @@ mod hostile;
 mod mechanisms;
 mod storage;
 mod support;
-mod timers;

@@ -212,8 +212,6 @@ pub mod barriers;
 
 pub mod net;
 
-pub mod deadline;
-
 mod rt;
 pub use rt::clock_epoch;
 use rt::Rt;

@@ -12,8 +12,6 @@ use tokio::task::LocalSet;
 use tokio::time::{sleep, sleep_until, Duration, Instant};
 
 use super::Result;
-use crate::deadline::{self, Deadlines};
-use std::cell::RefCell;
 
 thread_local! {
     /// Whether a host's runtime is being ticked on this thread, and the clock's epoch: a
@@ -203,9 +201,6 @@ pub struct Rt<'a> {
     /// The runtime's clock as its last tick left it (windtunnel patch): [`Rt::now`] reads it
     /// here instead of entering the runtime, once per host per step.
     clock: Instant,
-
-    /// Deadlines the host keeps itself (windtunnel patch; see [`crate::deadline`]).
-    deadlines: RefCell<Deadlines>,
 }
 
 impl<'a> Rt<'a> {
@@ -228,7 +223,6 @@ impl<'a> Rt<'a> {
             quiet: true,
             base,
             clock,
-            deadlines: RefCell::new(Deadlines::new(base, clock)),
         }
     }
 
@@ -253,7 +247,6 @@ impl<'a> Rt<'a> {
             quiet: true,
             base,
             clock,
-            deadlines: RefCell::new(Deadlines::new(base, clock)),
         }
     }
 
@@ -272,7 +265,6 @@ impl<'a> Rt<'a> {
             quiet: true,
             base,
             clock,
-            deadlines: RefCell::new(Deadlines::new(base, clock)),
         }
     }
 
@@ -345,28 +337,13 @@ impl<'a> Rt<'a> {
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
         let ticking = Ticking::start();
-        if duration == deadline::TICK {
-            // The host's own deadlines due by now wake first (windtunnel patch).
-            let (deadlines, now) = (&self.deadlines, self.clock);
-            Deadlines::enter(deadlines, || {
-                self.tokio.block_on(async {
-                    self.local
-                        .run_until(async {
-                            Deadlines::start_tick(deadlines, now);
-                            sleep(duration).await;
-                        })
-                        .await
+        self.tokio.block_on(async {
+            self.local
+                .run_until(async {
+                    sleep(duration).await;
                 })
-            });
-        } else {
-            self.tokio.block_on(async {
-                self.local
-                    .run_until(async {
-                        sleep(duration).await;
-                    })
-                    .await
-            });
-        }
+                .await
+        });
         drop(ticking);
         // Where the tick's sleep left the paused clock (windtunnel patch).
         self.clock = crate::top::clock_after_sleep(self.clock, duration);
@@ -389,10 +366,7 @@ impl<'a> Rt<'a> {
     /// instants lie where tokio's timer wheel has nothing else to do: between two multiples of
     /// 64 ms of the runtime's clock, where timers of higher wheel levels move down.
     pub(crate) fn skip(&mut self, duration: Duration, tick: Duration) -> Result<bool> {
-        // A host's own deadlines fire only in ticks of [`deadline::TICK`]: a skip with one armed
-        // is one long tick, which nobody may call quiet (windtunnel patch).
-        let armed = !self.deadlines.borrow().is_empty();
-        let Some(plan) = self.plan_skip(duration, tick).filter(|_| !armed) else {
+        let Some(plan) = self.plan_skip(duration, tick) else {
             // Not a shape the skip can make exact (too short, or not in whole milliseconds):
             // one long tick, which nobody may call quiet.
             self.quiet = false;
@@ -571,8 +545,6 @@ impl<'a> Rt<'a> {
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
         self.clock = self.read_clock();
-        // The old deadlines went with the tasks that armed them.
-        self.deadlines = RefCell::new(Deadlines::new(self.base, self.clock));
     }
 }
 
