@@ -8,6 +8,7 @@
 //! deadline, as it would for a lost packet). Every draw comes from the caller's own seeded stream.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::dist::Dist;
 use crate::framework::ids;
+use crate::framework::sleep_until_opt;
 use crate::framework::timer;
 use crate::framework::transport::{
     BoxFuture, CancelGate, Inlet, ListenError, RequestFrame, Responder, SendError, TcpTransport,
@@ -294,59 +296,65 @@ impl ModelTransport {
 
 /// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
 /// is the call's wait for its cancellation, made once for both its legs.
-async fn travel(
-    model: &NetModel,
-    rng: &mut ChaCha8Rng,
-    from: &Party,
-    to: &Party,
+// Not an `async fn`: one would keep a second copy of each argument in its future, and this
+// future is held in every call's.
+fn travel<'a, 'c: 'a>(
+    model: &'a NetModel,
+    rng: &'a mut ChaCha8Rng,
+    from: &'a Party,
+    to: &'a Party,
     deadline: Option<Instant>,
-    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-) -> Result<(), SendError> {
-    loop {
-        let leg = model.plan(from, to, rng);
-        let wait = match leg {
-            // turmoil's own delivery adds at most one tick per round trip on top of this (which
-            // leg pays it depends on host order), so the model waits the full latency.
-            Leg::After(latency) => latency,
-            Leg::Held => model.tick,
-            Leg::Lost => Duration::MAX,
-        };
-        if wait.is_zero() {
-            return Ok(());
-        }
-        let now = timer::now();
-        let arrives = now.checked_add(wait).filter(|_| wait != Duration::MAX);
-        // The deadline needs a timer only if it can come before the leg ends or together
-        // with it: a deadline later than the leg's end by a tick and two timer slots would fire
-        // only after this wait was over and its timer dropped, so it is not armed (most legs).
-        let margin = model.tick + Duration::from_millis(2);
-        let armed = deadline.filter(|d| {
-            arrives
-                .and_then(|at| at.checked_add(margin))
-                .is_none_or(|late| *d < late)
-        });
-        let expired = async {
-            match armed {
-                Some(d) => crate::framework::timer::sleep_until(d).await,
-                None => std::future::pending().await,
+    mut cancelled: Pin<&'a mut WaitForCancellationFuture<'c>>,
+) -> impl Future<Output = Result<(), SendError>> + use<'a, 'c> {
+    async move {
+        loop {
+            let leg = model.plan(from, to, rng);
+            let Some((arrives, armed)) = leg_timers(model, leg, deadline) else {
+                return Ok(());
+            };
+            let held = leg == Leg::Held;
+            tokio::select! {
+                biased;
+                _ = sleep_until_opt(arrives) => {}
+                _ = sleep_until_opt(armed) => return Err(SendError::Timeout),
+                _ = cancelled.as_mut() => return Err(SendError::Cancelled),
             }
-        };
-        let waited = async {
-            match arrives {
-                Some(at) => crate::framework::timer::sleep_until(at).await,
-                None => std::future::pending::<()>().await,
+            if !held {
+                return Ok(());
             }
-        };
-        tokio::select! {
-            biased;
-            _ = waited => {}
-            _ = expired => return Err(SendError::Timeout),
-            _ = &mut cancelled => return Err(SendError::Cancelled),
-        }
-        if leg != Leg::Held {
-            return Ok(());
         }
     }
+}
+
+/// When a leg ends (`None` for a lost leg: never) and the deadline to arm while it travels, if
+/// any; `None` when the leg takes no time at all.
+fn leg_timers(
+    model: &NetModel,
+    leg: Leg,
+    deadline: Option<Instant>,
+) -> Option<(Option<Instant>, Option<Instant>)> {
+    let wait = match leg {
+        // turmoil's own delivery adds at most one tick per round trip on top of this (which
+        // leg pays it depends on host order), so the model waits the full latency.
+        Leg::After(latency) => latency,
+        Leg::Held => model.tick,
+        Leg::Lost => Duration::MAX,
+    };
+    if wait.is_zero() {
+        return None;
+    }
+    let now = timer::now();
+    let arrives = now.checked_add(wait).filter(|_| wait != Duration::MAX);
+    // The deadline needs a timer only if it can come before the leg ends or together with it:
+    // a deadline later than the leg's end by a tick and two timer slots would fire only after
+    // this wait was over and its timer dropped, so it is not armed (most legs).
+    let margin = model.tick + Duration::from_millis(2);
+    let armed = deadline.filter(|d| {
+        arrives
+            .and_then(|at| at.checked_add(margin))
+            .is_none_or(|late| *d < late)
+    });
+    Some((arrives, armed))
 }
 
 impl Transport for ModelTransport {
@@ -372,19 +380,21 @@ impl Transport for ModelTransport {
         let Some(to) = self.model.party_at(addr) else {
             return self.inner.send(addr, request, deadline, cancel);
         };
-        let (model, me) = (self.model.clone(), self.me.clone());
-        // The call's stream is seeded now, in the order calls are made. The call itself is made
-        // now too, in a box of its own, and started once the request leg has been travelled:
-        // two small allocations cost less than one that holds both futures (too large for the
-        // allocator's per-size caches), and each move of this future copies less.
+        let (model, me, inner) = (self.model.clone(), self.me.clone(), self.inner.clone());
+        let addr = addr.to_string();
+        // The call's stream is seeded now, in the order calls are made. The call is made once
+        // the request leg has been travelled, inside this future (not in a box of its own),
+        // waiting for the call's cancellation with the legs' one wait.
         let seed = self.fork_seed();
-        let call = self.inner.send(addr, request, deadline, cancel.clone());
+        let mut request = request;
         Box::pin(async move {
-            // Boxed for the same reason: the stream's state is a few hundred bytes.
+            // Boxed: the stream's state is a few hundred bytes, and would make this future too
+            // large for the allocator's per-size caches.
             let mut rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             travel(&model, &mut rng, &me, &to, deadline, cancelled.as_mut()).await?;
+            let call = inner.call(&addr, &mut request, deadline, cancelled.as_mut());
             let answer = call.await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {

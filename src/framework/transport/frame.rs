@@ -117,16 +117,37 @@ pub fn encode_frame(
     dst: &mut BytesMut,
     max_frame_bytes: usize,
 ) -> Result<(), FrameError> {
-    let start = dst.len();
-    dst.put_u32(0);
-    match frame {
+    framed(dst, max_frame_bytes, |dst| match frame {
         Frame::Request(r) => encode_request(r, dst),
         Frame::Response(r) => encode_response(r, dst),
         Frame::Cancel { id } => {
             dst.put_u8(KIND_CANCEL);
             dst.put_u64(*id);
         }
-    }
+    })
+}
+
+/// Appends the frame of request `r`, as [`encode_frame`] does `Frame::Request`, from a
+/// borrowed request: a call encodes its request where it keeps it, without moving it into a
+/// [`Frame`].
+pub fn encode_request_frame(
+    r: &RequestFrame,
+    dst: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<(), FrameError> {
+    framed(dst, max_frame_bytes, |dst| encode_request(r, dst))
+}
+
+/// Appends the payload `payload` writes, behind its length prefix, or nothing when it would
+/// exceed `max_frame_bytes`.
+fn framed(
+    dst: &mut BytesMut,
+    max_frame_bytes: usize,
+    payload: impl FnOnce(&mut BytesMut),
+) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    payload(dst);
     let len = dst.len() - start - 4;
     if len > max_frame_bytes {
         dst.truncate(start);

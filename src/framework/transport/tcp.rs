@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -44,11 +45,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::frame::{
-    encode_frame, Frame, FrameCodec, LargeFrames, RequestFrame, ResponseFrame,
-    DEFAULT_MAX_FRAME_BYTES,
+    encode_frame, encode_request_frame, Frame, FrameCodec, LargeFrames, RequestFrame,
+    ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
 };
 use super::net::Network;
 use super::{BoxFuture, Inbound, Inlet, ListenError, SendError, Transport};
@@ -217,22 +218,33 @@ impl Outbox {
     /// Queues `frame` for the writer task. For frames sent where the write half may not be
     /// usable (a drop guard may run outside the task's runtime).
     fn push(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
-        self.put(frame, max_frame_bytes, false)
+        self.put(|buf| encode_frame(frame, buf, max_frame_bytes), false)
     }
 
     /// Sends `frame` now if nothing is queued before it and the socket takes it whole;
     /// otherwise queues it for the writer task. Called from a task of the connection's runtime.
     fn send(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
-        self.put(frame, max_frame_bytes, true)
+        self.put(|buf| encode_frame(frame, buf, max_frame_bytes), true)
     }
 
-    /// Encodes `frame` into the queue; with `may_write`, writes it at once when the queue was
-    /// empty and no frame was written that way this instant. Wakes the writer for whatever is
-    /// left queued.
+    /// [`Outbox::send`] for a request frame, encoded from where the call keeps it.
+    fn send_request(
+        &self,
+        request: &RequestFrame,
+        max_frame_bytes: usize,
+    ) -> Result<(), super::FrameError> {
+        self.put(
+            |buf| encode_request_frame(request, buf, max_frame_bytes),
+            true,
+        )
+    }
+
+    /// Encodes a frame into the queue with `encode`; with `may_write`, writes it at once when
+    /// the queue was empty and no frame was written that way this instant. Wakes the writer
+    /// for whatever is left queued.
     fn put(
         &self,
-        frame: &Frame,
-        max_frame_bytes: usize,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), super::FrameError>,
         may_write: bool,
     ) -> Result<(), super::FrameError> {
         if self.is_closed() {
@@ -245,7 +257,7 @@ impl Outbox {
         let direct = (may_write && state.buf.is_empty())
             .then(timer::now)
             .filter(|now| state.wrote_directly != Some(*now));
-        encode_frame(frame, &mut state.buf, max_frame_bytes)?;
+        encode(&mut state.buf)?;
         if let Some(now) = direct {
             state.wrote_directly = Some(now);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -566,12 +578,32 @@ impl<N: Network> TcpTransport<N> {
     }
 
     /// The call behind [`Transport::send`]: nothing happens until it is polled.
-    async fn send_inner(
+    // Not an `async fn`: one would keep a second copy of the request in its future.
+    fn send_inner(
         self,
         addr: String,
         mut request: RequestFrame,
         deadline: Option<Instant>,
         cancel: CancellationToken,
+    ) -> impl Future<Output = Result<Bytes, SendError>> {
+        async move {
+            let cancelled = cancel.cancelled();
+            tokio::pin!(cancelled);
+            self.call(&addr, &mut request, deadline, cancelled).await
+        }
+    }
+
+    /// One call to `addr`, given up when `deadline` passes or `cancelled` completes. The
+    /// caller keeps the request (this future holds a reference, not a second copy) and the
+    /// wait for the call's cancellation: a caller that also waits for it while the call travels
+    /// (the simulation's network model) makes one wait, not two, and holds this future in its
+    /// own instead of in a box of its own.
+    pub(crate) async fn call(
+        &self,
+        addr: &str,
+        request: &mut RequestFrame,
+        deadline: Option<Instant>,
+        mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<Bytes, SendError> {
         let expired = async {
             match deadline {
@@ -580,21 +612,19 @@ impl<N: Network> TcpTransport<N> {
             }
         };
         tokio::pin!(expired);
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
         // A live pooled connection is taken without the connecting path's large future in this
         // one (which would size every call's future for the rare call that connects).
-        let pooled = self.pooled(&addr);
+        let pooled = self.pooled(addr);
         let connecting = async {
             match pooled {
                 Some(conn) => Ok(conn),
-                None => Box::pin(self.connection(&addr)).await,
+                None => Box::pin(self.connection(addr)).await,
             }
         };
         let conn = tokio::select! {
             c = connecting => c?,
             _ = &mut expired => return Err(SendError::Timeout),
-            _ = &mut cancelled => return Err(SendError::Cancelled),
+            _ = cancelled.as_mut() => return Err(SendError::Cancelled),
         };
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
@@ -606,26 +636,27 @@ impl<N: Network> TcpTransport<N> {
             conn: conn.clone(),
             id,
         };
-        if let Err(e) = conn
-            .outbox
-            .send(&Frame::Request(request), conn.max_frame_bytes)
-        {
+        if let Err(e) = conn.outbox.send_request(request, conn.max_frame_bytes) {
             lock(&conn.pending).remove(&id);
             return Err(match e {
                 super::FrameError::TooLarge { .. } => SendError::TooLarge(e.to_string()),
-                _ => SendError::ConnectionLost { addr },
+                _ => SendError::ConnectionLost {
+                    addr: addr.to_string(),
+                },
             });
         }
         let answer = tokio::select! {
             biased;
             r = rx => r,
             _ = &mut expired => return Err(SendError::Timeout),
-            _ = &mut cancelled => return Err(SendError::Cancelled),
+            _ = cancelled => return Err(SendError::Cancelled),
         };
         drop(guard);
         match answer {
             Ok(resp) => resp.result.map_err(SendError::Remote),
-            Err(_) => Err(SendError::ConnectionLost { addr }),
+            Err(_) => Err(SendError::ConnectionLost {
+                addr: addr.to_string(),
+            }),
         }
     }
 }
