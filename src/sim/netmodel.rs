@@ -298,6 +298,7 @@ impl ModelTransport {
 /// is the call's wait for its cancellation, made once for both its legs.
 // Not an `async fn`: one would keep a second copy of each argument in its future, and this
 // future is held in every call's.
+#[allow(clippy::manual_async_fn)]
 fn travel<'a, 'c: 'a>(
     model: &'a NetModel,
     rng: &'a mut ChaCha8Rng,

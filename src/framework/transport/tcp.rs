@@ -579,6 +579,7 @@ impl<N: Network> TcpTransport<N> {
 
     /// The call behind [`Transport::send`]: nothing happens until it is polled.
     // Not an `async fn`: one would keep a second copy of the request in its future.
+    #[allow(clippy::manual_async_fn)]
     fn send_inner(
         self,
         addr: String,
