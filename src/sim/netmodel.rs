@@ -295,7 +295,8 @@ impl ModelTransport {
 }
 
 /// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
-/// is the call's wait for its cancellation, made once for both its legs.
+/// is the call's wait for its cancellation, made once for both its legs and the call between
+/// them ([`TcpTransport::call`]).
 // Not an `async fn`: one would keep a second copy of each argument in its future, and this
 // future is held in every call's.
 #[allow(clippy::manual_async_fn)]

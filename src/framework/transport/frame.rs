@@ -130,7 +130,7 @@ pub fn encode_frame(
 /// Appends the frame of request `r`, as [`encode_frame`] does `Frame::Request`, from a
 /// borrowed request: a call encodes its request where it keeps it, without moving it into a
 /// [`Frame`].
-pub fn encode_request_frame(
+pub(crate) fn encode_request_frame(
     r: &RequestFrame,
     dst: &mut BytesMut,
     max_frame_bytes: usize,
@@ -156,10 +156,13 @@ fn framed(
             max: max_frame_bytes,
         });
     }
-    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge {
-        len,
-        max: max_frame_bytes,
-    })?;
+    let Ok(len32) = u32::try_from(len) else {
+        dst.truncate(start);
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame_bytes,
+        });
+    };
     dst[start..start + 4].copy_from_slice(&len32.to_be_bytes());
     Ok(())
 }

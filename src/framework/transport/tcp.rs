@@ -594,11 +594,12 @@ impl<N: Network> TcpTransport<N> {
         }
     }
 
-    /// One call to `addr`, given up when `deadline` passes or `cancelled` completes. The
-    /// caller keeps the request (this future holds a reference, not a second copy) and the
-    /// wait for the call's cancellation: a caller that also waits for it while the call travels
-    /// (the simulation's network model) makes one wait, not two, and holds this future in its
-    /// own instead of in a box of its own.
+    /// One call to `addr`, given up when `deadline` passes or `cancelled` (the wait on this
+    /// call's own cancellation token) completes. The caller keeps the request (this future
+    /// holds a reference, not a second copy; the call sets its `id` and its headers'
+    /// `deadline_remaining`) and the wait: a caller that also waits for the cancellation while
+    /// the call travels (the simulation's network model) makes one wait, not two, and holds
+    /// this future in its own instead of in a box of its own.
     pub(crate) async fn call(
         &self,
         addr: &str,
