@@ -300,7 +300,7 @@ impl ModelTransport {
 // Not an `async fn`: one would keep a second copy of each argument in its future, and this
 // future is held in every call's.
 #[allow(clippy::manual_async_fn)]
-fn travel<'a, 'c: 'a>(
+fn travel<'a, 'c>(
     model: &'a NetModel,
     rng: &'a mut ChaCha8Rng,
     from: &'a Party,
@@ -375,7 +375,7 @@ impl Transport for ModelTransport {
     fn send(
         &self,
         addr: &str,
-        request: RequestFrame,
+        mut request: RequestFrame,
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
@@ -388,7 +388,6 @@ impl Transport for ModelTransport {
         // the request leg has been travelled, inside this future (not in a box of its own),
         // waiting for the call's cancellation with the legs' one wait.
         let seed = self.fork_seed();
-        let mut request = request;
         Box::pin(async move {
             // Boxed: the stream's state is a few hundred bytes, and would make this future too
             // large for the allocator's per-size caches.
@@ -396,8 +395,9 @@ impl Transport for ModelTransport {
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             travel(&model, &mut rng, &me, &to, deadline, cancelled.as_mut()).await?;
-            let call = inner.call(&addr, &mut request, deadline, cancelled.as_mut());
-            let answer = call.await;
+            let answer = inner
+                .call(&addr, &mut request, deadline, cancelled.as_mut())
+                .await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
                     travel(&model, &mut rng, &to, &me, deadline, cancelled).await?;

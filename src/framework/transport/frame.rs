@@ -149,14 +149,7 @@ fn framed(
     dst.put_u32(0);
     payload(dst);
     let len = dst.len() - start - 4;
-    if len > max_frame_bytes {
-        dst.truncate(start);
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame_bytes,
-        });
-    }
-    let Ok(len32) = u32::try_from(len) else {
+    let Some(len32) = u32::try_from(len).ok().filter(|_| len <= max_frame_bytes) else {
         dst.truncate(start);
         return Err(FrameError::TooLarge {
             len,

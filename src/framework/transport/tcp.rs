@@ -607,12 +607,7 @@ impl<N: Network> TcpTransport<N> {
         deadline: Option<Instant>,
         mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<Bytes, SendError> {
-        let expired = async {
-            match deadline {
-                Some(d) => crate::framework::timer::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let expired = crate::framework::sleep_until_opt(deadline);
         tokio::pin!(expired);
         // A live pooled connection is taken without the connecting path's large future in this
         // one (which would size every call's future for the rare call that connects).
