@@ -3,8 +3,10 @@
 //!
 //! Layout: [`frame`] is the wire format shared by both networks; [`net`] is the network
 //! abstraction (turmoil's simulated TCP or tokio's real TCP); [`tcp`] multiplexes requests over
-//! one connection per peer and turns Cancel frames into dropped handlers.
+//! one connection per peer and turns Cancel frames into dropped handlers; `by_id` keeps each
+//! connection's calls and requests in flight by frame id.
 
+mod by_id;
 pub mod frame;
 pub mod net;
 pub mod tcp;

@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use super::by_id::ById;
 use super::frame::{
     encode_frame, encode_request_frame, Frame, FrameCodec, LargeFrames, RequestFrame,
     ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
@@ -326,7 +327,7 @@ struct ClientConn {
     addr: String,
     cancel_gate: Option<CancelGate>,
     outbox: Arc<Outbox>,
-    pending: Mutex<BTreeMap<u64, oneshot::Sender<ResponseFrame>>>,
+    pending: Mutex<ById<oneshot::Sender<ResponseFrame>>>,
     next_id: AtomicU64,
     max_frame_bytes: usize,
 }
@@ -353,7 +354,7 @@ async fn client_read_loop<R: AsyncRead + Unpin>(r: R, conn: Arc<ClientConn>) {
         };
         match next {
             Some(Ok(Frame::Response(resp))) => {
-                if let Some(tx) = lock(&conn.pending).remove(&resp.id) {
+                if let Some(tx) = lock(&conn.pending).remove(resp.id) {
                     let _ = tx.send(resp);
                 }
             }
@@ -381,7 +382,7 @@ struct PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         // Answered calls (the reader removed them) ask the gate nothing.
-        if lock(&self.conn.pending).remove(&self.id).is_none() {
+        if lock(&self.conn.pending).remove(self.id).is_none() {
             return;
         }
         let gate_open = self
@@ -402,14 +403,14 @@ impl Drop for PendingCall {
 #[derive(Debug)]
 struct ServerConn {
     outbox: Arc<Outbox>,
-    inflight: Mutex<BTreeMap<u64, (CancellationToken, Arc<AtomicBool>)>>,
+    inflight: Mutex<ById<(CancellationToken, Arc<AtomicBool>)>>,
     max_frame_bytes: usize,
 }
 
 impl ServerConn {
     fn cancel_all(&self) {
-        let inflight = std::mem::take(&mut *lock(&self.inflight));
-        for (token, _) in inflight.into_values() {
+        let inflight = lock(&self.inflight).take_all();
+        for (token, _) in inflight {
             token.cancel();
         }
     }
@@ -568,7 +569,7 @@ impl<N: Network> TcpTransport<N> {
             addr: addr.to_string(),
             cancel_gate: self.inner.config.cancel_gate.clone(),
             outbox: Outbox::new(Box::new(w)),
-            pending: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(ById::default()),
             next_id: AtomicU64::new(1),
             max_frame_bytes: self.inner.config.max_frame_bytes,
         });
@@ -634,7 +635,7 @@ impl<N: Network> TcpTransport<N> {
             id,
         };
         if let Err(e) = conn.outbox.send_request(request, conn.max_frame_bytes) {
-            lock(&conn.pending).remove(&id);
+            lock(&conn.pending).remove(id);
             return Err(match e {
                 super::FrameError::TooLarge { .. } => SendError::TooLarge(e.to_string()),
                 _ => SendError::ConnectionLost {
@@ -799,7 +800,7 @@ async fn serve_conn<N: Network>(
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
         outbox: Outbox::new(Box::new(w)),
-        inflight: Mutex::new(BTreeMap::new()),
+        inflight: Mutex::new(ById::default()),
         max_frame_bytes,
     });
     tokio::spawn(write_loop(conn.outbox.clone()));
@@ -849,7 +850,7 @@ async fn serve_conn<N: Network>(
                 tokio::task::consume_budget().await;
             }
             Some(Ok(Frame::Cancel { id })) => {
-                if let Some((token, by_peer)) = lock(&conn.inflight).remove(&id) {
+                if let Some((token, by_peer)) = lock(&conn.inflight).remove(id) {
                     by_peer.store(true, Ordering::Relaxed);
                     token.cancel();
                 }
@@ -937,7 +938,7 @@ fn deliver(
         received_at,
     };
     if !inlet.deliver(msg) {
-        lock(&conn.inflight).remove(&id);
+        lock(&conn.inflight).remove(id);
         let frame = Frame::Response(ResponseFrame {
             id,
             result: Err(Error::unavailable("stopping", "server is stopping")),
@@ -986,7 +987,7 @@ impl<N: Network> Transport for TcpTransport<N> {
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>) {
         let conn = &responder.conn;
-        if lock(&conn.inflight).remove(&responder.id).is_none() {
+        if lock(&conn.inflight).remove(responder.id).is_none() {
             return; // cancelled: the caller no longer waits for this answer
         }
         let id = responder.id;
