@@ -149,7 +149,15 @@ pub struct NetModel {
     tick: Duration,
     active: ActiveSet<Bend>,
     /// Address (`host:port`) -> the instance listening there.
-    parties: Mutex<BTreeMap<String, Party>>,
+    parties: Mutex<BTreeMap<String, Arc<Placed>>>,
+}
+
+/// An instance where it listens: what a call to it holds while it travels, one count for both
+/// (not a copy of the address and a count of the party's name).
+#[derive(Debug)]
+struct Placed {
+    party: Party,
+    addr: Arc<str>,
 }
 
 impl NetModel {
@@ -165,10 +173,14 @@ impl NetModel {
 
     /// Records which instance listens at `addr`.
     pub fn place(&self, addr: &str, party: Party) {
-        lock(&self.parties).insert(addr.to_string(), party);
+        let placed = Arc::new(Placed {
+            party,
+            addr: Arc::from(addr),
+        });
+        lock(&self.parties).insert(addr.to_string(), placed);
     }
 
-    fn party_at(&self, addr: &str) -> Option<Party> {
+    fn party_at(&self, addr: &str) -> Option<Arc<Placed>> {
         lock(&self.parties).get(addr).cloned()
     }
 
@@ -256,10 +268,15 @@ impl NetModel {
 
 /// A [`Transport`] over turmoil's TCP with the network model applied to every call.
 pub struct ModelTransport {
+    shared: Arc<Shared>,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+/// What every call of one [`ModelTransport`] holds while it travels, behind one count.
+struct Shared {
     inner: TcpTransport<Turmoil>,
     model: Arc<NetModel>,
     me: Party,
-    rng: Mutex<ChaCha8Rng>,
 }
 
 impl ModelTransport {
@@ -269,7 +286,7 @@ impl ModelTransport {
         let gate_me = me.clone();
         let gate = CancelGate(Arc::new(move |addr: &str| {
             match gate_model.party_at(addr) {
-                Some(to) => !gate_model.blocked(&gate_me, &to),
+                Some(to) => !gate_model.blocked(&gate_me, &to.party),
                 None => true,
             }
         }));
@@ -286,9 +303,11 @@ impl ModelTransport {
             ..TransportConfig::default()
         };
         ModelTransport {
-            inner: TcpTransport::new(config),
-            model,
-            me,
+            shared: Arc::new(Shared {
+                inner: TcpTransport::new(config),
+                model,
+                me,
+            }),
             rng: Mutex::new(ids::stream(seed, &format!("net/{name}"))),
         }
     }
@@ -361,15 +380,15 @@ fn leg_timers(
 
 impl Transport for ModelTransport {
     fn listen(&self, addr: &str, inlet: Inlet) -> BoxFuture<'_, Result<String, ListenError>> {
-        self.inner.listen(addr, inlet)
+        self.shared.inner.listen(addr, inlet)
     }
 
     fn stop_listening(&self, addr: &str) -> bool {
-        self.inner.stop_listening(addr)
+        self.shared.inner.stop_listening(addr)
     }
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, crate::framework::Error>) {
-        self.inner.respond(responder, result)
+        self.shared.inner.respond(responder, result)
     }
 
     fn send(
@@ -379,11 +398,10 @@ impl Transport for ModelTransport {
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
-        let Some(to) = self.model.party_at(addr) else {
-            return self.inner.send(addr, request, deadline, cancel);
+        let Some(to) = self.shared.model.party_at(addr) else {
+            return self.shared.inner.send(addr, request, deadline, cancel);
         };
-        let (model, me, inner) = (self.model.clone(), self.me.clone(), self.inner.clone());
-        let addr = addr.to_string();
+        let shared = self.shared.clone();
         // The call's stream is seeded now, in the order calls are made. The call is made once
         // the request leg has been travelled, inside this future (not in a box of its own),
         // waiting for the call's cancellation with the legs' one wait.
@@ -394,13 +412,14 @@ impl Transport for ModelTransport {
             let mut rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
-            travel(&model, &mut rng, &me, &to, deadline, cancelled.as_mut()).await?;
+            let Shared { inner, model, me } = &*shared;
+            travel(model, &mut rng, me, &to.party, deadline, cancelled.as_mut()).await?;
             let answer = inner
-                .call(&addr, &mut request, deadline, cancelled.as_mut())
+                .call(&to.addr, &mut request, deadline, cancelled.as_mut())
                 .await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
-                    travel(&model, &mut rng, &to, &me, deadline, cancelled).await?;
+                    travel(model, &mut rng, &to.party, me, deadline, cancelled).await?;
                 }
                 _ => {}
             }
@@ -409,15 +428,15 @@ impl Transport for ModelTransport {
     }
 
     fn ready(&self) -> BoxFuture<'static, ()> {
-        self.inner.ready()
+        self.shared.inner.ready()
     }
 
     fn credential(&self) -> Option<&Credential> {
-        self.inner.credential()
+        self.shared.inner.credential()
     }
 
     fn elapsed(&self) -> Duration {
-        self.inner.elapsed()
+        self.shared.inner.elapsed()
     }
 }
 
