@@ -25,6 +25,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -197,6 +198,11 @@ pub async fn sleep_until(deadline: Instant) {
 async fn tokio_sleep_until(deadline: Instant) {
     let sleep = tokio::time::sleep_until(deadline);
     tokio::pin!(sleep);
+    until_fired(sleep).await
+}
+
+/// Waits for `sleep` to fire, polling it through tokio only until it has ([`tokio_sleep_until`]).
+async fn until_fired(mut sleep: Pin<&mut tokio::time::Sleep>) {
     std::future::poll_fn(|cx| {
         if sleep.is_elapsed() {
             // What tokio's poll would take for it: one unit of the task's budget (a task out of
@@ -208,6 +214,26 @@ async fn tokio_sleep_until(deadline: Instant) {
         }
     })
     .await
+}
+
+/// A tokio timer for a call to keep across its waits (a simulated call's two legs and its
+/// deadline between them): [`sleep_on`] moves it to each wait's time in turn, so the call makes
+/// and drops one timer instead of one per wait. It is not armed until a wait first moves it.
+pub(crate) fn kept() -> tokio::time::Sleep {
+    tokio::time::sleep_until(now())
+}
+
+/// [`sleep_until`] on a timer the caller keeps ([`kept`]), or forever without a deadline (as
+/// [`crate::framework::sleep_until_opt`]). The timer is moved to `deadline` when this is first
+/// polled, where a new timer would first be armed, so timers fire in the same order as new ones
+/// would; a wait without a deadline leaves it alone.
+pub(crate) async fn sleep_on(mut sleep: Pin<&mut tokio::time::Sleep>, deadline: Option<Instant>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    let _busy = Busy::arm();
+    sleep.as_mut().reset(deadline);
+    until_fired(sleep).await
 }
 
 /// Runs `future` for at most `duration`, as work in flight.
@@ -246,7 +272,6 @@ pub async fn idle_until(at: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
 
     #[tokio::test(start_paused = true)]
     async fn work_timers_count_while_armed_and_background_ones_are_not_work() {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::dist::Dist;
@@ -315,17 +315,18 @@ impl ModelTransport {
 
 /// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
 /// is the call's wait for its cancellation, made once for both its legs and the call between
-/// them ([`TcpTransport::call`]).
+/// them ([`TcpTransport::call`]); `kept_timer` is the call's one timer ([`timer::kept`]), moved to
+/// the leg's end.
 // Not an `async fn`: one would keep a second copy of each argument in its future, and this
 // future is held in every call's.
 #[allow(clippy::manual_async_fn)]
 fn travel<'a, 'c>(
     model: &'a NetModel,
     rng: &'a mut ChaCha8Rng,
-    from: &'a Party,
-    to: &'a Party,
+    (from, to): (&'a Party, &'a Party),
     deadline: Option<Instant>,
     mut cancelled: Pin<&'a mut WaitForCancellationFuture<'c>>,
+    mut kept_timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Result<(), SendError>> + use<'a, 'c> {
     async move {
         loop {
@@ -336,7 +337,7 @@ fn travel<'a, 'c>(
             let held = leg == Leg::Held;
             tokio::select! {
                 biased;
-                _ = sleep_until_opt(arrives) => {}
+                _ = timer::sleep_on(kept_timer.as_mut(), arrives) => {}
                 _ = sleep_until_opt(armed) => return Err(SendError::Timeout),
                 _ = cancelled.as_mut() => return Err(SendError::Cancelled),
             }
@@ -412,14 +413,32 @@ impl Transport for ModelTransport {
             let mut rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
+            // One timer for the legs and the deadline between them, moved from wait to wait.
+            let kept_timer = timer::kept();
+            tokio::pin!(kept_timer);
             let Shared { inner, model, me } = &*shared;
-            travel(model, &mut rng, me, &to.party, deadline, cancelled.as_mut()).await?;
+            let (there, back) = ((me, &to.party), (&to.party, me));
+            travel(
+                model,
+                &mut rng,
+                there,
+                deadline,
+                cancelled.as_mut(),
+                kept_timer.as_mut(),
+            )
+            .await?;
             let answer = inner
-                .call(&to.addr, &mut request, deadline, cancelled.as_mut())
+                .call(
+                    &to.addr,
+                    &mut request,
+                    deadline,
+                    cancelled.as_mut(),
+                    kept_timer.as_mut(),
+                )
                 .await;
             match &answer {
                 Ok(_) | Err(SendError::Remote(_)) => {
-                    travel(model, &mut rng, &to.party, me, deadline, cancelled).await?;
+                    travel(model, &mut rng, back, deadline, cancelled, kept_timer).await?;
                 }
                 _ => {}
             }

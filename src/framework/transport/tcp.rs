@@ -591,7 +591,10 @@ impl<N: Network> TcpTransport<N> {
         async move {
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
-            self.call(&addr, &mut request, deadline, cancelled).await
+            let kept_timer = timer::kept();
+            tokio::pin!(kept_timer);
+            self.call(&addr, &mut request, deadline, cancelled, kept_timer)
+                .await
         }
     }
 
@@ -600,15 +603,18 @@ impl<N: Network> TcpTransport<N> {
     /// holds a reference, not a second copy; the call sets its `id` and its headers'
     /// `deadline_remaining`) and the wait: a caller that also waits for the cancellation while
     /// the call travels (the simulation's network model) makes one wait, not two, and holds
-    /// this future in its own instead of in a box of its own.
+    /// this future in its own instead of in a box of its own. The deadline is waited for on
+    /// `kept_timer` ([`timer::kept`]), which the caller may move on to its own waits after
+    /// this one.
     pub(crate) async fn call(
         &self,
         addr: &str,
         request: &mut RequestFrame,
         deadline: Option<Instant>,
         mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+        kept_timer: Pin<&mut tokio::time::Sleep>,
     ) -> Result<Bytes, SendError> {
-        let expired = crate::framework::sleep_until_opt(deadline);
+        let expired = timer::sleep_on(kept_timer, deadline);
         tokio::pin!(expired);
         // A live pooled connection is taken without the connecting path's large future in this
         // one (which would size every call's future for the rare call that connects).
