@@ -280,4 +280,50 @@ mod tests {
         .await;
         assert_eq!(again, Ok(true), "the guard did not end the second select");
     }
+
+    #[test]
+    fn a_cancellation_wait_polled_again_by_another_waker_wakes_that_one() {
+        // Goal: the wait for a token's cancellation (`cancelled()`, which this repository's
+        // copy of tokio-util lets skip the notifier when polled again by the waker it already
+        // waits with) is woken through the waker of its latest poll, and only once the token is
+        // cancelled. Method: poll it by `a` twice, then by `b`, then by `a` again; cancel; poll.
+        let token = CancellationToken::new();
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let wait = token.cancelled();
+        tokio::pin!(wait);
+        let mut poll = |w: &Waker| wait.as_mut().poll(&mut Context::from_waker(w));
+        assert!(poll(&wa).is_pending());
+        assert!(poll(&wa).is_pending(), "polled again by the same waker");
+        assert!(poll(&wb).is_pending());
+        token.cancel();
+        assert_eq!(
+            (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
+            (0, 1),
+            "the cancellation woke the latest poll's waker"
+        );
+        assert!(poll(&wa).is_ready());
+        assert!(poll(&wb).is_ready(), "a cancelled wait stays ready");
+
+        // And one polled by the same waker only: still woken, once cancelled.
+        let token = CancellationToken::new();
+        let c = Arc::new(Count::default());
+        let wc = Waker::from(c.clone());
+        let wait = token.cancelled();
+        tokio::pin!(wait);
+        for _ in 0..3 {
+            assert!(wait
+                .as_mut()
+                .poll(&mut Context::from_waker(&wc))
+                .is_pending());
+        }
+        assert_eq!(
+            c.0.load(Ordering::SeqCst),
+            0,
+            "no wake before the cancellation"
+        );
+        token.cancel();
+        assert_eq!(c.0.load(Ordering::SeqCst), 1);
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&wc)).is_ready());
+    }
 }

@@ -329,4 +329,42 @@ mod tests {
         assert_eq!(ours, tokios, "the budget is spent as tokio spends it");
         assert!(ours < 300, "the task's budget ran out, {ours} ready");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_timer_moved_from_wait_to_wait_fires_at_each_waits_time() {
+        // Goal: one timer kept across a call's waits ends each wait at that wait's own time,
+        // counts as work only while a wait is on it, and a wait without a deadline never ends.
+        // Method: wait 5 ms on it; then a wait for 100 ms that a 10 ms sleep beats (the timer
+        // is left armed for later); then a wait for 3 ms, which must not wait for the 100.
+        reset();
+        let kept_timer = kept();
+        tokio::pin!(kept_timer);
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        sleep_on(kept_timer.as_mut(), Some(start + ms(5))).await;
+        assert_eq!(start.elapsed(), ms(5));
+        assert_eq!(horizon(), Horizon::Never, "no work after the wait");
+        let beaten = tokio::select! {
+            _ = sleep_on(kept_timer.as_mut(), Some(Instant::now() + ms(100))) => false,
+            _ = tokio::time::sleep(ms(10)) => true,
+        };
+        assert!(beaten && start.elapsed() == ms(15));
+        {
+            let waiting = sleep_on(kept_timer.as_mut(), Some(Instant::now() + ms(3)));
+            tokio::pin!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            assert_eq!(horizon(), Horizon::Busy, "a wait on it is work in flight");
+            waiting.await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            ms(18),
+            "moved to the new time, not left at the old"
+        );
+        let forever = tokio::select! {
+            _ = sleep_on(kept_timer.as_mut(), None) => false,
+            _ = tokio::time::sleep(ms(1_000)) => true,
+        };
+        assert!(forever, "a wait without a deadline does not end");
+    }
 }

@@ -69,6 +69,9 @@ pin_project! {
         cancellation_token: &'a CancellationToken,
         #[pin]
         future: tokio::sync::futures::Notified<'a>,
+        // windtunnel patch: the waker `future` holds since it last returned `Pending` (its
+        // data and vtable addresses), or `None`.
+        registered: Option<(usize, usize)>,
     }
 }
 
@@ -244,6 +247,7 @@ impl CancellationToken {
         WaitForCancellationFuture {
             cancellation_token: self,
             future: self.inner.notified(),
+            registered: None,
         }
     }
 
@@ -353,15 +357,28 @@ impl<'a> Future for WaitForCancellationFuture<'a> {
                 return Poll::Ready(());
             }
 
+            // windtunnel patch: polled again by the waker it is waiting with, and not
+            // cancelled, the wait has nothing to do: the `Notified` is woken only by the
+            // cancellation, which sets the flag above before it wakes anyone, and it keeps its
+            // clone of that waker (so the addresses cannot come to stand for another). Its poll
+            // would take the notifier's lock to find the same.
+            let waker = cx.waker();
+            let identity = (waker.data() as usize, waker.vtable() as *const _ as usize);
+            if *this.registered == Some(identity) {
+                return Poll::Pending;
+            }
+
             // No wakeups can be lost here because there is always a call to
             // `is_cancelled` between the creation of the future and the call to
             // `poll`, and the code that sets the cancelled flag does so before
             // waking the `Notified`.
             if this.future.as_mut().poll(cx).is_pending() {
+                *this.registered = Some(identity);
                 return Poll::Pending;
             }
 
             this.future.set(this.cancellation_token.inner.notified());
+            *this.registered = None;
         }
     }
 }
