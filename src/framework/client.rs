@@ -935,9 +935,10 @@ fn keep_only(candidates: &mut Cow<'_, [InstanceInfo]>, keep: impl Fn(&InstanceIn
 /// Counts a call in flight and reports how it ended, including when it is dropped unfinished.
 struct CallGuard<'a> {
     client: &'a Client,
-    instance: Arc<str>,
-    service: Arc<str>,
-    endpoint: Arc<str>,
+    // Borrowed from the call and its instance, which outlive it: no counts taken per call.
+    instance: &'a Arc<str>,
+    service: &'a Arc<str>,
+    endpoint: &'a Arc<str>,
     request_id: RequestId,
     parent_request_id: Option<RequestId>,
     trace_id: TraceId,
@@ -958,8 +959,8 @@ impl<'a> CallGuard<'a> {
     /// read off the clock once for both).
     fn new(
         client: &'a Client,
-        call: &Call,
-        instance: &InstanceInfo,
+        call: &'a Call,
+        instance: &'a InstanceInfo,
         h: &Headers,
         timed: bool,
     ) -> CallGuard<'a> {
@@ -982,9 +983,9 @@ impl<'a> CallGuard<'a> {
             started,
             sent,
             probe: false,
-            instance: instance.id.clone(),
-            service: call.service.clone(),
-            endpoint: call.endpoint.clone(),
+            instance: &instance.id,
+            service: &call.service,
+            endpoint: &call.endpoint,
             request_id: h.request_id,
             parent_request_id: h.parent_request_id,
             trace_id: h.trace_id,
@@ -1011,9 +1012,9 @@ impl<'a> CallGuard<'a> {
             at,
             kind: &kind,
             instance: &inner.name,
-            peer: &self.instance,
-            service: &self.service,
-            endpoint: &self.endpoint,
+            peer: self.instance,
+            service: self.service,
+            endpoint: self.endpoint,
             request_id: self.request_id,
             parent_request_id: self.parent_request_id,
             trace_id: self.trace_id,
@@ -1047,17 +1048,17 @@ impl<'a> CallGuard<'a> {
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if let Some(n) = lock(&self.client.inner.inflight).get_mut(&self.instance) {
+        if let Some(n) = lock(&self.client.inner.inflight).get_mut(self.instance) {
             *n = n.saturating_sub(1);
         }
         // Answered, failed or given up: the time it took is what the caller saw of the instance.
         if let Some(started) = self.started {
             let now = timer::now();
-            lock(&self.client.inner.latency).observe(&self.instance, now - started, now);
+            lock(&self.client.inner.latency).observe(self.instance, now - started, now);
         }
         if !self.done && self.probe {
             // A probe given up unanswered says nothing of the instance: the next call probes.
-            lock(&self.client.inner.breakers).abandon_probe(&self.instance, timer::now());
+            lock(&self.client.inner.breakers).abandon_probe(self.instance, timer::now());
         }
         if !self.done {
             self.emit(EventKind::CancelSent);
