@@ -374,14 +374,20 @@ async fn client_read_loop<R: AsyncRead + Unpin>(r: R, conn: Arc<ClientConn>) {
 
 /// Removes a call from its connection and sends a Cancel frame if it is dropped before its
 /// answer arrived.
-struct PendingCall {
-    conn: Arc<ClientConn>,
+struct PendingCall<'a> {
+    conn: &'a ClientConn,
     id: u64,
+    /// Whether the call's answer (or its connection's end) reached it: the reader took the call
+    /// out of `pending` before it sent either, so there is nothing left to remove.
+    answered: bool,
 }
 
-impl Drop for PendingCall {
+impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
-        // Answered calls (the reader removed them) ask the gate nothing.
+        if self.answered {
+            return;
+        }
+        // A call the reader removed meanwhile asks the gate nothing.
         if lock(&self.conn.pending).remove(self.id).is_none() {
             return;
         }
@@ -636,9 +642,10 @@ impl<N: Network> TcpTransport<N> {
             deadline.map(|d| d.saturating_duration_since(timer::now()));
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
-        let guard = PendingCall {
-            conn: conn.clone(),
+        let mut guard = PendingCall {
+            conn: &conn,
             id,
+            answered: false,
         };
         if let Err(e) = conn.outbox.send_request(request, conn.max_frame_bytes) {
             lock(&conn.pending).remove(id);
@@ -655,6 +662,7 @@ impl<N: Network> TcpTransport<N> {
             _ = &mut expired => return Err(SendError::Timeout),
             _ = cancelled => return Err(SendError::Cancelled),
         };
+        guard.answered = true;
         drop(guard);
         match answer {
             Ok(resp) => resp.result.map_err(SendError::Remote),
