@@ -296,10 +296,11 @@ mod tests {
         assert!(poll(&wa).is_pending());
         assert!(poll(&wa).is_pending(), "polled again by the same waker");
         assert!(poll(&wb).is_pending());
+        assert!(poll(&wa).is_pending(), "and by the first waker again");
         token.cancel();
         assert_eq!(
             (a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)),
-            (0, 1),
+            (1, 0),
             "the cancellation woke the latest poll's waker"
         );
         assert!(poll(&wa).is_ready());

@@ -218,21 +218,46 @@ async fn until_fired(mut sleep: Pin<&mut tokio::time::Sleep>) {
 
 /// A tokio timer for a call to keep across its waits (a simulated call's two legs and its
 /// deadline between them): [`sleep_on`] moves it to each wait's time in turn, so the call makes
-/// and drops one timer instead of one per wait. It is not armed until a wait first moves it.
+/// and drops one timer where it made one per wait. It is not armed until a wait first moves it
+/// (its own time, far off, is never waited for).
 pub(crate) fn kept() -> tokio::time::Sleep {
-    tokio::time::sleep_until(now())
+    tokio::time::sleep_until(now() + LONGEST_SLEEP)
 }
 
 /// [`sleep_until`] on a timer the caller keeps ([`kept`]), or forever without a deadline (as
-/// [`crate::framework::sleep_until_opt`]). The timer is moved to `deadline` when this is first
-/// polled, where a new timer would first be armed, so timers fire in the same order as new ones
-/// would; a wait without a deadline leaves it alone.
+/// [`crate::framework::sleep_until_opt`]; the timer is left alone). The timer is armed for
+/// `deadline` where a new timer would be: at this wait's first poll, after the same look at the
+/// task's budget, so tokio's timer wheel sees the same removals and insertions in the same order
+/// and fires timers in the same order. A timer that fired is moved (tokio takes it out of the
+/// wheel and puts it in again). So is one still armed for a later millisecond than `deadline`'s.
+/// One still armed for `deadline`'s millisecond or an earlier one is replaced by a new timer
+/// instead: tokio would leave it where it is and move it only when its old time came, after
+/// timers armed in between.
 pub(crate) async fn sleep_on(mut sleep: Pin<&mut tokio::time::Sleep>, deadline: Option<Instant>) {
     let Some(deadline) = deadline else {
         return std::future::pending().await;
     };
     let _busy = Busy::arm();
-    sleep.as_mut().reset(deadline);
+    // A task out of budget yields here, as a new timer's first poll would, before it is armed;
+    // the look spends nothing (tokio's `Sleep` spends the unit when it is polled below).
+    std::future::poll_fn(|cx| {
+        if tokio::task::coop::has_budget_remaining() {
+            Poll::Ready(())
+        } else {
+            tokio::task::coop::poll_proceed(cx).map(drop)
+        }
+    })
+    .await;
+    // tokio counts its wheel in whole milliseconds, rounded up: a deadline at least one
+    // millisecond before the armed one is in an earlier one.
+    let earlier = deadline
+        .checked_add(Duration::from_millis(1))
+        .is_some_and(|d| d <= sleep.deadline());
+    if sleep.is_elapsed() || earlier {
+        sleep.as_mut().reset(deadline);
+    } else {
+        sleep.set(tokio::time::sleep_until(deadline));
+    }
     until_fired(sleep).await
 }
 
@@ -328,6 +353,59 @@ mod tests {
         assert!(ours > 0, "the timers fired");
         assert_eq!(ours, tokios, "the budget is spent as tokio spends it");
         assert!(ours < 300, "the task's budget ran out, {ours} ready");
+    }
+
+    /// The order two tasks end their waits in: `a` abandons a wait for 10 ms at 1 ms and then
+    /// waits until 20 ms, on a kept timer (`kept`) or on new timers; `b` arms a timer for 20 ms
+    /// at 5 ms, between the two.
+    async fn wake_order(kept_path: bool) -> Vec<&'static str> {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let a_log = log.clone();
+        let a = tokio::spawn(async move {
+            if kept_path {
+                let kept_timer = kept();
+                tokio::pin!(kept_timer);
+                tokio::select! {
+                    biased;
+                    _ = sleep_on(kept_timer.as_mut(), Some(t + ms(10))) => {}
+                    _ = tokio::time::sleep(ms(1)) => {}
+                }
+                sleep_on(kept_timer.as_mut(), Some(t + ms(20))).await;
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = sleep_until(t + ms(10)) => {}
+                    _ = tokio::time::sleep(ms(1)) => {}
+                }
+                sleep_until(t + ms(20)).await;
+            }
+            a_log.lock().unwrap().push("a");
+        });
+        let b_log = log.clone();
+        let b = tokio::spawn(async move {
+            tokio::time::sleep_until(t + ms(5)).await;
+            tokio::time::sleep_until(t + ms(20)).await;
+            b_log.lock().unwrap().push("b");
+        });
+        let _ = (a.await, b.await);
+        let order = log.lock().unwrap().clone();
+        order
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_timer_moved_later_fires_in_the_order_a_new_timer_would() {
+        // Goal: moving a kept timer that is still armed to a later time puts it where a new
+        // timer armed at that moment would go (tokio would otherwise leave it in its old slot
+        // and move it only when that slot came due, after timers armed in between), so tasks
+        // wake in the same order. Method: the same two tasks with a kept timer and with new
+        // timers; the order they end in must match.
+        reset();
+        let with_new = wake_order(false).await;
+        let with_kept = wake_order(true).await;
+        assert_eq!(with_new.len(), 2);
+        assert_eq!(with_kept, with_new);
     }
 
     #[tokio::test(start_paused = true)]

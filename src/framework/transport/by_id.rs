@@ -5,8 +5,13 @@
 //! in about the order they came. [`ById`] keeps them in a ring sorted by id: a new id is pushed
 //! at the back, an id is found by binary search, and taking one out shifts only the entries on
 //! its shorter side (usually a few near the front). A `BTreeMap` of the same entries allocates
-//! and frees nodes as they come and go and walks them on every lookup; this was about 1% of a
-//! simulated run's instructions.
+//! and frees nodes as a connection's map empties and fills, and walks them on every lookup
+//! (0.3% of a simulated run's instructions at 2,000 requests/s).
+//!
+//! The ring holds at most what the connection has in flight: a server's side is capped by
+//! `TransportConfig::max_inflight_per_connection` (1,024 by default), and a peer that numbers
+//! its requests out of order makes each insert and remove shift up to half of those entries;
+//! the ring keeps its largest size until the connection ends.
 //!
 //! The order is the map's: ids sorted, so everything that walks the entries (a connection that
 //! closes wakes or cancels each one) does so in the order a `BTreeMap` would. Ids that arrive
