@@ -217,14 +217,12 @@ async fn until_fired(mut sleep: Pin<&mut tokio::time::Sleep>) {
 }
 
 /// A tokio timer for a call to keep across its waits (a simulated call's two legs and its
-/// deadline between them): [`sleep_on`] moves it to each wait's time in turn, so the call makes
-/// and drops one timer where it made one per wait. It is not armed until a wait first moves it
-/// (its own time, far off, is never waited for).
-pub(crate) fn kept() -> tokio::time::Sleep {
-    tokio::time::sleep_until(now() + LONGEST_SLEEP)
-}
+/// deadline between them), pinned where the call keeps it: [`sleep_on`] makes it at the first
+/// wait and moves it to each later wait's time in turn, so the call makes and drops one timer
+/// where it made one per wait. `None` until a wait with a deadline makes it.
+pub(crate) type Kept = Option<tokio::time::Sleep>;
 
-/// [`sleep_until`] on a timer the caller keeps ([`kept`]), or forever without a deadline (as
+/// [`sleep_until`] on a timer the caller keeps ([`Kept`]), or forever without a deadline (as
 /// [`crate::framework::sleep_until_opt`]; the timer is left alone). The timer is armed for
 /// `deadline` where a new timer would be: at this wait's first poll, after the same look at the
 /// task's budget, so tokio's timer wheel sees the same removals and insertions in the same order
@@ -233,32 +231,41 @@ pub(crate) fn kept() -> tokio::time::Sleep {
 /// One still armed for `deadline`'s millisecond or an earlier one is replaced by a new timer
 /// instead: tokio would leave it where it is and move it only when its old time came, after
 /// timers armed in between.
-pub(crate) async fn sleep_on(mut sleep: Pin<&mut tokio::time::Sleep>, deadline: Option<Instant>) {
+pub(crate) async fn sleep_on(mut kept: Pin<&mut Kept>, deadline: Option<Instant>) {
     let Some(deadline) = deadline else {
         return std::future::pending().await;
     };
     let _busy = Busy::arm();
-    // A task out of budget yields here, as a new timer's first poll would, before it is armed;
-    // the look spends nothing (tokio's `Sleep` spends the unit when it is polled below).
-    std::future::poll_fn(|cx| {
-        if tokio::task::coop::has_budget_remaining() {
-            Poll::Ready(())
-        } else {
-            tokio::task::coop::poll_proceed(cx).map(drop)
-        }
-    })
-    .await;
     // tokio counts its wheel in whole milliseconds, rounded up: a deadline at least one
     // millisecond before the armed one is in an earlier one.
-    let earlier = deadline
-        .checked_add(Duration::from_millis(1))
-        .is_some_and(|d| d <= sleep.deadline());
-    if sleep.is_elapsed() || earlier {
-        sleep.as_mut().reset(deadline);
+    let moves = kept.as_mut().as_pin_mut().is_some_and(|sleep| {
+        let earlier = deadline
+            .checked_add(Duration::from_millis(1))
+            .is_some_and(|d| d <= sleep.deadline());
+        sleep.is_elapsed() || earlier
+    });
+    if moves {
+        // A task out of budget yields here, as a new timer's first poll would, before it is
+        // armed; the look spends nothing (tokio's `Sleep` spends the unit when it is polled).
+        std::future::poll_fn(|cx| {
+            if tokio::task::coop::has_budget_remaining() {
+                Poll::Ready(())
+            } else {
+                tokio::task::coop::poll_proceed(cx).map(drop)
+            }
+        })
+        .await;
+        if let Some(sleep) = kept.as_mut().as_pin_mut() {
+            sleep.reset(deadline);
+        }
     } else {
-        sleep.set(tokio::time::sleep_until(deadline));
+        // A new timer (the old one, if any, is dropped now, as a wait's own timer was when the
+        // wait ended), armed at its first poll as any is.
+        kept.set(Some(tokio::time::sleep_until(deadline)));
     }
-    until_fired(sleep).await
+    if let Some(sleep) = kept.as_pin_mut() {
+        until_fired(sleep).await
+    }
 }
 
 /// Runs `future` for at most `duration`, as work in flight.
@@ -356,7 +363,7 @@ mod tests {
     }
 
     /// The order two tasks end their waits in: `a` abandons a wait for 10 ms at 1 ms and then
-    /// waits until 20 ms, on a kept timer (`kept`) or on new timers; `b` arms a timer for 20 ms
+    /// waits until 20 ms, on a kept timer ([`Kept`]) or on new timers; `b` arms a timer for 20 ms
     /// at 5 ms, between the two.
     async fn wake_order(kept_path: bool) -> Vec<&'static str> {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -365,7 +372,7 @@ mod tests {
         let a_log = log.clone();
         let a = tokio::spawn(async move {
             if kept_path {
-                let kept_timer = kept();
+                let kept_timer: Kept = None;
                 tokio::pin!(kept_timer);
                 tokio::select! {
                     biased;
@@ -415,7 +422,7 @@ mod tests {
         // Method: wait 5 ms on it; then a wait for 100 ms that a 10 ms sleep beats (the timer
         // is left armed for later); then a wait for 3 ms, which must not wait for the 100.
         reset();
-        let kept_timer = kept();
+        let kept_timer: Kept = None;
         tokio::pin!(kept_timer);
         let start = Instant::now();
         let ms = Duration::from_millis;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::dist::Dist;
@@ -315,7 +315,7 @@ impl ModelTransport {
 
 /// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
 /// is the call's wait for its cancellation, made once for both its legs and the call between
-/// them ([`TcpTransport::call`]); `kept_timer` is the call's one timer ([`timer::kept`]), moved to
+/// them ([`TcpTransport::call`]); `kept_timer` is the call's one timer ([`timer::Kept`]), moved to
 /// the leg's end.
 // Not an `async fn`: one would keep a second copy of each argument in its future, and this
 // future is held in every call's.
@@ -326,7 +326,7 @@ fn travel<'a, 'c>(
     (from, to): (&'a Party, &'a Party),
     deadline: Option<Instant>,
     mut cancelled: Pin<&'a mut WaitForCancellationFuture<'c>>,
-    mut kept_timer: Pin<&'a mut Sleep>,
+    mut kept_timer: Pin<&'a mut timer::Kept>,
 ) -> impl Future<Output = Result<(), SendError>> + use<'a, 'c> {
     async move {
         loop {
@@ -414,7 +414,7 @@ impl Transport for ModelTransport {
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             // One timer for the legs and the deadline between them, moved from wait to wait.
-            let kept_timer = timer::kept();
+            let kept_timer: timer::Kept = None;
             tokio::pin!(kept_timer);
             let Shared { inner, model, me } = &*shared;
             let (there, back) = ((me, &to.party), (&to.party, me));

@@ -85,9 +85,7 @@ impl<V> ById<V> {
 
     /// Drops every entry, in id order.
     pub(super) fn clear(&mut self) {
-        while let Some(entry) = self.entries.pop_front() {
-            drop(entry);
-        }
+        while self.entries.pop_front().is_some() {}
     }
 }
 

@@ -597,7 +597,7 @@ impl<N: Network> TcpTransport<N> {
         async move {
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
-            let kept_timer = timer::kept();
+            let kept_timer: timer::Kept = None;
             tokio::pin!(kept_timer);
             self.call(&addr, &mut request, deadline, cancelled, kept_timer)
                 .await
@@ -610,7 +610,7 @@ impl<N: Network> TcpTransport<N> {
     /// `deadline_remaining`) and the wait: a caller that also waits for the cancellation while
     /// the call travels (the simulation's network model) makes one wait, not two, and holds
     /// this future in its own instead of in a box of its own. The deadline is waited for on
-    /// `kept_timer` ([`timer::kept`]), which the caller may move on to its own waits after
+    /// `kept_timer` ([`timer::Kept`]), which the caller may move on to its own waits after
     /// this one.
     pub(crate) async fn call(
         &self,
@@ -618,7 +618,7 @@ impl<N: Network> TcpTransport<N> {
         request: &mut RequestFrame,
         deadline: Option<Instant>,
         mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-        kept_timer: Pin<&mut tokio::time::Sleep>,
+        kept_timer: Pin<&mut timer::Kept>,
     ) -> Result<Bytes, SendError> {
         let expired = timer::sleep_on(kept_timer, deadline);
         tokio::pin!(expired);
