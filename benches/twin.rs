@@ -10,9 +10,11 @@
 //! ceiling for a scenario of that shape: what windtunnel adds (the framework, the network
 //! model, the recorder, faults, checks) is the difference.
 //!
-//! Usage: `cargo bench --bench twin [-- RATE SIM_SECONDS]`. With no arguments it measures
-//! 200/s and 2,000/s for 60 s each, then the idle hour. windtunnel runs as `run` does, skipping
-//! idle time (a loaded run has none to skip). Prints one line per measurement; the ratio is
+//! Usage: `cargo bench --bench twin [-- [--pairs N] [RATE SIM_SECONDS]]`. With no rate it
+//! measures 200/s and 2,000/s for 60 s each, then the idle hour. windtunnel runs as `run` does,
+//! skipping idle time (a loaded run has none to skip). Each measurement is taken `N` times (3
+//! unless told), the twin and windtunnel alternating, since a shared machine's wall times swing
+//! from one run to the next. Prints one line per pair, then the median and range; the ratio is
 //! the twin's wall time over windtunnel's (1.0: as fast as bare turmoil).
 
 use std::cell::RefCell;
@@ -176,18 +178,38 @@ fn windtunnel_run(rate: &str, duration: &str) -> Option<(Duration, u64, f64)> {
     Some((Duration::from_secs_f64(s.wall_seconds), sent, s.speedup))
 }
 
-fn compare(rate: u64, secs: u64) {
-    let (bare, answered) = twin(rate, secs);
-    let (rate_s, secs_s) = (format!("{rate}/s"), format!("{secs}s"));
-    let Some((ours, sent, _)) = windtunnel_run(&rate_s, &secs_s) else {
-        return;
+/// The median and the range of `values`, which is not empty.
+fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
     };
+    (median, values[0], values[n - 1])
+}
+
+fn compare(rate: u64, secs: u64, pairs: usize) {
+    let (rate_s, secs_s) = (format!("{rate}/s"), format!("{secs}s"));
+    let mut ratios = Vec::new();
+    for pair in 1..=pairs {
+        let (bare, answered) = twin(rate, secs);
+        let Some((ours, sent, _)) = windtunnel_run(&rate_s, &secs_s) else {
+            return;
+        };
+        let ratio = bare.as_secs_f64() / ours.as_secs_f64().max(1e-9);
+        ratios.push(ratio);
+        println!(
+            "{rate}/s for {secs} s, pair {pair}/{pairs}: bare twin {:.2} s ({answered} answered), \
+             windtunnel {:.2} s ({sent} sent): ratio {ratio:.2}",
+            bare.as_secs_f64(),
+            ours.as_secs_f64(),
+        );
+    }
+    let (median, min, max) = spread(&mut ratios);
     println!(
-        "{rate}/s for {secs} s: bare twin {:.2} s ({answered} answered), windtunnel {:.2} s \
-         ({sent} sent): ratio {:.2}",
-        bare.as_secs_f64(),
-        ours.as_secs_f64(),
-        bare.as_secs_f64() / ours.as_secs_f64().max(1e-9)
+        "{rate}/s for {secs} s: ratio {median:.2}, the median of {pairs} ({min:.2} to {max:.2})"
     );
 }
 
@@ -196,22 +218,67 @@ fn compare(rate: u64, secs: u64) {
 #[global_allocator]
 static ALLOC: windtunnel::alloc::MallocAligned = windtunnel::alloc::MallocAligned;
 
+/// What the command line asked for: pairs per measurement, and a rate and a length if given.
+fn arguments() -> Result<(usize, Option<(u64, u64)>), String> {
+    let mut pairs = 3;
+    let mut numbers = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--pairs" {
+            let value = args.next().unwrap_or_default();
+            pairs = match value.parse() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(format!(
+                        "--pairs: expected a whole number above 0, found {value:?}"
+                    ))
+                }
+            };
+        } else if let Ok(n) = arg.parse::<u64>() {
+            numbers.push(n);
+        } else if arg != "--bench" {
+            return Err(format!(
+                "unexpected argument {arg:?}: usage: twin [--pairs N] [RATE SIM_SECONDS]"
+            ));
+        }
+    }
+    match numbers[..] {
+        [] => Ok((pairs, None)),
+        [rate, secs] => Ok((pairs, Some((rate, secs)))),
+        _ => Err(
+            "expected a rate and a length in seconds (RATE SIM_SECONDS), or neither".to_string(),
+        ),
+    }
+}
+
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    if let [rate, secs, ..] = args[..] {
-        compare(rate, secs);
+    let (pairs, only) = match arguments() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("twin: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some((rate, secs)) = only {
+        compare(rate, secs, pairs);
         return;
     }
-    compare(200, 60);
-    compare(2000, 60);
-    if let Some((wall, sent, speedup)) = windtunnel_run("0.1/s", "1h") {
+    compare(200, 60, pairs);
+    compare(2000, 60, pairs);
+    let mut speedups = Vec::new();
+    for pair in 1..=pairs {
+        let Some((wall, sent, speedup)) = windtunnel_run("0.1/s", "1h") else {
+            return;
+        };
+        speedups.push(speedup);
         println!(
-            "0.1/s for 1 h, skipping idle time: windtunnel {:.2} s ({sent} sent): {speedup:.0}x \
-             real time",
+            "0.1/s for 1 h, skipping idle time, run {pair}/{pairs}: windtunnel {:.2} s ({sent} \
+             sent): {speedup:.0}x real time",
             wall.as_secs_f64()
         );
     }
+    let (median, min, max) = spread(&mut speedups);
+    println!(
+        "0.1/s for 1 h: {median:.0}x real time, the median of {pairs} ({min:.0}x to {max:.0}x)"
+    );
 }
