@@ -5,8 +5,8 @@
 //! the system allocator for an over-aligned block. glibc serves those with `posix_memalign`,
 //! which bypasses its per-thread caches and splits a larger block each time: about 600
 //! instructions a spawn, and about 150 more to free it, where a cached `malloc` of the same
-//! size costs a few dozen. A simulation spawns several tasks per request (docs/figures.md, "Speed
-//! against bare turmoil"), so [`MallocAligned`] takes such blocks from `malloc` with room to
+//! size costs a few dozen. A simulation spawns several tasks per request (docs/figures.md, the
+//! eighth pass), so [`MallocAligned`] takes such blocks from `malloc` with room to
 //! align them, and frees them the same way.
 //!
 //! The `windtunnel` binary and every bench install it; the library does not, so a program
