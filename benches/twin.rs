@@ -182,16 +182,17 @@ fn windtunnel_run(rate: &str, duration: &str) -> Option<(Duration, u64, f64)> {
     Some((Duration::from_secs_f64(s.wall_seconds), sent, s.speedup))
 }
 
-/// The median and the range of `values`, which is not empty.
-fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+/// The median and the range of `values`; `None` when there are none.
+fn spread(values: &mut [f64]) -> Option<(f64, f64, f64)> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
+    let (min, max) = (*values.first()?, *values.last()?);
     let median = if n % 2 == 1 {
         values[n / 2]
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     };
-    (median, values[0], values[n - 1])
+    Some((median, min, max))
 }
 
 fn compare(rate: u64, secs: u64, pairs: usize) {
@@ -219,11 +220,10 @@ fn compare(rate: u64, secs: u64, pairs: usize) {
             ours.as_secs_f64(),
         );
     }
-    if ratios.is_empty() {
-        return;
-    }
     let n = ratios.len();
-    let (median, min, max) = spread(&mut ratios);
+    let Some((median, min, max)) = spread(&mut ratios) else {
+        return;
+    };
     println!("{rate}/s for {secs} s: ratio {median:.2}, the median of {n} ({min:.2} to {max:.2})");
 }
 
@@ -322,10 +322,9 @@ fn main() {
             wall.as_secs_f64()
         );
     }
-    if speedups.is_empty() {
-        return;
-    }
     let n = speedups.len();
-    let (median, min, max) = spread(&mut speedups);
+    let Some((median, min, max)) = spread(&mut speedups) else {
+        return;
+    };
     println!("0.1/s for 1 h: {median:.0}x real time, the median of {n} ({min:.0}x to {max:.0}x)");
 }
