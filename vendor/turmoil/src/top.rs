@@ -28,21 +28,6 @@ pub(crate) struct Topology {
     now: Instant,
 }
 
-thread_local! {
-    /// The latency of the next message this thread sends on a healthy link, if set
-    /// (windtunnel patch).
-    static NEXT_LATENCY: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
-}
-
-/// Sets the latency of the next message this thread sends (windtunnel patch): the next segment
-/// or datagram enqueued on a healthy link is delivered after `latency` instead of the link's
-/// drawn latency (which is still drawn, so the simulation's random numbers stay as they were).
-/// `None` clears it. A held or broken link treats the message as it would any other, and the
-/// setting is used up either way. For software that models each message's latency itself.
-pub fn set_next_message_latency(latency: Option<Duration>) {
-    NEXT_LATENCY.with(|next| next.set(latency));
-}
-
 /// Where a paused tokio clock at `now` stops after a runtime sleeps `d` on it (windtunnel
 /// patch). The clock sits on a whole millisecond of the runtime's timer wheel; the wheel rounds
 /// the sleep's end up to the next one, and tokio cuts a sleep at about 30 years. The network's
@@ -430,12 +415,10 @@ impl Link {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
-        let chosen = NEXT_LATENCY.with(std::cell::Cell::take);
         let state = self.get_state_for_message(src.ip(), dst.ip());
         let status = match state {
             State::Healthy => {
                 let delay = self.delay(global_config.latency(), rand);
-                let delay = chosen.unwrap_or(delay);
                 DeliveryStatus::DeliverAfter(self.now + delay)
             }
             // Only A->B is blocked, so B can send, so we can send if src is B
