@@ -400,17 +400,6 @@ impl StreamSocket {
     fn buffer(&mut self, seq: u64, segment: SequencedSegment) -> Result<(), Protocol> {
         use mpsc::error::TrySendError::*;
 
-        // Not sequenced (windtunnel patch): delivered as it arrives. The writer's flow control
-        // keeps the channel from filling (a segment is sent only with a credit, given back
-        // when it is read).
-        if seq == 0 {
-            return match self.sender.try_send(segment) {
-                Ok(()) => Ok(()),
-                Err(Closed(_)) => Err(Protocol::Tcp(Segment::Rst)),
-                Err(Full(_)) => Err(Protocol::Tcp(Segment::Rst)),
-            };
-        }
-
         let exists = self.buf.insert(seq, segment);
 
         assert!(exists.is_none(), "duplicate segment {seq}");
@@ -500,11 +489,6 @@ impl Tcp {
 
     // Ideally, we could "write through" the tcp software, but this is necessary
     // due to borrowing the world to access the mut host and for sending.
-    /// Whether the stream `pair` is open (windtunnel patch).
-    pub(crate) fn has_stream(&self, pair: SocketPair) -> bool {
-        self.sockets.contains_key(&pair)
-    }
-
     pub(crate) fn assign_send_seq(&mut self, pair: SocketPair) -> Option<u64> {
         let sock = self.sockets.get_mut(&pair)?;
         Some(sock.assign_seq())
