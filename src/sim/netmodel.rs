@@ -150,6 +150,9 @@ pub struct NetModel {
     active: ActiveSet<Bend>,
     /// Address (`host:port`) -> the instance listening there.
     parties: Mutex<BTreeMap<String, Arc<Placed>>>,
+    /// The name a transport proves itself under -> the party it is (for answers, which know
+    /// their caller by that name).
+    names: Mutex<BTreeMap<String, Party>>,
 }
 
 /// An instance where it listens: what a call to it holds while it travels, one count for both
@@ -168,6 +171,7 @@ impl NetModel {
             tick,
             active: ActiveSet::default(),
             parties: Mutex::new(BTreeMap::new()),
+            names: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -182,6 +186,14 @@ impl NetModel {
 
     fn party_at(&self, addr: &str) -> Option<Arc<Placed>> {
         lock(&self.parties).get(addr).cloned()
+    }
+
+    /// The party whose transport proves itself as `name` (a load generator if none does).
+    fn party_named(&self, name: &str) -> Party {
+        lock(&self.names)
+            .get(name)
+            .cloned()
+            .unwrap_or(Party::Client)
     }
 
     /// Starts fault `id`'s effect on the network, if it has one.
@@ -277,6 +289,8 @@ struct Shared {
     inner: TcpTransport<Turmoil>,
     model: Arc<NetModel>,
     me: Party,
+    /// The stream the legs of this party's answers are drawn from, in the order it answers.
+    answers: Mutex<ChaCha8Rng>,
 }
 
 impl ModelTransport {
@@ -302,81 +316,117 @@ impl ModelTransport {
             credential: Some(credential),
             ..TransportConfig::default()
         };
+        lock(&model.names).insert(name.to_string(), me.clone());
         ModelTransport {
             shared: Arc::new(Shared {
                 inner: TcpTransport::new(config),
                 model,
                 me,
+                answers: Mutex::new(ids::stream(seed, &format!("net-answers/{name}"))),
             }),
             rng: Mutex::new(ids::stream(seed, &format!("net/{name}"))),
         }
     }
 }
 
-/// Waits out one leg; `Err` when the call's deadline or cancellation comes first. `cancelled`
-/// is the call's wait for its cancellation, made once for both its legs and the call between
-/// them ([`TcpTransport::call`]); `kept_timer` is the call's one timer ([`timer::Kept`]), moved to
-/// the leg's end.
+/// Plans a request's leg and returns its latency, for the network to carry it that long; a
+/// held leg waits here a tick at a time and is planned again, and a lost one never leaves (the
+/// call waits for its deadline, as it would for a lost packet). `Err` when the call's deadline
+/// or cancellation comes first. `cancelled` is the call's wait for its cancellation, made once
+/// for the leg and the call ([`TcpTransport::call`]); `kept_timer` is the call's one timer
+/// ([`timer::Kept`]).
 // Not an `async fn`: one would keep a second copy of each argument in its future, and this
 // future is held in every call's.
 #[allow(clippy::manual_async_fn)]
-fn travel<'a, 'c>(
+fn depart<'a, 'c>(
     model: &'a NetModel,
     rng: &'a mut ChaCha8Rng,
     (from, to): (&'a Party, &'a Party),
     deadline: Option<Instant>,
     mut cancelled: Pin<&'a mut WaitForCancellationFuture<'c>>,
     mut kept_timer: Pin<&'a mut timer::Kept>,
-) -> impl Future<Output = Result<(), SendError>> + use<'a, 'c> {
+) -> impl Future<Output = Result<Duration, SendError>> + use<'a, 'c> {
     async move {
         loop {
-            let leg = model.plan(from, to, rng);
-            let Some((arrives, armed)) = leg_timers(model, leg, deadline) else {
-                return Ok(());
+            let wait = match model.plan(from, to, rng) {
+                Leg::After(latency) => return Ok(latency),
+                Leg::Held => model.tick,
+                Leg::Lost => Duration::MAX,
             };
-            let held = leg == Leg::Held;
+            let (ends, armed) = wait_timers(model, wait, deadline);
             tokio::select! {
                 biased;
-                _ = timer::sleep_on(kept_timer.as_mut(), arrives) => {}
+                _ = timer::sleep_on(kept_timer.as_mut(), ends) => {}
                 _ = sleep_until_opt(armed) => return Err(SendError::Timeout),
                 _ = cancelled.as_mut() => return Err(SendError::Cancelled),
-            }
-            if !held {
-                return Ok(());
             }
         }
     }
 }
 
-/// When a leg ends (`None` for a lost leg: never) and the deadline to arm while it travels, if
-/// any; `None` when the leg takes no time at all.
-fn leg_timers(
+/// When a wait of `wait` for a held or lost message ends (`None` for a lost one: never), and
+/// the deadline to arm meanwhile, if any.
+fn wait_timers(
     model: &NetModel,
-    leg: Leg,
+    wait: Duration,
     deadline: Option<Instant>,
-) -> Option<(Option<Instant>, Option<Instant>)> {
-    let wait = match leg {
-        // turmoil's own delivery adds at most one tick per round trip on top of this (which
-        // leg pays it depends on host order), so the model waits the full latency.
-        Leg::After(latency) => latency,
-        Leg::Held => model.tick,
-        Leg::Lost => Duration::MAX,
-    };
-    if wait.is_zero() {
-        return None;
-    }
+) -> (Option<Instant>, Option<Instant>) {
     let now = timer::now();
-    let arrives = now.checked_add(wait).filter(|_| wait != Duration::MAX);
-    // The deadline needs a timer only if it can come before the leg ends or together with it:
-    // a deadline later than the leg's end by a tick and two timer slots would fire only after
-    // this wait was over and its timer dropped, so it is not armed (most legs).
+    let ends = now.checked_add(wait).filter(|_| wait != Duration::MAX);
+    // The deadline needs a timer only if it can come before the wait ends or together with it:
+    // a deadline later than the wait's end by a tick and two timer slots would fire only after
+    // this wait was over and its timer dropped, so it is not armed.
     let margin = model.tick + Duration::from_millis(2);
     let armed = deadline.filter(|d| {
-        arrives
-            .and_then(|at| at.checked_add(margin))
+        ends.and_then(|at| at.checked_add(margin))
             .is_none_or(|late| *d < late)
     });
-    Some((arrives, armed))
+    (ends, armed)
+}
+
+impl Shared {
+    /// Plans the leg of an answer from this party to `to`.
+    fn plan_answer(&self, to: &Party) -> Leg {
+        self.model.plan(&self.me, to, &mut lock(&self.answers))
+    }
+
+    /// Sends an answer whose leg was planned `leg`: after its latency, never (lost), or once
+    /// a hold ends (planned again every tick).
+    fn answer(self: &Arc<Self>, responder: &Responder, to: Party, leg: Leg, result: AnswerResult) {
+        match leg {
+            Leg::After(latency) => {
+                if let Err(result) = self.inner.respond_after(responder, result, latency) {
+                    // Frames are queued on the connection: the answer waits its latency out
+                    // and leaves with them.
+                    let (shared, responder) = (self.clone(), responder.clone());
+                    spawn_in_runtime(async move {
+                        timer::sleep(latency).await;
+                        shared.inner.respond(&responder, result);
+                    });
+                }
+            }
+            Leg::Lost => self.inner.drop_response(responder),
+            Leg::Held => {
+                let (shared, responder) = (self.clone(), responder.clone());
+                spawn_in_runtime(async move {
+                    timer::sleep(shared.model.tick).await;
+                    let leg = shared.plan_answer(&to);
+                    shared.answer(&responder, to, leg, result);
+                });
+            }
+        }
+    }
+}
+
+/// What an answer carries.
+type AnswerResult = Result<Bytes, crate::framework::Error>;
+
+/// Runs `task` on the current runtime; outside one (a runtime shutting down) it is dropped,
+/// as the runtime would drop it.
+fn spawn_in_runtime(task: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
+    }
 }
 
 impl Transport for ModelTransport {
@@ -389,7 +439,10 @@ impl Transport for ModelTransport {
     }
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, crate::framework::Error>) {
-        self.shared.inner.respond(responder, result)
+        // The answer's leg, planned as it leaves, from the stream of this party's answers.
+        let to = self.shared.model.party_named(responder.peer_name());
+        let leg = self.shared.plan_answer(&to);
+        self.shared.answer(responder, to, leg, result);
     }
 
     fn send(
@@ -416,33 +469,28 @@ impl Transport for ModelTransport {
             // One timer for the legs and the deadline between them, moved from wait to wait.
             let kept_timer: timer::Kept = None;
             tokio::pin!(kept_timer);
-            let Shared { inner, model, me } = &*shared;
-            let (there, back) = ((me, &to.party), (&to.party, me));
-            travel(
+            let Shared {
+                inner, model, me, ..
+            } = &*shared;
+            let latency = depart(
                 model,
                 &mut rng,
-                there,
+                (me, &to.party),
                 deadline,
                 cancelled.as_mut(),
                 kept_timer.as_mut(),
             )
             .await?;
-            let answer = inner
+            inner
                 .call(
                     &to.addr,
                     &mut request,
                     deadline,
-                    cancelled.as_mut(),
-                    kept_timer.as_mut(),
+                    cancelled,
+                    kept_timer,
+                    Some(latency),
                 )
-                .await;
-            match &answer {
-                Ok(_) | Err(SendError::Remote(_)) => {
-                    travel(model, &mut rng, back, deadline, cancelled, kept_timer).await?;
-                }
-                _ => {}
-            }
-            answer
+                .await
         })
     }
 

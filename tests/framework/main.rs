@@ -9,5 +9,6 @@ mod failures;
 mod fanout;
 mod hostile;
 mod mechanisms;
+mod overtaking;
 mod storage;
 mod support;

@@ -219,13 +219,32 @@ impl Outbox {
     /// Queues `frame` for the writer task. For frames sent where the write half may not be
     /// usable (a drop guard may run outside the task's runtime).
     fn push(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
-        self.put(|buf| encode_frame(frame, buf, max_frame_bytes), false)
+        self.put(|buf| encode_frame(frame, buf, max_frame_bytes), false, None)
+            .map(drop)
     }
 
     /// Sends `frame` now if nothing is queued before it and the socket takes it whole;
     /// otherwise queues it for the writer task. Called from a task of the connection's runtime.
     fn send(&self, frame: &Frame, max_frame_bytes: usize) -> Result<(), super::FrameError> {
-        self.put(|buf| encode_frame(frame, buf, max_frame_bytes), true)
+        self.put(|buf| encode_frame(frame, buf, max_frame_bytes), true, None)
+            .map(drop)
+    }
+
+    /// [`Outbox::send`] for a frame that is to arrive `latency` after it leaves (a simulated
+    /// network's model of the message, [`turmoil::set_next_message_latency`]): sent now if
+    /// nothing is queued before it; `Ok(false)`, with nothing sent or queued, if something is
+    /// (the frame would leave later, with the queue, and without its own latency).
+    fn send_after(
+        &self,
+        frame: &Frame,
+        max_frame_bytes: usize,
+        latency: Duration,
+    ) -> Result<bool, super::FrameError> {
+        self.put(
+            |buf| encode_frame(frame, buf, max_frame_bytes),
+            true,
+            Some(latency),
+        )
     }
 
     /// [`Outbox::send`] for a request frame, encoded from where the call keeps it.
@@ -233,49 +252,66 @@ impl Outbox {
         &self,
         request: &RequestFrame,
         max_frame_bytes: usize,
-    ) -> Result<(), super::FrameError> {
+        latency: Option<Duration>,
+    ) -> Result<bool, super::FrameError> {
         self.put(
             |buf| encode_request_frame(request, buf, max_frame_bytes),
             true,
+            latency,
         )
+    }
+
+    /// Whether nothing is queued, so a frame sent now goes out at once.
+    fn is_idle(&self) -> bool {
+        let state = lock(&self.state);
+        state.buf.is_empty() && state.writer.is_some()
     }
 
     /// Encodes a frame into the queue with `encode`; with `may_write`, writes it at once when
     /// the queue was empty and no frame was written that way this instant. Wakes the writer
-    /// for whatever is left queued.
+    /// for whatever is left queued. A frame with a `latency` of its own is written at once or
+    /// not at all: `Ok(false)`, nothing encoded, when the queue holds frames before it.
     fn put(
         &self,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), super::FrameError>,
         may_write: bool,
-    ) -> Result<(), super::FrameError> {
+        latency: Option<Duration>,
+    ) -> Result<bool, super::FrameError> {
         if self.is_closed() {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
         }
         let mut state = lock(&self.state);
+        if latency.is_some() && (!state.buf.is_empty() || state.writer.is_none()) {
+            return Ok(false);
+        }
         // Only when nothing is queued: then the writer task waits on `notify`, not on the
         // socket, and a write here cannot take its place as the socket's waiter. And only once
-        // an instant: the rest of a burst is left for the writer to send in one write.
+        // an instant: the rest of a burst is left for the writer to send in one write (a frame
+        // with its own latency goes alone, whenever it is sent).
         let direct = (may_write && state.buf.is_empty())
             .then(timer::now)
-            .filter(|now| state.wrote_directly != Some(*now));
+            .filter(|now| latency.is_some() || state.wrote_directly != Some(*now));
         encode(&mut state.buf)?;
         if let Some(now) = direct {
             state.wrote_directly = Some(now);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match state.write_queued(&mut cx) {
-                Poll::Ready(Ok(())) => return Ok(()),
+            turmoil::set_next_message_latency(latency);
+            let wrote = state.write_queued(&mut cx);
+            turmoil::set_next_message_latency(None);
+            match wrote {
+                Poll::Ready(Ok(())) => return Ok(true),
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "write failed; closing connection");
                     drop(state);
                     self.close();
-                    return Ok(());
+                    return Ok(true);
                 }
                 Poll::Pending => {}
             }
         }
         drop(state);
         self.notify.notify_one();
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -409,6 +445,11 @@ impl Drop for PendingCall<'_> {
 #[derive(Debug)]
 struct ServerConn {
     outbox: Arc<Outbox>,
+    /// The name the caller proved itself under in the handshake.
+    peer_name: Arc<str>,
+    /// Cancels of requests not seen (yet): a request may arrive after its cancel when the
+    /// network carries each message for its own latency. Bounded.
+    early_cancels: Mutex<std::collections::VecDeque<u64>>,
     inflight: Mutex<ById<(CancellationToken, Arc<AtomicBool>)>>,
     max_frame_bytes: usize,
 }
@@ -427,6 +468,13 @@ impl ServerConn {
 pub struct Responder {
     conn: Arc<ServerConn>,
     id: u64,
+}
+
+impl Responder {
+    /// The name the caller proved itself under when it connected.
+    pub(crate) fn peer_name(&self) -> &str {
+        &self.conn.peer_name
+    }
 }
 
 /// A [`Transport`] over TCP on network `N` ([`super::Turmoil`] or [`super::Tokio`]).
@@ -599,7 +647,7 @@ impl<N: Network> TcpTransport<N> {
             tokio::pin!(cancelled);
             let kept_timer: timer::Kept = None;
             tokio::pin!(kept_timer);
-            self.call(&addr, &mut request, deadline, cancelled, kept_timer)
+            self.call(&addr, &mut request, deadline, cancelled, kept_timer, None)
                 .await
         }
     }
@@ -619,6 +667,7 @@ impl<N: Network> TcpTransport<N> {
         deadline: Option<Instant>,
         mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
         kept_timer: Pin<&mut timer::Kept>,
+        latency: Option<Duration>,
     ) -> Result<Bytes, SendError> {
         let expired = timer::sleep_on(kept_timer, deadline);
         tokio::pin!(expired);
@@ -636,10 +685,23 @@ impl<N: Network> TcpTransport<N> {
             _ = &mut expired => return Err(SendError::Timeout),
             _ = cancelled.as_mut() => return Err(SendError::Cancelled),
         };
+        // A request with a latency of its own leaves now and the network carries it that long,
+        // unless frames are queued on the connection before it: then it waits its latency out
+        // here and leaves with them.
+        let mut latency = latency;
+        if let Some(wait) = latency.filter(|_| !conn.outbox.is_idle()) {
+            latency = None;
+            tokio::select! {
+                _ = timer::sleep(wait) => {}
+                _ = &mut expired => return Err(SendError::Timeout),
+                _ = cancelled.as_mut() => return Err(SendError::Cancelled),
+            }
+        }
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
-        request.headers.deadline_remaining =
-            deadline.map(|d| d.saturating_duration_since(timer::now()));
+        // What is left of the deadline when the request arrives.
+        let arrives = timer::now() + latency.unwrap_or_default();
+        request.headers.deadline_remaining = deadline.map(|d| d.saturating_duration_since(arrives));
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
         let mut guard = PendingCall {
@@ -647,7 +709,18 @@ impl<N: Network> TcpTransport<N> {
             id,
             answered: false,
         };
-        if let Err(e) = conn.outbox.send_request(request, conn.max_frame_bytes) {
+        let sent = match conn
+            .outbox
+            .send_request(request, conn.max_frame_bytes, latency)
+        {
+            // Not taken with its latency (cannot happen: nothing was queued a moment ago, and
+            // nothing can be queued without this task running): sent with the queue instead.
+            Ok(false) => conn
+                .outbox
+                .send_request(request, conn.max_frame_bytes, None),
+            other => other,
+        };
+        if let Err(e) = sent {
             lock(&conn.pending).remove(id);
             return Err(match e {
                 super::FrameError::TooLarge { .. } => SendError::TooLarge(e.to_string()),
@@ -764,37 +837,37 @@ async fn accept_loop<N: Network>(
         tokio::spawn(async move {
             let shook = handshake(&transport, &credential, &mut stream, &peer).await;
             drop(handshaking);
-            if !shook {
+            let Some(peer_name) = shook else {
                 return;
-            }
+            };
             let Ok(slot) = slots.try_acquire_owned() else {
                 tracing::warn!(%peer, "connection limit reached; closing the new connection");
                 return;
             };
-            serve_conn(transport, &credential, stream, peer, inlet).await;
+            serve_conn(transport, &credential, stream, peer, peer_name, inlet).await;
             drop(slot);
         });
     }
 }
 
-/// The server's side of the handshake; false (the refusal counted and logged) when the peer
-/// did not prove it holds the key.
+/// The server's side of the handshake: the name the peer proved itself under, or `None` (the
+/// refusal counted and logged) when it did not prove it holds the key.
 async fn handshake<N: Network>(
     transport: &TcpTransport<N>,
     credential: &Credential,
     stream: &mut N::Stream,
     peer: &str,
-) -> bool {
+) -> Option<Arc<str>> {
     let timeout = transport.inner.config.handshake_timeout;
     match credential.server_handshake(stream, timeout).await {
-        Ok(_) => true,
+        Ok(name) => Some(name.into()),
         Err(e) => {
             transport
                 .inner
                 .handshakes_refused
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, error = %e, "handshake refused; closing connection");
-            false
+            None
         }
     }
 }
@@ -806,6 +879,7 @@ async fn serve_conn<N: Network>(
     credential: &Credential,
     stream: N::Stream,
     peer: String,
+    peer_name: Arc<str>,
     inlet: Inlet,
 ) {
     let config = &transport.inner.config;
@@ -814,6 +888,8 @@ async fn serve_conn<N: Network>(
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
         outbox: Outbox::new(Box::new(w)),
+        peer_name,
+        early_cancels: Mutex::new(std::collections::VecDeque::new()),
         inflight: Mutex::new(ById::default()),
         max_frame_bytes,
     });
@@ -864,9 +940,16 @@ async fn serve_conn<N: Network>(
                 tokio::task::consume_budget().await;
             }
             Some(Ok(Frame::Cancel { id })) => {
-                if let Some((token, by_peer)) = lock(&conn.inflight).remove(id) {
+                let found = lock(&conn.inflight).remove(id);
+                if let Some((token, by_peer)) = found {
                     by_peer.store(true, Ordering::Relaxed);
                     token.cancel();
+                } else {
+                    let mut early = lock(&conn.early_cancels);
+                    if early.len() >= config.max_inflight_per_connection.max(1) {
+                        early.pop_front();
+                    }
+                    early.push_back(id);
                 }
             }
             Some(Ok(Frame::Response(_))) => {
@@ -920,9 +1003,16 @@ fn deliver(
     received_at: Duration,
     max_inflight: usize,
 ) -> bool {
+    let id = request.id;
+    {
+        let mut early = lock(&conn.early_cancels);
+        if let Some(at) = early.iter().position(|e| *e == id) {
+            early.remove(at);
+            return true; // cancelled before it arrived
+        }
+    }
     let cancel = CancellationToken::new();
     let by_peer = Arc::new(AtomicBool::new(false));
-    let id = request.id;
     {
         let mut inflight = lock(&conn.inflight);
         if inflight.len() >= max_inflight {
@@ -963,6 +1053,73 @@ fn deliver(
     true
 }
 
+impl<N: Network> TcpTransport<N> {
+    /// Answers a request (what [`Transport::respond`] does).
+    fn answer(&self, responder: &Responder, result: Result<Bytes, Error>) {
+        let conn = &responder.conn;
+        if lock(&conn.inflight).remove(responder.id).is_none() {
+            return; // cancelled: the caller no longer waits for this answer
+        }
+        send_answer(conn, responder.id, result, None);
+    }
+
+    /// Answers a request with a frame that arrives `latency` after it leaves (a simulated
+    /// network's model of the message). While frames are queued on the connection nothing is
+    /// done and the answer comes back (`Err`): the caller waits the latency out and answers with
+    /// [`Transport::respond`].
+    pub(crate) fn respond_after(
+        &self,
+        responder: &Responder,
+        result: Result<Bytes, Error>,
+        latency: Duration,
+    ) -> Result<(), Result<Bytes, Error>> {
+        let conn = &responder.conn;
+        if !conn.outbox.is_idle() {
+            return Err(result);
+        }
+        if lock(&conn.inflight).remove(responder.id).is_none() {
+            return Ok(()); // cancelled: the caller no longer waits for this answer
+        }
+        send_answer(conn, responder.id, result, Some(latency));
+        Ok(())
+    }
+
+    /// Ends a request whose answer the network loses: it no longer counts as in flight, and
+    /// nothing is sent.
+    pub(crate) fn drop_response(&self, responder: &Responder) {
+        lock(&responder.conn.inflight).remove(responder.id);
+    }
+}
+
+/// Sends the answer to request `id`, with its own latency if it has one; an answer too large
+/// to send becomes an error that says so.
+fn send_answer(
+    conn: &ServerConn,
+    id: u64,
+    result: Result<Bytes, Error>,
+    latency: Option<Duration>,
+) {
+    let frame = Frame::Response(ResponseFrame { id, result });
+    let sent = match latency {
+        Some(latency) => match conn
+            .outbox
+            .send_after(&frame, conn.max_frame_bytes, latency)
+        {
+            // Not taken with its latency (frames were queued): sent with them instead.
+            Ok(false) => conn.outbox.send(&frame, conn.max_frame_bytes),
+            other => other.map(drop),
+        },
+        None => conn.outbox.send(&frame, conn.max_frame_bytes),
+    };
+    if let Err(e) = sent {
+        let fallback = Frame::Response(ResponseFrame {
+            id,
+            result: Err(Error::internal("response_too_large", e.to_string())),
+        });
+        let _ = conn.outbox.send(&fallback, conn.max_frame_bytes);
+    }
+}
+
 impl<N: Network> Transport for TcpTransport<N> {
     fn listen(&self, addr: &str, inlet: Inlet) -> BoxFuture<'_, Result<String, ListenError>> {
         let addr = addr.to_string();
@@ -1000,19 +1157,7 @@ impl<N: Network> Transport for TcpTransport<N> {
     }
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>) {
-        let conn = &responder.conn;
-        if lock(&conn.inflight).remove(responder.id).is_none() {
-            return; // cancelled: the caller no longer waits for this answer
-        }
-        let id = responder.id;
-        let frame = Frame::Response(ResponseFrame { id, result });
-        if let Err(e) = conn.outbox.send(&frame, conn.max_frame_bytes) {
-            let fallback = Frame::Response(ResponseFrame {
-                id,
-                result: Err(Error::internal("response_too_large", e.to_string())),
-            });
-            let _ = conn.outbox.send(&fallback, conn.max_frame_bytes);
-        }
+        self.answer(responder, result);
     }
 
     fn send(

@@ -400,6 +400,18 @@ impl StreamSocket {
     fn buffer(&mut self, seq: u64, segment: SequencedSegment) -> Result<(), Protocol> {
         use mpsc::error::TrySendError::*;
 
+        // Not sequenced (windtunnel patch): delivered as it arrives. The channel cannot be
+        // full here: a data segment is sent only with one of the stream's credits, as many as
+        // the channel holds, and the credit comes back only when the segment is read. So a
+        // full channel means a broken sender and resets the stream.
+        if seq == 0 {
+            return match self.sender.try_send(segment) {
+                Ok(()) => Ok(()),
+                Err(Closed(_)) => Err(Protocol::Tcp(Segment::Rst)),
+                Err(Full(_)) => Err(Protocol::Tcp(Segment::Rst)),
+            };
+        }
+
         let exists = self.buf.insert(seq, segment);
 
         assert!(exists.is_none(), "duplicate segment {seq}");
@@ -485,6 +497,11 @@ impl Tcp {
 
     pub(crate) fn accept(&mut self, addr: SocketAddr) -> Option<(Syn, SocketAddr)> {
         self.binds[&addr.port()].deque.pop_front()
+    }
+
+    /// Whether the stream `pair` is open (windtunnel patch).
+    pub(crate) fn has_stream(&self, pair: SocketPair) -> bool {
+        self.sockets.contains_key(&pair)
     }
 
     // Ideally, we could "write through" the tcp software, but this is necessary

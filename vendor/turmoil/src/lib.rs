@@ -226,7 +226,7 @@ pub use sim::Sim;
 
 mod top;
 use top::Topology;
-pub use top::{LinkIter, LinksIter, SentRef};
+pub use top::{set_next_message_latency, LinkIter, LinksIter, SentRef};
 
 mod world;
 use world::World;

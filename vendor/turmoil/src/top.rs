@@ -1,4 +1,4 @@
-use crate::envelope::{Envelope, Protocol};
+use crate::envelope::{Envelope, Protocol, Segment};
 use crate::host::Host;
 use crate::rt::Rt;
 use crate::{config, TRACING_TARGET};
@@ -26,6 +26,27 @@ pub(crate) struct Topology {
     /// like the hosts' only to read its time; it is now that time, moved as the runtime's
     /// paused clock moved (see [`Topology::tick_by`]), without a runtime to drive.
     now: Instant,
+}
+
+thread_local! {
+    /// The latency of the next message this thread sends on a healthy link, if set
+    /// (windtunnel patch).
+    static NEXT_LATENCY: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the latency of the next message this thread sends (windtunnel patch): the next segment
+/// or datagram enqueued on a healthy link is delivered after `latency` instead of the link's
+/// drawn latency (which is still drawn, so the simulation's random numbers stay as they were).
+/// `None` clears it. A held or broken link treats the message as it would any other, and the
+/// setting is used up either way. For software that models each message's latency itself.
+pub fn set_next_message_latency(latency: Option<Duration>) {
+    NEXT_LATENCY.with(|next| next.set(latency));
+}
+
+/// Whether the next message this thread sends has a latency of its own: a TCP segment sent so
+/// is delivered as it arrives, not in sequence (windtunnel patch).
+pub(crate) fn next_message_latency_is_set() -> bool {
+    NEXT_LATENCY.with(|next| next.get().is_some())
 }
 
 /// Where a paused tokio clock at `now` stops after a runtime sleeps `d` on it (windtunnel
@@ -415,10 +436,12 @@ impl Link {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
+        let chosen = NEXT_LATENCY.with(std::cell::Cell::take);
         let state = self.get_state_for_message(src.ip(), dst.ip());
         let status = match state {
             State::Healthy => {
                 let delay = self.delay(global_config.latency(), rand);
+                let delay = chosen.unwrap_or(delay);
                 DeliveryStatus::DeliverAfter(self.now + delay)
             }
             // Only A->B is blocked, so B can send, so we can send if src is B
@@ -432,6 +455,23 @@ impl Link {
             }
         };
 
+        // A FIN leaves after every segment sent before it on its stream has arrived, those
+        // with latencies of their own too (windtunnel patch).
+        let status = match (status, &message) {
+            (DeliveryStatus::DeliverAfter(at), Protocol::Tcp(Segment::Fin(_))) => {
+                let last = self
+                    .sent
+                    .iter()
+                    .filter(|s| s.src == src && s.dst == dst)
+                    .filter_map(|s| match s.status {
+                        DeliveryStatus::DeliverAfter(t) => Some(t),
+                        DeliveryStatus::Hold => None,
+                    })
+                    .max();
+                DeliveryStatus::DeliverAfter(last.map_or(at, |l| l.max(at)))
+            }
+            (status, _) => status,
+        };
         let sent = Sent {
             src,
             dst,

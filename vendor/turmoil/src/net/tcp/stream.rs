@@ -348,7 +348,14 @@ impl WriteHalf {
         World::current(|world| {
             let bytes = Bytes::copy_from_slice(buf);
             let len = bytes.len();
-            let seq = self.seq(world)?;
+            // A segment with a latency of its own is not sequenced: it is delivered as it
+            // arrives (windtunnel patch).
+            let seq = if crate::top::next_message_latency_is_set() {
+                self.seq_checked(world)?;
+                0
+            } else {
+                self.seq(world)?
+            };
             self.send(world, Segment::Data(seq, bytes))?;
             Ok(len)
         })
@@ -412,6 +419,15 @@ impl WriteHalf {
             .tcp
             .assign_send_seq(*self.pair)
             .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe"))
+    }
+
+    /// Fails as [`WriteHalf::seq`] does when the stream is gone, without taking a number.
+    fn seq_checked(&self, world: &mut World) -> Result<()> {
+        if world.current_host_mut().tcp.has_stream(*self.pair) {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe"))
+        }
     }
 
     fn send(&self, world: &mut World, segment: Segment) -> Result<()> {
