@@ -2,7 +2,7 @@
 //! latency of its own, and turmoil (as patched under `vendor/turmoil`) carries it that long:
 //! such a TCP segment is handed to the reader as it arrives, not in sequence, a FIN still
 //! comes after every segment sent before it, and a server drops a request whose cancel came
-//! first.
+//! first (remembering only as many such cancels as a connection may run requests).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,8 +10,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use windtunnel::framework::transport::frame::{decode_payload, encode_frame};
-use windtunnel::framework::transport::{Frame, Headers, RequestFrame};
-use windtunnel::framework::Endpoint;
+use windtunnel::framework::transport::{
+    Frame, Headers, RequestFrame, TcpTransport, Transport, TransportConfig, Turmoil,
+};
+use windtunnel::framework::{Endpoint, Listen, Server, ServiceConfig};
 
 use crate::support::{credential, now, sim, World, PORT};
 
@@ -183,6 +185,61 @@ fn a_request_whose_cancel_arrived_first_is_never_run() -> turmoil::Result {
         assert_eq!(answered, vec![2], "only request 2 is answered");
         let started = w.events_at("svc.h[0]", "handler_started");
         assert_eq!(started.len(), 1, "one handler ran: {started:?}");
+        Ok(())
+    });
+    sim.run()
+}
+
+#[test]
+fn a_server_remembers_only_as_many_early_cancels_as_a_connection_may_run_requests(
+) -> turmoil::Result {
+    // Goal: cancels of requests never seen cannot grow a server's memory without bound (a
+    // cancel that crossed its answer stays until forgotten). Method: a connection that may run
+    // 2 requests at once; cancels of requests 1, 2 and 3 arrive before any of them, so the
+    // server forgets the oldest (1). Then requests 1 and 3 arrive: 1 runs and is answered, 3
+    // is dropped.
+    let world = World::new();
+    let mut sim = sim(74);
+    let w = world.clone();
+    sim.host("h", move || {
+        let w = w.clone();
+        async move {
+            let config = TransportConfig {
+                max_inflight_per_connection: 2,
+                credential: Some(credential("h")),
+                ..TransportConfig::default()
+            };
+            let transport: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::new(config));
+            let mut sc = ServiceConfig::new("svc.h", "early cancels");
+            sc.instance = Some("svc.h[0]".into());
+            let server = Server::with(sc, w.events.clone(), Some(w.registry.clone()));
+            server.add_endpoints([Endpoint::raw("work", |_ctx, _body: Bytes| async move {
+                Ok(Bytes::from_static(b"done"))
+            })]);
+            server.run(transport, &Listen::host("h", PORT)).await?;
+            Ok(())
+        }
+    });
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+        credential("client")
+            .client_handshake(&mut raw, Duration::from_secs(1))
+            .await?;
+        for id in 1..=3 {
+            raw.write_all(&frame(&Frame::Cancel { id })?).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        raw.write_all(&frame(&request(1))?).await?;
+        raw.write_all(&frame(&request(3))?).await?;
+        let mut answered = Vec::new();
+        let wait = Duration::from_millis(200);
+        let _ = tokio::time::timeout(wait, read_answers(&mut raw, &mut answered)).await;
+        assert_eq!(
+            answered,
+            vec![1],
+            "the forgotten cancel's request runs, the other not"
+        );
         Ok(())
     });
     sim.run()

@@ -447,9 +447,11 @@ struct ServerConn {
     outbox: Arc<Outbox>,
     /// The name the caller proved itself under in the handshake.
     peer_name: Arc<str>,
-    /// Cancels of requests not seen (yet): a request may arrive after its cancel when the
-    /// network carries each message for its own latency. Bounded.
-    early_cancels: Mutex<std::collections::VecDeque<u64>>,
+    /// Ids of cancels for requests not seen (yet): a request may arrive after its cancel when
+    /// the network carries each message for its own latency. Bounded by
+    /// `max_inflight_per_connection`, the lowest (oldest) id forgotten first. A cancel that
+    /// crossed its answer stays here until forgotten, so the lookup is a set's.
+    early_cancels: Mutex<std::collections::BTreeSet<u64>>,
     inflight: Mutex<ById<(CancellationToken, Arc<AtomicBool>)>>,
     max_frame_bytes: usize,
 }
@@ -889,7 +891,7 @@ async fn serve_conn<N: Network>(
     let conn = Arc::new(ServerConn {
         outbox: Outbox::new(Box::new(w)),
         peer_name,
-        early_cancels: Mutex::new(std::collections::VecDeque::new()),
+        early_cancels: Mutex::new(std::collections::BTreeSet::new()),
         inflight: Mutex::new(ById::default()),
         max_frame_bytes,
     });
@@ -947,9 +949,9 @@ async fn serve_conn<N: Network>(
                 } else {
                     let mut early = lock(&conn.early_cancels);
                     if early.len() >= config.max_inflight_per_connection.max(1) {
-                        early.pop_front();
+                        early.pop_first();
                     }
-                    early.push_back(id);
+                    early.insert(id);
                 }
             }
             Some(Ok(Frame::Response(_))) => {
@@ -1004,12 +1006,8 @@ fn deliver(
     max_inflight: usize,
 ) -> bool {
     let id = request.id;
-    {
-        let mut early = lock(&conn.early_cancels);
-        if let Some(at) = early.iter().position(|e| *e == id) {
-            early.remove(at);
-            return true; // cancelled before it arrived
-        }
+    if lock(&conn.early_cancels).remove(&id) {
+        return true; // cancelled before it arrived
     }
     let cancel = CancellationToken::new();
     let by_peer = Arc::new(AtomicBool::new(false));
