@@ -2,10 +2,13 @@
 //! frames in the transport of every simulated instance.
 //!
 //! turmoil's latency is a fixed shape in whole ticks, and its message loss stalls a TCP stream for
-//! good (it never retransmits), so richer behaviour lives here (docs/design.md). A call's request leg
-//! is planned when it is sent and its response leg when the answer comes back: each leg is
-//! delivered after a drawn latency, held until a hold ends, or lost (the caller then waits for its
-//! deadline, as it would for a lost packet). Every draw comes from the caller's own seeded stream.
+//! good (it never retransmits), so richer behaviour lives here (docs/design.md, "Legs the engine
+//! carries"). A call's request leg is planned by the caller as the call is made, from the
+//! caller's stream (`net/<name>`), and its answer's leg by the server as it answers, from the
+//! server's stream of answers (`net-answers/<name>`). A leg's latency is handed to turmoil with
+//! the message, which delivers it that long after; a held leg waits at its sender and is
+//! planned again a tick later; a lost one is never sent (the caller then waits for its
+//! deadline, as it would for a lost packet).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -294,7 +297,8 @@ struct Shared {
 }
 
 impl ModelTransport {
-    /// The transport of party `me`, drawing from the stream `net/<name>` of `seed`.
+    /// The transport of party `me`, drawing its requests' legs from the stream `net/<name>` of
+    /// `seed` and its answers' from `net-answers/<name>`.
     pub fn new(model: Arc<NetModel>, me: Party, seed: u64, name: &str) -> ModelTransport {
         let gate_model = model.clone();
         let gate_me = me.clone();
@@ -396,8 +400,9 @@ impl Shared {
         match leg {
             Leg::After(latency) => {
                 if let Err(result) = self.inner.respond_after(responder, result, latency) {
-                    // Frames are queued on the connection: the answer waits its latency out
-                    // and leaves with them.
+                    // It cannot go out at once with its latency (frames queued before it, a
+                    // full socket, or a caller on this host): it waits the latency out and
+                    // leaves plainly.
                     let (shared, responder) = (self.clone(), responder.clone());
                     spawn_in_runtime(async move {
                         timer::sleep(latency).await;
@@ -410,6 +415,11 @@ impl Shared {
                 let (shared, responder) = (self.clone(), responder.clone());
                 spawn_in_runtime(async move {
                     timer::sleep(shared.model.tick).await;
+                    // Cancelled, or its connection gone, meanwhile: nothing is left to send,
+                    // and no leg is drawn for it.
+                    if !shared.inner.is_wanted(&responder) {
+                        return;
+                    }
                     let leg = shared.plan_answer(&to);
                     shared.answer(&responder, to, leg, result);
                 });

@@ -562,3 +562,53 @@ during = "5s..10s"
         unhealed.assertions[0].verdict
     );
 }
+
+/// Runs `text` and checks that every request of its load `gets` succeeded and that its
+/// latency is at least 200 ms at the median and on average.
+fn at_least_200ms_each(text: &str) {
+    let s = run(&scenario(text));
+    let gets = route(&s, "gets");
+    assert_eq!(gets.errors.values().sum::<u64>(), 0, "{:?}", gets.errors);
+    let latency = &gets.latency_ms;
+    assert!(latency.mean >= 200.0, "{latency:?}");
+    assert!(latency.p50 >= 200.0, "{latency:?}");
+}
+
+#[test]
+fn every_message_takes_its_latency_even_when_more_travel_than_a_connection_holds() {
+    // Goal: a message that cannot travel with its own latency (turmoil lets 64 segments a
+    // stream be unread at once, and here about 100 a direction are travelling) waits its
+    // latency out at its sender instead of arriving early. Method: one instance, a fixed
+    // 100 ms each way, 1,000 requests a second on one connection: every request takes at
+    // least its two legs, so the mean is at least 200 ms (before the fix, requests past the
+    // window took one tick instead of 100 ms, and the mean fell well below).
+    let text = one_service("")
+        .replace("latency = \"1ms\"", "latency = \"100ms\"")
+        .replace("instances = 2", "instances = 1")
+        .replace("workers = 8", "workers = 64")
+        .replace("time = \"2ms\"", "time = \"1ms\"")
+        .replace("rate = \"100/s\"", "rate = \"1000/s\"")
+        .replace("deadline = \"200ms\"", "deadline = \"5s\"")
+        .replace("duration = \"20s\"", "duration = \"5s\"");
+    at_least_200ms_each(&text);
+}
+
+#[test]
+fn calls_between_instances_on_one_node_take_their_latency_too() {
+    // Goal: turmoil carries a message between two ends on one host itself, without a latency
+    // of its own, so the transport waits the model's latency out there. Method: two instances
+    // of one service packed on one node, whose `get` calls the service's own `inner`; 50 ms
+    // each way, so a request's four legs take at least 200 ms (without the wait, the two legs
+    // between the instances took a tick each, and requests about 100 ms).
+    let text = one_service("")
+        .replace("latency = \"1ms\"", "latency = \"50ms\"")
+        .replace("instances = 2", "instances = 2\nnodes = 1")
+        .replace(
+            "  name = \"get\"\n  time = \"2ms\"",
+            "  name = \"get\"\n  time = \"1ms\"\n  calls = [{ to = \"svc.echo.inner\", timeout = \"1s\" }]\n  [[service.endpoint]]\n  name = \"inner\"\n  time = \"1ms\"",
+        )
+        .replace("deadline = \"200ms\"", "deadline = \"2s\"")
+        .replace("duration = \"20s\"", "duration = \"5s\"");
+    assert!(text.contains("svc.echo.inner"), "{text}");
+    at_least_200ms_each(&text);
+}

@@ -224,14 +224,14 @@ fn windtunnel_with(sabotage: &str, args: &[&str]) -> Output {
 #[test]
 fn a_swarm_sweep_catches_a_store_that_acknowledges_before_it_syncs_and_shrink_reduces_it() {
     // Goal: the hunt works end to end on a deliberately broken build. Method: with the store
-    // sabotaged to answer writes before their sync, a swarm sweep of 12 seeds (1 to 12; which
-    // seeds' schedules catch the bug depends on the order of work within a tick and on when
-    // the engine delivers each message: 7 and 29 of 1 to 40 in this build, so the range moves
-    // when either does) of
-    // tests/fixtures/hunt-cards.toml must find a seed that loses an acknowledged payment (or
-    // leaves an event unapplied) and write it out; `shrink` must reduce that file to at most 3
-    // faults that still fail the same invariant; the shrunk file must fail under `run` with the
-    // sabotage and pass without it (the forbidden case: a failure that is not the bug's).
+    // sabotaged to answer writes before their sync, a swarm sweep of 12 seeds of
+    // tests/fixtures/hunt-cards.toml (1 to 12; which seeds' schedules catch the bug depends on
+    // the order of work within a tick and on when the engine delivers each message: 7 and 29
+    // of 1 to 40 in this build, so the range moves when either does) must find a seed that
+    // loses an acknowledged payment (or leaves an event unapplied) and write it out; `shrink`
+    // must reduce that file to at most 3 faults that still fail the same invariant; the shrunk
+    // file must fail under `run` with the sabotage and pass without it (the forbidden case: a
+    // failure that is not the bug's).
     let dir = temp_dir("swarm");
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -33,6 +33,10 @@ pub trait Network: Send + Sync + 'static {
     fn connect(addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Splits a stream into halves that can be used from two tasks.
     fn split(stream: Self::Stream) -> (Self::ReadHalf, Self::WriteHalf);
+    /// Whether both ends of `stream` are on one host (false unless the network says so).
+    fn is_loopback(_stream: &Self::Stream) -> bool {
+        false
+    }
     /// Time since the start of the run: simulated inside turmoil, monotonic outside.
     fn elapsed() -> Duration;
 }
@@ -66,6 +70,15 @@ impl Network for Turmoil {
 
     fn split(stream: Self::Stream) -> (Self::ReadHalf, Self::WriteHalf) {
         stream.into_split()
+    }
+
+    /// turmoil carries a message between two ends on one host itself, a tick later, without
+    /// a latency of its own (`set_next_message_latency` applies to links between hosts).
+    fn is_loopback(stream: &Self::Stream) -> bool {
+        match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(peer)) => local.ip() == peer.ip(),
+            _ => false,
+        }
     }
 
     fn elapsed() -> Duration {

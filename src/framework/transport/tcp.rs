@@ -144,6 +144,8 @@ struct Outbox {
     /// Cancelled when the connection closes, for the tasks that wait for it. Only
     /// [`Outbox::close`] cancels it.
     closed: CancellationToken,
+    /// Both ends on one host: the network carries no latency of a frame's own there.
+    loopback: bool,
 }
 
 /// The queue and the write half, under one lock so writes keep the order frames were queued in.
@@ -186,7 +188,7 @@ impl OutState {
 }
 
 impl Outbox {
-    fn new(writer: Writer) -> Arc<Outbox> {
+    fn new(writer: Writer, loopback: bool) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(OutState {
                 buf: BytesMut::new(),
@@ -196,6 +198,7 @@ impl Outbox {
             notify: Notify::new(),
             drained: Notify::new(),
             closed: CancellationToken::new(),
+            loopback,
         })
     }
 
@@ -231,9 +234,10 @@ impl Outbox {
     }
 
     /// [`Outbox::send`] for a frame that is to arrive `latency` after it leaves (a simulated
-    /// network's model of the message, [`turmoil::set_next_message_latency`]): sent now if
-    /// nothing is queued before it; `Ok(false)`, with nothing sent or queued, if something is
-    /// (the frame would leave later, with the queue, and without its own latency).
+    /// network's model of the message, [`turmoil::set_next_message_latency`]): sent now if it
+    /// can go out at once; `Ok(false)`, with nothing sent or queued, if it cannot (frames are
+    /// queued before it, the socket is full, or the peer is on this host), for the caller to
+    /// wait the latency out and send it plainly.
     fn send_after(
         &self,
         frame: &Frame,
@@ -261,16 +265,19 @@ impl Outbox {
         )
     }
 
-    /// Whether nothing is queued, so a frame sent now goes out at once.
-    fn is_idle(&self) -> bool {
+    /// Whether a frame sent now with a latency of its own would likely go out at once with it:
+    /// nothing is queued, and the peer is on another host. (It may still not: the socket can be
+    /// full, and then [`Outbox::send_after`] says so.)
+    fn takes_latency(&self) -> bool {
         let state = lock(&self.state);
-        state.buf.is_empty() && state.writer.is_some()
+        !self.loopback && state.buf.is_empty() && state.writer.is_some()
     }
 
     /// Encodes a frame into the queue with `encode`; with `may_write`, writes it at once when
     /// the queue was empty and no frame was written that way this instant. Wakes the writer
     /// for whatever is left queued. A frame with a `latency` of its own is written at once or
-    /// not at all: `Ok(false)`, nothing encoded, when the queue holds frames before it.
+    /// not at all: `Ok(false)`, nothing left encoded, when the queue holds frames before it,
+    /// the socket has no room, or the peer is on this host.
     fn put(
         &self,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), super::FrameError>,
@@ -281,7 +288,7 @@ impl Outbox {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
         }
         let mut state = lock(&self.state);
-        if latency.is_some() && (!state.buf.is_empty() || state.writer.is_none()) {
+        if latency.is_some() && (self.loopback || !state.buf.is_empty() || state.writer.is_none()) {
             return Ok(false);
         }
         // Only when nothing is queued: then the writer task waits on `notify`, not on the
@@ -300,6 +307,14 @@ impl Outbox {
             turmoil::set_next_message_latency(None);
             match wrote {
                 Poll::Ready(Ok(())) => return Ok(true),
+                // The socket has no room (its flow-control window is full): nothing of the
+                // frame went out (turmoil takes a write whole or not at all), so it is taken
+                // back, not left to leave later without its latency.
+                Poll::Pending if latency.is_some() => {
+                    state.buf.clear();
+                    state.wrote_directly = None;
+                    return Ok(false);
+                }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "write failed; closing connection");
                     drop(state);
@@ -620,11 +635,12 @@ impl<N: Network> TcpTransport<N> {
             .client_handshake(&mut stream, config.handshake_timeout)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        let loopback = N::is_loopback(&stream);
         let (r, w) = N::split(stream);
         let conn = Arc::new(ClientConn {
             addr: addr.to_string(),
             cancel_gate: self.inner.config.cancel_gate.clone(),
-            outbox: Outbox::new(Box::new(w)),
+            outbox: Outbox::new(Box::new(w), loopback),
             pending: Mutex::new(ById::default()),
             next_id: AtomicU64::new(1),
             max_frame_bytes: self.inner.config.max_frame_bytes,
@@ -688,10 +704,10 @@ impl<N: Network> TcpTransport<N> {
             _ = cancelled.as_mut() => return Err(SendError::Cancelled),
         };
         // A request with a latency of its own leaves now and the network carries it that long,
-        // unless frames are queued on the connection before it: then it waits its latency out
-        // here and leaves with them.
+        // unless it cannot go out at once with it (frames queued before it, or a peer on this
+        // host): then it waits its latency out here and leaves plainly.
         let mut latency = latency;
-        if let Some(wait) = latency.filter(|_| !conn.outbox.is_idle()) {
+        if let Some(wait) = latency.filter(|_| !conn.outbox.takes_latency()) {
             latency = None;
             tokio::select! {
                 _ = timer::sleep(wait) => {}
@@ -715,11 +731,24 @@ impl<N: Network> TcpTransport<N> {
             .outbox
             .send_request(request, conn.max_frame_bytes, latency)
         {
-            // Not taken with its latency (cannot happen: nothing was queued a moment ago, and
-            // nothing can be queued without this task running): sent with the queue instead.
-            Ok(false) => conn
-                .outbox
-                .send_request(request, conn.max_frame_bytes, None),
+            // Not taken with its latency (the socket's window is full): it waits the latency
+            // out here and leaves plainly. Given up meanwhile, it was never sent, so no cancel
+            // follows it.
+            Ok(false) => {
+                let wait = latency.unwrap_or_default();
+                let given_up = tokio::select! {
+                    _ = timer::sleep(wait) => None,
+                    _ = &mut expired => Some(SendError::Timeout),
+                    _ = cancelled.as_mut() => Some(SendError::Cancelled),
+                };
+                if let Some(e) = given_up {
+                    guard.answered = true;
+                    lock(&conn.pending).remove(id);
+                    return Err(e);
+                }
+                conn.outbox
+                    .send_request(request, conn.max_frame_bytes, None)
+            }
             other => other,
         };
         if let Err(e) = sent {
@@ -887,9 +916,10 @@ async fn serve_conn<N: Network>(
     let config = &transport.inner.config;
     let max_frame_bytes = config.max_frame_bytes;
     let peer: Arc<str> = peer.into();
+    let loopback = N::is_loopback(&stream);
     let (r, w) = N::split(stream);
     let conn = Arc::new(ServerConn {
-        outbox: Outbox::new(Box::new(w)),
+        outbox: Outbox::new(Box::new(w), loopback),
         peer_name,
         early_cancels: Mutex::new(std::collections::BTreeSet::new()),
         inflight: Mutex::new(ById::default()),
@@ -1058,12 +1088,18 @@ impl<N: Network> TcpTransport<N> {
         if lock(&conn.inflight).remove(responder.id).is_none() {
             return; // cancelled: the caller no longer waits for this answer
         }
-        send_answer(conn, responder.id, result, None);
+        let frame = Frame::Response(ResponseFrame {
+            id: responder.id,
+            result,
+        });
+        let sent = conn.outbox.send(&frame, conn.max_frame_bytes);
+        answer_failed(conn, responder.id, sent);
     }
 
     /// Answers a request with a frame that arrives `latency` after it leaves (a simulated
-    /// network's model of the message). While frames are queued on the connection nothing is
-    /// done and the answer comes back (`Err`): the caller waits the latency out and answers with
+    /// network's model of the message). When it cannot go out at once with its latency
+    /// (frames queued before it, a full socket, a peer on this host), nothing is done and the
+    /// answer comes back (`Err`): the caller waits the latency out and answers with
     /// [`Transport::respond`].
     pub(crate) fn respond_after(
         &self,
@@ -1072,14 +1108,37 @@ impl<N: Network> TcpTransport<N> {
         latency: Duration,
     ) -> Result<(), Result<Bytes, Error>> {
         let conn = &responder.conn;
-        if !conn.outbox.is_idle() {
+        if !conn.outbox.takes_latency() {
             return Err(result);
         }
-        if lock(&conn.inflight).remove(responder.id).is_none() {
+        if !lock(&conn.inflight).contains(responder.id) {
             return Ok(()); // cancelled: the caller no longer waits for this answer
         }
-        send_answer(conn, responder.id, result, Some(latency));
-        Ok(())
+        let frame = Frame::Response(ResponseFrame {
+            id: responder.id,
+            result,
+        });
+        match conn
+            .outbox
+            .send_after(&frame, conn.max_frame_bytes, latency)
+        {
+            Ok(false) => match frame {
+                Frame::Response(response) => Err(response.result),
+                _ => Ok(()),
+            },
+            sent => {
+                lock(&conn.inflight).remove(responder.id);
+                answer_failed(conn, responder.id, sent.map(drop));
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the caller still waits for this request's answer (not cancelled, connection
+    /// open).
+    pub(crate) fn is_wanted(&self, responder: &Responder) -> bool {
+        let conn = &responder.conn;
+        !conn.outbox.is_closed() && lock(&conn.inflight).contains(responder.id)
     }
 
     /// Ends a request whose answer the network loses: it no longer counts as in flight, and
@@ -1089,26 +1148,9 @@ impl<N: Network> TcpTransport<N> {
     }
 }
 
-/// Sends the answer to request `id`, with its own latency if it has one; an answer too large
-/// to send becomes an error that says so.
-fn send_answer(
-    conn: &ServerConn,
-    id: u64,
-    result: Result<Bytes, Error>,
-    latency: Option<Duration>,
-) {
-    let frame = Frame::Response(ResponseFrame { id, result });
-    let sent = match latency {
-        Some(latency) => match conn
-            .outbox
-            .send_after(&frame, conn.max_frame_bytes, latency)
-        {
-            // Not taken with its latency (frames were queued): sent with them instead.
-            Ok(false) => conn.outbox.send(&frame, conn.max_frame_bytes),
-            other => other.map(drop),
-        },
-        None => conn.outbox.send(&frame, conn.max_frame_bytes),
-    };
+/// After an answer to request `id` was sent (`sent`): one too large to send becomes an error
+/// that says so.
+fn answer_failed(conn: &ServerConn, id: u64, sent: Result<(), super::FrameError>) {
     if let Err(e) = sent {
         let fallback = Frame::Response(ResponseFrame {
             id,

@@ -456,20 +456,21 @@ impl Link {
         };
 
         // A FIN leaves after every segment sent before it on its stream has arrived, those
-        // with latencies of their own too (windtunnel patch).
+        // with latencies of their own too, and is held while any of them is (windtunnel
+        // patch; a release delivers held messages in the order they were sent).
         let status = match (status, &message) {
-            (DeliveryStatus::DeliverAfter(at), Protocol::Tcp(Segment::Fin(_))) => {
-                let last = self
-                    .sent
-                    .iter()
-                    .filter(|s| s.src == src && s.dst == dst)
-                    .filter_map(|s| match s.status {
-                        DeliveryStatus::DeliverAfter(t) => Some(t),
-                        DeliveryStatus::Hold => None,
-                    })
-                    .max();
-                DeliveryStatus::DeliverAfter(last.map_or(at, |l| l.max(at)))
-            }
+            (DeliveryStatus::DeliverAfter(at), Protocol::Tcp(Segment::Fin(_))) => self
+                .sent
+                .iter()
+                .filter(|s| s.src == src && s.dst == dst)
+                .fold(DeliveryStatus::DeliverAfter(at), |fin, s| {
+                    match (fin, &s.status) {
+                        (DeliveryStatus::DeliverAfter(f), DeliveryStatus::DeliverAfter(t)) => {
+                            DeliveryStatus::DeliverAfter(f.max(*t))
+                        }
+                        _ => DeliveryStatus::Hold,
+                    }
+                }),
             (status, _) => status,
         };
         let sent = Sent {

@@ -349,8 +349,15 @@ impl WriteHalf {
             let bytes = Bytes::copy_from_slice(buf);
             let len = bytes.len();
             // A segment with a latency of its own is not sequenced: it is delivered as it
-            // arrives (windtunnel patch).
-            let seq = if crate::top::next_message_latency_is_set() {
+            // arrives (windtunnel patch). Between two ends on one host the latency does not
+            // apply, and is used up here.
+            let own_latency = if is_same(self.pair.local, self.pair.remote) {
+                crate::top::set_next_message_latency(None);
+                false
+            } else {
+                crate::top::next_message_latency_is_set()
+            };
+            let seq = if own_latency {
                 self.seq_checked(world)?;
                 0
             } else {
