@@ -13,60 +13,7 @@ use windtunnel::framework::transport::{
 };
 use windtunnel::framework::{Call, Context, Endpoint, Listen, Server, ServiceConfig};
 
-use crate::support::{credential, sim, World, PORT};
-
-/// Places host `h`, serving `svc.h` with a transport of `config` that holds the test key,
-/// answering `work` with `reply` bytes after `delay`.
-fn host_h(
-    sim: &mut turmoil::Sim<'_>,
-    world: &World,
-    config: TransportConfig,
-    delay: Duration,
-    reply: usize,
-) {
-    let w = world.clone();
-    sim.host("h", move || {
-        let (w, config) = (w.clone(), config.clone());
-        async move { serve(w, config, delay, reply).await }
-    });
-}
-
-/// Serves `svc.h` on this host with a transport of `config` (given the test key), answering
-/// `work` with `reply` bytes after `delay`.
-async fn serve(
-    w: World,
-    config: TransportConfig,
-    delay: Duration,
-    reply: usize,
-) -> turmoil::Result {
-    let config = TransportConfig {
-        credential: Some(credential("h")),
-        ..config
-    };
-    let transport: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::new(config));
-    let mut sc = ServiceConfig::new("svc.h", "hostile peers");
-    sc.instance = Some("svc.h[0]".into());
-    let server = Server::with(sc, w.events.clone(), Some(w.registry.clone()));
-    server.add_endpoints([Endpoint::raw(
-        "work",
-        move |_ctx, _body: Bytes| async move {
-            tokio::time::sleep(delay).await;
-            Ok(Bytes::from(vec![b'x'; reply]))
-        },
-    )]);
-    server.run(transport, &Listen::host("h", PORT)).await?;
-    Ok(())
-}
-
-/// A raw connection to `h` past the handshake, as a peer holding the key (a service gone
-/// wrong) would have.
-async fn keyed() -> Result<turmoil::net::TcpStream, Box<dyn std::error::Error>> {
-    let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
-    credential("client")
-        .client_handshake(&mut raw, Duration::from_secs(1))
-        .await?;
-    Ok(raw)
-}
+use crate::support::{credential, host_h, keyed, sim, World, PORT};
 
 /// Whether `raw` is closed within `within` (EOF or an error), rather than still open.
 async fn closes_within(raw: &mut turmoil::net::TcpStream, within: Duration) -> bool {

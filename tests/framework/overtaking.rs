@@ -10,12 +10,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use windtunnel::framework::transport::frame::{decode_payload, encode_frame};
-use windtunnel::framework::transport::{
-    Frame, Headers, RequestFrame, TcpTransport, Transport, TransportConfig, Turmoil,
-};
-use windtunnel::framework::{Endpoint, Listen, Server, ServiceConfig};
+use windtunnel::framework::transport::{Frame, Headers, RequestFrame, TransportConfig};
 
-use crate::support::{credential, now, sim, World, PORT};
+use crate::support::{host_h, keyed, now, sim, World, PORT};
 
 /// Writes `bytes` to `stream` as one segment that arrives `latency` after it leaves.
 async fn write_after(
@@ -158,23 +155,17 @@ fn a_request_whose_cancel_arrived_first_is_never_run() -> turmoil::Result {
     // request 2 starts a handler, and only request 2 is answered.
     let world = World::new();
     let mut sim = sim(73);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let work = Endpoint::raw("work", |_ctx, _body: Bytes| async move {
-                Ok(Bytes::from_static(b"done"))
-            });
-            w.serve("h", "svc.h", 0, vec![work]).await
-        }
-    });
+    host_h(
+        &mut sim,
+        &world,
+        TransportConfig::default(),
+        Duration::ZERO,
+        4,
+    );
     let w = world.clone();
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
-        credential("client")
-            .client_handshake(&mut raw, Duration::from_secs(1))
-            .await?;
+        let mut raw = keyed().await?;
         let ms = Duration::from_millis;
         write_after(&mut raw, &frame(&request(1))?, ms(30)).await?;
         write_after(&mut raw, &frame(&Frame::Cancel { id: 1 })?, ms(5)).await?;
@@ -200,32 +191,14 @@ fn a_server_remembers_only_as_many_early_cancels_as_a_connection_may_run_request
     // is dropped.
     let world = World::new();
     let mut sim = sim(74);
-    let w = world.clone();
-    sim.host("h", move || {
-        let w = w.clone();
-        async move {
-            let config = TransportConfig {
-                max_inflight_per_connection: 2,
-                credential: Some(credential("h")),
-                ..TransportConfig::default()
-            };
-            let transport: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::new(config));
-            let mut sc = ServiceConfig::new("svc.h", "early cancels");
-            sc.instance = Some("svc.h[0]".into());
-            let server = Server::with(sc, w.events.clone(), Some(w.registry.clone()));
-            server.add_endpoints([Endpoint::raw("work", |_ctx, _body: Bytes| async move {
-                Ok(Bytes::from_static(b"done"))
-            })]);
-            server.run(transport, &Listen::host("h", PORT)).await?;
-            Ok(())
-        }
-    });
+    let config = TransportConfig {
+        max_inflight_per_connection: 2,
+        ..TransportConfig::default()
+    };
+    host_h(&mut sim, &world, config, Duration::ZERO, 4);
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
-        credential("client")
-            .client_handshake(&mut raw, Duration::from_secs(1))
-            .await?;
+        let mut raw = keyed().await?;
         for id in 1..=3 {
             raw.write_all(&frame(&Frame::Cancel { id })?).await?;
         }

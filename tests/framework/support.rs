@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use windtunnel::framework::transport::{TcpTransport, Transport, Turmoil};
+use bytes::Bytes;
+use windtunnel::framework::transport::{TcpTransport, Transport, TransportConfig, Turmoil};
 use windtunnel::framework::trust::{Credential, DeploymentKey};
 use windtunnel::framework::{
     Client, ClientConfig, Endpoint, Event, Listen, MemorySink, Registry, Server, ServiceConfig,
@@ -158,4 +159,57 @@ impl Drop for ProbeGuard {
                 .push((self.who.clone(), now()));
         }
     }
+}
+
+/// Places host `h`, serving `svc.h` with a transport of `config` that holds the test key,
+/// answering `work` with `reply` bytes after `delay`.
+pub fn host_h(
+    sim: &mut turmoil::Sim<'_>,
+    world: &World,
+    config: TransportConfig,
+    delay: Duration,
+    reply: usize,
+) {
+    let w = world.clone();
+    sim.host("h", move || {
+        let (w, config) = (w.clone(), config.clone());
+        async move { serve(w, config, delay, reply).await }
+    });
+}
+
+/// Serves `svc.h` on this host with a transport of `config` (given the test key), answering
+/// `work` with `reply` bytes after `delay`.
+async fn serve(
+    w: World,
+    config: TransportConfig,
+    delay: Duration,
+    reply: usize,
+) -> turmoil::Result {
+    let config = TransportConfig {
+        credential: Some(credential("h")),
+        ..config
+    };
+    let transport: Arc<dyn Transport> = Arc::new(TcpTransport::<Turmoil>::new(config));
+    let mut sc = ServiceConfig::new("svc.h", "raw peers");
+    sc.instance = Some("svc.h[0]".into());
+    let server = Server::with(sc, w.events.clone(), Some(w.registry.clone()));
+    server.add_endpoints([Endpoint::raw(
+        "work",
+        move |_ctx, _body: Bytes| async move {
+            tokio::time::sleep(delay).await;
+            Ok(Bytes::from(vec![b'x'; reply]))
+        },
+    )]);
+    server.run(transport, &Listen::host("h", PORT)).await?;
+    Ok(())
+}
+
+/// A raw connection to `h` past the handshake, as a peer holding the key (a service gone
+/// wrong) would have.
+pub async fn keyed() -> Result<turmoil::net::TcpStream, Box<dyn std::error::Error>> {
+    let mut raw = turmoil::net::TcpStream::connect(("h", PORT)).await?;
+    credential("client")
+        .client_handshake(&mut raw, Duration::from_secs(1))
+        .await?;
+    Ok(raw)
 }

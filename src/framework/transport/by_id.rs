@@ -65,12 +65,12 @@ impl<V> ById<V> {
         }
     }
 
-    /// Takes out what is under `id`.
     /// Whether `id` is held.
     pub(super) fn contains(&self, id: u64) -> bool {
         self.find(id).is_ok()
     }
 
+    /// Takes out what is under `id`.
     pub(super) fn remove(&mut self, id: u64) -> Option<V> {
         let i = self.find(id).ok()?;
         self.entries.remove(i).map(|(_, v)| v)

@@ -269,7 +269,11 @@ impl Outbox {
     /// nothing is queued, and the peer is on another host. (It may still not: the socket can be
     /// full, and then [`Outbox::send_after`] says so.)
     fn takes_latency(&self) -> bool {
-        let state = lock(&self.state);
+        self.takes_latency_in(&lock(&self.state))
+    }
+
+    /// [`Outbox::takes_latency`] with the state already locked.
+    fn takes_latency_in(&self, state: &OutState) -> bool {
         !self.loopback && state.buf.is_empty() && state.writer.is_some()
     }
 
@@ -288,7 +292,7 @@ impl Outbox {
             return Err(super::FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
         }
         let mut state = lock(&self.state);
-        if latency.is_some() && (self.loopback || !state.buf.is_empty() || state.writer.is_none()) {
+        if latency.is_some() && !self.takes_latency_in(&state) {
             return Ok(false);
         }
         // Only when nothing is queued: then the writer task waits on `notify`, not on the
@@ -709,11 +713,7 @@ impl<N: Network> TcpTransport<N> {
         let mut latency = latency;
         if let Some(wait) = latency.filter(|_| !conn.outbox.takes_latency()) {
             latency = None;
-            tokio::select! {
-                _ = timer::sleep(wait) => {}
-                _ = &mut expired => return Err(SendError::Timeout),
-                _ = cancelled.as_mut() => return Err(SendError::Cancelled),
-            }
+            wait_out(wait, expired.as_mut(), cancelled.as_mut()).await?;
         }
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         request.id = id;
@@ -736,12 +736,7 @@ impl<N: Network> TcpTransport<N> {
             // follows it.
             Ok(false) => {
                 let wait = latency.unwrap_or_default();
-                let given_up = tokio::select! {
-                    _ = timer::sleep(wait) => None,
-                    _ = &mut expired => Some(SendError::Timeout),
-                    _ = cancelled.as_mut() => Some(SendError::Cancelled),
-                };
-                if let Some(e) = given_up {
+                if let Err(e) = wait_out(wait, expired.as_mut(), cancelled.as_mut()).await {
                     guard.answered = true;
                     lock(&conn.pending).remove(id);
                     return Err(e);
@@ -774,6 +769,20 @@ impl<N: Network> TcpTransport<N> {
                 addr: addr.to_string(),
             }),
         }
+    }
+}
+
+/// Waits `wait` out (a request's latency, at its sender); `Err` when the call's deadline
+/// (`expired`) or cancellation comes first.
+async fn wait_out(
+    wait: Duration,
+    expired: Pin<&mut impl Future<Output = ()>>,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Result<(), SendError> {
+    tokio::select! {
+        _ = timer::sleep(wait) => Ok(()),
+        _ = expired => Err(SendError::Timeout),
+        _ = cancelled => Err(SendError::Cancelled),
     }
 }
 
@@ -1082,20 +1091,6 @@ fn deliver(
 }
 
 impl<N: Network> TcpTransport<N> {
-    /// Answers a request (what [`Transport::respond`] does).
-    fn answer(&self, responder: &Responder, result: Result<Bytes, Error>) {
-        let conn = &responder.conn;
-        if lock(&conn.inflight).remove(responder.id).is_none() {
-            return; // cancelled: the caller no longer waits for this answer
-        }
-        let frame = Frame::Response(ResponseFrame {
-            id: responder.id,
-            result,
-        });
-        let sent = conn.outbox.send(&frame, conn.max_frame_bytes);
-        answer_failed(conn, responder.id, sent);
-    }
-
     /// Answers a request with a frame that arrives `latency` after it leaves (a simulated
     /// network's model of the message). When it cannot go out at once with its latency
     /// (frames queued before it, a full socket, a peer on this host), nothing is done and the
@@ -1197,7 +1192,16 @@ impl<N: Network> Transport for TcpTransport<N> {
     }
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>) {
-        self.answer(responder, result);
+        let conn = &responder.conn;
+        if lock(&conn.inflight).remove(responder.id).is_none() {
+            return; // cancelled: the caller no longer waits for this answer
+        }
+        let frame = Frame::Response(ResponseFrame {
+            id: responder.id,
+            result,
+        });
+        let sent = conn.outbox.send(&frame, conn.max_frame_bytes);
+        answer_failed(conn, responder.id, sent);
     }
 
     fn send(
