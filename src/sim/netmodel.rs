@@ -449,8 +449,10 @@ impl Transport for ModelTransport {
     }
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, crate::framework::Error>) {
-        // The answer's leg, planned as it leaves, from the stream of this party's answers.
-        let to = self.shared.model.party_named(responder.peer_name());
+        // The answer's leg, planned as it leaves, from the stream of this party's answers. The
+        // caller's party is found once per connection (a name's party never changes: each
+        // transport names its party as it is made, before it can connect).
+        let to = responder.peer_resolved(|name| self.shared.model.party_named(name));
         let leg = self.shared.plan_answer(&to);
         self.shared.answer(responder, to, leg, result);
     }

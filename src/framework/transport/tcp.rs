@@ -473,6 +473,9 @@ struct ServerConn {
     early_cancels: Mutex<std::collections::BTreeSet<u64>>,
     inflight: Mutex<ById<(CancellationToken, Arc<AtomicBool>)>>,
     max_frame_bytes: usize,
+    /// What a transport wrapping this one made of `peer_name`, once for the connection (see
+    /// [`Responder::peer_resolved`]).
+    peer_resolved: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ServerConn {
@@ -492,9 +495,24 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// The name the caller proved itself under when it connected.
-    pub(crate) fn peer_name(&self) -> &str {
-        &self.conn.peer_name
+    /// What `resolve` makes of the name the caller proved itself under when it connected,
+    /// made at the connection's first answer and kept with the connection: a transport that
+    /// wraps this one (the simulation's network model, which finds the party behind a name)
+    /// pays for the lookup once per connection, not once per answer. A connection keeps one
+    /// value, of the first type asked for; a value of another type is made afresh at each call.
+    pub(crate) fn peer_resolved<T: Clone + Send + Sync + 'static>(
+        &self,
+        resolve: impl FnOnce(&str) -> T,
+    ) -> T {
+        if let Some(kept) = self.conn.peer_resolved.get() {
+            return match kept.downcast_ref::<T>() {
+                Some(value) => value.clone(),
+                None => resolve(&self.conn.peer_name),
+            };
+        }
+        let value = resolve(&self.conn.peer_name);
+        let _ = self.conn.peer_resolved.set(Box::new(value.clone()));
+        value
     }
 }
 
@@ -933,6 +951,7 @@ async fn serve_conn<N: Network>(
         early_cancels: Mutex::new(std::collections::BTreeSet::new()),
         inflight: Mutex::new(ById::default()),
         max_frame_bytes,
+        peer_resolved: std::sync::OnceLock::new(),
     });
     tokio::spawn(write_loop(conn.outbox.clone()));
     let codec = FrameCodec::with_budget(max_frame_bytes, transport.inner.large_frames.clone());
@@ -1228,5 +1247,50 @@ impl<N: Network> Transport for TcpTransport<N> {
 
     fn credential(&self) -> Option<&Credential> {
         self.inner.config.credential.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn responder(peer: &str, id: u64) -> Responder {
+        let conn = Arc::new(ServerConn {
+            outbox: Outbox::new(Box::new(tokio::io::sink()), false),
+            peer_name: peer.into(),
+            early_cancels: Mutex::new(std::collections::BTreeSet::new()),
+            inflight: Mutex::new(ById::default()),
+            max_frame_bytes: 1024,
+            peer_resolved: std::sync::OnceLock::new(),
+        });
+        Responder { conn, id }
+    }
+
+    #[test]
+    fn a_connection_resolves_its_callers_name_once_for_all_its_answers() {
+        // Goal: what a wrapping transport makes of the caller's name is made at the first
+        // answer and reused by every later answer on the connection; another connection makes
+        // its own, and a value of another type is made afresh, never mistaken for the kept one.
+        let first = responder("svc.a[0]", 1);
+        let second = Responder {
+            conn: first.conn.clone(),
+            id: 2,
+        };
+        let made = Cell::new(0);
+        let resolve = |name: &str| {
+            made.set(made.get() + 1);
+            format!("party of {name}")
+        };
+        assert_eq!(first.peer_resolved(resolve), "party of svc.a[0]");
+        assert_eq!(second.peer_resolved(resolve), "party of svc.a[0]");
+        assert_eq!(made.get(), 1, "resolved once for the connection");
+        assert_eq!(second.peer_resolved(|name: &str| name.len()), 8);
+        assert_eq!(second.peer_resolved(|name: &str| name.len()), 8);
+        assert_eq!(first.peer_resolved(resolve), "party of svc.a[0]");
+        assert_eq!(made.get(), 1);
+        let other = responder("svc.b[1]", 1);
+        assert_eq!(other.peer_resolved(resolve), "party of svc.b[1]");
+        assert_eq!(made.get(), 2);
     }
 }
