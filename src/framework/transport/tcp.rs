@@ -466,21 +466,29 @@ struct ServerConn {
     outbox: Arc<Outbox>,
     /// The name the caller proved itself under in the handshake.
     peer_name: Arc<str>,
-    /// Ids of cancels for requests not seen (yet): a request may arrive after its cancel when
-    /// the network carries each message for its own latency. Bounded by
-    /// `max_inflight_per_connection`, the lowest (oldest) id forgotten first. A cancel that
-    /// crossed its answer stays here until forgotten, so the lookup is a set's.
-    early_cancels: Mutex<std::collections::BTreeSet<u64>>,
-    inflight: Mutex<ById<(CancellationToken, Arc<AtomicBool>)>>,
+    /// Its requests, under one lock: each request's arrival and each cancel looks at both.
+    requests: Mutex<Requests>,
     max_frame_bytes: usize,
     /// What a transport wrapping this one made of `peer_name`, once for the connection (see
     /// [`Responder::peer_resolved`]).
     peer_resolved: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
+/// The requests of one server connection.
+#[derive(Debug, Default)]
+struct Requests {
+    /// The requests running: each one's cancellation, and whether its caller cancelled it.
+    running: ById<(CancellationToken, Arc<AtomicBool>)>,
+    /// Ids of cancels for requests not seen (yet): a request may arrive after its cancel when
+    /// the network carries each message for its own latency. Bounded by
+    /// `max_inflight_per_connection`, the lowest (oldest) id forgotten first. A cancel that
+    /// crossed its answer stays here until forgotten, so the lookup is a set's.
+    early_cancels: std::collections::BTreeSet<u64>,
+}
+
 impl ServerConn {
     fn cancel_all(&self) {
-        let inflight = lock(&self.inflight).take_all();
+        let inflight = lock(&self.requests).running.take_all();
         for (token, _) in inflight {
             token.cancel();
         }
@@ -948,8 +956,7 @@ async fn serve_conn<N: Network>(
     let conn = Arc::new(ServerConn {
         outbox: Outbox::new(Box::new(w), loopback),
         peer_name,
-        early_cancels: Mutex::new(std::collections::BTreeSet::new()),
-        inflight: Mutex::new(ById::default()),
+        requests: Mutex::default(),
         max_frame_bytes,
         peer_resolved: std::sync::OnceLock::new(),
     });
@@ -1000,12 +1007,13 @@ async fn serve_conn<N: Network>(
                 tokio::task::consume_budget().await;
             }
             Some(Ok(Frame::Cancel { id })) => {
-                let found = lock(&conn.inflight).remove(id);
-                if let Some((token, by_peer)) = found {
+                let mut requests = lock(&conn.requests);
+                if let Some((token, by_peer)) = requests.running.remove(id) {
+                    drop(requests);
                     by_peer.store(true, Ordering::Relaxed);
                     token.cancel();
                 } else {
-                    let mut early = lock(&conn.early_cancels);
+                    let early = &mut requests.early_cancels;
                     if early.len() >= config.max_inflight_per_connection.max(1) {
                         early.pop_first();
                     }
@@ -1064,15 +1072,15 @@ fn deliver(
     max_inflight: usize,
 ) -> bool {
     let id = request.id;
-    if lock(&conn.early_cancels).remove(&id) {
-        return true; // cancelled before it arrived
-    }
     let cancel = CancellationToken::new();
     let by_peer = Arc::new(AtomicBool::new(false));
     {
-        let mut inflight = lock(&conn.inflight);
-        if inflight.len() >= max_inflight {
-            drop(inflight);
+        let mut requests = lock(&conn.requests);
+        if requests.early_cancels.remove(&id) {
+            return true; // cancelled before it arrived
+        }
+        if requests.running.len() >= max_inflight {
+            drop(requests);
             let frame = Frame::Response(ResponseFrame {
                 id,
                 result: Err(Error::of(
@@ -1084,7 +1092,9 @@ fn deliver(
             let _ = conn.outbox.push(&frame, conn.max_frame_bytes);
             return true;
         }
-        inflight.insert(id, (cancel.clone(), by_peer.clone()));
+        requests
+            .running
+            .insert(id, (cancel.clone(), by_peer.clone()));
     }
     let msg = Inbound {
         request,
@@ -1098,7 +1108,7 @@ fn deliver(
         received_at,
     };
     if !inlet.deliver(msg) {
-        lock(&conn.inflight).remove(id);
+        lock(&conn.requests).running.remove(id);
         let frame = Frame::Response(ResponseFrame {
             id,
             result: Err(Error::unavailable("stopping", "server is stopping")),
@@ -1125,7 +1135,7 @@ impl<N: Network> TcpTransport<N> {
         if !conn.outbox.takes_latency() {
             return Err(result);
         }
-        if !lock(&conn.inflight).contains(responder.id) {
+        if !lock(&conn.requests).running.contains(responder.id) {
             return Ok(()); // cancelled: the caller no longer waits for this answer
         }
         let frame = Frame::Response(ResponseFrame {
@@ -1141,7 +1151,7 @@ impl<N: Network> TcpTransport<N> {
                 _ => Ok(()),
             },
             sent => {
-                lock(&conn.inflight).remove(responder.id);
+                lock(&conn.requests).running.remove(responder.id);
                 answer_failed(conn, responder.id, sent.map(drop));
                 Ok(())
             }
@@ -1152,13 +1162,13 @@ impl<N: Network> TcpTransport<N> {
     /// open).
     pub(crate) fn is_wanted(&self, responder: &Responder) -> bool {
         let conn = &responder.conn;
-        !conn.outbox.is_closed() && lock(&conn.inflight).contains(responder.id)
+        !conn.outbox.is_closed() && lock(&conn.requests).running.contains(responder.id)
     }
 
     /// Ends a request whose answer the network loses: it no longer counts as in flight, and
     /// nothing is sent.
     pub(crate) fn drop_response(&self, responder: &Responder) {
-        lock(&responder.conn.inflight).remove(responder.id);
+        lock(&responder.conn.requests).running.remove(responder.id);
     }
 }
 
@@ -1212,7 +1222,7 @@ impl<N: Network> Transport for TcpTransport<N> {
 
     fn respond(&self, responder: &Responder, result: Result<Bytes, Error>) {
         let conn = &responder.conn;
-        if lock(&conn.inflight).remove(responder.id).is_none() {
+        if lock(&conn.requests).running.remove(responder.id).is_none() {
             return; // cancelled: the caller no longer waits for this answer
         }
         let frame = Frame::Response(ResponseFrame {
@@ -1259,8 +1269,7 @@ mod tests {
         let conn = Arc::new(ServerConn {
             outbox: Outbox::new(Box::new(tokio::io::sink()), false),
             peer_name: peer.into(),
-            early_cancels: Mutex::new(std::collections::BTreeSet::new()),
-            inflight: Mutex::new(ById::default()),
+            requests: Mutex::default(),
             max_frame_bytes: 1024,
             peer_resolved: std::sync::OnceLock::new(),
         });
