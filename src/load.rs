@@ -271,14 +271,14 @@ impl Generator {
                 .unwrap_or_else(|| padding.clone());
             // Boxed: tokio moves a task's future more than once as it spawns and ends it; a box
             // moves as a pointer.
-            tasks.spawn(Box::pin(async move {
+            crate::framework::task::spawn(tasks.track_future(Box::pin(async move {
                 let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
                 if let (Some(w), Some(answer)) = (&workload, &answer) {
                     w.system.answered(w.end(&name), answer, &w.notes);
                 }
                 recorder.record_load(&name, t, clock.now(), outcome, deadline);
                 inflight.fetch_sub(1, Ordering::Relaxed);
-            }));
+            })));
         }
         tasks.close();
         tasks.wait().await;

@@ -259,8 +259,9 @@ pub fn merge(paths: &[PathBuf], out: Option<PathBuf>) -> u8 {
 ///
 /// Each seed runs in a process of its own (this program, `sweep-seed FILE SEED`): runs on
 /// threads of one process share tokio's task numbering, which decides the order a crashed
-/// host's tasks are dropped in, so only a process per run replays exactly what `run --seed`
-/// does (see `sim::run`).
+/// host's tasks spawned with `tokio::spawn` directly (by a service of a user's) are dropped in
+/// (the framework's own are dropped in spawn order: `framework::task`), so only a process per
+/// run replays exactly what `run --seed` does for every service (see `sim::run`).
 fn run_seed(file: &Path, seed: u64, swarm: bool) -> Result<SeedResult, String> {
     let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut command = std::process::Command::new(program);

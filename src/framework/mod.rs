@@ -22,6 +22,7 @@ pub mod middleware;
 pub mod retry;
 pub mod server;
 pub mod service;
+pub mod task;
 pub mod timer;
 pub mod transport;
 pub mod trust;

@@ -371,7 +371,7 @@ impl Server {
             self.add_endpoints([self.health_endpoint()]);
         }
         if let Some(every) = self.inner.config.health_interval {
-            tokio::spawn(out_of_band_health(
+            crate::framework::task::spawn(out_of_band_health(
                 Arc::downgrade(&self.inner),
                 running.transport.clone(),
                 every,
@@ -464,8 +464,10 @@ impl Dispatch {
         };
         // Boxed: the task then holds a pointer, not a large future copied at every move. The
         // block owns the request once; `run` borrows it (a `run(self)` would hold two copies).
-        self.tracker
-            .spawn(Box::pin(async move { task.run().await }));
+        crate::framework::task::spawn(
+            self.tracker
+                .track_future(Box::pin(async move { task.run().await })),
+        );
     }
 }
 

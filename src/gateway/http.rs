@@ -112,7 +112,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
             id
         };
         let (gateway, open) = (gateway.clone(), open.clone());
-        tokio::spawn(async move {
+        crate::framework::task::spawn(async move {
             serve_until_evicted(stream, gateway, &evict).await;
             lock(&open).by_age.remove(&id);
             drop(permit);

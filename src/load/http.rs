@@ -38,7 +38,7 @@ impl HttpPool {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
+        crate::framework::task::spawn(async move {
             let _ = conn.await;
         });
         Ok(sender)

@@ -264,7 +264,7 @@ pub fn service_in(env: &Env) -> Built {
 /// current runtime, which ends when the endpoints are dropped.
 pub fn endpoints(disk: Arc<Disk>) -> Vec<Endpoint> {
     let (endpoints, writer) = parts(disk, None);
-    tokio::spawn(writer);
+    crate::framework::task::spawn(writer);
     endpoints
 }
 

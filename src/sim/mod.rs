@@ -370,9 +370,10 @@ const TOKIO_TASK_SHARDS: u64 = 4;
 /// keeps its tasks in lists chosen by id. When turmoil crashes a host it drops the runtime, and
 /// the tasks are dropped list by list: the order of what they do on the way out (events, the
 /// FIN or RST each socket sends) would depend on how many tasks the process made before this
-/// run. Aligning the counter makes a run in a long-lived process (a sweep, a test binary)
-/// replay exactly as `windtunnel run` does. Runs on parallel threads of one process share the
-/// counter, so `sweep` runs its seeds in processes of their own.
+/// run. Tasks spawned with [`crate::framework::task::spawn`] (every task of the framework and
+/// the wind tunnel) are dropped first, oldest first, whatever their ids; aligning the counter
+/// still makes the rest (tasks a service of yours spawns with `tokio::spawn`) drop as in a
+/// fresh process, when no other thread spawns tasks during the run.
 fn align_task_ids() {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
@@ -430,7 +431,10 @@ fn add_gateway(sim: &mut turmoil::Sim<'_>, world: &World) -> Result<(), RunError
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", GATEWAY.1)).await?;
             loop {
                 let (stream, _) = listener.accept().await?;
-                tokio::spawn(crate::gateway::serve_connection(stream, gateway.clone()));
+                crate::framework::task::spawn(crate::gateway::serve_connection(
+                    stream,
+                    gateway.clone(),
+                ));
             }
         }
     });

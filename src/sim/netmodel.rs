@@ -434,8 +434,8 @@ type AnswerResult = Result<Bytes, crate::framework::Error>;
 /// Runs `task` on the current runtime; outside one (a runtime shutting down) it is dropped,
 /// as the runtime would drop it.
 fn spawn_in_runtime(task: impl Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(task);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        crate::framework::task::spawn(task);
     }
 }
 

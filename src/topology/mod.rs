@@ -95,7 +95,7 @@ impl Instance {
             None => Context::background(),
         };
         for work in self.background {
-            tokio::spawn(work(ctx.clone()));
+            crate::framework::task::spawn(work(ctx.clone()));
         }
         Ok(self.server)
     }

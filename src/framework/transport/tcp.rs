@@ -675,8 +675,8 @@ impl<N: Network> TcpTransport<N> {
             next_id: AtomicU64::new(1),
             max_frame_bytes: self.inner.config.max_frame_bytes,
         });
-        tokio::spawn(write_loop(conn.outbox.clone()));
-        tokio::spawn(client_read_loop(r, conn.clone()));
+        crate::framework::task::spawn(write_loop(conn.outbox.clone()));
+        crate::framework::task::spawn(client_read_loop(r, conn.clone()));
         Ok(conn)
     }
 
@@ -900,7 +900,7 @@ async fn accept_loop<N: Network>(
         };
         let (transport, inlet, slots) = (transport.clone(), inlet.clone(), slots.clone());
         let credential = credential.clone();
-        tokio::spawn(async move {
+        crate::framework::task::spawn(async move {
             let shook = handshake(&transport, &credential, &mut stream, &peer).await;
             drop(handshaking);
             let Some(peer_name) = shook else {
@@ -960,7 +960,7 @@ async fn serve_conn<N: Network>(
         max_frame_bytes,
         peer_resolved: std::sync::OnceLock::new(),
     });
-    tokio::spawn(write_loop(conn.outbox.clone()));
+    crate::framework::task::spawn(write_loop(conn.outbox.clone()));
     let codec = FrameCodec::with_budget(max_frame_bytes, transport.inner.large_frames.clone());
     let mut frames = FramedRead::new(r, codec);
     // Made once for the connection, not once per frame, and guarded: polled only when the
@@ -1205,7 +1205,7 @@ impl<N: Network> Transport for TcpTransport<N> {
                 return Err(ListenError::AlreadyListening(bound));
             }
             lock(&self.inner.listeners).insert(bound.clone(), stop.clone());
-            tokio::spawn(accept_loop(self.clone(), listener, inlet, stop));
+            crate::framework::task::spawn(accept_loop(self.clone(), listener, inlet, stop));
             Ok(bound)
         })
     }

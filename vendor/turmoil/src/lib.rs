@@ -213,7 +213,7 @@ pub mod barriers;
 pub mod net;
 
 mod rt;
-pub use rt::clock_epoch;
+pub use rt::{clock_epoch, spawn};
 use rt::Rt;
 
 /// The simulation's own maps, keyed by addresses and ids, hashed with FxHash: SipHash (the

@@ -7,8 +7,8 @@ use std::task::{Context, Poll, Waker};
 
 use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
 use tokio::task::LocalSet;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{sleep, sleep_until, Duration, Instant};
 
 use super::Result;
@@ -18,7 +18,122 @@ thread_local! {
     /// number that changes whenever the clock software reads may have moved (windtunnel
     /// patch; see [`clock_epoch`]).
     static CLOCK: std::cell::Cell<(bool, u64)> = const { std::cell::Cell::new((false, 0)) };
+
+    /// The tasks [`spawn`] made on this thread inside hosts' runtimes, each with its host's
+    /// key and its place in the order of spawning (windtunnel patch).
+    static SPAWNED: std::cell::RefCell<Spawned> = const { std::cell::RefCell::new(Spawned::new()) };
+
+    /// The key of the host whose runtime is being run on this thread (windtunnel patch).
+    static HOST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
+
+/// `tokio::spawn`, except that inside a host of a simulation the task is also noted, so that a
+/// crash or a bounce of the host drops it in the order tasks were spawned (windtunnel patch).
+///
+/// Why: a current-thread runtime keeps its tasks in lists chosen by task id, and ids come from
+/// one counter for the whole process, so when a dropped runtime drops its tasks, list by list,
+/// their order (and the order of what they do on the way out: the FIN each socket sends, the
+/// messages and records of their destructors) depends on how many tasks every other thread of
+/// the process has spawned. Tests of one binary run side by side, so a simulation with crashes
+/// would not replay there. Before its runtime is dropped, a crashed host's noted tasks are
+/// aborted, oldest first, and run until each has dropped its future: an aborted task never
+/// runs its future again, so nothing but destructors runs, in that order. Tasks spawned with
+/// `tokio::spawn` directly are still dropped as the runtime ends. Outside a simulation, and on
+/// the simulation's thread between steps, this is `tokio::spawn`.
+#[track_caller]
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = tokio::spawn(future);
+    if clock_epoch().is_some() {
+        let host = HOST.with(std::cell::Cell::get);
+        SPAWNED.with(|s| s.borrow_mut().note(host, task.abort_handle()));
+    }
+    task
+}
+
+/// Tasks [`spawn`] made inside hosts' runtimes on one thread, each with its host's key and its
+/// place in the order of spawning (windtunnel patch). One list for all the hosts, so a tick pays
+/// only for setting the key. Finished tasks are let go as new ones come: each new task looks at
+/// two old ones, in turn, so the list holds at most about twice the tasks alive, and a finished
+/// task's memory is freed soon, a block at a time.
+struct Spawned {
+    tasks: Vec<Noted>,
+    /// The next task's place in the order of spawning.
+    next: u64,
+    /// Where the next look at an old task is.
+    cursor: usize,
+}
+
+/// One task [`spawn`] made inside a host's runtime (windtunnel patch).
+struct Noted {
+    host: u64,
+    order: u64,
+    task: AbortHandle,
+}
+
+impl Spawned {
+    const fn new() -> Spawned {
+        Spawned {
+            tasks: Vec::new(),
+            next: 0,
+            cursor: 0,
+        }
+    }
+
+    fn note(&mut self, host: u64, task: AbortHandle) {
+        for _ in 0..2 {
+            self.look();
+        }
+        self.tasks.push(Noted {
+            host,
+            order: self.next,
+            task,
+        });
+        self.next += 1;
+    }
+
+    /// Looks at the task at the cursor: lets it go if it has finished, else moves on.
+    fn look(&mut self) {
+        if self.cursor >= self.tasks.len() {
+            self.cursor = 0;
+        }
+        match self.tasks.get(self.cursor) {
+            Some(noted) if noted.task.is_finished() => {
+                self.tasks.swap_remove(self.cursor);
+            }
+            Some(_) => self.cursor += 1,
+            None => {}
+        }
+    }
+
+    /// Takes out the tasks of `host`, oldest first.
+    fn take(host: u64) -> Vec<AbortHandle> {
+        let mut mine: Vec<Noted> = SPAWNED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.cursor = 0;
+            s.tasks.extract_if(.., |n| n.host == host).collect()
+        });
+        mine.sort_by_key(|n| n.order);
+        mine.into_iter().map(|n| n.task).collect()
+    }
+}
+
+/// A key for each host runtime (windtunnel patch), unique in the process.
+fn host_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How many rounds a crash gives tasks spawned by destructors of tasks it drops: each round
+/// aborts the ones the round before spawned (windtunnel patch).
+const DROP_ROUNDS: usize = 16;
+
+/// How many turns of its runtime a crash waits, each round, for aborted tasks to be dropped
+/// (windtunnel patch).
+const DROP_TURNS: usize = 64;
 
 /// While a host's software runs (a tick or a skip of its runtime), a number that stays the
 /// same for as long as its runtime's clock does; `None` anywhere else (windtunnel patch).
@@ -50,8 +165,10 @@ fn new_epoch(ticking: Option<bool>) {
 struct Ticking;
 
 impl Ticking {
-    fn start() -> Ticking {
+    /// Starts ticking the runtime of the host with key `host` (see [`spawn`]).
+    fn start(host: u64) -> Ticking {
         new_epoch(Some(true));
+        HOST.with(|h| h.set(host));
         Ticking
     }
 }
@@ -201,6 +318,10 @@ pub struct Rt<'a> {
     /// The runtime's clock as its last tick left it (windtunnel patch): [`Rt::now`] reads it
     /// here instead of entering the runtime, once per host per step.
     clock: Instant,
+
+    /// The key [`spawn`] notes this runtime's tasks with, for a crash to drop them in order
+    /// (windtunnel patch).
+    key: u64,
 }
 
 impl<'a> Rt<'a> {
@@ -223,6 +344,7 @@ impl<'a> Rt<'a> {
             quiet: true,
             base,
             clock,
+            key: host_key(),
         }
     }
 
@@ -247,6 +369,7 @@ impl<'a> Rt<'a> {
             quiet: true,
             base,
             clock,
+            key: host_key(),
         }
     }
 
@@ -265,6 +388,7 @@ impl<'a> Rt<'a> {
             quiet: true,
             base,
             clock,
+            key: host_key(),
         }
     }
 
@@ -336,7 +460,7 @@ impl<'a> Rt<'a> {
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        let ticking = Ticking::start();
+        let ticking = Ticking::start(self.key);
         self.tokio.block_on(async {
             self.local
                 .run_until(async {
@@ -376,7 +500,7 @@ impl<'a> Rt<'a> {
         let last_poll = &self.config.last_poll;
         let parks = &self.config.parks;
         self.config.skipping.store(true, Ordering::Relaxed);
-        let ticking = Ticking::start();
+        let ticking = Ticking::start(self.key);
         self.quiet = self.tokio.block_on(async {
             let start = Instant::now();
             let window = start + plan.window;
@@ -539,12 +663,44 @@ impl<'a> Rt<'a> {
     ///
     /// Both the [`Runtime`] and [`LocalSet`] are replaced with new instances.
     fn cancel_tasks(&mut self) {
+        self.drop_spawned();
         let (tokio, local, base) = init(&mut self.config);
 
         self.base = base;
         _ = mem::replace(&mut self.tokio, tokio);
         drop(mem::replace(&mut self.local, local));
         self.clock = self.read_clock();
+    }
+}
+
+impl Rt<'_> {
+    /// Drops the tasks [`spawn`] made on the runtime, oldest first, before the runtime itself
+    /// is dropped (windtunnel patch; see [`spawn`]). Each is aborted, and the runtime turns
+    /// until each has dropped its future; tasks spawned by their destructors go the same way,
+    /// for at most [`DROP_ROUNDS`] rounds. The runtime's clock does not move: the turns park
+    /// with a zero timeout. The `LocalSet` is not run.
+    fn drop_spawned(&mut self) {
+        let ticking = Ticking::start(self.key);
+        for _ in 0..DROP_ROUNDS {
+            let tasks = Spawned::take(self.key);
+            if tasks.is_empty() {
+                break;
+            }
+            self.tokio.block_on(async {
+                for task in &tasks {
+                    task.abort();
+                }
+                // An aborted task is dropped at its next turn, so one turn is enough; the bound
+                // only keeps a runtime that does not turn from hanging the crash.
+                for _ in 0..DROP_TURNS {
+                    if tasks.iter().all(AbortHandle::is_finished) {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
+        drop(ticking);
     }
 }
 
@@ -632,6 +788,69 @@ mod tests {
     use std::time::Duration;
 
     use super::{Config, Rt};
+
+    #[test]
+    fn a_crash_drops_spawned_tasks_oldest_first_whatever_their_ids() {
+        // Software spawns tasks with `spawn` that wait for ever and note their number as they
+        // are dropped; between two spawns, tasks are spawned on another runtime (0, 1, 2 or 3 of
+        // them), as other threads of a process do, so the tasks' ids fall in tokio's lists in
+        // no order. The first task's destructor spawns one more. A crash must drop the tasks in
+        // the order they were spawned, the one spawned on the way out last, and a bounce the
+        // same (windtunnel patch).
+        use std::sync::{Arc, Mutex};
+        type Dropped = Arc<Mutex<Vec<usize>>>;
+        struct Note(usize, Dropped, bool);
+        impl Drop for Note {
+            fn drop(&mut self) {
+                if let Ok(mut d) = self.1.lock() {
+                    d.push(self.0);
+                }
+                if self.2 {
+                    let note = Note(99, self.1.clone(), false);
+                    super::spawn(async move {
+                        let _note = note;
+                        std::future::pending::<()>().await;
+                    });
+                }
+            }
+        }
+        let other = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let other = Arc::new(other);
+        for crash in [true, false] {
+            let dropped: Dropped = Arc::default();
+            let (d, o) = (dropped.clone(), other.clone());
+            let software = move || {
+                let (d, o) = (d.clone(), o.clone());
+                async move {
+                    for i in 0..12 {
+                        let note = Note(i, d.clone(), i == 0);
+                        super::spawn(async move {
+                            let _note = note;
+                            std::future::pending::<()>().await;
+                        });
+                        for _ in 0..(i * 7) % 4 {
+                            drop(o.spawn(async {}));
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            };
+            let mut rt = Rt::host("h".into(), software, Config::default());
+            let _ = rt.tick(Duration::from_millis(1));
+            assert!(dropped.lock().expect("no panic").is_empty());
+            if crash {
+                rt.crash();
+            } else {
+                rt.bounce();
+            }
+            let mut want: Vec<usize> = (0..12).collect();
+            want.push(99);
+            assert_eq!(*dropped.lock().expect("no panic"), want, "crash: {crash}");
+        }
+    }
 
     #[test]
     fn the_kept_clock_is_the_runtimes_after_every_tick_and_skip() {

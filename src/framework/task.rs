@@ -1,0 +1,28 @@
+//! Spawning tasks so that a crash in the wind tunnel replays: [`spawn`].
+//!
+//! When the wind tunnel crashes a host, the host's tasks are dropped, and what they do on the
+//! way out (a socket's FIN, a call's cancel, the events they record) happens in the order they
+//! are dropped. tokio drops a runtime's tasks in lists chosen by task id, and ids come from one
+//! counter for the whole process, so that order would depend on what every other thread of the
+//! process spawned: a test of yours that runs a scenario with a crash beside other tests would
+//! not replay. Tasks spawned with [`spawn`] are dropped oldest first instead, before the rest.
+//! The framework spawns all its tasks so; a service of your own should too (docs/own-services.md).
+
+use std::future::Future;
+
+use tokio::task::JoinHandle;
+
+/// `tokio::spawn`, with the task noted so that a crash of its host in a simulation drops it in
+/// the order tasks were spawned (module docs). Outside a simulation it is `tokio::spawn`.
+///
+/// # Panics
+///
+/// As `tokio::spawn`: when called outside a tokio runtime.
+#[track_caller]
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    turmoil::spawn(future)
+}
