@@ -5,7 +5,8 @@
 //! are dropped. tokio drops a runtime's tasks in lists chosen by task id, and ids come from one
 //! counter for the whole process, so that order would depend on what every other thread of the
 //! process spawned: a test of yours that runs a scenario with a crash beside other tests would
-//! not replay. Tasks spawned with [`spawn`] are dropped oldest first instead, before the rest.
+//! not replay. Tasks spawned with [`spawn`] are dropped first instead, in the order they were
+//! spawned (those already woken at the crash first, in the order they were woken).
 //! The framework spawns all its tasks so; a service of your own should too (docs/own-services.md).
 
 use std::future::Future;

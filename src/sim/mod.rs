@@ -371,7 +371,7 @@ const TOKIO_TASK_SHARDS: u64 = 4;
 /// the tasks are dropped list by list: the order of what they do on the way out (events, the
 /// FIN or RST each socket sends) would depend on how many tasks the process made before this
 /// run. Tasks spawned with [`crate::framework::task::spawn`] (every task of the framework and
-/// the wind tunnel) are dropped first, oldest first, whatever their ids; aligning the counter
+/// the wind tunnel) are dropped first, in the order they were spawned; aligning the counter
 /// still makes the rest (tasks a service of yours spawns with `tokio::spawn`) drop as in a
 /// fresh process, when no other thread spawns tasks during the run.
 fn align_task_ids() {

@@ -25,6 +25,10 @@ thread_local! {
 
     /// The key of the host whose runtime is being run on this thread (windtunnel patch).
     static HOST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+
+    /// Whether a crash is dropping a host's tasks on this thread (windtunnel patch): a task
+    /// [`spawn`] makes then is aborted at once, as a runtime being dropped would drop it unrun.
+    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `tokio::spawn`, except that inside a host of a simulation the task is also noted, so that a
@@ -36,10 +40,12 @@ thread_local! {
 /// messages and records of their destructors) depends on how many tasks every other thread of
 /// the process has spawned. Tests of one binary run side by side, so a simulation with crashes
 /// would not replay there. Before its runtime is dropped, a crashed host's noted tasks are
-/// aborted, oldest first, and run until each has dropped its future: an aborted task never
-/// runs its future again, so nothing but destructors runs, in that order. Tasks spawned with
-/// `tokio::spawn` directly are still dropped as the runtime ends. Outside a simulation, and on
-/// the simulation's thread between steps, this is `tokio::spawn`.
+/// aborted in the order they were spawned, and the runtime turns until each has dropped its
+/// future: an aborted task never polls its future again, and one spawned meanwhile is aborted
+/// as it is spawned. Tasks already woken when the host crashed are dropped first, in the order
+/// they were woken, then the rest in spawn order. A task spawned with `tokio::spawn` directly
+/// is dropped as the runtime ends, or polled in those turns if it was woken. Outside a
+/// simulation, and on the simulation's thread between steps, this is `tokio::spawn`.
 #[track_caller]
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
@@ -48,6 +54,9 @@ where
 {
     let task = tokio::spawn(future);
     if clock_epoch().is_some() {
+        if DRAINING.with(std::cell::Cell::get) {
+            task.abort();
+        }
         let host = HOST.with(std::cell::Cell::get);
         SPAWNED.with(|s| s.borrow_mut().note(host, task.abort_handle()));
     }
@@ -58,7 +67,7 @@ where
 /// place in the order of spawning (windtunnel patch). One list for all the hosts, so a tick pays
 /// only for setting the key. Finished tasks are let go as new ones come: each new task looks at
 /// two old ones, in turn, so the list holds at most about twice the tasks alive, and a finished
-/// task's memory is freed soon, a block at a time.
+/// task's memory is freed a block at a time, while the thread goes on spawning.
 struct Spawned {
     tasks: Vec<Noted>,
     /// The next task's place in the order of spawning.
@@ -131,8 +140,8 @@ fn host_key() -> u64 {
 /// aborts the ones the round before spawned (windtunnel patch).
 const DROP_ROUNDS: usize = 16;
 
-/// How many turns of its runtime a crash waits, each round, for aborted tasks to be dropped
-/// (windtunnel patch).
+/// How many turns in a row in which no aborted task is dropped a crash waits through, each
+/// round, before it leaves the rest to the runtime's end (windtunnel patch).
 const DROP_TURNS: usize = 64;
 
 /// While a host's software runs (a tick or a skip of its runtime), a number that stays the
@@ -674,13 +683,16 @@ impl<'a> Rt<'a> {
 }
 
 impl Rt<'_> {
-    /// Drops the tasks [`spawn`] made on the runtime, oldest first, before the runtime itself
-    /// is dropped (windtunnel patch; see [`spawn`]). Each is aborted, and the runtime turns
-    /// until each has dropped its future; tasks spawned by their destructors go the same way,
-    /// for at most [`DROP_ROUNDS`] rounds. The runtime's clock does not move: the turns park
-    /// with a zero timeout. The `LocalSet` is not run.
+    /// Drops the tasks [`spawn`] made on the runtime before the runtime itself is dropped
+    /// (windtunnel patch; see [`spawn`]). They are aborted in the order they were spawned, and
+    /// the runtime turns until each has dropped its future (those already woken go first, in
+    /// the order they were woken). A task spawned meanwhile, by a destructor, is aborted as it
+    /// is spawned and waited for the same way, for at most [`DROP_ROUNDS`] rounds. The
+    /// runtime's clock does not move: the turns park with a zero timeout. The `LocalSet` is not
+    /// run.
     fn drop_spawned(&mut self) {
         let ticking = Ticking::start(self.key);
+        DRAINING.with(|d| d.set(true));
         for _ in 0..DROP_ROUNDS {
             let tasks = Spawned::take(self.key);
             if tasks.is_empty() {
@@ -690,16 +702,23 @@ impl Rt<'_> {
                 for task in &tasks {
                     task.abort();
                 }
-                // An aborted task is dropped at its next turn, so one turn is enough; the bound
-                // only keeps a runtime that does not turn from hanging the crash.
-                for _ in 0..DROP_TURNS {
-                    if tasks.iter().all(AbortHandle::is_finished) {
+                // An aborted task is dropped at its next poll; a turn of the scheduler polls up
+                // to 61 tasks, so many tasks take many turns. The bound is on turns that drop
+                // none, so only a runtime that does not turn cannot hang the crash.
+                let mut left = tasks.len();
+                let mut idle = 0;
+                while idle < DROP_TURNS {
+                    let now_left = tasks.iter().filter(|t| !t.is_finished()).count();
+                    if now_left == 0 {
                         break;
                     }
+                    idle = if now_left < left { 0 } else { idle + 1 };
+                    left = now_left;
                     tokio::task::yield_now().await;
                 }
             });
         }
+        DRAINING.with(|d| d.set(false));
         drop(ticking);
     }
 }
@@ -794,10 +813,11 @@ mod tests {
         // Software spawns tasks with `spawn` that wait for ever and note their number as they
         // are dropped; between two spawns, tasks are spawned on another runtime (0, 1, 2 or 3 of
         // them), as other threads of a process do, so the tasks' ids fall in tokio's lists in
-        // no order. The first task's destructor spawns one more. A crash must drop the tasks in
-        // the order they were spawned, the one spawned on the way out last, and a bounce the
-        // same (windtunnel patch).
+        // no order. The first task's destructor spawns one more, which must be dropped unpolled.
+        // A crash must drop the tasks in the order they were spawned, the one spawned on the way
+        // out last, and a bounce the same (windtunnel patch).
         use std::sync::{Arc, Mutex};
+        static POLLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         type Dropped = Arc<Mutex<Vec<usize>>>;
         struct Note(usize, Dropped, bool);
         impl Drop for Note {
@@ -809,6 +829,7 @@ mod tests {
                     let note = Note(99, self.1.clone(), false);
                     super::spawn(async move {
                         let _note = note;
+                        POLLED.store(true, std::sync::atomic::Ordering::SeqCst);
                         std::future::pending::<()>().await;
                     });
                 }
@@ -849,6 +870,10 @@ mod tests {
             let mut want: Vec<usize> = (0..12).collect();
             want.push(99);
             assert_eq!(*dropped.lock().expect("no panic"), want, "crash: {crash}");
+            assert!(
+                !POLLED.load(std::sync::atomic::Ordering::SeqCst),
+                "a task spawned as the crash dropped tasks was polled"
+            );
         }
     }
 

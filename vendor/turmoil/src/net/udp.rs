@@ -628,7 +628,8 @@ impl UdpSocket {
 }
 
 fn send_loopback(src: SocketAddr, dst: SocketAddr, message: Protocol) {
-    tokio::spawn(async move {
+    // Noted, so a crash drops it in order (windtunnel patch; see `crate::spawn`).
+    crate::spawn(async move {
         // FIXME: Forces delivery on the next step which better aligns with the
         // remote networking behavior.
         // https://github.com/tokio-rs/turmoil/issues/132

@@ -457,7 +457,8 @@ fn send_loopback(src: SocketAddr, dst: SocketAddr, message: Protocol) {
         return;
     }
 
-    tokio::spawn(async move {
+    // Noted, so a crash drops it in order (windtunnel patch; see `crate::spawn`).
+    crate::spawn(async move {
         // FIXME: Forces delivery on the next step which better aligns with the
         // remote networking behavior.
         // https://github.com/tokio-rs/turmoil/issues/132
