@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
+use windtunnel::report::sweep::Spread;
 use windtunnel::tunnel::Tunnel;
 
 /// Idle connections to one host, reused by its callers.
@@ -182,19 +183,6 @@ fn windtunnel_run(rate: &str, duration: &str) -> Option<(Duration, u64, f64)> {
     Some((Duration::from_secs_f64(s.wall_seconds), sent, s.speedup))
 }
 
-/// The median and the range of `values`; `None` when there are none.
-fn spread(values: &mut [f64]) -> Option<(f64, f64, f64)> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let (min, max) = (*values.first()?, *values.last()?);
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    Some((median, min, max))
-}
-
 fn compare(rate: u64, secs: u64, pairs: usize) {
     let (rate_s, secs_s) = (format!("{rate}/s"), format!("{secs}s"));
     let mut ratios = Vec::new();
@@ -221,7 +209,10 @@ fn compare(rate: u64, secs: u64, pairs: usize) {
         );
     }
     let n = ratios.len();
-    let Some((median, min, max)) = spread(&mut ratios) else {
+    let Some(Spread {
+        median, min, max, ..
+    }) = Spread::of(&ratios)
+    else {
         return;
     };
     println!("{rate}/s for {secs} s: ratio {median:.2}, the median of {n} ({min:.2} to {max:.2})");
@@ -323,7 +314,10 @@ fn main() {
         );
     }
     let n = speedups.len();
-    let Some((median, min, max)) = spread(&mut speedups) else {
+    let Some(Spread {
+        median, min, max, ..
+    }) = Spread::of(&speedups)
+    else {
         return;
     };
     println!("0.1/s for 1 h: {median:.0}x real time, the median of {n} ({min:.0}x to {max:.0}x)");

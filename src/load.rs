@@ -122,7 +122,7 @@ impl Sender {
                 // The call's future is boxed on its own (under a kilobyte), and so is the
                 // request's (a few hundred bytes): each fits the allocator's per-size caches,
                 // where the request's future holding the call (over a kilobyte) did not.
-                let send = Box::pin(client.send(&ctx, call));
+                let send = crate::framework::task::boxed(|| client.send(&ctx, call));
                 match send.await {
                     Ok(reply) => (Outcome::Ok, Some(reply.body)),
                     Err(e) => (Outcome::Error(e.code().to_string()), None),
@@ -147,7 +147,7 @@ impl Sender {
                 };
                 // Boxed for the same reason as the RPC call's: hyper's future is large, and held
                 // here it would make every request's task (RPC ones too) large.
-                let send = Box::pin(gateway.pool.send(request));
+                let send = crate::framework::task::boxed(|| gateway.pool.send(request));
                 match crate::framework::timer::timeout_at(deadline, send).await {
                     Ok(answer) => answer,
                     Err(_) => (Outcome::Error("timeout".to_string()), None),
@@ -271,14 +271,16 @@ impl Generator {
                 .unwrap_or_else(|| padding.clone());
             // Boxed: tokio moves a task's future more than once as it spawns and ends it; a box
             // moves as a pointer.
-            crate::framework::task::spawn(tasks.track_future(Box::pin(async move {
-                let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
-                if let (Some(w), Some(answer)) = (&workload, &answer) {
-                    w.system.answered(w.end(&name), answer, &w.notes);
-                }
-                recorder.record_load(&name, t, clock.now(), outcome, deadline);
-                inflight.fetch_sub(1, Ordering::Relaxed);
-            })));
+            crate::framework::task::spawn(tasks.track_future(crate::framework::task::boxed(
+                move || async move {
+                    let (outcome, answer) = sender.send(n, body, clock.at(t + deadline)).await;
+                    if let (Some(w), Some(answer)) = (&workload, &answer) {
+                        w.system.answered(w.end(&name), answer, &w.notes);
+                    }
+                    recorder.record_load(&name, t, clock.now(), outcome, deadline);
+                    inflight.fetch_sub(1, Ordering::Relaxed);
+                },
+            )));
         }
         tasks.close();
         tasks.wait().await;

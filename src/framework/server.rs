@@ -464,10 +464,9 @@ impl Dispatch {
         };
         // Boxed: the task then holds a pointer, not a large future copied at every move. The
         // block owns the request once; `run` borrows it (a `run(self)` would hold two copies).
-        crate::framework::task::spawn(
-            self.tracker
-                .track_future(Box::pin(async move { task.run().await })),
-        );
+        crate::framework::task::spawn(self.tracker.track_future(crate::framework::task::boxed(
+            move || async move { task.run().await },
+        )));
     }
 }
 

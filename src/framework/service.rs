@@ -108,7 +108,7 @@ impl Endpoint {
         let handler = Arc::new(handler);
         let erased = move |ctx: Context, body: Bytes| -> BoxFuture<'static, Result<Bytes, Error>> {
             let handler = handler.clone();
-            Box::pin(async move {
+            crate::framework::task::boxed(move || async move {
                 let req: Req = serde_json::from_slice(&body)
                     .map_err(|e| Error::bad_request("invalid_body", e.to_string()))?;
                 let resp = handler(ctx, req).await?;
@@ -137,7 +137,9 @@ impl Endpoint {
             name: name.into(),
             request_type: "bytes",
             response_type: "bytes",
-            handler: Arc::new(move |ctx, body| Box::pin(handler(ctx, body))),
+            handler: Arc::new(move |ctx, body| {
+                crate::framework::task::boxed(|| handler(ctx, body)) as BoxFuture<'static, _>
+            }),
             access: Access::default(),
             idempotent: false,
         }

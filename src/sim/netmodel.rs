@@ -472,10 +472,10 @@ impl Transport for ModelTransport {
         // the request leg has been travelled, inside this future (not in a box of its own),
         // waiting for the call's cancellation with the legs' one wait.
         let seed = self.fork_seed();
-        Box::pin(async move {
+        crate::framework::task::boxed(move || async move {
             // Boxed: the stream's state is a few hundred bytes, and would make this future too
-            // large for the allocator's per-size caches.
-            let mut rng = Box::new(ChaCha8Rng::seed_from_u64(seed));
+            // large for the allocator's per-size caches. Made in its box, not copied into it.
+            let mut rng = Box::write(Box::new_uninit(), ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             // One timer for the legs and the deadline between them, moved from wait to wait.

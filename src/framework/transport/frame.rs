@@ -138,6 +138,16 @@ pub(crate) fn encode_request_frame(
     framed(dst, max_frame_bytes, |dst| encode_request(r, dst))
 }
 
+/// Appends the frame of response `r`, as [`encode_frame`] does `Frame::Response`, from a
+/// borrowed response: an answer that may not leave yet stays where it is, to be sent plainly.
+pub(crate) fn encode_response_frame(
+    r: &ResponseFrame,
+    dst: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<(), FrameError> {
+    framed(dst, max_frame_bytes, |dst| encode_response(r, dst))
+}
+
 /// Appends the payload `payload` writes, behind its length prefix, or nothing when it would
 /// exceed `max_frame_bytes`.
 fn framed(

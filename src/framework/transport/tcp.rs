@@ -49,8 +49,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::by_id::ById;
 use super::frame::{
-    encode_frame, encode_request_frame, Frame, FrameCodec, LargeFrames, RequestFrame,
-    ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
+    encode_frame, encode_request_frame, encode_response_frame, Frame, FrameCodec, LargeFrames,
+    RequestFrame, ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
 };
 use super::net::Network;
 use super::{BoxFuture, Inbound, Inlet, ListenError, SendError, Transport};
@@ -233,19 +233,19 @@ impl Outbox {
             .map(drop)
     }
 
-    /// [`Outbox::send`] for a frame that is to arrive `latency` after it leaves (a simulated
+    /// [`Outbox::send`] for a response that is to arrive `latency` after it leaves (a simulated
     /// network's model of the message, [`turmoil::set_next_message_latency`]): sent now if it
     /// can go out at once; `Ok(false)`, with nothing sent or queued, if it cannot (frames are
     /// queued before it, the socket is full, or the peer is on this host), for the caller to
     /// wait the latency out and send it plainly.
-    fn send_after(
+    fn send_response_after(
         &self,
-        frame: &Frame,
+        response: &ResponseFrame,
         max_frame_bytes: usize,
         latency: Duration,
     ) -> Result<bool, super::FrameError> {
         self.put(
-            |buf| encode_frame(frame, buf, max_frame_bytes),
+            |buf| encode_response_frame(response, buf, max_frame_bytes),
             true,
             Some(latency),
         )
@@ -267,7 +267,7 @@ impl Outbox {
 
     /// Whether a frame sent now with a latency of its own would likely go out at once with it:
     /// nothing is queued, and the peer is on another host. (It may still not: the socket can be
-    /// full, and then [`Outbox::send_after`] says so.)
+    /// full, and then [`Outbox::send_request`] or [`Outbox::send_response_after`] says so.)
     fn takes_latency(&self) -> bool {
         self.takes_latency_in(&lock(&self.state))
     }
@@ -1122,9 +1122,9 @@ fn deliver(
 impl<N: Network> TcpTransport<N> {
     /// Answers a request with a frame that arrives `latency` after it leaves (a simulated
     /// network's model of the message). When it cannot go out at once with its latency
-    /// (frames queued before it, a full socket, a peer on this host), nothing is done and the
-    /// answer comes back (`Err`): the caller waits the latency out and answers with
-    /// [`Transport::respond`].
+    /// (frames queued before it, a full socket, a peer on this host), nothing is done (the
+    /// request stays running) and the answer comes back (`Err`): the caller waits the latency
+    /// out and answers with [`Transport::respond`].
     pub(crate) fn respond_after(
         &self,
         responder: &Responder,
@@ -1135,23 +1135,28 @@ impl<N: Network> TcpTransport<N> {
         if !conn.outbox.takes_latency() {
             return Err(result);
         }
-        if !lock(&conn.requests).running.contains(responder.id) {
+        // Held while the answer is sent, so that no Cancel or closing connection sees the
+        // request gone before its answer has left (sending takes only the outbox's own lock).
+        let mut requests = lock(&conn.requests);
+        let Some(running) = requests.running.remove(responder.id) else {
             return Ok(()); // cancelled: the caller no longer waits for this answer
-        }
-        let frame = Frame::Response(ResponseFrame {
+        };
+        let response = ResponseFrame {
             id: responder.id,
             result,
-        });
+        };
         match conn
             .outbox
-            .send_after(&frame, conn.max_frame_bytes, latency)
+            .send_response_after(&response, conn.max_frame_bytes, latency)
         {
-            Ok(false) => match frame {
-                Frame::Response(response) => Err(response.result),
-                _ => Ok(()),
-            },
+            // Not sent: the request is still running until the answer leaves plainly (the
+            // entries are kept sorted by id, so it goes back where it was).
+            Ok(false) => {
+                requests.running.insert(responder.id, running);
+                Err(response.result)
+            }
             sent => {
-                lock(&conn.requests).running.remove(responder.id);
+                drop(requests);
                 answer_failed(conn, responder.id, sent.map(drop));
                 Ok(())
             }
@@ -1240,10 +1245,8 @@ impl<N: Network> Transport for TcpTransport<N> {
         deadline: Option<Instant>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<Bytes, SendError>> {
-        Box::pin(
-            self.clone()
-                .send_inner(addr.to_string(), request, deadline, cancel),
-        )
+        let (transport, addr) = (self.clone(), addr.to_string());
+        crate::framework::task::boxed(move || transport.send_inner(addr, request, deadline, cancel))
     }
 
     fn ready(&self) -> BoxFuture<'static, ()> {

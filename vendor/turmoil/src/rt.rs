@@ -20,15 +20,9 @@ thread_local! {
     static CLOCK: std::cell::Cell<(bool, u64)> = const { std::cell::Cell::new((false, 0)) };
 
     /// The tasks [`spawn`] made on this thread inside hosts' runtimes, each with its host's
-    /// key and its place in the order of spawning (windtunnel patch).
+    /// key and its place in the order of spawning; the host whose runtime is being run; and
+    /// whether a crash is dropping a host's tasks (windtunnel patch).
     static SPAWNED: std::cell::RefCell<Spawned> = const { std::cell::RefCell::new(Spawned::new()) };
-
-    /// The key of the host whose runtime is being run on this thread (windtunnel patch).
-    static HOST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-
-    /// Whether a crash is dropping a host's tasks on this thread (windtunnel patch): a task
-    /// [`spawn`] makes then is aborted at once, as a runtime being dropped would drop it unrun.
-    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `tokio::spawn`, except that inside a host of a simulation the task is also noted, so that a
@@ -54,11 +48,13 @@ where
 {
     let task = tokio::spawn(future);
     if clock_epoch().is_some() {
-        if DRAINING.with(std::cell::Cell::get) {
-            task.abort();
-        }
-        let host = HOST.with(std::cell::Cell::get);
-        SPAWNED.with(|s| s.borrow_mut().note(host, task.abort_handle()));
+        SPAWNED.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.draining {
+                task.abort();
+            }
+            s.note(task.abort_handle());
+        });
     }
     task
 }
@@ -74,6 +70,11 @@ struct Spawned {
     next: u64,
     /// Where the next look at an old task is.
     cursor: usize,
+    /// The key of the host whose runtime is being run on this thread.
+    host: u64,
+    /// Whether a crash is dropping a host's tasks on this thread: a task [`spawn`] makes then
+    /// is aborted at once, as a runtime being dropped would drop it unrun.
+    draining: bool,
 }
 
 /// One task [`spawn`] made inside a host's runtime (windtunnel patch).
@@ -89,15 +90,18 @@ impl Spawned {
             tasks: Vec::new(),
             next: 0,
             cursor: 0,
+            host: 0,
+            draining: false,
         }
     }
 
-    fn note(&mut self, host: u64, task: AbortHandle) {
+    /// Notes `task`, spawned now by the host whose runtime is being run.
+    fn note(&mut self, task: AbortHandle) {
         for _ in 0..2 {
             self.look();
         }
         self.tasks.push(Noted {
-            host,
+            host: self.host,
             order: self.next,
             task,
         });
@@ -116,6 +120,11 @@ impl Spawned {
             Some(_) => self.cursor += 1,
             None => {}
         }
+    }
+
+    /// Marks this thread as dropping a crashed host's tasks, or no longer.
+    fn set_draining(draining: bool) {
+        SPAWNED.with(|s| s.borrow_mut().draining = draining);
     }
 
     /// Takes out the tasks of `host`, oldest first.
@@ -177,7 +186,7 @@ impl Ticking {
     /// Starts ticking the runtime of the host with key `host` (see [`spawn`]).
     fn start(host: u64) -> Ticking {
         new_epoch(Some(true));
-        HOST.with(|h| h.set(host));
+        SPAWNED.with(|s| s.borrow_mut().host = host);
         Ticking
     }
 }
@@ -692,7 +701,7 @@ impl Rt<'_> {
     /// run.
     fn drop_spawned(&mut self) {
         let ticking = Ticking::start(self.key);
-        DRAINING.with(|d| d.set(true));
+        Spawned::set_draining(true);
         for _ in 0..DROP_ROUNDS {
             let tasks = Spawned::take(self.key);
             if tasks.is_empty() {
@@ -718,7 +727,7 @@ impl Rt<'_> {
                 }
             });
         }
-        DRAINING.with(|d| d.set(false));
+        Spawned::set_draining(false);
         drop(ticking);
     }
 }
