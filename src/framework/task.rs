@@ -37,5 +37,12 @@ where
 /// instructions, before this).
 #[inline(always)]
 pub(crate) fn boxed<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    Box::into_pin(Box::write(Box::new_uninit(), make()))
+    Box::into_pin(in_box(make))
+}
+
+/// `Box::new(make())`, with the box allocated before the value is made, so that the compiler
+/// can make the value in place instead of copying it in (see [`boxed`]).
+#[inline(always)]
+pub(crate) fn in_box<T>(make: impl FnOnce() -> T) -> Box<T> {
+    Box::write(Box::new_uninit(), make())
 }

@@ -475,7 +475,7 @@ impl Transport for ModelTransport {
         crate::framework::task::boxed(move || async move {
             // Boxed: the stream's state is a few hundred bytes, and would make this future too
             // large for the allocator's per-size caches. Made in its box, not copied into it.
-            let mut rng = Box::write(Box::new_uninit(), ChaCha8Rng::seed_from_u64(seed));
+            let mut rng = crate::framework::task::in_box(|| ChaCha8Rng::seed_from_u64(seed));
             let cancelled = cancel.cancelled();
             tokio::pin!(cancelled);
             // One timer for the legs and the deadline between them, moved from wait to wait.
