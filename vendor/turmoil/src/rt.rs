@@ -61,15 +61,22 @@ where
 
 /// Tasks [`spawn`] made inside hosts' runtimes on one thread, each with its host's key and its
 /// place in the order of spawning (windtunnel patch). One list for all the hosts, so a tick pays
-/// only for setting the key. Finished tasks are let go as new ones come: each new task looks at
-/// two old ones, in turn, so the list holds at most about twice the tasks alive, and a finished
-/// task's memory is freed a block at a time, while the thread goes on spawning.
+/// only for setting the key. Finished tasks are let go as new ones come: each new task takes the
+/// two at the front of the queue, lets each go if it has finished and puts it back at the end if
+/// not. So every task in the queue is looked at once in each pass through it, a pass lets go of
+/// every task that had finished when it was looked at, and the queue holds at most about twice
+/// the tasks alive, however long some of them live. A finished task's memory is freed a block at
+/// a time, while the thread goes on spawning.
+///
+/// (A first version looked at two tasks at a cursor and let a finished one go with
+/// `swap_remove`, which moved the newest task, still alive, to the cursor, where the cursor
+/// stepped over it. With tasks that live for the whole run (a connection's reader) it let go of
+/// less than one task for each new one, and the list grew with the run: 28 MB of kept task
+/// blocks after 600 s of the baseline at 2,000 requests/s, 18 MB without the list.)
 struct Spawned {
-    tasks: Vec<Noted>,
+    tasks: std::collections::VecDeque<Noted>,
     /// The next task's place in the order of spawning.
     next: u64,
-    /// Where the next look at an old task is.
-    cursor: usize,
     /// The key of the host whose runtime is being run on this thread.
     host: u64,
     /// Whether a crash is dropping a host's tasks on this thread: a task [`spawn`] makes then
@@ -87,9 +94,8 @@ struct Noted {
 impl Spawned {
     const fn new() -> Spawned {
         Spawned {
-            tasks: Vec::new(),
+            tasks: std::collections::VecDeque::new(),
             next: 0,
-            cursor: 0,
             host: 0,
             draining: false,
         }
@@ -100,7 +106,7 @@ impl Spawned {
         for _ in 0..2 {
             self.look();
         }
-        self.tasks.push(Noted {
+        self.tasks.push_back(Noted {
             host: self.host,
             order: self.next,
             task,
@@ -108,17 +114,13 @@ impl Spawned {
         self.next += 1;
     }
 
-    /// Looks at the task at the cursor: lets it go if it has finished, else moves on.
+    /// Takes the task at the front of the queue: lets it go if it has finished, else puts it
+    /// back at the end.
     fn look(&mut self) {
-        if self.cursor >= self.tasks.len() {
-            self.cursor = 0;
-        }
-        match self.tasks.get(self.cursor) {
-            Some(noted) if noted.task.is_finished() => {
-                self.tasks.swap_remove(self.cursor);
+        if let Some(noted) = self.tasks.pop_front() {
+            if !noted.task.is_finished() {
+                self.tasks.push_back(noted);
             }
-            Some(_) => self.cursor += 1,
-            None => {}
         }
     }
 
@@ -131,8 +133,11 @@ impl Spawned {
     fn take(host: u64) -> Vec<AbortHandle> {
         let mut mine: Vec<Noted> = SPAWNED.with(|s| {
             let mut s = s.borrow_mut();
-            s.cursor = 0;
-            s.tasks.extract_if(.., |n| n.host == host).collect()
+            let (mine, others): (Vec<Noted>, Vec<Noted>) = mem::take(&mut s.tasks)
+                .into_iter()
+                .partition(|n| n.host == host);
+            s.tasks = others.into();
+            mine
         });
         mine.sort_by_key(|n| n.order);
         mine.into_iter().map(|n| n.task).collect()
@@ -998,5 +1003,37 @@ mod tests {
         // one turn of the scheduler, or two in one turn).
         assert!(by_epoch.len() > 100, "{} epochs", by_epoch.len());
         assert!(reads.len() > by_epoch.len() + 100, "{} reads", reads.len());
+    }
+
+    #[test]
+    fn the_list_of_spawned_tasks_holds_about_twice_the_tasks_alive() {
+        // Goal: beside tasks that live for the whole run (a connection's reader), the list of
+        // spawned tasks lets finished ones go as fast as new ones come, so its length follows
+        // the tasks alive, not the tasks ever spawned (windtunnel patch). Method: 500 tasks
+        // that never end, then 1,000 batches of 100 that end before the next batch; the list's
+        // length after each batch. The version this replaced reached 6,640 here, and grew on.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let mut list = super::Spawned::new();
+        let longest = rt.block_on(async {
+            let mut longest = 0;
+            for _ in 0..500 {
+                list.note(tokio::spawn(std::future::pending::<()>()).abort_handle());
+            }
+            for _ in 0..1000 {
+                let batch: Vec<_> = (0..100).map(|_| tokio::spawn(async {})).collect();
+                for task in &batch {
+                    list.note(task.abort_handle());
+                }
+                while !batch.iter().all(|t| t.is_finished()) {
+                    tokio::task::yield_now().await;
+                }
+                longest = longest.max(list.tasks.len());
+            }
+            longest
+        });
+        assert!(longest <= 2 * (500 + 100) + 100, "the list held {longest} tasks");
+        assert!(longest >= 500, "the list let go of tasks alive: {longest}");
     }
 }
