@@ -100,61 +100,107 @@ fn the_snippet_reader_finds_blocks_and_ignores_other_languages() {
     assert_eq!(squeeze(" a \n  b\tc "), "a b c");
 }
 
-/// The hunks of a unified diff: for each, the file it changes, the line its header names, and
-/// the lines it expects to find there (context and removed lines, in order).
-fn hunks(diff: &str) -> Vec<(String, usize, Vec<String>)> {
-    let mut out = Vec::new();
-    let mut file = String::new();
-    for (n, line) in diff.lines().enumerate() {
-        if let Some(path) = line.strip_prefix("+++ b/") {
-            file = path.to_string();
-        } else if line.starts_with("@@") {
-            out.push((file.clone(), n + 1, Vec::new()));
-        } else if let Some((_, _, expected)) = out.last_mut() {
-            if let Some(kept) = line.strip_prefix(' ').or_else(|| line.strip_prefix('-')) {
-                if !line.starts_with("---") {
-                    expected.push(kept.to_string());
-                }
-            } else if line.is_empty() {
-                expected.push(String::new());
-            }
+/// One hunk of a unified diff: the file it changes, the line of the patch its header is on,
+/// and the lines it expects to find (context and removed lines, in order).
+#[derive(Debug, PartialEq)]
+struct Hunk {
+    file: String,
+    at: usize,
+    expected: Vec<String>,
+}
+
+/// The hunks of a unified diff, each read by the line counts of its header (`@@ -a,b +c,d @@`),
+/// as `git apply` reads them; `Err` says where a hunk's lines do not match its header.
+fn hunks(diff: &str) -> Result<Vec<Hunk>, String> {
+    fn count(range: Option<&str>) -> Option<usize> {
+        let range = range?;
+        match range.split_once(',') {
+            Some((_, n)) => n.parse().ok(),
+            None => Some(1),
         }
     }
-    out
+    let mut out = Vec::new();
+    let mut file = String::new();
+    let mut lines = diff.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        if let Some(path) = line.strip_prefix("+++ b/") {
+            file = path.to_string();
+            continue;
+        }
+        let Some(header) = line.strip_prefix("@@ ") else {
+            continue;
+        };
+        let mut ranges = header.split_whitespace();
+        let old = count(ranges.next().and_then(|r| r.strip_prefix('-')));
+        let new = count(ranges.next().and_then(|r| r.strip_prefix('+')));
+        let (Some(mut old), Some(mut new)) = (old, new) else {
+            return Err(format!("line {}: a hunk header without its counts", n + 1));
+        };
+        let mut expected = Vec::new();
+        while old > 0 || new > 0 {
+            let Some((m, body)) = lines.next() else {
+                return Err(format!("line {}: the patch ends inside a hunk", n + 1));
+            };
+            let (kind, text) = body.split_at(body.len().min(1));
+            match kind {
+                " " | "" if old > 0 && new > 0 => {
+                    expected.push(text.to_string());
+                    (old, new) = (old - 1, new - 1);
+                }
+                "-" if old > 0 => {
+                    expected.push(text.to_string());
+                    old -= 1;
+                }
+                "+" if new > 0 => new -= 1,
+                "\\" => {}
+                _ => return Err(format!("line {}: does not fit its hunk's header", m + 1)),
+            }
+        }
+        out.push(Hunk {
+            file: file.clone(),
+            at: n + 1,
+            expected,
+        });
+    }
+    Ok(out)
 }
 
 #[test]
 fn the_measurement_patch_still_finds_the_lines_it_changes() {
     // Goal: `git apply docs/ablation.patch` keeps working as the code moves on, so the speed
-    // figures it gave can be measured again. Method: each hunk's context and removed lines must
-    // appear, one after another, in the file it names.
+    // figures it gave can be measured again. Method: each hunk must match the counts of its
+    // header, and its context and removed lines must appear, one after another, in the file it
+    // names. (Whether the patched code still builds is not checked here.)
     let diff =
         std::fs::read_to_string(root().join("docs/ablation.patch")).expect("the patch reads");
-    let hunks = hunks(&diff);
+    let hunks = hunks(&diff).unwrap_or_else(|e| panic!("docs/ablation.patch: {e}"));
     assert!(hunks.len() >= 3, "the patch has {} hunks", hunks.len());
     let mut lost = Vec::new();
-    for (file, at, expected) in &hunks {
-        let text = std::fs::read_to_string(root().join(file)).expect("a patched file reads");
+    for hunk in &hunks {
+        let text = std::fs::read_to_string(root().join(&hunk.file)).expect("a patched file reads");
         let lines: Vec<&str> = text.lines().collect();
         let found = lines
-            .windows(expected.len().max(1))
-            .any(|w| w.iter().zip(expected).all(|(a, b)| a == b));
+            .windows(hunk.expected.len().max(1))
+            .any(|w| w.iter().zip(&hunk.expected).all(|(a, b)| a == b));
         if !found {
-            lost.push(format!("docs/ablation.patch:{at} ({file})"));
+            lost.push(format!("docs/ablation.patch:{} ({})", hunk.at, hunk.file));
         }
     }
     assert!(lost.is_empty(), "hunks whose lines are gone: {lost:?}");
 }
 
 #[test]
-fn the_hunk_reader_keeps_context_and_removed_lines_in_order() {
-    let diff = "--- a/x.rs\n+++ b/x.rs\n@@ -1,3 +1,3 @@\n a\n-b\n+c\n d\n";
+fn the_hunk_reader_follows_the_counts_of_each_header() {
+    let diff = "--- a/x.rs\n+++ b/x.rs\n@@ -1,4 +1,4 @@\n a\n---b\n+++c\n d\n\n";
     assert_eq!(
         hunks(diff),
-        vec![(
-            "x.rs".to_string(),
-            3,
-            vec!["a".to_string(), "b".to_string(), "d".to_string()]
-        )]
+        Ok(vec![Hunk {
+            file: "x.rs".to_string(),
+            at: 3,
+            expected: vec!["a".into(), "--b".into(), "d".into(), "".into()],
+        }])
     );
+    // A header whose counts the lines do not fit, as `git apply` would refuse it.
+    assert!(hunks("+++ b/x.rs\n@@ -1,3 +1,3 @@\n a\n-b\n+c\n").is_err());
+    assert!(hunks("+++ b/x.rs\n@@ -1,2 +1,2 @@\n a\n+c\n+d\n").is_err());
 }
