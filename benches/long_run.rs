@@ -10,14 +10,20 @@
 //! summary and writes the report (summary.json, plots, index.html) as `windtunnel run` does.
 //! `--sim` runs the real simulation instead, for as long as asked.
 //!
-//! Prints this process's resident set (VmRSS) at every simulated hour, its growth per hour, and
+//! Prints this process's resident set (VmRSS) at every simulated hour (minute, for the baseline),
+//! its growth per hour (minute), and
 //! the peak (VmHWM) after the run, the summary and the report (Linux; 0 elsewhere).
 //!
 //! Usage:
 //! - `cargo bench --bench long_run`: the recorder, 24 h;
 //! - `cargo bench --bench long_run -- --hours 6`: the recorder, 6 h;
 //! - `cargo bench --bench long_run -- --sim 4`: the real simulation, 4 h (about 20 min);
-//! - `cargo bench --bench long_run -- --toml 24`: print the scenario file, 24 h.
+//! - `cargo bench --bench long_run -- --toml 24`: print the scenario file, 24 h;
+//! - `cargo bench --bench long_run -- --baseline 10`: the real simulation of the baseline
+//!   scenario at 2,000 requests/s for 10 minutes, VmRSS at every simulated minute. What a
+//!   request leaves behind shows here within minutes: a list of finished tasks that grew with
+//!   the run (docs/figures.md, the twenty-eighth session) took the 60 s run from 16.7 MB to
+//!   19.5 MB and the 600 s run to 28.0 MB.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +36,10 @@ use windtunnel::framework::{Event, EventKind, EventSink};
 use windtunnel::metrics::{Outcome, Recorder, RecorderConfig};
 use windtunnel::sim::{Progress, Status};
 use windtunnel::tunnel::Tunnel;
+
+#[path = "common/baseline.rs"]
+mod baseline_file;
+use baseline_file::baseline;
 
 /// Services; each has a `read` (which calls the next service's `write`) and a `write`.
 const SERVICES: usize = 10;
@@ -86,18 +96,39 @@ fn status_mb(key: &str) -> f64 {
         .map_or(0.0, |kb| kb as f64 / 1024.0)
 }
 
-/// Resident set at each simulated hour, printed as it goes.
-#[derive(Default)]
-struct Hourly {
+/// Resident set at each simulated hour (or minute), printed as it goes.
+struct Sampled {
+    /// Simulated seconds between samples.
+    every: u64,
+    /// What one interval is called: "hour" or "minute".
+    unit: &'static str,
     rss: Vec<f64>,
 }
 
-impl Hourly {
-    fn hour(&mut self, hour: usize) {
+impl Sampled {
+    fn hourly() -> Sampled {
+        Sampled {
+            every: 3600,
+            unit: "hour",
+            rss: Vec::new(),
+        }
+    }
+
+    fn by_minute() -> Sampled {
+        Sampled {
+            every: 60,
+            unit: "minute",
+            rss: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, n: usize) {
         let rss = status_mb("VmRSS:");
         let delta = self.rss.last().map_or(0.0, |last| rss - last);
+        let unit = self.unit;
         println!(
-            "  {hour:>3} h: VmRSS {rss:7.1} MB ({delta:+6.1} MB in the hour), VmHWM {:7.1} MB",
+            "  {n:>3} {}: VmRSS {rss:7.1} MB ({delta:+6.1} MB in the {unit}), VmHWM {:7.1} MB",
+            &unit[..1],
             status_mb("VmHWM:")
         );
         self.rss.push(rss);
@@ -105,21 +136,22 @@ impl Hourly {
 
     fn report(&self) {
         if let (Some(first), Some(last)) = (self.rss.first(), self.rss.last()) {
-            let hours = self.rss.len().saturating_sub(1).max(1) as f64;
+            let intervals = self.rss.len().saturating_sub(1).max(1) as f64;
             println!(
-                "growth from hour 1 to hour {}: {:.2} MB per simulated hour",
+                "growth from {unit} 1 to {unit} {}: {:.2} MB per simulated {unit}",
                 self.rss.len(),
-                (last - first) / hours
+                (last - first) / intervals,
+                unit = self.unit
             );
         }
     }
 }
 
-impl Progress for Hourly {
+impl Progress for Sampled {
     fn tick(&mut self, status: Status) {
-        let hour = (status.done.as_secs() / 3600) as usize;
-        if hour > self.rss.len() {
-            self.hour(hour);
+        let n = (status.done.as_secs() / self.every) as usize;
+        if n > self.rss.len() {
+            self.sample(n);
         }
     }
 }
@@ -202,7 +234,7 @@ fn recorder_run(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
     let gap = Exp::new(RATE)?;
     let mut next: Vec<f64> = loads.iter().map(|_| gap.sample(&mut rng)).collect();
     let mut ids = 0u64;
-    let mut hourly = Hourly::default();
+    let mut hourly = Sampled::hourly();
     let started = Instant::now();
     println!(
         "recorder, {hours} h at {} requests/s over {} loads, buckets of {} s:",
@@ -285,7 +317,7 @@ fn recorder_run(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
             recorder.record_load(load, secs(t), secs(answered), outcome, DEADLINE);
         }
         if (second + 1) % 3600 == 0 {
-            hourly.hour(((second + 1) / 3600) as usize);
+            hourly.sample(((second + 1) / 3600) as usize);
         }
     }
     hourly.report();
@@ -311,15 +343,36 @@ fn recorder_run(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
 fn simulation(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
     println!("simulation, {hours} h:");
     let started = Instant::now();
-    let mut hourly = Hourly::default();
+    let mut hourly = Sampled::hourly();
     let outcome = Tunnel::toml(&scenario_toml(hours), "long-run.toml").run_with(&mut hourly)?;
     hourly.report();
+    finish(&outcome, started, "windtunnel-long-run-sim")
+}
+
+/// Runs the baseline scenario at 2,000 requests/s for `minutes`, then writes its report.
+fn baseline_run(minutes: u64) -> Result<(), Box<dyn std::error::Error>> {
+    println!("the baseline at 2,000/s, {minutes} min:");
+    let started = Instant::now();
+    let mut sampled = Sampled::by_minute();
+    let text = baseline("2000/s", &format!("{minutes}m"));
+    let outcome = Tunnel::toml(&text, "baseline.toml").run_with(&mut sampled)?;
+    sampled.report();
+    finish(&outcome, started, "windtunnel-long-run-baseline")
+}
+
+/// Prints the peak after a run and after its report, written to `dir` under the temporary
+/// directory.
+fn finish(
+    outcome: &windtunnel::tunnel::Outcome,
+    started: Instant,
+    dir: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "simulated in {:.0} s; after run and summary: VmHWM {:7.1} MB",
         started.elapsed().as_secs_f64(),
         status_mb("VmHWM:")
     );
-    let dir = std::env::temp_dir().join("windtunnel-long-run-sim");
+    let dir = std::env::temp_dir().join(dir);
     outcome.write_report(&dir)?;
     println!(
         "after report: VmHWM {:7.1} MB (report in {}); passed: {}",
@@ -346,6 +399,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     println!("at start: VmRSS {:.1} MB", status_mb("VmRSS:"));
+    if let Some(minutes) = value("--baseline") {
+        return baseline_run(minutes);
+    }
     match value("--sim") {
         Some(hours) => simulation(hours),
         None => recorder_run(value("--hours").unwrap_or(24)),

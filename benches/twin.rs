@@ -30,6 +30,10 @@ use turmoil::net::{TcpListener, TcpStream};
 use windtunnel::report::sweep::Spread;
 use windtunnel::tunnel::Tunnel;
 
+#[path = "common/baseline.rs"]
+mod baseline_file;
+use baseline_file::baseline;
+
 /// Idle connections to one host, reused by its callers.
 type Pool = Rc<RefCell<Vec<TcpStream>>>;
 
@@ -147,23 +151,6 @@ fn twin(rate: u64, secs: u64) -> (Duration, u64) {
     let wall = started.elapsed();
     let n = *answered.borrow();
     (wall, n)
-}
-
-/// scenarios/baseline.toml with its load's rate and the run's length replaced.
-fn baseline(rate: &str, duration: &str) -> String {
-    let text = std::fs::read_to_string("scenarios/baseline.toml").unwrap_or_default();
-    text.lines()
-        .map(|line| {
-            if line.starts_with("rate = ") {
-                format!("rate = \"{rate}\"")
-            } else if line.starts_with("duration = ") {
-                format!("duration = \"{duration}\"")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Runs windtunnel's baseline at `rate` for `secs`; returns the simulation's wall time (the
