@@ -10,9 +10,9 @@
 //! summary and writes the report (summary.json, plots, index.html) as `windtunnel run` does.
 //! `--sim` runs the real simulation instead, for as long as asked.
 //!
-//! Prints this process's resident set (VmRSS) at every simulated hour (minute, for the baseline),
-//! its growth per hour (minute), and
-//! the peak (VmHWM) after the run, the summary and the report (Linux; 0 elsewhere).
+//! Prints this process's resident set (VmRSS) at every simulated hour (minute, for the
+//! baseline), its growth per hour (minute), and the peak (VmHWM) after the run, the summary and
+//! the report (Linux; 0 elsewhere).
 //!
 //! Usage:
 //! - `cargo bench --bench long_run`: the recorder, 24 h;
@@ -106,18 +106,11 @@ struct Sampled {
 }
 
 impl Sampled {
-    fn hourly() -> Sampled {
+    /// A sample every `every` simulated seconds, each interval called `unit`.
+    fn every(every: u64, unit: &'static str) -> Sampled {
         Sampled {
-            every: 3600,
-            unit: "hour",
-            rss: Vec::new(),
-        }
-    }
-
-    fn by_minute() -> Sampled {
-        Sampled {
-            every: 60,
-            unit: "minute",
+            every,
+            unit,
             rss: Vec::new(),
         }
     }
@@ -234,7 +227,7 @@ fn recorder_run(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
     let gap = Exp::new(RATE)?;
     let mut next: Vec<f64> = loads.iter().map(|_| gap.sample(&mut rng)).collect();
     let mut ids = 0u64;
-    let mut hourly = Sampled::hourly();
+    let mut hourly = Sampled::every(3600, "hour");
     let started = Instant::now();
     println!(
         "recorder, {hours} h at {} requests/s over {} loads, buckets of {} s:",
@@ -343,7 +336,7 @@ fn recorder_run(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
 fn simulation(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
     println!("simulation, {hours} h:");
     let started = Instant::now();
-    let mut hourly = Sampled::hourly();
+    let mut hourly = Sampled::every(3600, "hour");
     let outcome = Tunnel::toml(&scenario_toml(hours), "long-run.toml").run_with(&mut hourly)?;
     hourly.report();
     finish(&outcome, started, "windtunnel-long-run-sim")
@@ -353,7 +346,7 @@ fn simulation(hours: u64) -> Result<(), Box<dyn std::error::Error>> {
 fn baseline_run(minutes: u64) -> Result<(), Box<dyn std::error::Error>> {
     println!("the baseline at 2,000/s, {minutes} min:");
     let started = Instant::now();
-    let mut sampled = Sampled::by_minute();
+    let mut sampled = Sampled::every(60, "minute");
     let text = baseline("2000/s", &format!("{minutes}m"));
     let outcome = Tunnel::toml(&text, "baseline.toml").run_with(&mut sampled)?;
     sampled.report();

@@ -66,13 +66,9 @@ where
 /// not. So every task in the queue is looked at once in each pass through it, a pass lets go of
 /// every task that had finished when it was looked at, and the queue holds at most about twice
 /// the tasks alive, however long some of them live. A finished task's memory is freed a block at
-/// a time, while the thread goes on spawning.
-///
-/// (A first version looked at two tasks at a cursor and let a finished one go with
-/// `swap_remove`, which moved the newest task, still alive, to the cursor, where the cursor
-/// stepped over it. With tasks that live for the whole run (a connection's reader) it let go of
-/// less than one task for each new one, and the list grew with the run: 28 MB of kept task
-/// blocks after 600 s of the baseline at 2,000 requests/s, 18 MB without the list.)
+/// a time, while the thread goes on spawning. (Not a cursor over a list with `swap_remove`: that
+/// stepped over the live task it moved under the cursor, and beside long-lived tasks the list
+/// grew with the run; PATCH.md.)
 struct Spawned {
     tasks: std::collections::VecDeque<Noted>,
     /// The next task's place in the order of spawning.
